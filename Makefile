@@ -1,0 +1,51 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Both install whatever is missing (Debian packages, a venv, the package) and are idempotent.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit fuse system-deps venv clean
+
+demo: $(STAMP)
+	$(BIN)/python -m mountfs.demo
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -p no:cacheprovider -ra tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check mountfs tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy mountfs
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/unit
+
+fuse: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/fuse
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+
+$(STAMP): pyproject.toml | system-deps
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

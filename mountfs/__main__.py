@@ -1,0 +1,5 @@
+import sys
+
+from mountfs.cli import main
+
+sys.exit(main())

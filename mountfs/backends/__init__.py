@@ -1,0 +1,1 @@
+"""Store adapters: one module per kind of store, all behind `base.ObjectStore`."""

@@ -1,0 +1,112 @@
+"""The contract every store adapter fulfils, in the vocabulary of object storage.
+
+Calls are synchronous and may block: callers above this layer run them in worker threads
+(`mountfs.concurrency.run_blocking`). Keys are `str`; a key never starts with "/".
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from dataclasses import dataclass, field
+
+from mountfs.errors import Unsupported
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a HEAD or a listing says about one object."""
+
+    key: str
+    size: int
+    etag: str
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ObjectId:
+    """Names one version of one object; the cache keys every block by it."""
+
+    store: str
+    bucket: str
+    key: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing. `prefixes` are common prefixes ending in the delimiter.
+
+    `next_token` is None on the last page; otherwise pass it back as `token`.
+    """
+
+    objects: list[ObjectMeta] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    next_token: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadPart:
+    """A part already uploaded in a multipart upload."""
+
+    number: int
+    etag: str
+
+
+class ObjectStore(abc.ABC):
+    """One bucket (or container, or folder) of one store.
+
+    `store_id` names the endpoint (e.g. "file", "s3://host:9000"); with `bucket` it is what
+    makes an `ObjectId` unique across every store in a mount.
+    """
+
+    store_id: str
+    bucket: str
+
+    def object_id(self, meta: ObjectMeta) -> ObjectId:
+        return ObjectId(self.store_id, self.bucket, meta.key, meta.etag)
+
+    # --- reads -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectMeta:
+        """Metadata of `key`; NotFound when absent."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        """`length` bytes from `start` (fewer at end of object).
+
+        With `etag`, the read is pinned to that version: Stale if the object changed.
+        """
+
+    @abc.abstractmethod
+    def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
+             max_keys: int = 1000) -> ListPage:
+        """Objects and common prefixes under `prefix`, in key order, one page at a time."""
+
+    def check_access(self) -> None:
+        """Fail fast (NotFound, AccessDenied, StoreUnavailable) when the bucket is not usable."""
+        self.list("", "/", None, 1)
+
+    # --- writes (declared now, implemented by the write-path issue) ---------------------
+
+    def put(self, key: str, data: bytes) -> ObjectMeta:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def create_multipart(self, key: str) -> str:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def delete(self, key: str) -> None:
+        raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        raise Unsupported(f"{type(self).__name__} does not write yet")

@@ -1,0 +1,562 @@
+"""A local folder served as a bucket (`file://` mounts).
+
+Keys are paths relative to the folder, decoded with `os.fsdecode` so that any file name round-trips.
+Listings follow S3 semantics exactly (UTF-8 byte order, common prefixes, opaque page tokens), so the
+layers above never special-case this store; the paging helpers here are shared with `MemoryStore`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import stat
+import uuid
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
+from mountfs.errors import (
+    AccessDenied,
+    IsADirectory,
+    MountfsError,
+    NoSpace,
+    NotADirectory,
+    NotFound,
+    ReadOnly,
+    Stale,
+    StoreUnavailable,
+    Unsupported,
+)
+
+UPLOADS_DIR = ".mountfs-uploads"
+"""Folder at the root where multipart parts are staged; never listed, never a key."""
+TMP_PREFIX = ".mountfs-tmp-"
+"""Names of files being written before their rename into place; never listed, never a key."""
+
+_UPLOADS_B = os.fsencode(UPLOADS_DIR)
+_TMP_B = os.fsencode(TMP_PREFIX)
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}\Z")
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
+_COPY_CHUNK = 1 << 20
+MAX_PART_NUMBER = 10_000
+
+Entry = tuple[str, ObjectMeta | None]
+"""One listing entry in key order: an object with its metadata, or a common prefix (meta None)."""
+_Scanned = tuple[bytes, os.DirEntry[bytes], bool]
+
+
+# --- listing helpers shared by every in-process store ---------------------------------------------
+
+
+def key_bytes(key: str) -> bytes:
+    """The bytes S3 orders keys by: UTF-8, with undecodable file-name bytes restored as they were."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def key_str(raw: bytes) -> str:
+    """Inverse of `key_bytes`."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def check_list_args(delimiter: str | None, max_keys: int) -> str | None:
+    """Validate `list` arguments; an empty delimiter means none, as in S3."""
+    if max_keys < 1:
+        raise ValueError(f"max_keys must be at least 1, not {max_keys}")
+    return delimiter or None
+
+
+def make_page(entries: Iterable[Entry], max_keys: int) -> ListPage:
+    """Take up to `max_keys` entries from a key-ordered stream that already starts after the token.
+
+    Peeks one entry further so that `next_token` is set only when something really remains;
+    the stream is consumed lazily, so a store only stats/decodes what one page needs.
+    """
+    objects: list[ObjectMeta] = []
+    prefixes: list[str] = []
+    last: str | None = None
+    for count, (name, meta) in enumerate(entries):
+        if count == max_keys:
+            return ListPage(objects, prefixes, last)
+        if meta is None:
+            prefixes.append(name)
+        else:
+            objects.append(meta)
+        last = name
+    return ListPage(objects, prefixes, None)
+
+
+def _successor(raw: bytes) -> bytes | None:
+    """The smallest byte string above every string that starts with `raw` (None: there is none)."""
+    stripped = raw.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def iter_sorted_keys(keys: Sequence[bytes], prefix: bytes, delimiter: bytes | None,
+                     token: bytes | None) -> Iterator[tuple[bytes, bool]]:
+    """Walk a byte-sorted key list as S3 lists it: `(key or common prefix, is_prefix)` after `token`.
+
+    Each common prefix is yielded once and its keys are skipped with a bisect, so a page of a
+    listing costs O(page * log n) however many keys sit under one prefix.
+    """
+    i = bisect_left(keys, prefix)
+    if token is not None:
+        i = max(i, bisect_right(keys, token))
+    n = len(keys)
+    while i < n:
+        key = keys[i]
+        if not key.startswith(prefix):
+            return
+        if delimiter:
+            cut = key.find(delimiter, len(prefix))
+            if cut >= 0:
+                common = key[:cut + len(delimiter)]
+                if token is None or common > token:
+                    yield common, True
+                after = _successor(common)
+                if after is None:
+                    return
+                i = bisect_left(keys, after, i)
+                continue
+        yield key, False
+        i += 1
+
+
+# --- the folder store -------------------------------------------------------------------------------
+
+
+def _etag(st: os.stat_result) -> str:
+    """A version tag from stat: a rewrite changes the size or the mtime (as nginx does for HTTP)."""
+    return f"{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+def _meta(key: str, st: os.stat_result) -> ObjectMeta:
+    return ObjectMeta(key, st.st_size, _etag(st), st.st_mtime_ns)
+
+
+def _error(exc: OSError, path: bytes | str, *, write: bool = False) -> MountfsError:
+    """Translate an OSError on `path` into the mountfs hierarchy, keeping the path in the message.
+
+    On reads, any way a key can fail to name a file (missing, a file used as a folder, a folder,
+    a name too long) is NotFound; on writes those become the errors a POSIX caller expects.
+    """
+    where = os.fsdecode(path)
+    code = exc.errno
+    reason = exc.strerror or str(exc)
+    if code == errno.ENOENT:
+        return NotFound(f"{where}: no such file or folder")
+    if code in (errno.EACCES, errno.EPERM):
+        return AccessDenied(f"{where}: permission denied")
+    if code == errno.ENOTDIR:
+        return NotADirectory(f"{where}: a path component is a file") if write else NotFound(
+            f"{where}: a path component is a file")
+    if code == errno.EISDIR:
+        return IsADirectory(f"{where}: is a folder") if write else NotFound(f"{where}: is a folder")
+    if code == errno.ENAMETOOLONG and not write:
+        return NotFound(f"{where}: name too long")
+    if code == errno.ENXIO and not write:
+        return NotFound(f"{where}: a socket, not a file")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"{where}: {reason}")
+    if code == errno.EROFS:
+        return ReadOnly(f"{where}: read-only file system")
+    return StoreUnavailable(f"{where}: {reason}")
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_fd(src: int, dst: int, digest: Any = None) -> None:
+    """Copy `src` from its current offset to EOF into `dst`, feeding `digest` when given."""
+    while chunk := os.read(src, _COPY_CHUNK):
+        if digest is not None:
+            digest.update(chunk)
+        _write_all(dst, chunk)
+
+
+def md5_hex(data: bytes) -> str:
+    """The ETag S3 gives a part: hex MD5 (a checksum here, not security, so FIPS builds allow it)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore(ObjectStore):
+    """A folder as a bucket: files are objects, folders are only implied prefixes.
+
+    The ETag is size and mtime, so it costs one stat; writes go through a temp file and a rename,
+    so readers see the old or the new object, never half of one. Dot-names reserved for that
+    (`.mountfs-uploads` at the root, `.mountfs-tmp-*` anywhere) are never listed.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.store_id = "file"
+        self.bucket = os.path.abspath(root)
+        self._root = os.fsencode(self.bucket).rstrip(b"/")  # b"" when the folder is "/"
+
+    # --- paths -----------------------------------------------------------------------------------
+
+    def _abs(self, rel: bytes) -> bytes:
+        if rel:
+            return self._root + b"/" + rel
+        return self._root or b"/"
+
+    def _key_path(self, key: str, *, write: bool = False) -> bytes:
+        """The file for `key`, refusing keys no file can carry or that would leave the folder."""
+        try:
+            raw = os.fsencode(key)
+        except UnicodeEncodeError:
+            raw = b""
+        parts = raw.split(b"/")
+        if (not raw or b"\0" in raw or any(p in (b"", b".", b"..") for p in parts)
+                or parts[0] == _UPLOADS_B or parts[-1].startswith(_TMP_B)):
+            if write:
+                raise Unsupported(f"key {key!r} cannot be stored as a file under {self.bucket}")
+            raise NotFound(f"key {key!r} cannot name a file under {self.bucket}")
+        return self._root + b"/" + raw
+
+    @staticmethod
+    def _split_prefix(prefix: bytes) -> tuple[bytes, bytes] | None:
+        """(folder relative to the root, start of names in it); None when no key can match."""
+        if b"\0" in prefix:
+            return None
+        folder, sep, name = prefix.rpartition(b"/")
+        if sep:
+            parts = folder.split(b"/")
+            if any(p in (b"", b".", b"..") for p in parts) or parts[0] == _UPLOADS_B:
+                return None
+        return folder, name
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectMeta:
+        path = self._key_path(key)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _error(exc, path) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"{os.fsdecode(path)}: not a regular file")
+        return _meta(key, st)
+
+    def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"bad range start={start} length={length}")
+        path = self._key_path(key)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            raise _error(exc, path) from exc
+        chunks: builtins.list[bytes] = []
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"{os.fsdecode(path)}: not a regular file")
+            self._check_etag(key, etag, st)
+            # Read no further than the size of the version checked above, in as many preads as it takes.
+            want = min(length, st.st_size - start)
+            pos = start
+            while want > 0:
+                chunk = os.pread(fd, want, pos)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                pos += len(chunk)
+                want -= len(chunk)
+            if etag is not None:
+                # Rewritten in place while we read: the bytes may mix two versions.
+                self._check_etag(key, etag, os.fstat(fd))
+        except OSError as exc:
+            raise _error(exc, path) from exc
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    def _check_etag(key: str, etag: str | None, st: os.stat_result) -> None:
+        if etag is not None and (current := _etag(st)) != etag:
+            raise Stale(f"{key}: changed since it was opened (etag {etag} expected, {current} found)")
+
+    def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
+             max_keys: int = 1000) -> ListPage:
+        delimiter = check_list_args(delimiter, max_keys)
+        try:
+            raw_prefix = os.fsencode(prefix)
+        except UnicodeEncodeError:
+            return ListPage()
+        raw_token = None if token is None else os.fsencode(token)
+        entries: Iterator[Entry]
+        if delimiter == "/":
+            entries = self._list_folder(raw_prefix, raw_token)
+        elif delimiter is None:
+            entries = self._list_tree(raw_prefix, raw_token)
+        else:
+            entries = self._list_other(raw_prefix, os.fsencode(delimiter), raw_token)
+        return make_page(entries, max_keys)
+
+    def _scan(self, folder: bytes, name_prefix: bytes) -> builtins.list[_Scanned]:
+        """Entries of one folder whose names start with `name_prefix`: (sort name, entry, is_folder).
+
+        The sort name of a folder ends in "/", which makes a depth-first walk come out in S3 key
+        order ("a.txt" < "a/x" < "a0"). Sockets, FIFOs, devices and broken links are left out.
+        """
+        path = self._abs(folder)
+        at_root = not folder
+        found: builtins.list[_Scanned] = []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    name = entry.name
+                    if (not name.startswith(name_prefix) or name.startswith(_TMP_B)
+                            or (at_root and name == _UPLOADS_B)):
+                        continue
+                    try:
+                        is_dir = entry.is_dir()
+                        if not is_dir and not entry.is_file():
+                            continue
+                    except OSError:  # a symlink loop, or a target we may not stat
+                        continue
+                    found.append((name + b"/" if is_dir else name, entry, is_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # like S3: a prefix that matches nothing lists nothing
+        except OSError as exc:
+            raise _error(exc, path) from exc
+        found.sort(key=lambda item: item[0])
+        return found
+
+    @staticmethod
+    def _file_meta(entry: os.DirEntry[bytes], rel: bytes) -> ObjectMeta | None:
+        try:
+            st = entry.stat()
+        except OSError:  # gone since the scan, or not ours to stat: not an object
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return _meta(os.fsdecode(rel), st)
+
+    def _list_folder(self, prefix: bytes, token: bytes | None) -> Iterator[Entry]:
+        """Delimiter "/": one scandir of the folder the prefix ends in."""
+        split = self._split_prefix(prefix)
+        if split is None:
+            return
+        folder, name_prefix = split
+        base = folder + b"/" if folder else b""
+        for sort_name, entry, is_dir in self._scan(folder, name_prefix):
+            rel = base + sort_name
+            if token is not None and rel <= token:
+                continue
+            if is_dir:
+                yield os.fsdecode(rel), None
+            elif (meta := self._file_meta(entry, rel)) is not None:
+                yield meta.key, meta
+
+    def _list_tree(self, prefix: bytes, token: bytes | None) -> Iterator[Entry]:
+        """No delimiter: every file under the prefix, depth first, which is key order."""
+        split = self._split_prefix(prefix)
+        if split is None:
+            return
+        folder, name_prefix = split
+        try:
+            st = os.stat(self._abs(folder))
+        except OSError:
+            return
+        yield from self._walk(folder, name_prefix, token, frozenset({(st.st_dev, st.st_ino)}))
+
+    def _walk(self, folder: bytes, name_prefix: bytes, token: bytes | None,
+              ancestors: frozenset[tuple[int, int]]) -> Iterator[Entry]:
+        base = folder + b"/" if folder else b""
+        for sort_name, entry, is_dir in self._scan(folder, name_prefix):
+            rel = base + sort_name
+            if is_dir:
+                inside = token is not None and token.startswith(rel)
+                if token is not None and not inside and rel <= token:
+                    continue  # the whole subtree sorts before the token
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in ancestors:
+                    continue  # a symlink back up the tree
+                yield from self._walk(rel[:-1], b"", token if inside else None, ancestors | {ident})
+            elif token is not None and rel <= token:
+                continue
+            elif (meta := self._file_meta(entry, rel)) is not None:
+                yield meta.key, meta
+
+    def _list_other(self, prefix: bytes, delimiter: bytes, token: bytes | None) -> Iterator[Entry]:
+        """Any other delimiter (rare): the whole tree under the prefix, regrouped in memory."""
+        metas = {os.fsencode(key): meta for key, meta in self._list_tree(prefix, None)}
+        keys = list(metas)  # already in key order
+        for name, is_prefix in iter_sorted_keys(keys, prefix, delimiter, token):
+            yield (os.fsdecode(name), None) if is_prefix else (os.fsdecode(name), metas[name])
+
+    def check_access(self) -> None:
+        root = self.bucket
+        try:
+            st = os.stat(root)
+        except FileNotFoundError as exc:
+            raise NotFound(f"bucket folder {root} does not exist") from exc
+        except OSError as exc:
+            raise _error(exc, root) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectory(f"bucket folder {root} is not a directory")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise AccessDenied(f"bucket folder {root} is not readable (permission denied)")
+        try:
+            with os.scandir(root) as it:
+                next(it, None)
+        except PermissionError as exc:
+            raise AccessDenied(f"bucket folder {root} is not readable (permission denied)") from exc
+        except OSError as exc:
+            raise _error(exc, root) from exc
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def _write_file(self, path: bytes, fill: Callable[[int], None], *, sync: bool) -> os.stat_result:
+        """Write a temp file beside `path`, then rename it over `path`; stat of what was written."""
+        folder = os.path.dirname(path)
+        tmp = folder + b"/" + _TMP_B + secrets.token_hex(8).encode()
+        try:
+            # 0o666 through the umask, like any new file (mkstemp would give 0600).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise _error(exc, folder, write=True) from exc
+        try:
+            try:
+                fill(fd)
+                if sync:
+                    os.fsync(fd)
+                st = os.fstat(fd)  # a rename keeps size and mtime, so this is the new object's ETag
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _error(exc, path, write=True) from exc
+            raise
+        return st
+
+    def _install(self, key: str, fill: Callable[[int], None]) -> ObjectMeta:
+        path = self._key_path(key, write=True)
+        folder = os.path.dirname(path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except FileExistsError as exc:
+            raise NotADirectory(f"{os.fsdecode(folder)}: exists and is not a folder") from exc
+        except OSError as exc:
+            raise _error(exc, folder, write=True) from exc
+        return _meta(key, self._write_file(path, fill, sync=True))
+
+    def put(self, key: str, data: bytes) -> ObjectMeta:
+        return self._install(key, lambda fd: _write_all(fd, data))
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; a missing key is not an error (S3 semantics). Emptied folders stay."""
+        try:
+            path = self._key_path(key)
+        except NotFound:
+            return
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _error(exc, path, write=True) from exc
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        src = self._key_path(src_key)
+        self._key_path(dst_key, write=True)
+        try:
+            fd = os.open(src, _READ_FLAGS)
+        except OSError as exc:
+            raise _error(exc, src) from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotFound(f"{os.fsdecode(src)}: not a regular file")
+            return self._install(dst_key, lambda out: _copy_fd(fd, out))
+        finally:
+            os.close(fd)
+
+    # --- multipart: parts staged as files under <root>/.mountfs-uploads/<id>/ ---------------------
+
+    def _upload_dir(self, key: str, upload_id: str) -> bytes:
+        """The staging folder of `upload_id`, checked to exist and to belong to `key`."""
+        missing = NotFound(f"no multipart upload {upload_id!r} for {key!r} in {self.bucket}")
+        if not _UPLOAD_ID.match(upload_id):
+            raise missing
+        folder = self._abs(_UPLOADS_B + b"/" + upload_id.encode())
+        try:
+            with open(folder + b"/key", "rb") as f:
+                owner = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing from None
+        except OSError as exc:
+            raise _error(exc, folder) from exc
+        if owner != os.fsencode(key):
+            raise missing
+        return folder
+
+    def create_multipart(self, key: str) -> str:
+        self._key_path(key, write=True)
+        upload_id = uuid.uuid4().hex
+        folder = self._abs(_UPLOADS_B + b"/" + upload_id.encode())
+        try:
+            os.makedirs(folder)
+        except OSError as exc:
+            raise _error(exc, folder, write=True) from exc
+        self._write_file(folder + b"/key", lambda fd: _write_all(fd, os.fsencode(key)), sync=False)
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
+        if not 1 <= number <= MAX_PART_NUMBER:
+            raise ValueError(f"part number must be in 1..{MAX_PART_NUMBER}, not {number}")
+        folder = self._upload_dir(key, upload_id)
+        # Not fsynced: the writer keeps its staged data until complete_multipart succeeds.
+        self._write_file(folder + b"/part-%05d" % number, lambda fd: _write_all(fd, data), sync=False)
+        return UploadPart(number, md5_hex(data))
+
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+        folder = self._upload_dir(key, upload_id)
+        ordered = sorted(parts, key=lambda p: p.number)
+        if len({p.number for p in ordered}) != len(ordered):
+            raise ValueError("duplicate part numbers in complete_multipart")
+
+        def fill(out: int) -> None:
+            for part in ordered:
+                try:
+                    fd = os.open(folder + b"/part-%05d" % part.number, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise NotFound(f"part {part.number} of upload {upload_id} was never uploaded") from None
+                digest = hashlib.md5(usedforsecurity=False)
+                try:
+                    _copy_fd(fd, out, digest)
+                finally:
+                    os.close(fd)
+                if digest.hexdigest() != part.etag:
+                    raise NotFound(f"part {part.number} of upload {upload_id}: etag {part.etag} "
+                                   f"does not match the uploaded {digest.hexdigest()}")
+
+        meta = self._install(key, fill)
+        shutil.rmtree(folder, ignore_errors=True)
+        return meta
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        folder = self._upload_dir(key, upload_id)
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            raise _error(exc, folder, write=True) from exc

@@ -1,0 +1,180 @@
+"""Blocks of objects, served from memory, then disk, then the store, each fetched once.
+
+Single-flight: while one task fetches a block, every other reader of that block waits for
+the same result instead of fetching it again, whichever file handle or process-local reader
+it comes from. Keys carry the ETag (see `index.block_key`), so a changed object starts afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from mountfs.backends.base import ObjectId
+from mountfs.cache.blocks import BlockFiles, CorruptBlock
+from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
+from mountfs.concurrency import BlockingRunner
+from mountfs.errors import Stale
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[int, int], Awaitable[bytes]]
+"""fetch(start, length) -> the object's bytes in that range, from the store."""
+
+TOUCH_FLUSH_INTERVAL = 5.0
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0  # block requests answered from memory or the cache disk
+    misses: int = 0  # block requests that went to the store
+    shared: int = 0  # block requests that joined a fetch already in flight
+    corrupt: int = 0  # block files dropped for failing their checksum
+
+
+class _InFlight:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class BlockCache:
+    def __init__(self, cache_dir: str, block_size: int, memory_bytes: int, io_threads: int = 8) -> None:
+        self.cache_dir = cache_dir
+        self.block_size = block_size
+        self.index = CacheIndex(cache_dir)
+        self.files = BlockFiles(cache_dir)
+        self.stats = CacheStats()
+        self._io = BlockingRunner(io_threads)
+        self._memory: OrderedDict[bytes, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        self._memory_limit = memory_bytes
+        self._in_flight: dict[bytes, _InFlight] = {}
+        self._touched: set[bytes] = set()
+
+    def close(self) -> None:
+        self.flush_touches()
+        self.index.close()
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def read(self, obj: ObjectId, object_size: int, offset: int, length: int,
+                   fetch: Fetch) -> bytes:
+        """Exactly `length` bytes from `offset`, fewer only at the end of the object."""
+        end = min(offset + length, object_size)
+        if offset >= end:
+            return b""
+        first, last = offset // self.block_size, (end - 1) // self.block_size
+        if first == last:
+            block = await self.get_block(obj, object_size, first, fetch)
+            start = offset - first * self.block_size
+            return block[start:start + end - offset]
+        pieces = []
+        for index in range(first, last + 1):
+            block = await self.get_block(obj, object_size, index, fetch)
+            block_start = index * self.block_size
+            pieces.append(block[max(offset, block_start) - block_start:end - block_start])
+        return b"".join(pieces)
+
+    async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch) -> bytes:
+        key = block_key(obj, index)
+        while True:
+            data = self._memory.get(key)
+            if data is not None:
+                self._memory.move_to_end(key)
+                self.stats.hits += 1
+                return data
+            flight = self._in_flight.get(key)
+            if flight is None:
+                break
+            self.stats.shared += 1
+            await flight.done.wait()
+            if flight.data is not None:
+                return flight.data
+            if flight.error is not None:
+                raise flight.error
+            # The fetching task was cancelled: its readers try again on their own.
+        flight = self._in_flight[key] = _InFlight()
+        try:
+            data = await self._load_or_fetch(obj, object_size, index, key, fetch)
+            flight.data = data
+            self._remember(key, data)
+            return data
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._in_flight[key]
+            flight.done.set()
+
+    async def _load_or_fetch(self, obj: ObjectId, object_size: int, index: int, key: bytes,
+                             fetch: Fetch) -> bytes:
+        start = index * self.block_size
+        length = min(self.block_size, object_size - start)
+        cached = await self._io(self._load, key)
+        if cached is not None:
+            self.stats.hits += 1
+            self._touched.add(key)
+            return cached
+        self.stats.misses += 1
+        data = await fetch(start, length)
+        if len(data) != length:
+            # The object is shorter than its metadata said: it changed under us.
+            raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {len(data)}")
+        await self._io(self._store, obj, key, data)
+        return data
+
+    def _load(self, key: bytes) -> bytes | None:
+        record = self.index.lookup(key)
+        if record is None:
+            return None
+        try:
+            return self.files.read(key, record.length, record.crc32)
+        except CorruptBlock as exc:
+            log.warning("dropping cached block: %s", exc)
+            self.stats.corrupt += 1
+            self.index.remove(key)
+            self.files.remove(key)
+            return None
+
+    def _store(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+        crc = self.files.write(key, data)
+        self.index.commit(obj, key, BlockRecord(len(data), crc, time.time()))
+
+    def _remember(self, key: bytes, data: bytes) -> None:
+        if len(data) > self._memory_limit:
+            return
+        self._memory[key] = data
+        self._memory_bytes += len(data)
+        while self._memory_bytes > self._memory_limit:
+            _, old = self._memory.popitem(last=False)
+            self._memory_bytes -= len(old)
+
+    # --- housekeeping -------------------------------------------------------------------
+
+    def flush_touches(self) -> None:
+        """Write the batched last-access times (blocking)."""
+        touched, self._touched = self._touched, set()
+        if touched:
+            self.index.touch(touched)
+
+    async def run_housekeeping(self) -> None:
+        """Forever: flush access times now and then, so a hit costs no LMDB write."""
+        while True:
+            await trio.sleep(TOUCH_FLUSH_INTERVAL)
+            touched, self._touched = self._touched, set()
+            if touched:
+                await self._io(self.index.touch, touched)
+
+    async def totals(self) -> IndexTotals:
+        return await self._io(self.index.totals)
+
+    async def startup(self) -> int:
+        """Clear what a killed predecessor left half-written."""
+        return await self._io(self.files.remove_orphan_temps)

@@ -1,0 +1,91 @@
+"""Block bytes on disk: one file per block, written temp-then-rename, verified on read."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import zlib
+
+from mountfs.errors import NoSpace
+
+TEMP_SUFFIX = ".tmp"
+
+
+class CorruptBlock(Exception):
+    """A block file that is missing, short, or fails its checksum: drop it and fetch again."""
+
+
+class BlockFiles:
+    def __init__(self, cache_dir: str) -> None:
+        self.root = os.path.join(cache_dir, "blocks")
+        os.makedirs(self.root, exist_ok=True)
+
+    def path(self, key: bytes) -> str:
+        name = key.hex()
+        return os.path.join(self.root, name[:2], name)
+
+    def write(self, key: bytes, data: bytes | memoryview) -> int:
+        """Write the block and return its crc32. The final name appears only once it is whole."""
+        final = self.path(key)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+            os.rename(temp, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"cache disk full writing {final}") from exc
+            raise
+        return zlib.crc32(data)
+
+    def read(self, key: bytes, length: int, crc32: int) -> bytes:
+        try:
+            with open(self.path(key), "rb") as f:
+                data = f.read(length + 1)
+        except FileNotFoundError as exc:
+            raise CorruptBlock(f"block file {key.hex()} is missing") from exc
+        if len(data) != length:
+            raise CorruptBlock(f"block file {key.hex()} has {len(data)} bytes, expected {length}")
+        if zlib.crc32(data) != crc32:
+            raise CorruptBlock(f"block file {key.hex()} fails its checksum")
+        return data
+
+    def remove(self, key: bytes) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(key))
+
+    def remove_orphan_temps(self) -> int:
+        """Temp files left by a killed writer: never served, so delete those whose writer is gone.
+
+        Another live daemon may share this dir, so a temp file of a running pid is left alone.
+        """
+        removed = 0
+        for sub in os.scandir(self.root):
+            if not sub.is_dir():
+                continue
+            for entry in os.scandir(sub.path):
+                if entry.name.endswith(TEMP_SUFFIX) and not _writer_alive(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+
+def _writer_alive(temp_name: str) -> bool:
+    try:
+        pid = int(temp_name.split(".")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,115 @@
+"""One error hierarchy for every layer, and the one table that maps it to errno.
+
+Store adapters translate their SDK's exceptions into these; the FUSE layer turns them into
+`FUSEError(errno_for(exc))`. Nothing above the adapters needs to know which SDK raised.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class MountfsError(Exception):
+    """Base of every error mountfs raises on purpose."""
+
+
+class NotFound(MountfsError):
+    """The object, prefix, bucket or path does not exist."""
+
+
+class Stale(MountfsError):
+    """The object changed since it was opened: its ETag no longer matches."""
+
+
+class Transient(MountfsError):
+    """A failure worth retrying: throttling, 5xx, a reset connection, a timeout."""
+
+
+class StoreUnavailable(MountfsError):
+    """The store cannot be reached (after retries), or is not readable at all."""
+
+
+class AccessDenied(MountfsError):
+    """The credentials do not allow this operation."""
+
+
+class ReadOnly(MountfsError):
+    """A write was attempted on a read-only mount or entry."""
+
+
+class NotADirectory(MountfsError):
+    """A path component is a file where a directory was expected."""
+
+
+class IsADirectory(MountfsError):
+    """A directory was opened as a file."""
+
+
+class NotEmpty(MountfsError):
+    """A directory that still has entries cannot be removed."""
+
+
+class NoSpace(MountfsError):
+    """The cache disk is full."""
+
+
+class Unsupported(MountfsError):
+    """The store or this version of mountfs does not implement the operation."""
+
+
+class ConfigError(MountfsError):
+    """A config file (or URL) that cannot be used; carries where and why, so users can fix it."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None, hint: str | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+        self.hint = hint
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+        text = f"{where}: "
+        if self.key:
+            text += f"{self.key}: "
+        text += self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigErrors(MountfsError):
+    """Every problem found in one config file, reported together."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(e.format() for e in errors))
+
+
+ERRNO_TABLE: dict[type[MountfsError], int] = {
+    NotFound: errno.ENOENT,
+    Stale: errno.ESTALE,
+    Transient: errno.EIO,
+    StoreUnavailable: errno.EIO,
+    AccessDenied: errno.EACCES,
+    ReadOnly: errno.EROFS,
+    NotADirectory: errno.ENOTDIR,
+    IsADirectory: errno.EISDIR,
+    NotEmpty: errno.ENOTEMPTY,
+    NoSpace: errno.ENOSPC,
+    Unsupported: errno.ENOSYS,
+    ConfigError: errno.EINVAL,
+    ConfigErrors: errno.EINVAL,
+}
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno a FUSE reply should carry for `exc`; EIO for anything not in the table."""
+    for cls in type(exc).__mro__:
+        if cls in ERRNO_TABLE:
+            return ERRNO_TABLE[cls]
+    return errno.EIO

@@ -1,0 +1,374 @@
+"""LocalStore: the store contract on a real folder, plus what only a file system can do to it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mountfs.backends.local import UPLOADS_DIR, LocalStore
+from mountfs.errors import (
+    AccessDenied,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    Stale,
+    StoreUnavailable,
+    Unsupported,
+)
+
+pytest.register_assert_rewrite("tests.unit.store_contract")  # detailed assert messages in the contract
+
+from tests.unit.store_contract import Put, StoreContract, StoreWriteContract, list_all  # noqa: E402
+
+
+def write_file(root: Path, key: str, data: bytes) -> None:
+    """Create or rewrite a file in place, as another program on the machine would."""
+    path = os.fsencode(root) + b"/" + os.fsencode(key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def store(root: Path) -> LocalStore:
+    return LocalStore(str(root))
+
+
+@pytest.fixture
+def put(root: Path) -> Put:
+    return lambda key, data: write_file(root, key, data)
+
+
+class TestContract(StoreContract, StoreWriteContract):
+    """The shared contract, with the module's `store` and `put` fixtures."""
+
+
+# --- construction and check_access ---------------------------------------------------------------
+
+
+def test_constructor_does_no_io_and_normalises_the_root(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(str(tmp_path / "does-not-exist") + "/")
+    assert store.bucket == str(tmp_path / "does-not-exist")
+    assert store.store_id == "file"
+    monkeypatch.chdir(tmp_path)
+    assert LocalStore("rel").bucket == str(tmp_path / "rel")
+
+
+def test_check_access_missing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(NotFound) as info:
+        LocalStore(str(missing)).check_access()
+    assert str(info.value) == f"bucket folder {missing} does not exist"
+
+
+def test_check_access_on_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(NotADirectory) as info:
+        LocalStore(str(tmp_path / "f")).check_access()
+    assert str(info.value) == f"bucket folder {tmp_path / 'f'} is not a directory"
+
+
+def test_check_access_not_readable(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(AccessDenied) as info:
+        store.check_access()
+    assert str(info.value) == f"bucket folder {store.bucket} is not readable (permission denied)"
+
+
+def test_check_access_scandir_denied(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(path: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(AccessDenied, match="is not readable"):
+        store.check_access()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_check_access_real_permissions(root: Path, store: LocalStore) -> None:
+    root.chmod(0)
+    try:
+        with pytest.raises(AccessDenied, match=str(root)):
+            store.check_access()
+    finally:
+        root.chmod(0o755)
+
+
+def test_check_access_io_error(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(path: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error", path)
+
+    monkeypatch.setattr(os, "scandir", broken)
+    with pytest.raises(StoreUnavailable) as info:
+        store.check_access()
+    assert str(info.value) == f"{store.bucket}: Input/output error"
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def test_etag_is_size_and_mtime(root: Path, store: LocalStore, put: Put) -> None:
+    put("f", b"12345")
+    st = os.stat(root / "f")
+    meta = store.head("f")
+    assert meta.etag == f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    assert meta.mtime_ns == st.st_mtime_ns
+
+
+def test_stale_message_names_key_and_both_etags(root: Path, store: LocalStore, put: Put) -> None:
+    put("k", b"one")
+    old = store.head("k").etag
+    put("k", b"longer")
+    new = store.head("k").etag
+    with pytest.raises(Stale) as info:
+        store.get_range("k", 0, 1, etag=old)
+    assert "k" in str(info.value) and old in str(info.value) and new in str(info.value)
+
+
+def test_get_range_loops_over_short_reads(store: LocalStore, put: Put,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(1000)
+    put("f", data)
+    real_pread = os.pread
+    calls: list[int] = []
+
+    def short_pread(fd: int, n: int, offset: int) -> bytes:
+        calls.append(n)
+        return real_pread(fd, min(n, 7), offset)
+
+    monkeypatch.setattr(os, "pread", short_pread)
+    assert store.get_range("f", 10, 500) == data[10:510]
+    assert len(calls) == 72  # ceil(500 / 7)
+
+
+def test_rewrite_during_read_is_stale(root: Path, store: LocalStore, put: Put,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    put("f", b"a" * 100)
+    etag = store.head("f").etag
+    real_pread = os.pread
+
+    def racing_pread(fd: int, n: int, offset: int) -> bytes:
+        with open(root / "f", "ab") as f:
+            f.write(b"more")
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", racing_pread)
+    with pytest.raises(Stale):
+        store.get_range("f", 0, 10, etag=etag)
+
+
+def test_read_errors_are_mapped(store: LocalStore, put: Put, monkeypatch: pytest.MonkeyPatch) -> None:
+    put("f", b"x")
+    errors = iter([PermissionError(errno.EACCES, "Permission denied"),
+                   OSError(errno.EIO, "Input/output error")])
+
+    def failing_open(path: Any, flags: int, mode: int = 0o777) -> int:
+        raise next(errors)
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(AccessDenied, match=f"{store.bucket}/f"):
+        store.get_range("f", 0, 1)
+    with pytest.raises(StoreUnavailable, match=f"{store.bucket}/f: Input/output error"):
+        store.get_range("f", 0, 1)
+
+
+def test_folders_and_special_files_are_not_objects(root: Path, store: LocalStore,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "dir").mkdir()
+    os.mkfifo(root / "fifo")
+    monkeypatch.chdir(root)  # AF_UNIX paths are short
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock")
+        (root / "file").write_bytes(b"ok")
+        for key in ["dir", "fifo", "sock"]:
+            with pytest.raises(NotFound):
+                store.head(key)
+            with pytest.raises(NotFound):
+                store.get_range(key, 0, 10)  # and a FIFO must not block the read
+        page = store.list("", "/")
+        assert [o.key for o in page.objects] == ["file"]
+        assert page.prefixes == ["dir/"]
+        assert [o.key for o in store.list("", None).objects] == ["file"]
+
+
+def test_symlinks(root: Path, tmp_path: Path, store: LocalStore) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "data").write_bytes(b"linked bytes")
+    (root / "target").write_bytes(b"12345")
+    (root / "to-file").symlink_to("target")
+    (root / "to-outside-dir").symlink_to(tmp_path / "outside")
+    (root / "broken").symlink_to("nowhere")
+    (root / "d").mkdir()
+    (root / "d" / "up").symlink_to("..")  # a loop back to the root
+
+    meta = store.head("to-file")
+    assert (meta.size, meta.etag) == (5, store.head("target").etag)
+    assert store.get_range("to-file", 1, 3) == b"234"
+    with pytest.raises(NotFound):
+        store.head("broken")
+
+    page = store.list("", "/")
+    assert [o.key for o in page.objects] == ["target", "to-file"]
+    assert page.prefixes == ["d/", "to-outside-dir/"]
+    assert store.get_range("to-outside-dir/data", 0, 100) == b"linked bytes"
+
+    objects, _ = list_all(store, "", None, max_keys=2)  # terminates despite d/up -> ..
+    assert objects == ["target", "to-file", "to-outside-dir/data"]
+
+
+def test_non_utf8_names_round_trip_and_sort_by_bytes(root: Path, store: LocalStore) -> None:
+    base = os.fsencode(root)
+    for name, data in [(b"caf\xe9", b"latin-1"), (b"\xff", b"ff"), ("😀".encode(), b"emoji"), (b"z", b"z")]:
+        with open(base + b"/" + name, "wb") as f:
+            f.write(data)
+    latin = os.fsdecode(b"caf\xe9")
+    assert latin == "caf\udce9"
+    assert store.head(latin).size == 7
+    assert store.get_range(latin, 0, 100) == b"latin-1"
+    # Byte order puts the emoji (f0 ...) before b"\xff", though code-point order would not.
+    keys = [o.key for o in store.list("", "/").objects]
+    assert keys == [latin, "z", "😀", "\udcff"]
+    objects, _ = list_all(store, "", None, max_keys=1)
+    assert objects == keys
+    assert [o.key for o in store.list("caf\udce9", "/").objects] == [latin]
+
+
+def test_keys_cannot_leave_the_folder(tmp_path: Path, root: Path, store: LocalStore) -> None:
+    (tmp_path / "secret").write_bytes(b"no")
+    (root / "a").mkdir()
+    (root / "a" / "b").write_bytes(b"ok")
+    for key in ["../secret", "/etc/passwd", "a//b", "a/./b", "a/../a/b", "", "a/b/", "a\0b"]:
+        with pytest.raises(NotFound):
+            store.head(key)
+        with pytest.raises(NotFound):
+            store.get_range(key, 0, 1)
+        with pytest.raises(Unsupported):
+            store.put(key, b"x")
+    for prefix in ["../", "..", "/", "/etc/", "a//", "a/./"]:
+        assert store.list(prefix, "/").objects == [], prefix
+        assert store.list(prefix, None).objects == [], prefix
+
+
+def test_large_folder_lists_quickly(root: Path, store: LocalStore) -> None:
+    base = os.fsencode(root / "big")
+    os.mkdir(base)
+    for i in range(10_000):
+        os.close(os.open(base + b"/f%05d" % i, os.O_CREAT | os.O_WRONLY, 0o644))
+    started = time.perf_counter()
+    objects, _ = list_all(store, "big/", "/", max_keys=1000)
+    recursive, _ = list_all(store, "big/f09", None, max_keys=1000)
+    elapsed = time.perf_counter() - started
+    assert len(objects) == 10_000
+    assert len(recursive) == 1000
+    assert elapsed < 5, f"listing 10,000 files took {elapsed:.2f}s"
+
+
+# --- writes --------------------------------------------------------------------------------------
+
+
+def file_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_put_writes_a_plain_file(root: Path, store: LocalStore) -> None:
+    meta = store.put("new/dir/file.txt", b"contents")
+    path = root / "new" / "dir" / "file.txt"
+    assert path.read_bytes() == b"contents"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert meta == store.head("new/dir/file.txt")
+    assert file_names(path.parent) == ["file.txt"]  # no temp file left behind
+
+
+def test_put_errors(root: Path, store: LocalStore) -> None:
+    (root / "file").write_bytes(b"")
+    (root / "dir").mkdir()
+    with pytest.raises(NotADirectory):
+        store.put("file/below", b"x")
+    with pytest.raises(IsADirectory):
+        store.put("dir", b"x")
+    with pytest.raises(Unsupported):
+        store.put(f"{UPLOADS_DIR}/x", b"x")
+    assert file_names(root / "dir") == []
+
+
+def test_temp_and_upload_files_are_never_listed(root: Path, store: LocalStore) -> None:
+    (root / ".mountfs-tmp-0123").write_bytes(b"half written")
+    (root / "sub").mkdir()
+    (root / "sub" / ".mountfs-tmp-4567").write_bytes(b"half written")
+    upload = store.create_multipart("big")
+    store.upload_part("big", upload, 1, b"part")
+    assert (root / UPLOADS_DIR).is_dir()
+    assert store.list("", "/").prefixes == ["sub/"]
+    assert store.list("", "/").objects == []
+    assert store.list("", None) == store.list("sub/", None)
+    assert store.list(f"{UPLOADS_DIR}/", None).objects == []
+    with pytest.raises(NotFound):
+        store.head(".mountfs-tmp-0123")
+
+
+def test_multipart_stages_parts_as_files(root: Path, store: LocalStore) -> None:
+    upload = store.create_multipart("out/ckpt")
+    staging = root / UPLOADS_DIR / upload
+    parts = [store.upload_part("out/ckpt", upload, n, bytes([64 + n]) * 3) for n in (3, 1, 2)]
+    assert file_names(staging) == ["key", "part-00001", "part-00002", "part-00003"]
+    meta = store.complete_multipart("out/ckpt", upload, parts)
+    assert (root / "out" / "ckpt").read_bytes() == b"AAABBBCCC"
+    assert meta == store.head("out/ckpt")
+    assert not staging.exists()
+    with pytest.raises(NotFound):
+        store.upload_part("other/key", store.create_multipart("x"), 1, b"")  # an upload is for one key
+
+    upload = store.create_multipart("aborted")
+    store.upload_part("aborted", upload, 1, b"x")
+    store.abort_multipart("aborted", upload)
+    assert not (root / UPLOADS_DIR / upload).exists()
+    assert not (root / "aborted").exists()
+
+
+def test_delete_leaves_folders_and_link_targets(root: Path, store: LocalStore) -> None:
+    store.put("a/b/file", b"x")
+    (root / "target").write_bytes(b"t")
+    (root / "link").symlink_to("target")
+    store.delete("a/b/file")
+    store.delete("a/b")  # a folder is not an object: nothing happens
+    store.delete("link")
+    assert (root / "a" / "b").is_dir()
+    assert (root / "target").read_bytes() == b"t"
+    assert not (root / "link").exists()
+    assert store.list("", "/").prefixes == ["a/"]
+
+
+def test_copy_is_a_new_file(root: Path, store: LocalStore) -> None:
+    src = store.put("src", b"payload" * 1000)
+    dst = store.copy("src", "dst")
+    assert (root / "dst").read_bytes() == b"payload" * 1000
+    assert not (root / "dst").is_symlink()
+    assert dst.size == src.size
+    with pytest.raises(NotFound):
+        store.copy("a/../src", "x")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_fds() -> Iterator[None]:
+    """Every code path closes what it opens (a leak would exhaust fds under a long-lived mount)."""
+    before = len(os.listdir("/proc/self/fd"))
+    yield
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -1,0 +1,191 @@
+"""The block cache: single-flight, persistence, ETag in the key, crash safety, integrity."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from mountfs.backends.base import ObjectId
+from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.blocks import TEMP_SUFFIX, BlockFiles
+from mountfs.cache.index import block_key
+from mountfs.errors import Stale
+
+BLOCK = 64 * 1024
+DATA = bytes(range(256)) * (BLOCK * 3 // 256) + b"tail"  # three blocks and a bit
+OBJ = ObjectId("memory", "mem", "dir/file.bin", "etag-1")
+
+
+class Source:
+    """A store stand-in that counts fetches and can be slowed down."""
+
+    def __init__(self, data: bytes = DATA, delay: float = 0.0) -> None:
+        self.data = data
+        self.delay = delay
+        self.fetches: list[tuple[int, int]] = []
+
+    async def fetch(self, start: int, length: int) -> bytes:
+        self.fetches.append((start, length))
+        if self.delay:
+            await trio.sleep(self.delay)
+        return self.data[start:start + length]
+
+
+def make_cache(path: str, memory: int = 1 << 20) -> BlockCache:
+    return BlockCache(path, BLOCK, memory)
+
+
+async def test_reads_exact_ranges_across_blocks(tmp_path: os.PathLike[str]) -> None:
+    cache, source = make_cache(str(tmp_path)), Source()
+    for offset, length in [(0, 10), (BLOCK - 5, 10), (BLOCK - 1, 2 * BLOCK + 2), (len(DATA) - 3, 100),
+                           (len(DATA), 10), (len(DATA) + 5, 10), (0, len(DATA))]:
+        assert await cache.read(OBJ, len(DATA), offset, length, source.fetch) == DATA[offset:offset + length]
+    assert sorted(set(source.fetches)) == [(0, BLOCK), (BLOCK, BLOCK), (2 * BLOCK, BLOCK), (3 * BLOCK, 4)]
+    cache.close()
+
+
+async def test_two_readers_of_one_block_fetch_it_once(tmp_path: os.PathLike[str]) -> None:
+    cache, source = make_cache(str(tmp_path)), Source(delay=0.05)
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(await cache.read(OBJ, len(DATA), 100, 1000, source.fetch))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(reader)
+    assert results == [DATA[100:1100]] * 5
+    assert source.fetches == [(0, BLOCK)]
+    assert cache.stats.misses == 1
+    assert cache.stats.shared == 4
+    cache.close()
+
+
+async def test_a_failed_fetch_reaches_every_waiter_and_is_retried_later(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    calls = 0
+
+    async def failing(start: int, length: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        await trio.sleep(0.02)
+        raise Stale("changed")
+
+    errors: list[BaseException] = []
+
+    async def reader() -> None:
+        try:
+            await cache.read(OBJ, len(DATA), 0, 10, failing)
+        except Stale as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(reader)
+    assert len(errors) == 2 and calls == 1
+    assert await cache.read(OBJ, len(DATA), 0, 10, Source().fetch) == DATA[:10]
+    cache.close()
+
+
+async def test_blocks_survive_a_restart_without_touching_the_store(tmp_path: os.PathLike[str]) -> None:
+    first = make_cache(str(tmp_path))
+    await first.read(OBJ, len(DATA), 0, len(DATA), Source().fetch)
+    first.close()
+    second, source = make_cache(str(tmp_path)), Source()
+    assert await second.read(OBJ, len(DATA), 0, len(DATA), source.fetch) == DATA
+    assert source.fetches == []
+    assert second.stats.hits == 4 and second.stats.misses == 0
+    totals = await second.totals()
+    assert (totals.blocks, totals.bytes) == (4, len(DATA))
+    second.close()
+
+
+async def test_a_new_etag_never_serves_old_bytes(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    await cache.read(OBJ, len(DATA), 0, 10, Source().fetch)
+    changed = ObjectId(OBJ.store, OBJ.bucket, OBJ.key, "etag-2")
+    new_data = b"x" * len(DATA)
+    source = Source(new_data)
+    assert await cache.read(changed, len(new_data), 0, 10, source.fetch) == b"x" * 10
+    assert source.fetches == [(0, BLOCK)]
+    assert block_key(OBJ, 0) != block_key(changed, 0)
+    cache.close()
+
+
+async def test_a_short_fetch_is_stale_not_served(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    with pytest.raises(Stale, match="expected 65536 bytes"):
+        await cache.read(OBJ, len(DATA), 0, 10, Source(DATA[:100]).fetch)
+    cache.close()
+
+
+async def test_a_block_file_without_its_record_is_never_served(tmp_path: os.PathLike[str]) -> None:
+    # What kill -9 between writing a block and committing it leaves: bytes but no record.
+    files = BlockFiles(str(tmp_path))
+    files.write(block_key(OBJ, 0), b"\0" * BLOCK)
+    cache, source = make_cache(str(tmp_path)), Source()
+    assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+    assert source.fetches == [(0, BLOCK)]
+    cache.close()
+
+
+async def test_orphan_temp_files_of_dead_writers_are_removed(tmp_path: os.PathLike[str]) -> None:
+    files = BlockFiles(str(tmp_path))
+    path = files.path(block_key(OBJ, 0))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    dead = f"{path}.999999999.1{TEMP_SUFFIX}"
+    alive = f"{path}.1.2{TEMP_SUFFIX}"  # pid 1 is always running
+    for name in (dead, alive):
+        with open(name, "wb") as f:
+            f.write(b"half a block")
+    cache = make_cache(str(tmp_path))
+    assert await cache.startup() == 1
+    assert not os.path.exists(dead) and os.path.exists(alive)
+    cache.close()
+
+
+async def test_a_corrupt_block_is_dropped_and_fetched_again(tmp_path: os.PathLike[str]) -> None:
+    first = make_cache(str(tmp_path))
+    await first.read(OBJ, len(DATA), 0, 10, Source().fetch)
+    first.close()
+    path = BlockFiles(str(tmp_path)).path(block_key(OBJ, 0))
+    with open(path, "r+b") as f:
+        f.write(b"garbage")
+    second, source = make_cache(str(tmp_path)), Source()
+    assert await second.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+    assert source.fetches == [(0, BLOCK)]
+    assert second.stats.corrupt == 1
+    second.close()
+
+
+async def test_memory_layer_stays_within_its_budget(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path), memory=2 * BLOCK)
+    await cache.read(OBJ, len(DATA), 0, len(DATA), Source().fetch)
+    assert cache._memory_bytes <= 2 * BLOCK
+    cache.close()
+
+
+async def test_access_times_are_batched_into_the_index(tmp_path: os.PathLike[str]) -> None:
+    first = make_cache(str(tmp_path))
+    await first.read(OBJ, len(DATA), 0, 10, Source().fetch)
+    first.close()
+    before = dict(make_cache_index_records(str(tmp_path)))
+    second = make_cache(str(tmp_path), memory=0)
+    await trio.sleep(0.01)
+    await second.read(OBJ, len(DATA), 0, 10, Source().fetch)
+    second.close()
+    after = dict(make_cache_index_records(str(tmp_path)))
+    key = block_key(OBJ, 0)
+    assert after[key].last_access > before[key].last_access
+
+
+def make_cache_index_records(path: str) -> list[tuple[bytes, object]]:
+    from mountfs.cache.index import CacheIndex
+
+    index = CacheIndex(path)
+    try:
+        return list(index.iter_blocks())
+    finally:
+        index.close()

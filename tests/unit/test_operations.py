@@ -1,0 +1,153 @@
+"""The FUSE handlers called directly, without a kernel mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+
+from mountfs.backends.memory import MemoryStore
+from mountfs.cache.block_cache import BlockCache
+from mountfs.errors import Transient
+from mountfs.fs.operations import Operations, Ownership
+from mountfs.namespace.inodes import ROOT_INODE
+from tests.unit.conftest import FakeClock, single_mount
+
+BLOCK = 64 * 1024
+
+
+@pytest.fixture
+def ops(store: MemoryStore, clock: FakeClock, tmp_path: Path) -> Operations:
+    return Operations(single_mount(store, clock), BlockCache(str(tmp_path), BLOCK, 1 << 20),
+                      Ownership(uid=1234, gid=2345, umask=0o027))
+
+
+def fuse_errno(excinfo: pytest.ExceptionInfo[pyfuse3.FUSEError]) -> int:
+    return excinfo.value.errno
+
+
+async def collect_readdir(ops: Operations, inode: int, start: int = 0, limit: int | None = None,
+                          monkeypatch: pytest.MonkeyPatch | None = None) -> list[tuple[bytes, int]]:
+    replies: list[tuple[bytes, int]] = []
+
+    def reply(token: Any, name: bytes, attr: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        if limit is not None and len(replies) >= limit:
+            return False
+        replies.append((name, next_id))
+        return True
+
+    assert monkeypatch is not None
+    monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    fh = await ops.opendir(pyfuse3.InodeT(inode), None)  # type: ignore[arg-type]
+    await ops.readdir(fh, start, None)  # type: ignore[arg-type]
+    await ops.releasedir(fh)
+    return replies
+
+
+async def test_attributes_follow_ownership_and_the_object(ops: Operations, store: MemoryStore) -> None:
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    assert stat.S_ISREG(attr.st_mode) and stat.S_IMODE(attr.st_mode) == 0o640
+    assert (attr.st_uid, attr.st_gid, attr.st_size) == (1234, 2345, 5)
+    assert attr.st_mtime_ns == store.head("top.txt").mtime_ns
+    root = await ops.getattr(pyfuse3.InodeT(ROOT_INODE))
+    assert stat.S_ISDIR(root.st_mode) and stat.S_IMODE(root.st_mode) == 0o750
+
+
+async def test_read_only_mounts_show_no_write_bits(store: MemoryStore, clock: FakeClock,
+                                                   tmp_path: Path) -> None:
+    ns = single_mount(store, clock)
+    ns.mounts[0].read_only = True
+    ops = Operations(ns, BlockCache(str(tmp_path), BLOCK, 1 << 20), Ownership(0, 0))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    assert stat.S_IMODE(attr.st_mode) == 0o444
+
+
+async def test_missing_names_are_enoent(ops: Operations) -> None:
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"nope"))
+    assert fuse_errno(excinfo) == errno.ENOENT
+
+
+async def test_readdir_offsets_are_stable_and_count_lookups(ops: Operations,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    everything = await collect_readdir(ops, ROOT_INODE, monkeypatch=monkeypatch)
+    assert sorted(n for n, _ in everything) == [b"both", b"dir", b"empty", b"marker", b"top.txt"]
+    assert [next_id for _, next_id in everything] == [1, 2, 3, 4, 5]
+    first_two = await collect_readdir(ops, ROOT_INODE, limit=2, monkeypatch=monkeypatch)
+    rest = await collect_readdir(ops, ROOT_INODE, start=2, monkeypatch=monkeypatch)
+    assert [n for n, _ in first_two + rest] == [n for n, _ in everything]
+    for name, _ in everything:  # listed in full once, then in two parts: two references each
+        node = await ops.namespace.lookup(ROOT_INODE, name)
+        assert node.lookups == 3, name
+
+
+async def test_reads_return_exact_bytes_and_hit_the_cache(ops: Operations, store: MemoryStore) -> None:
+    data = os.urandom(3 * BLOCK + 17)
+    store.put_object("blob", data)
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"blob"))
+    info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
+    for offset, size in [(0, 4096), (BLOCK - 10, 20), (3 * BLOCK, 1000), (len(data), 10), (5, len(data))]:
+        assert await ops.read(info.fh, offset, size) == data[offset:offset + size]
+    gets = store.calls["get_range"]
+    assert gets == 4
+    assert await ops.read(info.fh, 0, len(data)) == data
+    assert store.calls["get_range"] == gets
+    await ops.release(info.fh)
+    assert ops.stats.bytes_served == 4096 + 20 + 17 + (len(data) - 5) + len(data)
+
+
+async def test_a_changed_object_reads_as_estale(ops: Operations, store: MemoryStore) -> None:
+    store.put_object("moving", b"1" * 100)
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"moving"))
+    info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
+    store.put_object("moving", b"2" * 100)
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.read(info.fh, 0, 10)
+    assert fuse_errno(excinfo) == errno.ESTALE
+
+
+async def test_store_failures_are_eio_and_the_next_read_works(ops: Operations, store: MemoryStore) -> None:
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
+    store.inject("get_range", Transient("503 slow down"))
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.read(info.fh, 0, 5)
+    assert fuse_errno(excinfo) == errno.EIO
+    assert await ops.read(info.fh, 0, 5) == b"hello"
+
+
+async def test_unexpected_exceptions_become_eio(ops: Operations, store: MemoryStore) -> None:
+    store.inject("head", RuntimeError("a bug"))
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"unlisted"))
+    assert fuse_errno(excinfo) == errno.EIO
+
+
+async def test_every_write_answers_erofs(ops: Operations) -> None:
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+        with pytest.raises(pyfuse3.FUSEError) as excinfo:
+            await ops.open(attr.st_ino, flags, None)  # type: ignore[arg-type]
+        assert fuse_errno(excinfo) == errno.EROFS
+    for call in (ops.mkdir, ops.unlink, ops.rmdir, ops.rename, ops.create, ops.write, ops.setattr,
+                 ops.symlink, ops.link, ops.mknod, ops.setxattr, ops.removexattr):
+        with pytest.raises(pyfuse3.FUSEError) as excinfo:
+            await call(1, b"x")
+        assert fuse_errno(excinfo) == errno.EROFS
+
+
+async def test_opening_a_directory_as_a_file_is_eisdir(ops: Operations) -> None:
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"dir"))
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
+    assert fuse_errno(excinfo) == errno.EISDIR
+
+
+async def test_statfs_reports_a_large_empty_file_system(ops: Operations) -> None:
+    data = await ops.statfs(None)  # type: ignore[arg-type]
+    assert data.f_namemax == 255 and data.f_bavail > 0
