@@ -19,6 +19,7 @@ from mountfs.namespace.inodes import ROOT_INODE
 from tests.unit.conftest import FakeClock, single_mount
 
 BLOCK = 64 * 1024
+CTX: Any = None  # handlers ignore the request context
 
 
 @pytest.fixture
@@ -50,11 +51,11 @@ async def collect_readdir(ops: Operations, inode: int, start: int = 0, limit: in
 
 
 async def test_attributes_follow_ownership_and_the_object(ops: Operations, store: MemoryStore) -> None:
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
     assert stat.S_ISREG(attr.st_mode) and stat.S_IMODE(attr.st_mode) == 0o640
     assert (attr.st_uid, attr.st_gid, attr.st_size) == (1234, 2345, 5)
     assert attr.st_mtime_ns == store.head("top.txt").mtime_ns
-    root = await ops.getattr(pyfuse3.InodeT(ROOT_INODE))
+    root = await ops.getattr(pyfuse3.InodeT(ROOT_INODE), CTX)
     assert stat.S_ISDIR(root.st_mode) and stat.S_IMODE(root.st_mode) == 0o750
 
 
@@ -63,13 +64,13 @@ async def test_read_only_mounts_show_no_write_bits(store: MemoryStore, clock: Fa
     ns = single_mount(store, clock)
     ns.mounts[0].read_only = True
     ops = Operations(ns, BlockCache(str(tmp_path), BLOCK, 1 << 20), Ownership(0, 0))
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
     assert stat.S_IMODE(attr.st_mode) == 0o444
 
 
 async def test_missing_names_are_enoent(ops: Operations) -> None:
     with pytest.raises(pyfuse3.FUSEError) as excinfo:
-        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"nope"))
+        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"nope"), CTX)
     assert fuse_errno(excinfo) == errno.ENOENT
 
 
@@ -89,7 +90,7 @@ async def test_readdir_offsets_are_stable_and_count_lookups(ops: Operations,
 async def test_reads_return_exact_bytes_and_hit_the_cache(ops: Operations, store: MemoryStore) -> None:
     data = os.urandom(3 * BLOCK + 17)
     store.put_object("blob", data)
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"blob"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"blob"), CTX)
     info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
     for offset, size in [(0, 4096), (BLOCK - 10, 20), (3 * BLOCK, 1000), (len(data), 10), (5, len(data))]:
         assert await ops.read(info.fh, offset, size) == data[offset:offset + size]
@@ -103,7 +104,7 @@ async def test_reads_return_exact_bytes_and_hit_the_cache(ops: Operations, store
 
 async def test_a_changed_object_reads_as_estale(ops: Operations, store: MemoryStore) -> None:
     store.put_object("moving", b"1" * 100)
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"moving"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"moving"), CTX)
     info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
     store.put_object("moving", b"2" * 100)
     with pytest.raises(pyfuse3.FUSEError) as excinfo:
@@ -112,7 +113,7 @@ async def test_a_changed_object_reads_as_estale(ops: Operations, store: MemorySt
 
 
 async def test_store_failures_are_eio_and_the_next_read_works(ops: Operations, store: MemoryStore) -> None:
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
     info = await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
     store.inject("get_range", Transient("503 slow down"))
     with pytest.raises(pyfuse3.FUSEError) as excinfo:
@@ -124,12 +125,12 @@ async def test_store_failures_are_eio_and_the_next_read_works(ops: Operations, s
 async def test_unexpected_exceptions_become_eio(ops: Operations, store: MemoryStore) -> None:
     store.inject("head", RuntimeError("a bug"))
     with pytest.raises(pyfuse3.FUSEError) as excinfo:
-        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"unlisted"))
+        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"unlisted"), CTX)
     assert fuse_errno(excinfo) == errno.EIO
 
 
 async def test_every_write_answers_erofs(ops: Operations) -> None:
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
         with pytest.raises(pyfuse3.FUSEError) as excinfo:
             await ops.open(attr.st_ino, flags, None)  # type: ignore[arg-type]
@@ -142,7 +143,7 @@ async def test_every_write_answers_erofs(ops: Operations) -> None:
 
 
 async def test_opening_a_directory_as_a_file_is_eisdir(ops: Operations) -> None:
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"dir"))
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"dir"), CTX)
     with pytest.raises(pyfuse3.FUSEError) as excinfo:
         await ops.open(attr.st_ino, os.O_RDONLY, None)  # type: ignore[arg-type]
     assert fuse_errno(excinfo) == errno.EISDIR
