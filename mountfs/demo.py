@@ -23,7 +23,7 @@ SMALL_FILES = 300
 
 
 def make_bucket(bucket: str) -> None:
-    marker = os.path.join(bucket, ".complete")
+    marker = bucket + ".complete"
     if os.path.exists(marker):
         return
     print(f"creating the sample bucket in {bucket} ...", flush=True)
@@ -89,6 +89,18 @@ def report(label: str, mnt: str, files: int, nbytes: int, seconds: float,
           f"block hits {hits:>4}  misses {misses:>4}  fetched from store {human_bytes(fetched):>10}")
 
 
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache, so the next read reaches mountfs's own block cache."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        print("(not root: the kernel page cache stays warm, so the next read may not reach mountfs)")
+        return False
+    return True
+
+
 def counters(mnt: str) -> dict[str, int]:
     s = status(mnt)
     return {"hits": s["cache"]["hits"], "misses": s["cache"]["misses"],
@@ -117,7 +129,10 @@ def main() -> int:
         print()
         report("cold read (store)", mnt, *read_tree(mnt, bucket), {})
         before = counters(mnt)
-        report("second read (cache)", mnt, *read_tree(mnt, bucket), before)
+        report("second read (page cache)", mnt, *read_tree(mnt, bucket), before)
+        if drop_page_cache():
+            before = counters(mnt)
+            report("page cache dropped", mnt, *read_tree(mnt, bucket), before)
     finally:
         mountfs("umount", mnt)
     result = mountfs(*args)
@@ -134,7 +149,7 @@ def main() -> int:
     if unmounted.returncode or os.path.ismount(mnt):
         print(unmounted.stderr, file=sys.stderr)
         return 1
-    print("unmounted. Every file matched its source; the second and third reads fetched nothing.")
+    print("unmounted. Every file matched its source; only the first read fetched from the store.")
     return 0
 
 

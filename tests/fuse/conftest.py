@@ -122,6 +122,34 @@ def daemons_of(mountpoint: str) -> set[int]:
     return pids
 
 
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid`: with the pid it names one process, even if pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class ProcessSet:
+    """Daemons this session started; iterating yields those still the same process (never a reused pid)."""
+
+    def __init__(self) -> None:
+        self._started: dict[int, str | None] = {}
+
+    def add(self, pid: int) -> None:
+        self._started.setdefault(pid, start_time(pid))
+
+    def update(self, pids: Iterator[int] | set[int]) -> None:
+        for pid in pids:
+            self.add(pid)
+
+    def __iter__(self) -> Iterator[int]:
+        for pid, started in list(self._started.items()):
+            if started is not None and start_time(pid) == started:
+                yield pid
+
+
 def kernel_stacks(pids: set[int]) -> dict[int, str]:
     out = {}
     for pid in pids:
@@ -188,7 +216,7 @@ class Mounter:
     run: Runner
     base: Path
     mounts: list[Mount] = field(default_factory=list)
-    pids: set[int] = field(default_factory=set)
+    pids: ProcessSet = field(default_factory=ProcessSet)
     counter: int = 0
 
     def fresh_dir(self, name: str) -> str:
@@ -199,9 +227,31 @@ class Mounter:
 
     def track(self, mountpoint: str, pid: int | None = None) -> None:
         """Make teardown unmount `mountpoint` (mounted some other way than `mount`)."""
+        self._fail_if_hung()
         self.mounts.append(Mount(os.path.abspath(mountpoint), "", "", ""))
         if pid:
             self.pids.add(pid)
+
+    @staticmethod
+    def _fail_if_hung() -> None:
+        if HUNG_MOUNTS:
+            pytest.fail(f"an earlier mount never answered ({next(iter(HUNG_MOUNTS.values()))}): "
+                        "not mounting again")
+
+    def _hung(self, mountpoint: str, command: str) -> None:
+        HUNG_MOUNTS[mountpoint] = command
+        self.pids.update(daemons_of(mountpoint))
+        pytest.fail(f"{command} did not return within {MOUNT_TIMEOUT}s: the mount never answered; "
+                    f"kernel stacks of its daemon: {kernel_stacks(daemons_of(mountpoint))}")
+
+    def external(self, argv: list[str], mountpoint: str, env: dict[str, str]) -> None:
+        """Run a command that mounts `mountpoint` (mount -t, mount.fuse3) and must return once it answers."""
+        self.track(mountpoint)
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=MOUNT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._hung(os.path.abspath(mountpoint), " ".join(argv))
+        assert result.returncode == 0, f"{argv} failed ({result.returncode}): {result.stderr}"
 
     def mount(self, source: str | os.PathLike[str], *options: str, mountpoint: str | None = None,
               cache_dir: str | None = None, block_size: str | None = "1MiB") -> Mount:
@@ -216,18 +266,13 @@ class Mounter:
         if block_size:
             opts.append(f"block_size={block_size}")
         opts.extend(options)
+        self._fail_if_hung()
         mount = Mount(os.path.abspath(mnt), source, cache, log)
         self.mounts.append(mount)
-        if HUNG_MOUNTS:
-            pytest.fail(f"an earlier mount never answered ({next(iter(HUNG_MOUNTS.values()))}): "
-                        "not mounting again")
         try:
             result = self.run(source, mnt, "-o", ",".join(opts), timeout=MOUNT_TIMEOUT)
         except subprocess.TimeoutExpired:
-            HUNG_MOUNTS[mount.path] = f"mountfs {source} {mnt}"
-            self.pids.update(daemons_of(mount.path))
-            pytest.fail(f"mountfs {source} {mnt} did not return within {MOUNT_TIMEOUT}s: the mount never "
-                        f"answered; daemon stacks: {kernel_stacks(self.pids)}\n{mount.log_text()}")
+            self._hung(mount.path, f"mountfs {source} {mnt} -o {','.join(opts)}")
         assert result.returncode == 0, (
             f"mountfs {source} {mnt} failed ({result.returncode}): {result.stderr}\n{mount.log_text()}")
         assert is_mounted(mnt), f"mountfs returned 0 but {mnt} is not mounted"
@@ -244,6 +289,12 @@ class Mounter:
         if isinstance(mount, Mount) and mount.pid:
             assert wait_until(lambda: not pid_alive(mount.pid), 30), f"daemon {mount.pid} still runs"
 
+    def _kill_daemons(self, mountpoint: str) -> None:
+        """SIGKILL the daemons of one of our mount points (found by their command line)."""
+        for pid in daemons_of(mountpoint):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def cleanup(self) -> list[str]:
         """Unmount everything still mounted; returns what had to be forced (for the report)."""
         problems = []
@@ -251,16 +302,18 @@ class Mounter:
             if not is_mounted(mount.path):
                 continue
             if mount.path in HUNG_MOUNTS:  # a daemon blocked on its own mount answers nothing: end it
-                for pid in daemons_of(mount.path):
-                    self.pids.add(pid)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._kill_daemons(mount.path)
+            try:
                 self.run("umount", mount.path, "--timeout", "30", timeout=45)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{mount.path}: `mountfs umount` hung; SIGKILL to its daemon")
+                self._kill_daemons(mount.path)
             if is_mounted(mount.path):
                 problems.append(f"{mount.path}: `mountfs umount` left it mounted; fusermount3 -u -z")
                 subprocess.run(["fusermount3", "-u", "-z", mount.path], capture_output=True, timeout=30)
-        for pid in self.pids:
+        for mount in self.mounts:  # daemons that outlived their mount (e.g. blocked after -z)
+            self.pids.update(daemons_of(mount.path))
+        for pid in self.pids:  # only processes we started, checked by pid and start time
             if pid_alive(pid) and not wait_until(lambda pid=pid: not pid_alive(pid), 10):
                 problems.append(f"daemon {pid} still alive after unmount: SIGKILL")
                 with contextlib.suppress(ProcessLookupError):

@@ -87,16 +87,18 @@ def test_foreground_stops_on_sigterm(mounter: Mounter, bucket: Bucket, tools: An
                                      env: dict[str, str]) -> None:
     mnt = mounter.fresh_dir("fg-mnt")
     log = tmp_path / "fg.log"
+    mounter.track(mnt)
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "mountfs", bucket.url, mnt, "-f", "-o",
              f"cache_dir={tmp_path / 'cache'},block_size=1MiB"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/")
-    mounter.track(mnt, process.pid)
+    mounter.pids.add(process.pid)
     try:
         assert tools.wait_until(lambda: tools.is_mounted(mnt) or process.poll() is not None, 30)
         assert process.poll() is None, log.read_text()
-        assert tools.wait_until(lambda: mounter.run("status", mnt).returncode == 0, 30), log.read_text()
+        assert tools.wait_until(lambda: mounter.run("status", mnt, timeout=20).returncode == 0, 30), \
+            log.read_text()
         assert mounter.run.status(mnt)["pid"] == process.pid  # -f: no fork
         with open(os.path.join(mnt, bucket.FRENCH_NAME), "rb") as f:
             assert f.read() == bucket.read(bucket.FRENCH_NAME)
@@ -142,12 +144,9 @@ def test_mount_t_fuse_mountfs(mounter: Mounter, bucket: Bucket, tools: Any, tmp_
                     "system-wide (or link it into /usr/local/bin) to run this test")
     mnt = mounter.fresh_dir("mount-t")
     cache = tmp_path / "cache"
-    mounter.track(mnt)
-    result = subprocess.run(["mount", "-t", "fuse.mountfs", bucket.url, mnt, "-o",
-                             f"cache_dir={cache},block_size=1MiB,_netdev,nofail"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**env, "PATH": tools.venv_bin + ":" + env.get("PATH", HELPER_PATH)})
-    assert result.returncode == 0, result.stderr
+    mounter.external(["mount", "-t", "fuse.mountfs", bucket.url, mnt, "-o",
+                      f"cache_dir={cache},block_size=1MiB,_netdev,nofail"], mnt,
+                     {**env, "PATH": tools.venv_bin + ":" + env.get("PATH", HELPER_PATH)})
     check_fstab_style_mount(mounter, bucket, tools, mnt, cache)
 
 
@@ -157,12 +156,9 @@ def test_mount_fuse3_helper_with_venv_on_path(mounter: Mounter, bucket: Bucket, 
     """What mount(8) runs for `-t fuse.mountfs`, with the arguments and options it adds."""
     mnt = mounter.fresh_dir("mount-fuse3")
     cache = tmp_path / "cache"
-    mounter.track(mnt)
-    result = subprocess.run(["/sbin/mount.fuse3", bucket.url, mnt, "-t", "fuse.mountfs", "-o",
-                             f"rw,cache_dir={cache},block_size=1MiB,_netdev,dev,suid"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**env, "PATH": tools.venv_bin + ":" + env.get("PATH", HELPER_PATH)})
-    assert result.returncode == 0, result.stderr
+    mounter.external(["/sbin/mount.fuse3", bucket.url, mnt, "-t", "fuse.mountfs", "-o",
+                      f"rw,cache_dir={cache},block_size=1MiB,_netdev,dev,suid"], mnt,
+                     {**env, "PATH": tools.venv_bin + ":" + env.get("PATH", HELPER_PATH)})
     check_fstab_style_mount(mounter, bucket, tools, mnt, cache)
 
 
@@ -175,9 +171,6 @@ def test_mount_t_fuse_with_program_path(mounter: Mounter, bucket: Bucket, tools:
         pytest.skip(f"no mountfs console script in {tools.venv_bin}")
     mnt = mounter.fresh_dir("mount-t-fuse")
     cache = tmp_path / "cache"
-    mounter.track(mnt)
-    result = subprocess.run(["mount", "-t", "fuse", f"{program}#{bucket.url}", mnt, "-o",
-                             f"cache_dir={cache},block_size=1MiB,_netdev"],
-                            capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
+    mounter.external(["mount", "-t", "fuse", f"{program}#{bucket.url}", mnt, "-o",
+                      f"cache_dir={cache},block_size=1MiB,_netdev"], mnt, env)
     check_fstab_style_mount(mounter, bucket, tools, mnt, cache)

@@ -1,0 +1,131 @@
+"""The command line without mounting: options, errors before mounting, config check, status."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from mountfs import cli, control
+from mountfs.errors import Unsupported
+from mountfs.mount import MountSetupError, parse_options, prepare
+
+
+def test_options_as_mount_fuse3_passes_them() -> None:
+    options = parse_options(["uid=1000,gid=1001,umask=027", "allow_other,_netdev,nofail,x-systemd.after=net",
+                             "cache_dir=/tmp/c,block_size=1MiB,ro,defaults,noatime"])
+    assert (options.uid, options.gid, options.umask) == (1000, 1001, 0o027)
+    assert options.allow_other and options.read_only
+    assert options.cache_dir == "/tmp/c" and options.block_size == 1 << 20
+
+
+def test_unknown_and_bad_options_are_named() -> None:
+    with pytest.raises(MountSetupError, match="unknown mount option 'colour=blue'"):
+        parse_options(["colour=blue"])
+    with pytest.raises(MountSetupError, match="bad mount option value"):
+        parse_options(["uid=alice"])
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> Path:
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    (folder / "f").write_bytes(b"x")
+    return folder
+
+
+def test_prepare_checks_the_mount_point(tmp_path: Path, bucket: Path) -> None:
+    options = parse_options([f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(MountSetupError, match=r"mount point .*/nope does not exist"):
+        prepare(f"file://{bucket}", str(tmp_path / "nope"), options)
+    with pytest.raises(MountSetupError, match="is not a directory"):
+        prepare(f"file://{bucket}", str(bucket / "f"), options)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").touch()
+    with pytest.raises(MountSetupError, match=r"is not empty \(use -o nonempty"):
+        prepare(f"file://{bucket}", str(busy), options)
+    prepared = prepare(f"file://{bucket}", str(busy), parse_options(["nonempty", f"cache_dir={tmp_path}/c"]))
+    assert prepared.mountpoint == str(busy)
+
+
+def test_prepare_checks_every_bucket(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    options = parse_options([f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(MountSetupError, match=r"cannot use file:///no/such/folder: .*does not exist"):
+        prepare("file:///no/such/folder", str(mnt), options)
+    with pytest.raises(Unsupported, match=r"s3:// stores are not supported by this version"):
+        prepare("s3://bucket/prefix", str(mnt), options)
+
+
+def test_mount_errors_print_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["s4://bucket", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mountfs: s4://bucket") and 'did you mean "s3://"' in err
+    config = tmp_path / "bad.toml"
+    config.write_text('[cache]\nmax_sise = "1GiB"\n')
+    assert cli.main([str(config), str(tmp_path)]) == 1
+    assert f"{config}:2: cache.max_sise" in capsys.readouterr().err
+
+
+def test_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(f'[[mount]]\npath = "data"\nurl = "file://{tmp_path}"\n')
+    assert cli.main(["config", "check", str(good)]) == 0
+    assert "ok (1 mount(s))" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[mount]]\npath = "data"\nurl = "file://relative"\nread_only = "yes"\n')
+    assert cli.main(["config", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3: mount[0].url" in err and f"{bad}:4: mount[0].read_only" in err
+    assert "2 error(s)" in err
+
+
+def test_status_and_umount_without_a_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MOUNTFS_RUNTIME_DIR", str(tmp_path / "run"))
+    assert cli.main(["status"]) == 0
+    assert "no mountfs mounts are running" in capsys.readouterr().out
+    assert cli.main(["status", str(tmp_path)]) == 1
+    assert "no mountfs daemon serves" in capsys.readouterr().err
+    assert cli.main(["umount", str(tmp_path)]) == 1
+    assert "is not mounted" in capsys.readouterr().err
+
+
+async def test_control_socket_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOUNTFS_RUNTIME_DIR", str(tmp_path / "run"))
+    path = control.socket_path(str(tmp_path / "mnt"))
+    seen: list[dict[str, object]] = []
+
+    async def handler(request: dict[str, object]) -> dict[str, object]:
+        seen.append(request)
+        if request["op"] == "boom":
+            raise RuntimeError("handler failed")
+        return {"ok": True, "echo": request["op"]}
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(control.serve, path, handler)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        assert control.list_sockets() == [path]
+        reply = await trio.to_thread.run_sync(control.request, path, "status")
+        assert reply == {"ok": True, "echo": "status"}
+        failed = await trio.to_thread.run_sync(control.request, path, "boom")
+        assert failed == {"ok": False, "error": "handler failed"}
+        nursery.cancel_scope.cancel()
+    assert not os.path.exists(path)
+    with pytest.raises(control.NotRunning):
+        control.request(path, "status")
+
+
+def test_status_is_readable() -> None:
+    text = cli.format_status({
+        "mountpoint": "/mnt/x", "source": "file:///data", "pid": 7, "uptime": 3.2,
+        "cache": {"hits": 3, "misses": 1, "shared": 0, "hit_ratio": 0.75, "blocks": 4, "bytes": 5 << 20,
+                  "dir": "/c"},
+        "reads": {"opens": 1, "reads": 4, "bytes_served": 1 << 20},
+        "store": {"requests": 6, "gets": 1, "bytes_fetched": 4 << 20}})
+    assert "3 hits, 1 misses (hit ratio 75.0%)" in text and "4.0 MiB fetched" in text
+    assert cli.human_bytes(0) == "0 B" and cli.human_bytes(1536) == "1.5 KiB"
