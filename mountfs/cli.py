@@ -16,6 +16,7 @@ from typing import Any
 
 from mountfs import __version__, control
 from mountfs.errors import ConfigErrors, MountfsError
+from mountfs.processes import process_alive
 
 SUBCOMMANDS = ("umount", "status", "config")
 
@@ -113,26 +114,11 @@ def _umount(mountpoint: str, timeout: float) -> int:
     pid = int(reply.get("pid", 0))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid) and not os.path.ismount(mountpoint):
+        if not process_alive(pid) and not os.path.ismount(mountpoint):
             return 0
         time.sleep(0.05)
     print(f"mountfs: the daemon (pid {pid}) did not finish within {timeout:g}s", file=sys.stderr)
     return 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours has exited for every purpose here.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def _status(mountpoint: str | None, as_json: bool) -> int:

@@ -8,6 +8,7 @@ import os
 import zlib
 
 from mountfs.errors import NoSpace
+from mountfs.processes import process_alive
 
 TEMP_SUFFIX = ".tmp"
 
@@ -80,12 +81,4 @@ def _writer_alive(temp_name: str) -> bool:
         pid = int(temp_name.split(".")[1])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid != os.getpid() and process_alive(pid)
