@@ -16,6 +16,7 @@ from typing import Any
 
 from mountfs import __version__, control
 from mountfs.errors import ConfigErrors, MountfsError
+from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
 
 SUBCOMMANDS = ("umount", "status", "config")
@@ -102,7 +103,7 @@ def _umount(mountpoint: str, timeout: float) -> int:
     try:
         reply = control.request(control.socket_path(mountpoint), "shutdown", timeout=timeout)
     except control.NotRunning:
-        if not os.path.ismount(mountpoint):
+        if not mount_type(mountpoint):
             print(f"mountfs: {mountpoint} is not mounted", file=sys.stderr)
             return 1
         # No daemon answers (it was killed): detach what the kernel still holds.
@@ -114,7 +115,7 @@ def _umount(mountpoint: str, timeout: float) -> int:
     pid = int(reply.get("pid", 0))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process_alive(pid) and not os.path.ismount(mountpoint):
+        if not process_alive(pid) and not mount_type(mountpoint):
             return 0
         time.sleep(0.05)
     print(f"mountfs: the daemon (pid {pid}) did not finish within {timeout:g}s", file=sys.stderr)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from mountfs.cli import format_status, human_bytes
+from mountfs.kernel_mounts import mount_type
 
 WORKDIR = os.environ.get("MOUNTFS_DEMO_DIR", "/tmp/mountfs-demo")
 BIG_FILE_MIB = 256
@@ -111,7 +112,7 @@ def main() -> int:
     bucket, cache, mnt = (os.path.join(WORKDIR, n) for n in ("bucket", "cache", "mnt"))
     make_bucket(bucket)
     shutil.rmtree(cache, ignore_errors=True)
-    if os.path.ismount(mnt):
+    if mount_type(mnt):
         mountfs("umount", mnt)
     os.makedirs(mnt, exist_ok=True)
     url = f"file://{bucket}"
@@ -146,7 +147,7 @@ def main() -> int:
     finally:
         print(f"\n$ mountfs umount {mnt}")
         unmounted = mountfs("umount", mnt)
-    if unmounted.returncode or os.path.ismount(mnt):
+    if unmounted.returncode or mount_type(mnt):
         print(unmounted.stderr, file=sys.stderr)
         return 1
     print("unmounted. Every file matched its source; only the first read fetched from the store.")

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from mountfs.cache.block_cache import BlockCache
 from mountfs.config import Config, load_source, parse_size
 from mountfs.errors import MountfsError
 from mountfs.fs.operations import Operations, Ownership
+from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
 from mountfs.namespace.tree import Namespace
 
@@ -146,11 +148,18 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:
-    if not os.path.exists(mountpoint):
-        raise MountSetupError(f"mount point {mountpoint} does not exist")
-    if not os.path.isdir(mountpoint):
+    try:
+        is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
+    except FileNotFoundError:
+        raise MountSetupError(f"mount point {mountpoint} does not exist") from None
+    except OSError as exc:
+        if mount_type(mountpoint):
+            raise MountSetupError(f"{mountpoint} is a dead mount ({exc.strerror}): its daemon is gone; "
+                                  f"run `mountfs umount {mountpoint}` first") from exc
+        raise MountSetupError(f"cannot use mount point {mountpoint}: {exc.strerror}") from exc
+    if not is_dir:
         raise MountSetupError(f"mount point {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
+    if mount_type(mountpoint):
         raise MountSetupError(f"{mountpoint} is already a mount point")
     if not nonempty and os.listdir(mountpoint):
         raise MountSetupError(f"mount point {mountpoint} is not empty (use -o nonempty to mount over it)")

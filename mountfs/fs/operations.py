@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Until the write path exists every mount is read-only, and its modes say so.
+WRITES_SUPPORTED = False
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 
 
@@ -94,7 +96,7 @@ class Operations(pyfuse3.Operations):
 
     def attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
-        read_only = node.mount is None or node.mount.read_only
+        read_only = not WRITES_SUPPORTED or node.mount is None or node.mount.read_only
         if node.is_dir:
             mode = stat.S_IFDIR | (0o777 & ~self.ownership.umask)
             attr.st_nlink = 2

@@ -3,6 +3,7 @@ run in the foreground with -f, and started by mount(8) through mount.fuse3."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,19 +136,30 @@ def check_fstab_style_mount(mounter: Mounter, bucket: Bucket, tools: Any, mnt: s
     assert tools.wait_until(lambda: not tools.pid_alive(status["pid"]), 30)
 
 
+@pytest.fixture
+def mountfs_installed(tools: Any) -> Iterator[None]:
+    """`mountfs` where mount(8)'s helpers look for it, as an install puts it. mount(8) drops PATH
+    for mount.fuse3, so the venv's bin cannot serve; link it into /usr/local/bin for this test
+    when nothing is there, and remove the link afterwards."""
+    if shutil.which("mountfs", path=HELPER_PATH):
+        yield
+        return
+    link = "/usr/local/bin/mountfs"
+    os.symlink(os.path.join(tools.venv_bin, "mountfs"), link)
+    try:
+        yield
+    finally:
+        os.unlink(link)
+
+
 @needs_mount_fuse3
 def test_mount_t_fuse_mountfs(mounter: Mounter, bucket: Bucket, tools: Any, tmp_path: Path,
-                              env: dict[str, str]) -> None:
+                              env: dict[str, str], mountfs_installed: None) -> None:
     """`mount -t fuse.mountfs SOURCE MNT -o ...`, as an /etc/fstab line does."""
-    if not shutil.which("mountfs", path=HELPER_PATH):
-        pytest.skip(f"`mountfs` is not on {HELPER_PATH}: mount(8) drops PATH from the environment of "
-                    f"mount.fuse3, so the venv's {tools.venv_bin} cannot be used; install mountfs "
-                    "system-wide (or link it into /usr/local/bin) to run this test")
     mnt = mounter.fresh_dir("mount-t")
     cache = tmp_path / "cache"
     mounter.external(["mount", "-t", "fuse.mountfs", bucket.url, mnt, "-o",
-                      f"cache_dir={cache},block_size=1MiB,_netdev,nofail"], mnt,
-                     {**env, "PATH": tools.venv_bin + ":" + env.get("PATH", HELPER_PATH)})
+                      f"cache_dir={cache},block_size=1MiB,_netdev,nofail"], mnt, env)
     check_fstab_style_mount(mounter, bucket, tools, mnt, cache)
 
 
@@ -174,3 +187,51 @@ def test_mount_t_fuse_with_program_path(mounter: Mounter, bucket: Bucket, tools:
     mounter.external(["mount", "-t", "fuse", f"{program}#{bucket.url}", mnt, "-o",
                       f"cache_dir={cache},block_size=1MiB,_netdev"], mnt, env)
     check_fstab_style_mount(mounter, bucket, tools, mnt, cache)
+
+
+# --- a daemon that died (kill -9): the kernel keeps a dead mount ("Transport endpoint is not connected")
+
+def kill_daemon_hard(mounter: Mounter, bucket: Bucket, tools: Any, tmp_path: Path) -> str:
+    """Mount with a zero metadata TTL (nothing of the root stays in the kernel's attribute cache, as
+    after the default 60 s), then SIGKILL the daemon; returns the dead mount point."""
+    config = tmp_path / "ttl0.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n\n[read]\nmetadata_ttl = "0s"\n\n'
+                      f'[[mount]]\npath = ""\nurl = "{bucket.url}"\n')
+    mnt = mounter.mount(str(config))
+    assert mnt.pid
+    os.kill(mnt.pid, signal.SIGKILL)
+    assert tools.wait_until(lambda: not tools.pid_alive(mnt.pid), 10)
+    assert tools.is_mounted(mnt.path)  # the kernel still holds it
+    with pytest.raises(OSError) as info:
+        os.stat(mnt.path)
+    assert info.value.errno == errno.ENOTCONN
+    return mnt.path
+
+
+def test_umount_after_the_daemon_was_killed(mounter: Mounter, bucket: Bucket, tools: Any,
+                                            tmp_path: Path) -> None:
+    """`mountfs umount` is how a user cleans up after a crash: it must detach the dead mount."""
+    mnt = kill_daemon_hard(mounter, bucket, tools, tmp_path)
+    try:
+        result = mounter.run("umount", mnt, timeout=60)
+        assert (result.returncode, result.stderr) == (0, ""), "dead mount not detached"
+        assert not tools.is_mounted(mnt)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=30)
+
+
+def test_mount_over_a_dead_mount_point(mounter: Mounter, bucket: Bucket, tools: Any,
+                                       tmp_path: Path) -> None:
+    """Mounting again over a dead mount is refused before mounting, saying what is wrong with it:
+    the directory exists, so "does not exist" sends the user the wrong way."""
+    mnt = kill_daemon_hard(mounter, bucket, tools, tmp_path)
+    try:
+        result = mounter.run(bucket.url, mnt, "-o", f"cache_dir={tmp_path / 'cache2'}", timeout=60)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mountfs: "), result.stderr
+        assert "does not exist" not in lines[0], lines[0]
+        assert "mount" in lines[0]
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=30)
+    assert not tools.is_mounted(mnt)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:
     from conftest import Bucket, Mount, Mounter
@@ -179,15 +185,14 @@ def test_empty_file_reads_as_empty(sample_mount: Mount) -> None:
 
 
 def test_missing_names_are_enoent(sample_mount: Mount) -> None:
-    for rel in ("no-such-file", "a/no-such", "no/such/dir/file", "empty/child"):
+    expected = {"no-such-file": errno.ENOENT, "a/no-such": errno.ENOENT, "no/such/dir/file": errno.ENOENT,
+                "empty/child": errno.ENOTDIR}
+    for rel, code in expected.items():
         path = sample_mount.join(rel)
         assert not os.path.exists(path), rel
-        try:
+        with pytest.raises(OSError) as info:
             os.stat(path)
-        except OSError as exc:
-            assert exc.errno in ((2,) if rel != "empty/child" else (2, 20)), (rel, exc)
-        else:
-            raise AssertionError(f"stat {rel} succeeded")
+        assert info.value.errno == code, (rel, info.value)
 
 
 # --- the 10,000-entry folder ---------------------------------------------------------------------------
@@ -237,3 +242,40 @@ def test_ls_f_counts_10000_entries(sample_mount: Mount, bucket: Bucket) -> None:
     assert len(listed) == bucket.MANY_COUNT
     for name, (_mode, size, _mtime) in listed.items():
         assert size == bucket.files[f"{bucket.MANY_DIR}/{name}"], name
+
+
+@pytest.fixture
+def public_dir() -> Iterator[str]:
+    """A directory other users can reach (pytest's tmp dirs are 0700 root)."""
+    path = tempfile.mkdtemp(prefix="mountfs-fuse-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
+@pytest.mark.parametrize("allow_other", [False, True], ids=["default", "allow_other"])
+def test_other_users_need_allow_other(public_dir: str, mounter: Mounter, bucket: Bucket,
+                                      allow_other: bool) -> None:
+    # public_dir comes first: it is removed after the mounter's teardown has unmounted
+    mnt_path = os.path.join(public_dir, "mnt")
+    os.mkdir(mnt_path)
+    options = ["allow_other"] if allow_other else []
+    mnt = mounter.mount(bucket.url, *options, mountpoint=mnt_path)
+    result = as_nobody("cat", mnt.join(bucket.SPACE_NAME))
+    listing = as_nobody("ls", mnt.path)
+    if allow_other:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.encode() == bucket.read(bucket.SPACE_NAME)
+        assert listing.returncode == 0 and "empty" in listing.stdout.split()
+    else:
+        assert result.returncode != 0 and "Permission denied" in result.stderr, result
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
+    # root always reads
+    with open(mnt.join(bucket.SPACE_NAME), "rb") as f:
+        assert f.read() == bucket.read(bucket.SPACE_NAME)

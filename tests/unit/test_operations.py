@@ -52,11 +52,12 @@ async def collect_readdir(ops: Operations, inode: int, start: int = 0, limit: in
 
 async def test_attributes_follow_ownership_and_the_object(ops: Operations, store: MemoryStore) -> None:
     attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
-    assert stat.S_ISREG(attr.st_mode) and stat.S_IMODE(attr.st_mode) == 0o640
+    # umask 027 on 0666/0777, and no write bits while every mount is read-only
+    assert stat.S_ISREG(attr.st_mode) and stat.S_IMODE(attr.st_mode) == 0o440
     assert (attr.st_uid, attr.st_gid, attr.st_size) == (1234, 2345, 5)
     assert attr.st_mtime_ns == store.head("top.txt").mtime_ns
     root = await ops.getattr(pyfuse3.InodeT(ROOT_INODE), CTX)
-    assert stat.S_ISDIR(root.st_mode) and stat.S_IMODE(root.st_mode) == 0o750
+    assert stat.S_ISDIR(root.st_mode) and stat.S_IMODE(root.st_mode) == 0o550
 
 
 async def test_read_only_mounts_show_no_write_bits(store: MemoryStore, clock: FakeClock,
