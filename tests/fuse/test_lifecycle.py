@@ -145,6 +145,8 @@ def mountfs_installed(tools: Any) -> Iterator[None]:
         yield
         return
     link = "/usr/local/bin/mountfs"
+    if os.path.islink(link) and not os.path.exists(link):
+        os.unlink(link)  # left dangling by an earlier run whose venv is gone
     os.symlink(os.path.join(tools.venv_bin, "mountfs"), link)
     try:
         yield
