@@ -127,6 +127,19 @@ class WriteConfig:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """How store calls are retried on transient failures (throttling, 5xx, resets, timeouts):
+    jittered exponential backoff from base_delay up to max_delay, at most `attempts` tries and no
+    longer than `budget` in all; each request gives up after `request_timeout`."""
+
+    attempts: int = 6
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+    budget: float = 60.0
+    request_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class MountConfig:
     """One directory under the mount point; path "" puts the store at the mount point itself."""
 
@@ -222,6 +235,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
     mounts: tuple[MountConfig, ...] = ()
     direct_access: tuple[DirectAccess, ...] = ()
     path_substitution: tuple[PathSubstitution, ...] = ()
@@ -647,10 +661,13 @@ _SECRET_KEYS = frozenset(
 _ENV_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_TOP_KEYS = ("cache", "read", "write", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure")
+_TOP_KEYS = (
+    "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
+)  # fmt: skip
 _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size")
 _READ_KEYS = ("metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory")
 _WRITE_KEYS = ("part_size", "max_concurrency")
+_RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
 _MOUNT_KEYS = ("path", "url", "read_only")
 _S3_KEYS = ("key", "secret", "token", "region", "use_credentials_chain", "credentials", "boto3")
 _S3_CRED_KEYS = (
@@ -1001,6 +1018,7 @@ class _Loader:
             cache=self.cache(root),
             read=self.read(root),
             write=self.write(root),
+            retry=self.retry(root),
             mounts=self.mounts(root),
             direct_access=self.direct_access(root),
             path_substitution=self.path_substitution(root),
@@ -1054,6 +1072,17 @@ class _Loader:
         return WriteConfig(
             part_size=self.size(t, path, "part_size", default.part_size, _part_size_problem),
             max_concurrency=self.int_(t, path, "max_concurrency", default.max_concurrency),
+        )
+
+    def retry(self, root: _Table) -> RetryConfig:
+        path, t = self.sub(root, (), "retry", _RETRY_KEYS)
+        default = RetryConfig()
+        return RetryConfig(
+            attempts=self.int_(t, path, "attempts", default.attempts),
+            base_delay=self.duration(t, path, "base_delay", default.base_delay),
+            max_delay=self.duration(t, path, "max_delay", default.max_delay),
+            budget=self.duration(t, path, "budget", default.budget),
+            request_timeout=self.duration(t, path, "request_timeout", default.request_timeout, _positive),
         )
 
     def mounts(self, root: _Table) -> tuple[MountConfig, ...]:

@@ -6,7 +6,7 @@ from mountfs.backends.base import ObjectStore
 from mountfs.config import Config, StoreUrl
 from mountfs.errors import Unsupported
 
-SUPPORTED_SCHEMES = ("file",)
+SUPPORTED_SCHEMES = ("file", "s3")
 
 
 def open_store(url: StoreUrl, config: Config) -> ObjectStore:
@@ -15,5 +15,10 @@ def open_store(url: StoreUrl, config: Config) -> ObjectStore:
         from mountfs.backends.local import LocalStore
 
         return LocalStore(url.bucket)
+    if url.scheme == "s3":
+        from mountfs.backends import s3_settings
+        from mountfs.backends.s3 import S3Store
+
+        return S3Store(s3_settings.resolve(url, config), config.retry)
     raise Unsupported(f"{url.raw}: {url.scheme}:// stores are not supported by this version of mountfs "
                       f"(supported: {', '.join(s + '://' for s in SUPPORTED_SCHEMES)})")

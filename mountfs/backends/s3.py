@@ -1,0 +1,270 @@
+"""Amazon S3 and S3-compatible servers (MinIO, SeaweedFS, ...) through boto3.
+
+botocore's own retries are off: `retry.call_with_retry` retries every adapter the same way, and
+a ranged GET is retried whole, body included, since a reset mid-body is as transient as a 503.
+Reads are pinned with If-Match to the ETag seen at open, so a changed object is ESTALE, never a
+mix of two versions.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
+from mountfs.backends.retry import call_with_retry
+from mountfs.backends.s3_settings import S3Settings
+from mountfs.config import RetryConfig
+from mountfs.errors import (
+    AccessDenied,
+    MountfsError,
+    NotFound,
+    Stale,
+    StoreUnavailable,
+    Transient,
+    Unsupported,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"}
+STALE_CODES = {"412", "PreconditionFailed"}
+TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError", "ServiceUnavailable",
+                   "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException",
+                   "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted"}
+TRANSIENT_EXCEPTIONS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.HTTPClientError,
+    ConnectionError,
+    TimeoutError,
+)
+# Checking access at mount time must fail fast on an unreachable endpoint.
+ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
+
+_clients: dict[tuple[Any, ...], S3Client] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(settings: S3Settings, timeout: float) -> S3Client:
+    """One thread-safe client per endpoint and credentials in each process (made anew after fork)."""
+    ident = (os.getpid(), settings.endpoint_url, settings.region, settings.key, settings.secret,
+             settings.token, settings.verify, settings.pool_connections, settings.path_style, timeout)
+    with _clients_lock:
+        client = _clients.get(ident)
+        if client is None:
+            session = boto3.session.Session(
+                aws_access_key_id=settings.key, aws_secret_access_key=settings.secret,
+                aws_session_token=settings.token, region_name=settings.region)
+            client = session.client(
+                "s3", endpoint_url=settings.endpoint_url, verify=settings.verify,
+                config=botocore.config.Config(
+                    max_pool_connections=settings.pool_connections,
+                    retries={"max_attempts": 1, "mode": "standard"},
+                    connect_timeout=timeout, read_timeout=timeout,
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path" if settings.path_style else "auto"}))
+            _clients[ident] = client
+    return client
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """The mountfs error for a boto3/botocore failure of the request `what`."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        detail = f"{code or status} {error.get('Message', '')}".strip()
+        if code == "NoSuchBucket":
+            return NotFound(f"{what}: the bucket does not exist")
+        if code in NOT_FOUND_CODES or status == "404":
+            return NotFound(f"{what}: not found")
+        if code in STALE_CODES or status == "412":
+            return Stale(f"{what}: the object changed ({detail})")
+        if code in DENIED_CODES or status == "403":
+            return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
+        if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
+            return Transient(f"{what}: {detail}")
+        return StoreUnavailable(f"{what}: {detail}")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return AccessDenied(f"{what}: no credentials found (set key and secret in [s3] or "
+                            "[[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE)")
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+        return Transient(f"{what}: {exc}")
+    return exc
+
+
+class S3Store(ObjectStore):
+    def __init__(self, settings: S3Settings, retry: RetryConfig) -> None:
+        self.settings = settings
+        self.retry = retry
+        self.bucket = settings.bucket
+        self.store_id = f"s3://{settings.endpoint_url or 'aws'}"
+
+    @property
+    def client(self) -> S3Client:
+        return client_for(self.settings, self.retry.request_timeout)
+
+    def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
+        def attempt() -> T:
+            try:
+                return fn()
+            except MountfsError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+        return call_with_retry(attempt, retry or self.retry, what)
+
+    def _name(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _sse(self) -> dict[str, Any]:
+        if self.settings.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_id}
+        return {}
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectMeta:
+        def do() -> ObjectMeta:
+            reply = self.client.head_object(Bucket=self.bucket, Key=key)
+            return ObjectMeta(key, reply["ContentLength"], _etag(reply["ETag"]),
+                              _ns(reply["LastModified"].timestamp()))
+
+        return self._call(f"HEAD {self._name(key)}", do)
+
+    def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        if length <= 0:
+            return b""
+
+        def do() -> bytes:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
+                                    "Range": f"bytes={start}-{start + length - 1}"}
+            if etag:
+                args["IfMatch"] = f'"{etag}"'
+            try:
+                reply = self.client.get_object(**args)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # the range starts at or past the end of the object
+                raise
+            with reply["Body"] as body:
+                return body.read()
+
+        return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
+
+    def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
+             max_keys: int = 1000) -> ListPage:
+        def do() -> ListPage:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+            if delimiter:
+                args["Delimiter"] = delimiter
+            if token:
+                args["ContinuationToken"] = token
+            reply = self.client.list_objects_v2(**args)
+            objects = [ObjectMeta(o["Key"], o["Size"], _etag(o.get("ETag", "")),
+                                  _ns(o["LastModified"].timestamp()))
+                       for o in reply.get("Contents", [])]
+            prefixes = [p["Prefix"] for p in reply.get("CommonPrefixes", [])]
+            more = reply.get("IsTruncated") and reply.get("NextContinuationToken")
+            return ListPage(objects, prefixes, str(more) if more else None)
+
+        return self._call(f"LIST {self._name(prefix)}", do)
+
+    def check_access(self) -> None:
+        def do() -> None:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+
+        try:
+            self._call(f"LIST {self._name('')}", do, ACCESS_CHECK_RETRY)
+        except NotFound as exc:
+            raise NotFound(f"bucket {self.bucket} does not exist at "
+                           f"{self.settings.endpoint_url or 'AWS'}") from exc
+        except StoreUnavailable as exc:
+            reason = exc.__cause__ or exc
+            raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {reason}") from exc
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> ObjectMeta:
+        def do() -> ObjectMeta:
+            reply = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._sse())
+            return ObjectMeta(key, len(data), _etag(reply["ETag"]), time.time_ns())
+
+        return self._call(f"PUT {self._name(key)}", do)
+
+    def create_multipart(self, key: str) -> str:
+        if not self.settings.multipart:
+            raise Unsupported(f"multipart uploads are off for {self.settings.describe()}")
+
+        def do() -> str:
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._sse())["UploadId"]
+
+        return self._call(f"CREATE MULTIPART {self._name(key)}", do)
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
+        def do() -> UploadPart:
+            reply = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                            PartNumber=number, Body=data)
+            return UploadPart(number, _etag(reply["ETag"]))
+
+        return self._call(f"UPLOAD PART {number} {self._name(key)}", do)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+        def do() -> None:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'}
+                                           for p in sorted(parts, key=lambda p: p.number)]})
+
+        self._call(f"COMPLETE MULTIPART {self._name(key)}", do)
+        return self.head(key)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        def do() -> None:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+        self._call(f"ABORT MULTIPART {self._name(key)}", do)
+
+    def delete(self, key: str) -> None:
+        def do() -> None:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+        self._call(f"DELETE {self._name(key)}", do)
+
+    def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        def do() -> None:
+            self.client.copy_object(Bucket=self.bucket, Key=dst_key, **self._sse(),
+                                    CopySource={"Bucket": self.bucket, "Key": src_key})
+
+        self._call(f"COPY {self._name(src_key)} to {dst_key}", do)
+        return self.head(dst_key)
+
+
+def _etag(raw: str) -> str:
+    return raw.strip('"')
+
+
+def _ns(timestamp: float) -> int:
+    return int(timestamp * 1_000_000_000)
