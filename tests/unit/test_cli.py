@@ -57,8 +57,20 @@ def test_prepare_checks_every_bucket(tmp_path: Path) -> None:
     options = parse_options([f"cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(MountSetupError, match=r"cannot use file:///no/such/folder: .*does not exist"):
         prepare("file:///no/such/folder", str(mnt), options)
-    with pytest.raises(Unsupported, match=r"s3:// stores are not supported by this version"):
-        prepare("s3://bucket/prefix", str(mnt), options)
+    with pytest.raises(Unsupported, match=r"gs:// stores are not supported by this version"):
+        prepare("gs://bucket/prefix", str(mnt), options)
+
+
+def test_an_s3_bucket_without_credentials_fails_before_mounting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with pytest.raises(MountSetupError, match=r"cannot use s3://127.0.0.1:1/bucket: .*no credentials found"):
+        prepare("s3://127.0.0.1:1/bucket", str(mnt), parse_options([f"cache_dir={tmp_path / 'c'}"]))
 
 
 def test_mount_errors_print_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
