@@ -12,7 +12,6 @@ import builtins
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +40,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "InvalidPart"}
 DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                 "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"}
 STALE_CODES = {"412", "PreconditionFailed"}
@@ -80,7 +79,8 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
                 "s3", endpoint_url=settings.endpoint_url, verify=settings.verify,
                 config=botocore.config.Config(
                     max_pool_connections=settings.pool_connections,
-                    retries={"max_attempts": 1, "mode": "standard"},
+                    # total_max_attempts, not max_attempts (which counts retries): one try
+                    retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=timeout, read_timeout=timeout,
                     signature_version="s3v4",
                     s3={"addressing_style": "path" if settings.path_style else "auto"}))
@@ -208,11 +208,11 @@ class S3Store(ObjectStore):
     # --- writes ------------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> ObjectMeta:
-        def do() -> ObjectMeta:
-            reply = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._sse())
-            return ObjectMeta(key, len(data), _etag(reply["ETag"]), time.time_ns())
+        def do() -> None:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._sse())
 
-        return self._call(f"PUT {self._name(key)}", do)
+        self._call(f"PUT {self._name(key)}", do)
+        return self.head(key)  # a PUT answer has no Last-Modified; HEAD is what readers will see
 
     def create_multipart(self, key: str) -> str:
         if not self.settings.multipart:

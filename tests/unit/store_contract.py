@@ -47,7 +47,6 @@ def list_all(store: ObjectStore, prefix: str, delimiter: str | None = "/",
         if page.next_token is None:
             break
         assert names, "a page with a next_token must not be empty"
-        assert page.next_token == names[-1]
         token = page.next_token
     assert seen == s3_order(seen), "entries out of S3 order across pages"
     assert len(seen) == len(set(seen)), "an entry was listed twice"
@@ -56,6 +55,10 @@ def list_all(store: ObjectStore, prefix: str, delimiter: str | None = "/",
 
 class StoreContract:
     """Reads: head, get_range, list."""
+
+    # LocalStore and MemoryStore page with "start after this key"; S3, GCS and Azure hand out
+    # opaque continuation tokens, so tests of the token's form apply only where it is a key.
+    tokens_are_keys = True
 
     # --- head ------------------------------------------------------------------------------------
 
@@ -257,11 +260,15 @@ class StoreContract:
         assert objects == [f"f{i:02d}" for i in range(10)]
         page = store.list("", "/", None, 1)
         assert page.prefixes == ["d00/"]
-        assert page.next_token == "d00/"
-        page = store.list("", "/", "d00/", 1)
+        if self.tokens_are_keys:
+            assert page.next_token == "d00/"
+        assert page.next_token is not None
+        page = store.list("", "/", page.next_token, 1)
         assert page.prefixes == ["d01/"]
 
     def test_token_starts_strictly_after(self, store: ObjectStore, put: Put) -> None:
+        if not self.tokens_are_keys:
+            pytest.skip("this store's continuation tokens are opaque")
         for key in ["k1", "k2", "k3"]:
             put(key, b"1")
         assert [o.key for o in store.list("", "/", "k1").objects] == ["k2", "k3"]
@@ -326,19 +333,20 @@ class StoreWriteContract:
             store.copy("missing", "x")
 
     def test_multipart_assembles_in_part_order(self, store: ObjectStore) -> None:
+        part = 5 << 20  # S3's smallest part but the last
+        first, second, last = b"1" * part, b"2" * part, b"-last"
         upload = store.create_multipart("big/object")
-        p2 = store.upload_part("big/object", upload, 2, b"-second")
-        p1 = store.upload_part("big/object", upload, 1, b"first")
-        p3 = store.upload_part("big/object", upload, 3, b"-third")
+        p2 = store.upload_part("big/object", upload, 2, second)
+        p1 = store.upload_part("big/object", upload, 1, first)
+        p3 = store.upload_part("big/object", upload, 3, last)
         with pytest.raises(NotFound):
             store.head("big/object")  # invisible until complete
         assert store.list("", None) == ListPage()
         meta = store.complete_multipart("big/object", upload, [p3, p1, p2])
-        assert meta.size == len(b"first-second-third")
-        assert store.get_range("big/object", 0, 100) == b"first-second-third"
+        assert meta.size == 2 * part + len(last)
+        assert store.get_range("big/object", part - 2, 4) == b"1122"
+        assert store.get_range("big/object", 2 * part - 1, 100) == b"2-last"
         assert store.head("big/object") == meta
-        with pytest.raises(NotFound):
-            store.complete_multipart("big/object", upload, [p1])  # already completed
 
     def test_multipart_part_can_be_replaced(self, store: ObjectStore) -> None:
         upload = store.create_multipart("o")
