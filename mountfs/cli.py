@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -48,6 +49,8 @@ def _mount(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     from mountfs import mount  # pyfuse3 loads only when mounting
 
+    # Checks before mounting report one line each; their retries are not news to the user.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         options = mount.parse_options(ns.options)
         prepared = mount.prepare(ns.source, ns.mountpoint, options)

@@ -202,8 +202,10 @@ class S3Store(ObjectStore):
             raise NotFound(f"bucket {self.bucket} does not exist at "
                            f"{self.settings.endpoint_url or 'AWS'}") from exc
         except StoreUnavailable as exc:
-            reason = exc.__cause__ or exc
-            raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {reason}") from exc
+            root: BaseException = exc
+            while root.__cause__ is not None:  # the SDK's own words, without our request prefixes
+                root = root.__cause__
+            raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {root}") from exc
 
     # --- writes ------------------------------------------------------------------------------
 

@@ -7,15 +7,13 @@ Listing a directory fills the cache of its entries, so the lookups and stats tha
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import trio
-
 from mountfs.backends.base import ListPage, ObjectMeta
+from mountfs.concurrency import gather
 from mountfs.errors import NotADirectory, NotFound
 from mountfs.namespace.inodes import ROOT_INODE, InodeTable, MountRoot, Node
 from mountfs.namespace.listing import PAGE_SIZE, DirEntry, DirSnapshot, entries_from_page
@@ -185,22 +183,19 @@ class Namespace:
 
     async def _probe(self, mount: MountRoot, key: str, name: bytes) -> DirEntry | None:
         """HEAD the key and LIST it as a prefix at once; the directory wins if both exist."""
-        head: list[ObjectMeta] = []
-        listed: list[ListPage] = []
 
-        async def do_head() -> None:
-            with contextlib.suppress(NotFound):
-                head.append(await mount.store.head(key))
+        async def head() -> ObjectMeta | None:
+            try:
+                return await mount.store.head(key)
+            except NotFound:
+                return None
 
-        async def do_list() -> None:
-            listed.append(await mount.store.list(key + "/", "/", None, 1))
+        async def list_as_prefix() -> ListPage:
+            return await mount.store.list(key + "/", "/", None, 1)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(do_head)
-            nursery.start_soon(do_list)
-        page = listed[0]
-        if page.objects or page.prefixes:
+        meta, page = await gather(head, list_as_prefix)
+        if isinstance(page, ListPage) and (page.objects or page.prefixes):
             return DirEntry(name, True, None)
-        if head:
-            return DirEntry(name, False, head[0])
+        if isinstance(meta, ObjectMeta):
+            return DirEntry(name, False, meta)
         return None

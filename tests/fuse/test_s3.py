@@ -28,7 +28,7 @@ BOB = ("bob-access-key", "bob-secret-value")
 
 def put_many(server: S3Server, bucket: str, objects: dict[str, bytes]) -> None:
     client = server.client()
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(8) as pool:  # within the client's pool of 10
         list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]),
                       objects.items()))
 
@@ -79,12 +79,17 @@ def dataset(seaweedfs: S3Server) -> dict[str, bytes]:
     return objects
 
 
-def test_a_tree_of_1200_objects(mounter: Mounter, seaweedfs: S3Server, dataset: dict[str, bytes],
-                                tmp_path: Path) -> None:
-    config = s3_config(tmp_path, {"tree": f"s3://{seaweedfs.host_port}/tree"},
+def test_a_tree_of_1200_objects_beside_a_local_folder(mounter: Mounter, seaweedfs: S3Server,
+                                                      dataset: dict[str, bytes], tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    (local / "sub" / "here.txt").write_bytes(b"from a folder")
+    config = s3_config(tmp_path, {"tree": f"s3://{seaweedfs.host_port}/tree", "disk/local": f"file://{local}"},
                        [{"host": seaweedfs.host_port, "key": seaweedfs.access_key,
                          "secret": seaweedfs.secret_key}])
     mnt = mounter.mount(config)
+    assert sorted(os.listdir(mnt.path)) == ["disk", "tree"]
+    assert read_file(mnt.join("disk", "local", "sub", "here.txt")) == b"from a folder"
     assert walk(mnt.join("tree")) == tree_of(list(dataset))
     for key, data in dataset.items():
         with open(mnt.join("tree", key), "rb") as f:
@@ -94,10 +99,31 @@ def test_a_tree_of_1200_objects(mounter: Mounter, seaweedfs: S3Server, dataset: 
                              capture_output=True, text=True, check=True)
     assert listing.stdout.count("\n") == 1 + sum(1 for k in dataset if k.startswith("data/train/class-00/"))
     status = mounter.run.status(mnt)
-    assert status["store"]["bytes_fetched"] == sum(map(len, dataset.values()))
+    fetched = {entry["path"]: entry["bytes_fetched"] for entry in status["stores"]}
+    assert fetched == {"tree": sum(map(len, dataset.values())), "disk/local": len(b"from a folder")}
     with open(mnt.join("tree", "shards", "shard-0.tar"), "rb") as f:
         f.seek(3 * MiB - 10)
         assert f.read(20) == dataset["shards/shard-0.tar"][3 * MiB - 10:3 * MiB + 10]
+
+
+def test_an_object_changed_while_open_reads_as_estale(mounter: Mounter, seaweedfs: S3Server,
+                                                      tmp_path: Path) -> None:
+    seaweedfs.create_bucket("changing")
+    client = seaweedfs.client()
+    client.put_object(Bucket="changing", Key="model.bin", Body=b"1" * (3 * MiB))
+    config = s3_config(tmp_path, {"c": f"s3://{seaweedfs.host_port}/changing"},
+                       [{"host": seaweedfs.host_port, "key": seaweedfs.access_key,
+                         "secret": seaweedfs.secret_key}])
+    mnt = mounter.mount(config)
+    fd = os.open(mnt.join("c", "model.bin"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 10, 0) == b"1" * 10
+        client.put_object(Bucket="changing", Key="model.bin", Body=b"2" * (3 * MiB))
+        with pytest.raises(OSError) as info:
+            os.pread(fd, 10, 2 * MiB)  # a block not read yet: If-Match on the old ETag fails
+        assert info.value.errno == errno.ESTALE
+    finally:
+        os.close(fd)
 
 
 # --- odd keys, on moto (which stores keys exactly as given) -------------------------------------
@@ -229,7 +255,8 @@ def test_throttling_is_retried_then_eio_and_the_daemon_keeps_serving(
                            [{"host": proxy.host_port, "key": ALICE[0], "secret": ALICE[1]}], FAST_RETRY)
         mnt = mounter.mount(config)
         assert read_file(mnt.join("a", "bucket-a.txt")) == b"bucket-a"
-        os.stat(mnt.join("a", "small.bin"))  # looked up before the store goes bad
+        for name in ("small.bin", "big.bin"):  # looked up before the store goes bad
+            os.stat(mnt.join("a", name))
 
         proxy.fail_next(2)  # fewer than the 3 attempts: the read succeeds
         assert read_file(mnt.join("a", "small.bin")) == b"small"

@@ -13,7 +13,7 @@ import pytest
 
 from mountfs.backends.memory import MemoryStore
 from mountfs.cache.block_cache import BlockCache
-from mountfs.errors import Transient
+from mountfs.errors import StoreUnavailable, Transient
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.namespace.inodes import ROOT_INODE
 from tests.unit.conftest import FakeClock, single_mount
@@ -121,6 +121,15 @@ async def test_store_failures_are_eio_and_the_next_read_works(ops: Operations, s
         await ops.read(info.fh, 0, 5)
     assert fuse_errno(excinfo) == errno.EIO
     assert await ops.read(info.fh, 0, 5) == b"hello"
+
+
+async def test_a_store_failure_during_lookup_is_eio_without_a_traceback(
+        ops: Operations, store: MemoryStore, caplog: pytest.LogCaptureFixture) -> None:
+    store.inject("head", StoreUnavailable("HEAD mem/unlisted: 503 (gave up after 3 attempt(s))"))
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"unlisted"), CTX)
+    assert fuse_errno(excinfo) == errno.EIO
+    assert "gave up after 3" in caplog.text and "unexpectedly" not in caplog.text
 
 
 async def test_unexpected_exceptions_become_eio(ops: Operations, store: MemoryStore) -> None:
