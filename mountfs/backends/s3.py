@@ -109,6 +109,8 @@ def translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no credentials found (set key and secret in [s3] or "
                             "[[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE)")
+    if isinstance(exc, botocore.exceptions.ProfileNotFound):
+        return AccessDenied(f"{what}: {exc} (check AWS_PROFILE and the shared credentials file)")
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return Transient(f"{what}: {exc}")
     return exc

@@ -90,3 +90,35 @@ def test_wrong_secret_is_access_denied(seaweedfs: Any, request: pytest.FixtureRe
     with pytest.raises(AccessDenied, match="access denied") as info:
         s3_store(seaweedfs, bucket, secret="not-the-secret").check_access()
     assert "not-the-secret" not in str(info.value)
+
+
+def test_credentials_from_the_environment_and_from_a_profile(
+        seaweedfs: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key in the config: boto3's own chain finds one (env vars first, then AWS_PROFILE)."""
+    from mountfs.backends.s3 import _clients
+
+    seaweedfs.create_bucket("chain-check")
+    settings = S3Settings(bucket="chain-check", endpoint_url=seaweedfs.endpoint, region="us-east-1",
+                          path_style=True)
+    assert settings.uses_chain
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    _clients.clear()
+    S3Store(settings, RETRY).check_access()
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    shared = tmp_path / "credentials"
+    shared.write_text(f"[training]\naws_access_key_id = {seaweedfs.access_key}\n"
+                      f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_PROFILE", "training")
+    _clients.clear()
+    S3Store(settings, RETRY).check_access()
+
+    monkeypatch.setenv("AWS_PROFILE", "nobody")
+    _clients.clear()
+    with pytest.raises(AccessDenied, match="The config profile \\(nobody\\) could not be found"):
+        S3Store(settings, RETRY).check_access()
+    _clients.clear()

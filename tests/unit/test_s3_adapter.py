@@ -145,3 +145,29 @@ def test_a_range_past_the_end_reads_empty(config) -> None:  # type: ignore[no-un
     stub.add_client_error("get_object", "InvalidRange", http_status_code=416)
     with stub:
         assert store.get_range("k", 100, 3) == b""
+
+
+def test_session_tokens_reach_the_signer(config) -> None:  # type: ignore[no-untyped-def]
+    store = S3Store(resolve(parse_url("s3://special/p"), config), RetryConfig())
+    credentials = store.client._request_signer._credentials
+    assert (credentials.access_key, credentials.token) == ("bucket-key", "bucket-token")
+
+
+def test_kms_key_turns_on_sse_kms_for_uploads(config) -> None:  # type: ignore[no-untyped-def]
+    store = S3Store(resolve(parse_url("s3://special/p"), config), RetryConfig(attempts=1))
+    stub = Stubber(store.client)
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:eu-west-1:1:key/k"}
+    stub.add_response("put_object", {"ETag": '"e"'}, {"Bucket": "special", "Key": "k", "Body": b"x", **sse})
+    stub.add_response("create_multipart_upload", {"UploadId": "u"}, {"Bucket": "special", "Key": "k", **sse})
+    with stub:
+        store.client.put_object(Bucket="special", Key="k", Body=b"x", **store._sse())
+        assert store.create_multipart("k") == "u"
+    stub.assert_no_pending_responses()
+
+
+def test_multipart_off_for_a_host_means_single_puts(config) -> None:  # type: ignore[no-untyped-def]
+    from mountfs.errors import Unsupported
+
+    store = S3Store(resolve(parse_url("s3://minio.internal:9000/pinned"), config), RetryConfig())
+    with pytest.raises(Unsupported, match="multipart uploads are off"):
+        store.create_multipart("k")
