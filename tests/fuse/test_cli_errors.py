@@ -72,9 +72,9 @@ def test_unknown_scheme(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -
     assert unmounted(tools, mnt)
 
 
-def test_s3_is_not_supported_yet(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -> None:
-    assert_refused(mountfs("s3://my-bucket/some/prefix", mnt, "-o", cache_opt),
-                   "s3://", "not supported by this version")
+def test_gcs_is_not_supported_yet(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -> None:
+    assert_refused(mountfs("gs://my-bucket/some/prefix", mnt, "-o", cache_opt),
+                   "gs://", "not supported by this version")
     assert unmounted(tools, mnt)
 
 
