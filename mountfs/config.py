@@ -118,6 +118,7 @@ class ReadConfig:
     max_concurrency: int = 16
     readahead_max: int = 256 * MiB
     max_memory: int = 512 * MiB
+    kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root
 
 
 @dataclass(frozen=True)
@@ -665,7 +666,9 @@ _TOP_KEYS = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
 )  # fmt: skip
 _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size")
-_READ_KEYS = ("metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory")
+_READ_KEYS = (
+    "metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory", "kernel_readahead",
+)  # fmt: skip
 _WRITE_KEYS = ("part_size", "max_concurrency")
 _RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
 _MOUNT_KEYS = ("path", "url", "read_only")
@@ -1064,6 +1067,7 @@ class _Loader:
             max_concurrency=self.int_(t, path, "max_concurrency", default.max_concurrency),
             readahead_max=self.size(t, path, "readahead_max", default.readahead_max, lambda v: None),
             max_memory=self.size(t, path, "max_memory", default.max_memory),
+            kernel_readahead=self.size(t, path, "kernel_readahead", default.kernel_readahead, lambda v: None),
         )
 
     def write(self, root: _Table) -> WriteConfig:

@@ -82,6 +82,11 @@ class BlockCache:
             pieces.append(block[max(offset, block_start) - block_start:end - block_start])
         return b"".join(pieces)
 
+    def is_resident(self, obj: ObjectId, index: int) -> bool:
+        """In memory, or being fetched or loaded right now."""
+        key = block_key(obj, index)
+        return key in self._memory or key in self._in_flight
+
     async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch) -> bytes:
         key = block_key(obj, index)
         while True:

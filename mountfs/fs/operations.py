@@ -20,6 +20,7 @@ import pyfuse3
 
 from mountfs.backends.base import ObjectId
 from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.prefetch import PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import IsADirectory, MountfsError, ReadOnly, errno_for
 from mountfs.namespace.inodes import Node
 from mountfs.namespace.listing import DirSnapshot
@@ -75,14 +76,24 @@ class _OpenFile:
     node: Node
     obj: ObjectId
     size: int
+    pattern: ReadPattern
+    prefetches: PrefetchGroup
+
+
+# Kernel readahead sends reads a little out of order; within this distance they still count as
+# sequential.
+SEQUENTIAL_TOLERANCE = 1 << 20
 
 
 class Operations(pyfuse3.Operations):
-    def __init__(self, namespace: Namespace, cache: BlockCache, ownership: Ownership) -> None:
+    def __init__(self, namespace: Namespace, cache: BlockCache, ownership: Ownership,
+                 prefetch: PrefetchScheduler | None = None, readahead_max: int = 0) -> None:
         super().__init__()
         self.namespace = namespace
         self.cache = cache
         self.ownership = ownership
+        self.prefetch = prefetch
+        self.readahead_max = readahead_max
         self.stats = ReadStats()
         self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, tuple[int, DirSnapshot]] = {}
@@ -177,9 +188,15 @@ class Operations(pyfuse3.Operations):
             raise IsADirectory(node.key)
         assert node.mount is not None and node.meta is not None
         fh = self._handle()
-        self._files[fh] = _OpenFile(node, node.mount.store.store.object_id(node.meta), node.meta.size)
+        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
+        self._files[fh] = _OpenFile(node, node.mount.store.store.object_id(node.meta), node.meta.size,
+                                    pattern, PrefetchGroup())
         self.stats.opens += 1
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh))
+        # The kernel's cached pages are still right when the object has not changed since the
+        # last open: keep them, so re-reads never leave the page cache.
+        unchanged = node.opened_etag == node.meta.etag
+        node.opened_etag = node.meta.etag
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=unchanged)
 
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -191,13 +208,19 @@ class Operations(pyfuse3.Operations):
         async def fetch(start: int, length: int) -> bytes:
             return await store.store.get_range(obj.key, start, length, obj.etag)
 
+        window = handle.pattern.observe(off, size)
+        if window and self.prefetch is not None:
+            ahead = off + size
+            self.prefetch.schedule(handle.prefetches, obj, handle.size, ahead, ahead + window, fetch)
         data = await self.cache.read(obj, handle.size, off, size, fetch)
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
         return data
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
-        self._files.pop(fh, None)
+        handle = self._files.pop(fh, None)
+        if handle is not None:
+            handle.prefetches.cancel()
 
     # --- everything that would change the tree: read-only for now ------------------------
 

@@ -42,6 +42,7 @@ class Node:
     meta_expires: float = 0.0
     mtime_ns: int = 0
     lookups: int = 0
+    opened_etag: str | None = None  # the ETag at the last open, to keep the kernel's pages
     pinned: bool = False  # part of the fixed tree: never forgotten
     children: dict[bytes, Node] = field(default_factory=dict)  # virtual directories only
 

@@ -162,3 +162,17 @@ async def test_opening_a_directory_as_a_file_is_eisdir(ops: Operations) -> None:
 async def test_statfs_reports_a_large_empty_file_system(ops: Operations) -> None:
     data = await ops.statfs(None)  # type: ignore[arg-type]
     assert data.f_namemax == 255 and data.f_bavail > 0
+
+
+async def test_keep_cache_only_while_the_object_is_unchanged(ops: Operations, store: MemoryStore,
+                                                             clock: FakeClock) -> None:
+    store.put_object("model", b"v1")
+    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"model"), CTX)
+    first = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
+    second = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
+    assert (first.keep_cache, second.keep_cache) == (False, True)
+    store.put_object("model", b"v2")
+    clock.now += 120  # past the metadata TTL: open sees the new ETag
+    third = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
+    assert third.keep_cache is False, "a changed object must not be served from stale kernel pages"
+    assert await ops.read(third.fh, 0, 10) == b"v2"

@@ -1,0 +1,106 @@
+"""Reading ahead: each open file's access pattern decides how far ahead to fetch, and a shared
+scheduler fetches those blocks in parallel, within a concurrency and a memory budget.
+
+A handle that reads sequentially grows its window from one block, doubling up to the maximum; the
+small out-of-order offsets that kernel readahead produces count as sequential; a real seek resets
+the window to nothing. Prefetched blocks land in the block cache through the same single-flight
+path as demand reads, so a reader that gets there first simply joins the fetch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from mountfs.backends.base import ObjectId
+from mountfs.cache.block_cache import BlockCache, Fetch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadPattern:
+    """One open file's reads, reduced to how many bytes past the current read to fetch."""
+
+    block_size: int
+    max_window: int
+    tolerance: int  # how far a read may start from where the last ended and still be sequential
+    next_offset: int = -1
+    window: int = 0
+
+    def observe(self, offset: int, size: int) -> int:
+        # A file's first read counts as sequential when it starts at the beginning.
+        expected = 0 if self.next_offset < 0 else self.next_offset
+        sequential = abs(offset - expected) <= (0 if self.next_offset < 0 else self.tolerance)
+        if sequential:
+            self.window = min(max(self.window * 2, self.block_size), self.max_window)
+            self.next_offset = max(self.next_offset, offset + size)
+        else:
+            self.window = 0
+            self.next_offset = offset + size
+        return self.window
+
+
+class PrefetchGroup:
+    """The fetches one handle started, so that closing it stops them."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+        self.closed = False
+
+    def cancel(self) -> None:
+        self.closed = True
+        for scope in self.scopes:
+            scope.cancel()
+
+
+class PrefetchScheduler:
+    """Starts block fetches ahead of readers, never more than `max_concurrency` at once nor more
+    than `max_bytes` in flight, whatever the number of handles and the size of the files."""
+
+    def __init__(self, cache: BlockCache, max_concurrency: int, max_bytes: int) -> None:
+        self.cache = cache
+        self.max_concurrency = max_concurrency
+        self.max_bytes = max_bytes
+        self.active = 0
+        self.bytes_in_flight = 0
+        self.started = 0
+        self._scheduled: set[tuple[ObjectId, int]] = set()  # started, maybe not yet running
+        self.nursery: trio.Nursery | None = None  # set by the daemon; None turns prefetch off
+
+    def schedule(self, group: PrefetchGroup, obj: ObjectId, object_size: int, start: int, end: int,
+                 fetch: Fetch) -> None:
+        """Fetch the blocks covering [start, end) that are not in memory or on their way."""
+        if self.nursery is None or group.closed or start >= object_size:
+            return
+        block_size = self.cache.block_size
+        last = (min(end, object_size) - 1) // block_size
+        for index in range(start // block_size, last + 1):
+            if (obj, index) in self._scheduled or self.cache.is_resident(obj, index):
+                continue
+            length = min(block_size, object_size - index * block_size)
+            if self.active >= self.max_concurrency or self.bytes_in_flight + length > self.max_bytes:
+                return  # the next read schedules the rest
+            self.active += 1
+            self.bytes_in_flight += length
+            self._scheduled.add((obj, index))
+            self.started += 1
+            self.nursery.start_soon(self._fetch, group, obj, object_size, index, length, fetch)
+
+    async def _fetch(self, group: PrefetchGroup, obj: ObjectId, object_size: int, index: int,
+                     length: int, fetch: Fetch) -> None:
+        try:
+            with trio.CancelScope() as scope:
+                group.scopes.add(scope)
+                if group.closed:
+                    scope.cancel()
+                await self.cache.get_block(obj, object_size, index, fetch)
+        except Exception as exc:  # the reader that needs this block will see the error itself
+            log.debug("prefetch of %s block %d failed: %s", obj.key, index, exc)
+        finally:
+            group.scopes.discard(scope)
+            self._scheduled.discard((obj, index))
+            self.active -= 1
+            self.bytes_in_flight -= length
