@@ -307,6 +307,7 @@ class Daemon:
                            "requests": dict(store_stats.requests), "errors": dict(store_stats.errors),
                            "bytes_fetched": store_stats.bytes_fetched})
         reads = self.operations.stats
+        prefetch = self.operations.prefetch
         return {
             "pid": os.getpid(), "mountpoint": self.prepared.mountpoint, "source": self.prepared.source,
             "uptime": round(time.time() - self.started, 3),
@@ -315,7 +316,8 @@ class Daemon:
                       "corrupt": stats.corrupt,
                       "hit_ratio": round(stats.hits / lookups, 4) if lookups else None,
                       "blocks": totals.blocks, "bytes": totals.bytes},
-            "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served},
+            "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
+                      "prefetched_blocks": prefetch.started if prefetch else 0},
             "store": {"gets": sum(s["requests"].get("get", 0) for s in stores),
                       "requests": sum(sum(s["requests"].values()) for s in stores),
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},

@@ -113,6 +113,10 @@ class Namespace:
         if node.mount is None:
             return DirSnapshot(entries=[DirEntry(name, True, None) for name in node.children])
         mount, prefix = node.mount, node.key
+        cached = self._listings.get((id(mount), prefix))
+        if cached is not None and cached.complete and cached.expires > self.clock():
+            # Listed in full within the metadata TTL: `ls -lR` after `find` costs nothing.
+            return DirSnapshot(prefix, entries=list(cached.entries.values()))
         listing = self._listing(mount, prefix, reset=True)
 
         async def list_page(token: str | None) -> ListPage:

@@ -301,3 +301,22 @@ def test_a_server_stopped_mid_read_gives_eio_then_recovers(
     assert read_file(mnt.join("b", "big.bin")) == expected
 
 
+
+
+def test_a_metadata_walk_costs_one_listing_per_directory(mounter: Mounter, seaweedfs: S3Server,
+                                                         dataset: dict[str, bytes], tmp_path: Path) -> None:
+    config = s3_config(tmp_path, {"tree": f"s3://{seaweedfs.host_port}/tree"},
+                       [{"host": seaweedfs.host_port, "key": seaweedfs.access_key,
+                         "secret": seaweedfs.secret_key}])
+    mnt = mounter.mount(config)
+    files = 0
+    for folder, _dirs, names in os.walk(mnt.join("tree")):
+        for name in names:
+            os.stat(os.path.join(folder, name))
+            files += 1
+    listing = subprocess.run(["ls", "-lR", mnt.join("tree")], capture_output=True, text=True)
+    assert listing.returncode == 0 and files == len(dataset)
+    directories = len(tree_of(list(dataset))) - len(dataset) + 1  # implied folders and the root
+    requests = mounter.run.status(mnt)["stores"][0]["requests"]
+    assert requests.get("head", 0) == 0, requests
+    assert requests["list"] <= directories + 2, (requests, directories)  # + the mount-time checks

@@ -139,3 +139,15 @@ def test_unrepresentable_keys_are_skipped() -> None:
     assert entry_name("p/", "p/sub/") == b"sub"
     for bad in ("p/.", "p/..", "p/" + "x" * 256, "p/a\0b"):
         assert entry_name("p/", bad) is None
+
+
+async def test_a_complete_listing_is_reused_within_the_ttl(store: MemoryStore, clock: FakeClock) -> None:
+    ns = single_mount(store, clock, ttl=10)
+    first = await names(ns, ROOT_INODE)
+    lists = store.calls["list"]
+    assert await names(ns, ROOT_INODE) == first
+    assert store.calls["list"] == lists, "a second opendir within the TTL lists nothing"
+    store.put_object("new.txt", b"n")
+    clock.now += 11
+    assert (b"new.txt", False) in await names(ns, ROOT_INODE)
+    assert store.calls["list"] > lists
