@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit fuse system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse bench system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -27,6 +27,20 @@ unit: $(STAMP)
 
 fuse: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/fuse
+
+# Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
+# Only these two Debian packages: `apt-get install fuse` would remove fuse3.
+BENCH_APT_PACKAGES := rclone s3fs
+bench: $(STAMP)
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

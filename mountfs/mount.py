@@ -267,7 +267,9 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             if self.operations.prefetch is not None:
                 self.operations.prefetch.nursery = nursery
+            self.cache.nursery = nursery
             nursery.start_soon(self.cache.run_housekeeping)
+            nursery.start_soon(self.cache.run_committer)
             await nursery.start(control.serve, control.socket_path(self.prepared.mountpoint), self.answer)
             nursery.start_soon(self._on_signals)
             nursery.start_soon(self._announce_ready)

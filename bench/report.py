@@ -1,0 +1,210 @@
+"""Markdown tables, the raw JSON, a PNG of the ratios, and bench/RESULTS.md.
+
+Why every raw number goes to JSON while the tables show median (min-max): the tables are for
+reading at a glance, the JSON for whoever wants to check the spread or compare two runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Metric, Run
+
+PEERS = ("boto3", "rclone", "s3fs", "local")
+
+
+def fmt(value: float) -> str:
+    """Three significant digits without exponent notation."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _figure(metric: Metric, tool: str) -> tuple[str, str, str, str]:
+    """(median, min-max, ratio, peak RSS) cells for one row."""
+    row = metric.rows[tool]
+    rss = f"{row.peak_rss_kib / 1024:,.0f}" if row.peak_rss_kib else "-"
+    if row.skipped:
+        return f"skipped: {row.skipped}", "", "", rss
+    summary = row.summary()
+    if summary is None:
+        reason = row.failures[0] if row.failures else "no figure"
+        return f"failed: {reason}", "", "", rss
+    median, low, high = summary
+    spread = f"{fmt(low)}-{fmt(high)}" if len(row.values) > 1 else ""
+    if row.failures:
+        spread += f" ({len(row.failures)} of {len(row.values) + len(row.failures)} failed: {row.failures[0]})"
+    ratio = metric.ratio(tool)
+    ratio_text = "-" if tool == "mountfs" else ("n/a" if ratio is None else f"{ratio:.2f}")
+    return fmt(median), spread, ratio_text, rss
+
+
+def metric_table(metric: Metric, repeats: int) -> str:
+    better = "higher is better" if metric.higher_is_better else "lower is better"
+    lines = [
+        f"### {metric.name}: {metric.title}",
+        "",
+        f"{metric.unit}, {better}; median of {repeats} (min-max); mountfs/tool > 1 means mountfs is faster.",
+        "",
+        f"| tool | {metric.unit} | min-max | mountfs/tool | peak RSS MiB |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for tool, row in metric.rows.items():
+        median, spread, ratio, rss = _figure(metric, tool)
+        lines.append(f"| {row.label} | {median} | {spread} | {ratio} | {rss} |")
+    return "\n".join(lines)
+
+
+def rss_table(run: Run) -> str:
+    """Peak RSS of each daemon per workload (the largest over the repeats)."""
+    tools = [t for t in ("mountfs", "rclone", "s3fs")
+             if any(t in m.rows and m.rows[t].peak_rss_kib for m in run.metrics.values())]
+    if not tools:
+        return ""
+    lines = ["### peak RSS of each daemon (MiB, VmHWM, largest over the repeats)", "",
+             "| workload | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
+    for metric in run.metrics.values():
+        cells = []
+        for tool in tools:
+            row = metric.rows.get(tool)
+            cells.append(f"{row.peak_rss_kib / 1024:,.0f}" if row and row.peak_rss_kib else "-")
+        lines.append(f"| {metric.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def counters_table(run: Run) -> str:
+    """What each mountfs figure cost it (medians): GETs, bytes fetched vs bytes served, cache hits."""
+    lines = ["### mountfs counters per measurement (median over repeats, from `mountfs status`)", "",
+             "| measurement | store GETs | MiB fetched | MiB served | cache hits | misses |",
+             "|---|---:|---:|---:|---:|---:|"]
+    any_row = False
+    for metric in run.metrics.values():
+        row = metric.rows.get("mountfs")
+        if row is None:
+            continue
+        counters = [d["counters"] for d in row.details if d.get("counters")]
+        if not counters:
+            continue
+        any_row = True
+
+        def med(key: str, counters: list[dict[str, int]] = counters) -> float:
+            values = sorted(c.get(key, 0) for c in counters)
+            return values[len(values) // 2]
+
+        lines.append(f"| {metric.name} | {med('store.gets'):,.0f} | "
+                     f"{med('store.bytes_fetched') / 2**20:,.1f} | "
+                     f"{med('reads.bytes_served') / 2**20:,.1f} | {med('cache.hits'):,.0f} | "
+                     f"{med('cache.misses'):,.0f} |")
+    return "\n".join(lines) if any_row else ""
+
+
+def markdown(run: Run) -> str:
+    repeats = int(run.settings.get("repeat", 1))
+    parts = [metric_table(m, repeats) for m in run.metrics.values()]
+    for extra in (rss_table(run), counters_table(run)):
+        if extra:
+            parts.append(extra)
+    return "\n\n".join(parts) + "\n"
+
+
+def machine_markdown(run: Run) -> str:
+    m = run.machine
+    v = m.get("versions", {})
+    lines = [
+        f"- date: {m.get('date')}; run took {run.seconds / 60:.1f} min"
+        + (" (interrupted)" if run.interrupted else ""),
+        f"- machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('memory_gib')} GiB RAM, "
+        f"{m.get('os')}, kernel {m.get('kernel')}, Python {m.get('python')}; load average at start "
+        f"{m.get('loadavg_at_start')}",
+        f"- mountfs {v.get('mountfs')} (git {v.get('mountfs_git')}), pyfuse3 {v.get('pyfuse3')}",
+        f"- boto3 {v.get('boto3')} (botocore {v.get('botocore')}); {v.get('rclone')}; {v.get('s3fs')}",
+        f"- server: SeaweedFS `weed mini` on 127.0.0.1 ({v.get('seaweedfs')}); {v.get('fusermount3')}",
+        f"- settings: {json.dumps(run.settings)}",
+    ]
+    return "\n".join(lines)
+
+
+def _jsonable(run: Run) -> dict[str, Any]:
+    data = dataclasses.asdict(run)
+    for name, metric in run.metrics.items():
+        out = data["metrics"][name]
+        for tool, row in metric.rows.items():
+            summary = row.summary()
+            out["rows"][tool]["median"] = summary[0] if summary else None
+            out["rows"][tool]["min"] = summary[1] if summary else None
+            out["rows"][tool]["max"] = summary[2] if summary else None
+            out["rows"][tool]["ratio_mountfs_over_tool"] = metric.ratio(tool) if tool != "mountfs" else None
+    return data
+
+
+def write_json(run: Run, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(run), indent=1, default=str) + "\n")
+
+
+def write_png(run: Run, path: Path) -> str:
+    """A grouped bar chart of mountfs/tool per measurement (log scale, 1 = parity); a message."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart (pip install matplotlib, or `make bench`)"
+    names = [n for n, m in run.metrics.items() if any(m.ratio(t) for t in PEERS)]
+    tools = [t for t in PEERS if any(run.metrics[n].ratio(t) for n in names)]
+    if not names or not tools:
+        return "no ratios to chart"
+    width = 0.8 / len(tools)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(names) + 2), 5.5))
+    for i, tool in enumerate(tools):
+        xs, ys = [], []
+        for j, name in enumerate(names):
+            ratio = run.metrics[name].ratio(tool)
+            if ratio:
+                xs.append(j + (i - (len(tools) - 1) / 2) * width)
+                ys.append(ratio)
+        bars = ax.bar(xs, ys, width, label=f"vs {tool}")
+        ax.bar_label(bars, labels=[f"{y:.2g}" for y in ys], fontsize=7, padding=2)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("mountfs / tool (> 1: mountfs faster)")
+    ax.set_title(f"mountfs vs peers, {run.settings.get('scale')} scale, {run.machine.get('date', '')[:10]}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
+def write_results_md(run: Run, path: Path, tables: str) -> None:
+    text = "\n".join([
+        "# mountfs benchmark results",
+        "",
+        "Written by `python -m bench` (`make bench`) from its last full run; raw numbers in "
+        "`bench/results/latest.json`, chart in `bench/results/latest.png` (neither is committed).",
+        "",
+        machine_markdown(run),
+        "",
+        "How: one SeaweedFS `weed mini` on 127.0.0.1 serves every tool. Each cold figure is a fresh "
+        "mount with an empty cache dir after `sync; echo 3 > /proc/sys/vm/drop_caches`; reads through "
+        "a mount are plain 1 MiB `read`s into a page-aligned buffer (sequential), `pread` at seeded "
+        "4 KiB-aligned offsets (random, one reader), 8 reader threads (small files), os.walk + "
+        "os.stat (metadata). rclone runs with `--vfs-cache-mode full --use-server-modtime`, s3fs "
+        "without a cache. Every tool keeps its own kernel read_ahead_kb (mountfs raises its own "
+        "mount's to 8 MiB when root; the JSON records each mount's value).",
+        "",
+        *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
+        tables,
+    ])
+    path.write_text(text)

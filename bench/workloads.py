@@ -1,0 +1,544 @@
+"""The data set and the workloads: what each tool is asked to do, and how a repeat is recorded.
+
+Why the reads look the way they do: through a mount every tool is read the same plain way a user's
+program would (`cat`-like 1 MiB reads into a page-aligned buffer, `pread` for random access, a
+thread pool for many small files, os.walk + os.stat for metadata), so the figures compare the file
+systems and not our reading code. Each cold figure uses a fresh mount with a fresh cache dir after
+the page cache is dropped. Bytes read back are spot-checked against the source after timing.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3.s3.transfer
+
+from bench import peers
+from bench.harness import (
+    MB,
+    BenchError,
+    GiB,
+    KiB,
+    Metric,
+    MiB,
+    Run,
+    drop_caches,
+    short_reason,
+    timed,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+BUCKET = "mountfs-bench"
+BIG_KEY = "big/blob.bin"
+SMALL_PREFIX = "small"
+TREE_PREFIX = "tree"
+READ_BUFFER = 1 * MiB
+SMALL_READERS = 8
+BOTO3_THREADS = 16
+VERIFY_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of the data set and of the random-read workloads."""
+
+    name: str
+    big_bytes: int
+    small_count: int
+    tree_count: int
+    random_4k_ops: int
+    random_1m_ops: int
+    small_bytes: int = 128 * KiB
+    tree_dirs: int = 100
+    tree_bytes: int = 1 * KiB
+
+
+FULL = Scale("full", big_bytes=1 * GiB, small_count=5_000, tree_count=10_000,
+             random_4k_ops=2_000, random_1m_ops=200)
+QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
+              random_4k_ops=500, random_1m_ops=50)
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+# --- the workloads and their tables --------------------------------------------------------
+
+WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata")
+
+TOOL_LABELS = {
+    **peers.LABELS,
+    "boto3": "boto3",
+    "local": "local file (page cache)",
+}
+
+
+def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
+    """metric -> (workload, title, unit, higher is better, tools in table order)."""
+    big = human_size(scale.big_bytes)
+    small = f"{scale.small_count:,} x {human_size(scale.small_bytes)}"
+    tree = f"{scale.tree_count:,} objects in {scale.tree_dirs} prefixes"
+    n4, n1 = f"{scale.random_4k_ops:,}", f"{scale.random_1m_ops:,}"
+    return {
+        "cold-seq": ("cold-seq", f"cold sequential read of one {big} object", "MB/s", True,
+                     ("mountfs", "boto3", "rclone", "s3fs")),
+        "warm-seq": ("warm-seq", f"re-read of the {big} object after dropping the page cache "
+                     "(each tool's disk cache)", "MB/s", True, ("mountfs", "rclone")),
+        "hot-seq": ("hot-seq", f"re-read of the {big} object with the page cache kept", "MB/s", True,
+                    ("mountfs", "rclone", "local")),
+        "small-files": ("small-files", f"list + read {small} with {SMALL_READERS} readers, cold",
+                        "files/s", True, ("mountfs", "boto3", "rclone", "s3fs")),
+        "random-4k-cold": ("random-4k", f"{n4} random 4 KiB reads in the {big} object, cold", "ops/s",
+                           True, ("mountfs", "boto3", "rclone")),
+        "random-4k-warm": ("random-4k", f"the same {n4} random 4 KiB reads again (page cache dropped)",
+                           "ops/s", True, ("mountfs", "boto3", "rclone")),
+        "random-1m-cold": ("random-1m", f"{n1} random 1 MiB reads in the {big} object, cold", "ops/s",
+                           True, ("mountfs", "boto3", "rclone")),
+        "random-1m-warm": ("random-1m", f"the same {n1} random 1 MiB reads again (page cache dropped)",
+                           "ops/s", True, ("mountfs", "boto3", "rclone")),
+        "metadata": ("metadata", f"os.walk + os.stat of every file of {tree}, cold mount", "s", False,
+                     ("mountfs", "rclone", "s3fs")),
+    }
+
+
+BOTO3_LABELS = {
+    "cold-seq": f"boto3 download_fileobj ({BOTO3_THREADS} threads)",
+    "small-files": f"boto3 get_object ({SMALL_READERS} threads)",
+    "random": "boto3 ranged get_object",
+}
+
+
+@dataclass
+class Context:
+    """What every workload needs: the bucket, the tools to run, where to record figures."""
+
+    target: peers.S3Target
+    client: S3Client
+    scale: Scale
+    work: Path
+    local_big: Path
+    repeat: int
+    timeout: float
+    tools: tuple[str, ...]
+    run: Run
+    skipped: dict[str, str] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def metric(self, name: str) -> Metric:
+        if name not in self.run.metrics:
+            _, title, unit, higher, _ = metric_specs(self.scale)[name]
+            self.run.metrics[name] = Metric(name, title, unit, higher)
+        return self.run.metrics[name]
+
+    def tools_for(self, metrics: Iterable[str]) -> list[str]:
+        """The tools any of `metrics` compares, in table order, that the user asked for."""
+        specs = metric_specs(self.scale)
+        order: list[str] = []
+        for name in metrics:
+            for tool in specs[name][4]:
+                if tool in self.tools and tool not in order:
+                    order.append(tool)
+        return order
+
+    def label(self, tool: str, metric: str) -> str:
+        if tool == "boto3":
+            return BOTO3_LABELS["random" if metric.startswith("random") else metric]
+        return TOOL_LABELS[tool]
+
+    def attempt(self, tool: str, metrics: list[str],
+                body: Callable[[Callable[..., None]], None]) -> None:
+        """Run one repeat of one tool; a failure is recorded for every metric it had not yet
+        recorded (and printed), never raised: one broken tool must not end the run."""
+        specs = metric_specs(self.scale)
+        wanted = [m for m in metrics if tool in specs[m][4]]
+        done: set[str] = set()
+
+        def record(metric: str, value: float, rss_kib: int | None = None, **detail: Any) -> None:
+            if metric not in wanted:
+                return
+            row = self.metric(metric).row(tool, self.label(tool, metric))
+            row.values.append(value)
+            if rss_kib is not None:
+                row.rss_kib.append(rss_kib)
+            row.details.append(detail)
+            done.add(metric)
+            unit = self.metric(metric).unit
+            rss = f", peak RSS {rss_kib / 1024:.0f} MiB" if rss_kib else ""
+            self.log(f"  {metric:<15} {tool:<8} {value:10.2f} {unit}{rss}")
+
+        try:
+            body(record)
+        except Exception as exc:
+            reason = short_reason(exc)
+            self.log(f"  {tool}: failed: {reason}")
+            for metric in wanted:
+                if metric not in done:
+                    row = self.metric(metric).row(tool, self.label(tool, metric))
+                    row.failures.append(reason)
+                    row.details.append({"failed": str(exc)})
+
+
+# --- filling the bucket ----------------------------------------------------------------------
+
+def small_key(i: int) -> str:
+    return f"{SMALL_PREFIX}/f{i:05d}.bin"
+
+
+def tree_key(i: int, dirs: int) -> str:
+    return f"{TREE_PREFIX}/d{i % dirs:03d}/f{i:05d}.txt"
+
+
+def write_random_file(path: Path, size: int) -> None:
+    """Incompressible bytes, so no layer can win by compressing."""
+    chunk = 16 * MiB
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def fill_bucket(client: S3Client, scale: Scale, local_big: Path,
+                log: Callable[[str], None]) -> dict[str, Any]:
+    """One big object (multipart upload), many 128 KiB objects, a tree of small ones; once a run."""
+    facts: dict[str, Any] = {}
+    start = time.perf_counter()
+    write_random_file(local_big, scale.big_bytes)
+    config = boto3.s3.transfer.TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB,
+                                              max_concurrency=8)
+    with open(local_big, "rb") as f:
+        client.upload_fileobj(f, BUCKET, BIG_KEY, Config=config)
+    head = client.head_object(Bucket=BUCKET, Key=BIG_KEY)
+    if head["ContentLength"] != scale.big_bytes:
+        raise BenchError(f"uploaded {head['ContentLength']} bytes of {BIG_KEY}, expected {scale.big_bytes}")
+    facts["big_upload_seconds"] = round(time.perf_counter() - start, 2)
+    facts["big_etag"] = head["ETag"]
+    log(f"  {BIG_KEY}: {human_size(scale.big_bytes)} in {facts['big_upload_seconds']} s")
+
+    def put(item: tuple[str, int]) -> None:
+        client.put_object(Bucket=BUCKET, Key=item[0], Body=os.urandom(item[1]))
+
+    for what, items in (
+        ("small", [(small_key(i), scale.small_bytes) for i in range(scale.small_count)]),
+        ("tree", [(tree_key(i, scale.tree_dirs), scale.tree_bytes) for i in range(scale.tree_count)]),
+    ):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(put, items))
+        facts[f"{what}_upload_seconds"] = round(time.perf_counter() - start, 2)
+        log(f"  {what}/: {len(items):,} objects in {facts[f'{what}_upload_seconds']} s")
+    return facts
+
+
+# --- reading through a mount ------------------------------------------------------------------
+
+def aligned_buffer(size: int) -> memoryview:
+    """A page-aligned buffer: readinto a plain bytearray is several times slower (see TEST-SERVERS)."""
+    return memoryview(mmap.mmap(-1, max(size, mmap.PAGESIZE)))[:size]
+
+
+def read_sequential(path: Path) -> int:
+    """`cat FILE > /dev/null` with a 1 MiB buffer; returns the bytes read."""
+    view = aligned_buffer(READ_BUFFER)
+    total = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            n = os.readv(fd, [view])
+            if n == 0:
+                return total
+            total += n
+    finally:
+        os.close(fd)
+
+
+def read_random(path: Path, offsets: list[int], size: int) -> int:
+    """One reader, `pread` at each offset (queue depth 1, like a database or an index lookup)."""
+    view = aligned_buffer(size)
+    total = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset in offsets:
+            n = os.preadv(fd, [view], offset)
+            if n != size:
+                raise BenchError(f"short read: {n} of {size} bytes at {offset}")
+            total += n
+    finally:
+        os.close(fd)
+    return total
+
+
+def read_files_parallel(paths: list[Path], readers: int) -> int:
+    """`readers` threads, each taking the next file and reading all of it; returns bytes read."""
+    lock = threading.Lock()
+    position = iter(paths)
+    totals: list[int] = []
+
+    def worker() -> None:
+        view = aligned_buffer(READ_BUFFER)
+        total = 0
+        while True:
+            with lock:
+                path = next(position, None)
+            if path is None:
+                break
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                while n := os.readv(fd, [view]):
+                    total += n
+            finally:
+                os.close(fd)
+        with lock:
+            totals.append(total)
+
+    with ThreadPoolExecutor(readers) as pool:
+        for future in [pool.submit(worker) for _ in range(readers)]:
+            future.result()
+    return sum(totals)
+
+
+def walk_stat(root: Path) -> int:
+    """`find ROOT -type f | xargs stat`: every directory listed, every file stat-ed."""
+    count = 0
+    for dirpath, _dirs, files in os.walk(root, onerror=_raise):
+        for name in files:
+            os.stat(os.path.join(dirpath, name))
+            count += 1
+    return count
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def verify(path: Path, local: Path, offsets: list[int], size: int = 4 * KiB) -> None:
+    """Compare a few ranges read through the mount with the source bytes (after timing)."""
+    with open(path, "rb", buffering=0) as mounted, open(local, "rb", buffering=0) as source:
+        for offset in offsets:
+            got = os.pread(mounted.fileno(), size, offset)
+            want = os.pread(source.fileno(), size, offset)
+            if got != want:
+                raise BenchError(f"wrong bytes read through the mount at offset {offset}")
+
+
+def random_offsets(seed: int, file_size: int, io_size: int, count: int) -> list[int]:
+    """Seeded, 4 KiB-aligned offsets: the same sequence for every tool and every repeat."""
+    rng = random.Random(seed)
+    pages = (file_size - io_size) // (4 * KiB)
+    return [rng.randrange(pages + 1) * 4 * KiB for _ in range(count)]
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+# --- sequential: cold, warm, hot ---------------------------------------------------------------
+
+def run_sequential(ctx: Context, selected: set[str]) -> None:
+    metrics: list[str] = [m for m in ("cold-seq", "warm-seq", "hot-seq") if m in selected]
+    size = ctx.scale.big_bytes
+    samples = random_offsets(7, size, 4 * KiB, VERIFY_SAMPLES)
+    for n in range(1, ctx.repeat + 1):
+        for tool in ctx.tools_for(metrics):
+            ctx.log(f"[{', '.join(metrics)}] repeat {n}/{ctx.repeat}: {tool}")
+            if tool in ctx.skipped:
+                continue
+            if tool == "boto3":
+                ctx.attempt(tool, metrics, partial(_seq_boto3, ctx))
+            elif tool == "local":
+                ctx.attempt(tool, metrics, partial(_seq_local, ctx))
+            else:
+                ctx.attempt(tool, metrics, partial(_seq_mount, ctx, tool, metrics, samples))
+
+
+def _seq_mount(ctx: Context, tool: str, metrics: list[str], samples: list[int],
+               record: Callable[..., None]) -> None:
+    size = ctx.scale.big_bytes
+    specs = metric_specs(ctx.scale)
+    with peers.mounted(tool, ctx.target, ctx.work) as mount:
+        path = mount.mountpoint / BIG_KEY
+        base = {"mount_seconds": round(mount.mount_seconds, 3), "read_ahead_kb": mount.readahead_kb}
+        drop_caches()
+        before = mount.counters()
+        got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+        if got != size:
+            raise BenchError(f"read {got} bytes of {size}")
+        record("cold-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
+               counters=_delta(mount.counters(), before), **base)
+        verify(path, ctx.local_big, samples)
+        if "warm-seq" in metrics and tool in specs["warm-seq"][4]:
+            drop_caches()
+            before = mount.counters()
+            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+            if got != size:
+                raise BenchError(f"warm read {got} bytes of {size}")
+            record("warm-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
+                   counters=_delta(mount.counters(), before), **base)
+        if "hot-seq" in metrics and tool in specs["hot-seq"][4]:  # the last read left it in the page cache
+            before = mount.counters()
+            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+            if got != size:
+                raise BenchError(f"hot read {got} bytes of {size}")
+            record("hot-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
+                   counters=_delta(mount.counters(), before), **base)
+
+
+def _seq_boto3(ctx: Context, record: Callable[..., None]) -> None:
+    size = ctx.scale.big_bytes
+    config = boto3.s3.transfer.TransferConfig(max_concurrency=BOTO3_THREADS)
+
+    def download() -> None:
+        with open(os.devnull, "wb") as sink:  # seekable, so s3transfer writes parts as they come
+            ctx.client.download_fileobj(BUCKET, BIG_KEY, sink, Config=config)
+
+    _, seconds = timed(download, ctx.timeout, lambda: None)
+    record("cold-seq", size / seconds / MB, seconds=seconds)
+
+
+def _seq_local(ctx: Context, record: Callable[..., None]) -> None:
+    size = ctx.scale.big_bytes
+    read_sequential(ctx.local_big)  # into the page cache
+    got, seconds = timed(lambda: read_sequential(ctx.local_big), ctx.timeout, lambda: None)
+    if got != size:
+        raise BenchError(f"read {got} bytes of {size}")
+    record("hot-seq", size / seconds / MB, seconds=seconds)
+
+
+# --- many small files ------------------------------------------------------------------------
+
+def run_small_files(ctx: Context) -> None:
+    for n in range(1, ctx.repeat + 1):
+        for tool in ctx.tools_for(["small-files"]):
+            ctx.log(f"[small-files] repeat {n}/{ctx.repeat}: {tool}")
+            if tool in ctx.skipped:
+                continue
+            if tool == "boto3":
+                ctx.attempt(tool, ["small-files"], partial(_small_boto3, ctx))
+            else:
+                ctx.attempt(tool, ["small-files"], partial(_small_mount, ctx, tool))
+
+
+def _check_small(count: int, nbytes: int, scale: Scale) -> None:
+    if count != scale.small_count or nbytes != scale.small_count * scale.small_bytes:
+        raise BenchError(f"saw {count} files / {nbytes} bytes, expected {scale.small_count} / "
+                         f"{scale.small_count * scale.small_bytes}")
+
+
+def _small_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
+    with peers.mounted(tool, ctx.target, ctx.work) as mount:
+        folder = mount.mountpoint / SMALL_PREFIX
+        drop_caches()
+        before = mount.counters()
+
+        def work() -> tuple[int, int]:
+            paths = [folder / name for name in sorted(os.listdir(folder))]
+            return len(paths), read_files_parallel(paths, SMALL_READERS)
+
+        (count, nbytes), seconds = timed(work, ctx.timeout, mount.abort)
+        _check_small(count, nbytes, ctx.scale)
+        record("small-files", count / seconds, mount.peak_rss_kib(), seconds=seconds,
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3))
+
+
+def _small_boto3(ctx: Context, record: Callable[..., None]) -> None:
+    client = ctx.client
+
+    def get(key: str) -> int:
+        return len(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def work() -> tuple[int, int]:
+        keys = [obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=SMALL_PREFIX + "/") for obj in page.get("Contents", [])]
+        with ThreadPoolExecutor(SMALL_READERS) as pool:
+            return len(keys), sum(pool.map(get, keys))
+
+    (count, nbytes), seconds = timed(work, ctx.timeout, lambda: None)
+    _check_small(count, nbytes, ctx.scale)
+    record("small-files", count / seconds, seconds=seconds)
+
+
+# --- random reads -------------------------------------------------------------------------------
+
+def run_random(ctx: Context, workload: str) -> None:
+    io_size = 4 * KiB if workload == "random-4k" else 1 * MiB
+    ops = ctx.scale.random_4k_ops if workload == "random-4k" else ctx.scale.random_1m_ops
+    offsets = random_offsets(io_size, ctx.scale.big_bytes, io_size, ops)
+    metrics = [f"{workload}-cold", f"{workload}-warm"]
+    for n in range(1, ctx.repeat + 1):
+        for tool in ctx.tools_for(metrics):
+            ctx.log(f"[{workload}] repeat {n}/{ctx.repeat}: {tool}")
+            if tool in ctx.skipped:
+                continue
+            if tool == "boto3":
+                ctx.attempt(tool, metrics, partial(_random_boto3, ctx, metrics, offsets, io_size))
+            else:
+                ctx.attempt(tool, metrics, partial(_random_mount, ctx, tool, metrics, offsets, io_size))
+
+
+def _random_mount(ctx: Context, tool: str, metrics: list[str], offsets: list[int], io_size: int,
+                  record: Callable[..., None]) -> None:
+    with peers.mounted(tool, ctx.target, ctx.work) as mount:
+        path = mount.mountpoint / BIG_KEY
+        for metric in metrics:  # cold on the fresh mount, then warm: the same offsets again
+            drop_caches()
+            before = mount.counters()
+            _, seconds = timed(lambda: read_random(path, offsets, io_size), ctx.timeout, mount.abort)
+            record(metric, len(offsets) / seconds, mount.peak_rss_kib(), seconds=seconds,
+                   counters=_delta(mount.counters(), before), read_ahead_kb=mount.readahead_kb)
+            if metric.endswith("-cold"):
+                verify(path, ctx.local_big, offsets[:VERIFY_SAMPLES], min(io_size, 64 * KiB))
+
+
+def _random_boto3(ctx: Context, metrics: list[str], offsets: list[int], io_size: int,
+                  record: Callable[..., None]) -> None:
+    client = ctx.client
+
+    def work() -> None:
+        for offset in offsets:
+            body = client.get_object(Bucket=BUCKET, Key=BIG_KEY,
+                                     Range=f"bytes={offset}-{offset + io_size - 1}")["Body"].read()
+            if len(body) != io_size:
+                raise BenchError(f"short ranged GET: {len(body)} of {io_size} bytes at {offset}")
+
+    for metric in metrics:  # no cache: warm is simply a second pass
+        _, seconds = timed(work, ctx.timeout, lambda: None)
+        record(metric, len(offsets) / seconds, seconds=seconds)
+
+
+# --- metadata --------------------------------------------------------------------------------------
+
+def run_metadata(ctx: Context) -> None:
+    for n in range(1, ctx.repeat + 1):
+        for tool in ctx.tools_for(["metadata"]):
+            ctx.log(f"[metadata] repeat {n}/{ctx.repeat}: {tool}")
+            if tool in ctx.skipped:
+                continue
+            ctx.attempt(tool, ["metadata"], partial(_metadata_mount, ctx, tool))
+
+
+def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
+    with peers.mounted(tool, ctx.target, ctx.work) as mount:
+        drop_caches()
+        before = mount.counters()
+        count, seconds = timed(lambda: walk_stat(mount.mountpoint / TREE_PREFIX), ctx.timeout, mount.abort)
+        if count != ctx.scale.tree_count:
+            raise BenchError(f"saw {count} files, expected {ctx.scale.tree_count}")
+        record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds,
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3))
