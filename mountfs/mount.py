@@ -47,10 +47,10 @@ IGNORED_OPTIONS = frozenset({
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug"}
 VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname"}
-# read.max_memory is shared out: a quarter keeps recent blocks in memory, a quarter bounds the
-# bytes that prefetches have in flight; a handle's window never outgrows half the memory cache,
-# or prefetched blocks would be evicted before their reader arrives.
-MEMORY_SHARE = 4
+# read.max_memory is shared out: half keeps recent blocks in memory (the block a reader is in, and
+# the prefetched ones waiting for it), a quarter bounds the bytes prefetches have in flight. A
+# handle's window never outgrows half the memory cache, or its prefetched blocks would be evicted
+# before the reader arrives.
 
 
 class MountSetupError(MountfsError):
@@ -215,9 +215,9 @@ def run(prepared: Prepared, foreground: bool) -> int:
 def serve(prepared: Prepared, notify: Notify) -> int:
     config, options = prepared.config, prepared.options
     read = config.read
-    memory_cache = read.max_memory // MEMORY_SHARE
+    memory_cache = read.max_memory // 2
     cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
-    prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // MEMORY_SHARE)
+    prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = [MountRoot(entry.path, AsyncStore(store, config.read.max_concurrency),
                        entry.url.prefix + "/" if entry.url.prefix else "", entry.read_only)
              for entry, store in zip(config.mounts, prepared.stores, strict=True)]
