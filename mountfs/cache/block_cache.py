@@ -77,16 +77,26 @@ class BlockCache:
         if offset >= end:
             return b""
         first, last = offset // self.block_size, (end - 1) // self.block_size
-        if first == last:
-            block = await self.get_block(obj, object_size, first, fetch)
-            start = offset - first * self.block_size
-            return block[start:start + end - offset]
         pieces = []
         for index in range(first, last + 1):
-            block = await self.get_block(obj, object_size, index, fetch)
             block_start = index * self.block_size
-            pieces.append(block[max(offset, block_start) - block_start:end - block_start])
-        return b"".join(pieces)
+            start, stop = max(offset, block_start) - block_start, min(end - block_start, self.block_size)
+            pieces.append(await self._read_in_block(obj, object_size, index, start, stop, fetch))
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _read_in_block(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
+                             fetch: Fetch) -> bytes:
+        """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
+        the chunks needed, so a small random read stays small), else fetched whole from the store."""
+        key = block_key(obj, index)
+        if key not in self._memory and key not in self._in_flight:
+            part = await self._io(self._load, key, start, stop)
+            if part is not None:
+                self.stats.hits += 1
+                self._touched.add(key)
+                return part
+        block = await self.get_block(obj, object_size, index, fetch)
+        return block[start:stop]
 
     def is_resident(self, obj: ObjectId, index: int) -> bool:
         """In memory, or being fetched or loaded right now."""
@@ -148,11 +158,11 @@ class BlockCache:
         # Shielded: a block being written when the daemon stops is finished and committed.
         with trio.CancelScope(shield=True):
             try:
-                crc = await self._io(self.files.write, key, data)
+                crcs = await self._io(self.files.write, key, data)
             except Exception as exc:
                 log.warning("block of %s not cached: %s", obj.key, exc)
                 return
-            self._to_commit.append((obj, key, BlockRecord(len(data), crc, time.time())))
+            self._to_commit.append((obj, key, BlockRecord(len(data), crcs, time.time())))
             self._commit_wanted.set()
 
     async def run_committer(self) -> None:
@@ -168,12 +178,12 @@ class BlockCache:
         if batch:
             self.index.commit_many(batch)
 
-    def _load(self, key: bytes) -> bytes | None:
+    def _load(self, key: bytes, start: int = 0, stop: int | None = None) -> bytes | None:
         record = self.index.lookup(key)
         if record is None:
             return None
         try:
-            return self.files.read(key, record.length, record.crc32)
+            return self.files.read(key, record.length, record.crcs, start, stop)
         except CorruptBlock as exc:
             log.warning("dropping cached block: %s", exc)
             self.stats.corrupt += 1
@@ -182,8 +192,8 @@ class BlockCache:
             return None
 
     def _store(self, obj: ObjectId, key: bytes, data: bytes) -> None:
-        crc = self.files.write(key, data)
-        self.index.commit(obj, key, BlockRecord(len(data), crc, time.time()))
+        crcs = self.files.write(key, data)
+        self.index.commit(obj, key, BlockRecord(len(data), crcs, time.time()))
 
     def _remember(self, key: bytes, data: bytes) -> None:
         if len(data) > self._memory_limit:

@@ -11,6 +11,12 @@ from mountfs.errors import NoSpace
 from mountfs.processes import process_alive
 
 TEMP_SUFFIX = ".tmp"
+CHUNK = 64 * 1024  # checksum granularity: a 4 KiB random read verifies 64 KiB, not a whole block
+
+
+def chunk_crcs(data: bytes | memoryview) -> tuple[int, ...]:
+    view = memoryview(data)
+    return tuple(zlib.crc32(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK))
 
 
 class CorruptBlock(Exception):
@@ -26,8 +32,8 @@ class BlockFiles:
         name = key.hex()
         return os.path.join(self.root, name[:2], name)
 
-    def write(self, key: bytes, data: bytes | memoryview) -> int:
-        """Write the block and return its crc32. The final name appears only once it is whole."""
+    def write(self, key: bytes, data: bytes | memoryview) -> tuple[int, ...]:
+        """Write the block and return its chunk checksums. The final name appears only once whole."""
         final = self.path(key)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
@@ -41,19 +47,30 @@ class BlockFiles:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cache disk full writing {final}") from exc
             raise
-        return zlib.crc32(data)
+        return chunk_crcs(data)
 
-    def read(self, key: bytes, length: int, crc32: int) -> bytes:
+    def read(self, key: bytes, length: int, crcs: tuple[int, ...], start: int = 0,
+             end: int | None = None) -> bytes:
+        """Bytes [start, end) of the block, after checking the checksum of every chunk they touch."""
+        end = length if end is None else end
+        first, last = start // CHUNK, (end - 1) // CHUNK
+        span_start = first * CHUNK
+        span_length = min(length, (last + 1) * CHUNK) - span_start
         try:
             with open(self.path(key), "rb") as f:
-                data = f.read(length + 1)
+                if os.fstat(f.fileno()).st_size != length:
+                    raise CorruptBlock(f"block file {key.hex()} has the wrong length (expected {length})")
+                data = os.pread(f.fileno(), span_length, span_start)
         except FileNotFoundError as exc:
             raise CorruptBlock(f"block file {key.hex()} is missing") from exc
-        if len(data) != length:
-            raise CorruptBlock(f"block file {key.hex()} has {len(data)} bytes, expected {length}")
-        if zlib.crc32(data) != crc32:
-            raise CorruptBlock(f"block file {key.hex()} fails its checksum")
-        return data
+        view = memoryview(data)
+        for number in range(first, last + 1):
+            offset = (number - first) * CHUNK
+            if number >= len(crcs) or zlib.crc32(view[offset:offset + CHUNK]) != crcs[number]:
+                raise CorruptBlock(f"block file {key.hex()} fails its checksum (chunk {number})")
+        if start == span_start and end == span_start + span_length:
+            return data
+        return data[start - span_start:end - span_start]
 
     def remove(self, key: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -22,7 +22,7 @@ from mountfs.backends.base import ObjectId
 
 # LMDB reserves address space, not disk: the file grows only as records are written.
 MAP_SIZE = 1 << 36
-_RECORD = struct.Struct("<QId")  # length, crc32, last access (unix seconds)
+_RECORD = struct.Struct("<QdI")  # length, last access (unix seconds), number of chunk checksums
 _TOTALS = struct.Struct("<QQ")  # blocks, bytes
 _TOTALS_KEY = b"totals"
 
@@ -40,17 +40,25 @@ def block_key(obj: ObjectId, index: int) -> bytes:
 
 @dataclass(frozen=True)
 class BlockRecord:
+    """A block on disk: its length, a crc32 per checksum chunk (so a small read verifies only
+    what it reads), and when it was last used."""
+
     length: int
-    crc32: int
+    crcs: tuple[int, ...]
     last_access: float
 
     def pack(self) -> bytes:
-        return _RECORD.pack(self.length, self.crc32, self.last_access)
+        return _RECORD.pack(self.length, self.last_access, len(self.crcs)) + struct.pack(
+            f"<{len(self.crcs)}I", *self.crcs)
 
     @classmethod
     def unpack(cls, raw: bytes) -> BlockRecord:
-        length, crc, last_access = _RECORD.unpack(raw)
-        return cls(length, crc, last_access)
+        length, last_access, count = _RECORD.unpack_from(raw)
+        crcs = struct.unpack_from(f"<{count}I", raw, _RECORD.size)
+        return cls(length, crcs, last_access)
+
+    def touched(self, when: float) -> BlockRecord:
+        return BlockRecord(self.length, self.crcs, when)
 
 
 @dataclass(frozen=True)
@@ -113,8 +121,7 @@ class CacheIndex:
             for key in keys:
                 raw = txn.get(key)
                 if raw is not None:
-                    record = BlockRecord.unpack(raw)
-                    txn.put(key, BlockRecord(record.length, record.crc32, when).pack())
+                    txn.put(key, BlockRecord.unpack(raw).touched(when).pack())
 
     def totals(self) -> IndexTotals:
         with self.env.begin(db=self.meta) as txn:

@@ -220,3 +220,40 @@ async def test_records_still_pending_at_close_are_committed(tmp_path: os.PathLik
     assert await again.read(OBJ, len(DATA), 0, 10, fresh.fetch) == DATA[:10]
     assert fresh.fetches == []
     again.close()
+
+
+def test_block_files_verify_only_the_chunks_a_read_touches(tmp_path: os.PathLike[str]) -> None:
+    from mountfs.cache.blocks import CHUNK, CorruptBlock
+
+    files = BlockFiles(str(tmp_path))
+    data = os.urandom(4 * CHUNK + 100)
+    key = block_key(OBJ, 7)
+    crcs = files.write(key, data)
+    assert len(crcs) == 5
+    assert files.read(key, len(data), crcs) == data
+    assert files.read(key, len(data), crcs, CHUNK - 3, CHUNK + 3) == data[CHUNK - 3:CHUNK + 3]
+    assert files.read(key, len(data), crcs, 4 * CHUNK, len(data)) == data[4 * CHUNK:]
+    with open(files.path(key), "r+b") as f:
+        f.seek(3 * CHUNK + 10)
+        f.write(b"\0garbage\0")
+    assert files.read(key, len(data), crcs, 0, 100) == data[:100], "other chunks still verify"
+    with pytest.raises(CorruptBlock, match="chunk 3"):
+        files.read(key, len(data), crcs, 3 * CHUNK, 3 * CHUNK + 1)
+    with open(files.path(key), "ab") as f:
+        f.write(b"x")
+    with pytest.raises(CorruptBlock, match="wrong length"):
+        files.read(key, len(data), crcs, 0, 10)
+
+
+async def test_small_reads_of_a_cached_block_do_not_load_it_whole(tmp_path: os.PathLike[str]) -> None:
+    big_block = 1 << 20
+    data = os.urandom(3 * big_block)
+    first = BlockCache(str(tmp_path), big_block, 8 << 20)
+    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    first.close()
+    second, source = BlockCache(str(tmp_path), big_block, 8 << 20), Source(data)
+    for offset in (5, big_block + 70_000, 2 * big_block + 3):
+        assert await second.read(OBJ, len(data), offset, 4096, source.fetch) == data[offset:offset + 4096]
+    assert source.fetches == [] and second.stats.hits == 3
+    assert second._memory_bytes == 0, "served from the block files, not loaded into memory"
+    second.close()
