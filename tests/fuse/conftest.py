@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from mountfs.processes import process_alive
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -66,19 +68,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # --- helpers -----------------------------------------------------------------------------------------
 
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie has exited for every purpose here)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
+pid_alive = process_alive  # True while a pid runs; a zombie has exited
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> bool:
