@@ -18,8 +18,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
+from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectId
-from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import IsADirectory, MountfsError, ReadOnly, errno_for
 from mountfs.namespace.inodes import Node
@@ -73,11 +74,18 @@ class ReadStats:
 
 @dataclass
 class _OpenFile:
-    node: Node
-    obj: ObjectId
+    obj: ObjectId  # the version pinned at open: every read asks for this ETag
     size: int
+    fetch: Fetch
     pattern: ReadPattern
     prefetches: PrefetchGroup
+
+
+def _fetcher(store: AsyncStore, obj: ObjectId) -> Fetch:
+    async def fetch(start: int, length: int) -> bytes:
+        return await store.get_range(obj.key, start, length, obj.etag)
+
+    return fetch
 
 
 # Kernel readahead sends reads a little out of order; within this distance they still count as
@@ -188,9 +196,10 @@ class Operations(pyfuse3.Operations):
             raise IsADirectory(node.key)
         assert node.mount is not None and node.meta is not None
         fh = self._handle()
+        store = node.mount.store
+        obj = store.store.object_id(node.meta)
         pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
-        self._files[fh] = _OpenFile(node, node.mount.store.store.object_id(node.meta), node.meta.size,
-                                    pattern, PrefetchGroup())
+        self._files[fh] = _OpenFile(obj, node.meta.size, _fetcher(store, obj), pattern, PrefetchGroup())
         self.stats.opens += 1
         # The kernel's cached pages are still right when the object has not changed since the
         # last open: keep them, so re-reads never leave the page cache.
@@ -201,18 +210,12 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         handle = self._files[fh]
-        store = handle.node.mount
-        assert store is not None
-        obj = handle.obj
-
-        async def fetch(start: int, length: int) -> bytes:
-            return await store.store.get_range(obj.key, start, length, obj.etag)
-
         window = handle.pattern.observe(off, size)
         if window and self.prefetch is not None:
             ahead = off + size
-            self.prefetch.schedule(handle.prefetches, obj, handle.size, ahead, ahead + window, fetch)
-        data = await self.cache.read(obj, handle.size, off, size, fetch)
+            self.prefetch.schedule(handle.prefetches, handle.obj, handle.size, ahead, ahead + window,
+                                   handle.fetch)
+        data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch)
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
         return data
