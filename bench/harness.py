@@ -130,11 +130,11 @@ def timed(fn: Callable[[], T], limit: float, on_expire: Callable[[], None]) -> t
             result = fn()
         except Exception as exc:
             if fired.is_set():
-                raise BenchError(f"timed out after {limit:.0f} s (daemon killed)") from exc
+                raise BenchError(f"timed out after {limit:g} s (daemon killed)") from exc
             raise
         elapsed = time.perf_counter() - start
     if fired.is_set():
-        raise BenchError(f"timed out after {limit:.0f} s (daemon killed)")
+        raise BenchError(f"timed out after {limit:g} s (daemon killed)")
     return result, elapsed
 
 

@@ -188,7 +188,7 @@ class MountfsMount(Mount):
             if mount_entry(self.mountpoint) is not None:
                 done = self._cli("umount", str(self.mountpoint), "--timeout", str(UNMOUNT_TIMEOUT),
                                  timeout=UNMOUNT_TIMEOUT + 10)
-                if done.returncode != 0:
+                if done.returncode != 0 and mount_entry(self.mountpoint) is not None:
                     print(f"bench: mountfs umount failed ({done.stderr.strip()}); detaching lazily")
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(f"bench: mountfs umount failed ({exc}); detaching lazily")

@@ -82,8 +82,8 @@ def rss_table(run: Run) -> str:
 def counters_table(run: Run) -> str:
     """What each mountfs figure cost it (medians): GETs, bytes fetched vs bytes served, cache hits."""
     lines = ["### mountfs counters per measurement (median over repeats, from `mountfs status`)", "",
-             "| measurement | store GETs | MiB fetched | MiB served | cache hits | misses |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| measurement | store requests | GETs | MiB fetched | MiB served | cache hits | misses |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     any_row = False
     for metric in run.metrics.values():
         row = metric.rows.get("mountfs")
@@ -98,7 +98,7 @@ def counters_table(run: Run) -> str:
             values = sorted(c.get(key, 0) for c in counters)
             return values[len(values) // 2]
 
-        lines.append(f"| {metric.name} | {med('store.gets'):,.0f} | "
+        lines.append(f"| {metric.name} | {med('store.requests'):,.0f} | {med('store.gets'):,.0f} | "
                      f"{med('store.bytes_fetched') / 2**20:,.1f} | "
                      f"{med('reads.bytes_served') / 2**20:,.1f} | {med('cache.hits'):,.0f} | "
                      f"{med('cache.misses'):,.0f} |")
@@ -114,12 +114,12 @@ def markdown(run: Run) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def machine_markdown(run: Run) -> str:
+def machine_markdown(run: Run, finished: bool = True) -> str:
     m = run.machine
     v = m.get("versions", {})
+    took = f"; run took {run.seconds / 60:.1f} min" if finished else ""
     lines = [
-        f"- date: {m.get('date')}; run took {run.seconds / 60:.1f} min"
-        + (" (interrupted)" if run.interrupted else ""),
+        f"- date: {m.get('date')}{took}" + (" (interrupted)" if run.interrupted else ""),
         f"- machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('memory_gib')} GiB RAM, "
         f"{m.get('os')}, kernel {m.get('kernel')}, Python {m.get('python')}; load average at start "
         f"{m.get('loadavg_at_start')}",
@@ -164,13 +164,14 @@ def write_png(run: Run, path: Path) -> str:
         return "no ratios to chart"
     width = 0.8 / len(tools)
     fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(names) + 2), 5.5))
-    for i, tool in enumerate(tools):
-        xs, ys = [], []
-        for j, name in enumerate(names):
-            ratio = run.metrics[name].ratio(tool)
-            if ratio:
-                xs.append(j + (i - (len(tools) - 1) / 2) * width)
-                ys.append(ratio)
+    points: dict[str, tuple[list[float], list[float]]] = {t: ([], []) for t in tools}
+    for j, name in enumerate(names):  # the bars of one measurement centred on its tick
+        present = [(t, r) for t in tools if (r := run.metrics[name].ratio(t))]
+        for i, (tool, ratio) in enumerate(present):
+            points[tool][0].append(j + (i - (len(present) - 1) / 2) * width)
+            points[tool][1].append(ratio)
+    for tool in tools:
+        xs, ys = points[tool]
         bars = ax.bar(xs, ys, width, label=f"vs {tool}")
         ax.bar_label(bars, labels=[f"{y:.2g}" for y in ys], fontsize=7, padding=2)
     ax.axhline(1.0, color="black", linewidth=0.8)
@@ -202,7 +203,9 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "4 KiB-aligned offsets (random, one reader), 8 reader threads (small files), os.walk + "
         "os.stat (metadata). rclone runs with `--vfs-cache-mode full --use-server-modtime`, s3fs "
         "without a cache. Every tool keeps its own kernel read_ahead_kb (mountfs raises its own "
-        "mount's to 8 MiB when root; the JSON records each mount's value).",
+        "mount's to 8 MiB when root, rclone and s3fs keep the default 128 KiB; the JSON records each "
+        "mount's value). The host below this VM also caches the disk, so cold and warm figures vary "
+        "from run to run; the machine is shared, see the load average.",
         "",
         *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
         tables,

@@ -454,7 +454,8 @@ def _small_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
         (count, nbytes), seconds = timed(work, ctx.timeout, mount.abort)
         _check_small(count, nbytes, ctx.scale)
         record("small-files", count / seconds, mount.peak_rss_kib(), seconds=seconds,
-               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3))
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
+               read_ahead_kb=mount.readahead_kb)
 
 
 def _small_boto3(ctx: Context, record: Callable[..., None]) -> None:
@@ -501,7 +502,8 @@ def _random_mount(ctx: Context, tool: str, metrics: list[str], offsets: list[int
             before = mount.counters()
             _, seconds = timed(lambda: read_random(path, offsets, io_size), ctx.timeout, mount.abort)
             record(metric, len(offsets) / seconds, mount.peak_rss_kib(), seconds=seconds,
-                   counters=_delta(mount.counters(), before), read_ahead_kb=mount.readahead_kb)
+                   counters=_delta(mount.counters(), before), read_ahead_kb=mount.readahead_kb,
+                   mount_seconds=round(mount.mount_seconds, 3))
             if metric.endswith("-cold"):
                 verify(path, ctx.local_big, offsets[:VERIFY_SAMPLES], min(io_size, 64 * KiB))
 
@@ -541,4 +543,5 @@ def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> Non
         if count != ctx.scale.tree_count:
             raise BenchError(f"saw {count} files, expected {ctx.scale.tree_count}")
         record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds,
-               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3))
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
+               read_ahead_kb=mount.readahead_kb)
