@@ -117,7 +117,7 @@ class ReadConfig:
     negative_ttl: float = 5.0
     max_concurrency: int = 16
     readahead_max: int = 256 * MiB
-    max_memory: int = 256 * MiB  # block bytes the daemon holds in memory, all handles together
+    max_memory: int = 192 * MiB  # block bytes the daemon holds in memory, all handles together
     kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root
 
 

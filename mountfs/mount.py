@@ -268,6 +268,7 @@ class Daemon:
             if self.operations.prefetch is not None:
                 self.operations.prefetch.nursery = nursery
             self.cache.nursery = nursery
+            self.operations.namespace.nursery = nursery
             nursery.start_soon(self.cache.run_housekeeping)
             nursery.start_soon(self.cache.run_committer)
             await nursery.start(control.serve, control.socket_path(self.prepared.mountpoint), self.answer)

@@ -9,6 +9,8 @@ mix of two versions.
 from __future__ import annotations
 
 import builtins
+import datetime
+import email.utils
 import logging
 import os
 import threading
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.utils
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import call_with_retry
@@ -65,6 +68,23 @@ _clients: dict[tuple[Any, ...], S3Client] = {}
 _clients_lock = threading.Lock()
 
 
+def fast_timestamp(text: str) -> datetime.datetime:
+    """S3 timestamps without dateutil: botocore's default parser cost a third of every LIST.
+
+    Listings carry ISO 8601 ("2026-11-22T00:54:55.000Z"), HEAD answers RFC 1123 dates; anything
+    else goes to botocore's own parser.
+    """
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        parsed: datetime.datetime = botocore.utils.parse_timestamp(text)
+        return parsed
+
+
 def client_for(settings: S3Settings, timeout: float) -> S3Client:
     """One thread-safe client per endpoint and credentials in each process (made anew after fork)."""
     ident = (os.getpid(), settings.endpoint_url, settings.region, settings.key, settings.secret,
@@ -75,6 +95,8 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
             session = boto3.session.Session(
                 aws_access_key_id=settings.key, aws_secret_access_key=settings.secret,
                 aws_session_token=settings.token, region_name=settings.region)
+            session._session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=fast_timestamp)
             client = session.client(
                 "s3", endpoint_url=settings.endpoint_url, verify=settings.verify,
                 config=botocore.config.Config(

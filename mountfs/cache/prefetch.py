@@ -43,6 +43,28 @@ class ReadPattern:
         return self.window
 
 
+@dataclass
+class DirectoryPattern:
+    """One directory's file opens, reduced to: are files being read in listing order?
+
+    A dataset scan (tar, rsync, a DataLoader without shuffling, 8 readers taking files in turn)
+    opens files at increasing positions a few apart; after `streak` such opens, the next files are
+    worth fetching before they are asked for.
+    """
+
+    streak_needed: int = 2
+    max_step: int = 16
+    last: int = -1
+    streak: int = 0
+
+    def observe(self, position: int) -> bool:
+        # Concurrent readers open a little out of order: a small step back still counts.
+        step = position - self.last
+        self.streak = self.streak + 1 if self.last >= 0 and 0 < abs(step) <= self.max_step else 0
+        self.last = max(self.last, position) if self.streak else position
+        return self.streak >= self.streak_needed
+
+
 class PrefetchGroup:
     """The fetches one handle started, so that closing it stops them."""
 

@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -21,7 +22,7 @@ import pyfuse3
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectId
 from mountfs.cache.block_cache import BlockCache, Fetch
-from mountfs.cache.prefetch import PrefetchGroup, PrefetchScheduler, ReadPattern
+from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import IsADirectory, MountfsError, ReadOnly, errno_for
 from mountfs.namespace.inodes import Node
 from mountfs.namespace.listing import DirSnapshot
@@ -91,6 +92,10 @@ def _fetcher(store: AsyncStore, obj: ObjectId) -> Fetch:
 # Kernel readahead sends reads a little out of order; within this distance they still count as
 # sequential.
 SEQUENTIAL_TOLERANCE = 1 << 20
+# When files of a directory are opened in listing order, the first block of this many next files
+# is fetched ahead (within the prefetch budgets); patterns are kept for this many directories.
+SIBLINGS_AHEAD = 32
+DIRECTORY_PATTERNS = 1024
 
 
 class Operations(pyfuse3.Operations):
@@ -104,6 +109,8 @@ class Operations(pyfuse3.Operations):
         self.readahead_max = readahead_max
         self.stats = ReadStats()
         self._files: dict[int, _OpenFile] = {}
+        self._directories: OrderedDict[int, DirectoryPattern] = OrderedDict()
+        self._sibling_prefetches = PrefetchGroup()
         self._dirs: dict[int, tuple[int, DirSnapshot]] = {}
         self._next_handle = 1
         self.started = time.time()
@@ -201,6 +208,7 @@ class Operations(pyfuse3.Operations):
         pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
         self._files[fh] = _OpenFile(obj, node.meta.size, _fetcher(store, obj), pattern, PrefetchGroup())
         self.stats.opens += 1
+        self._prefetch_siblings(node)
         # The kernel's cached pages are still right when the object has not changed since the
         # last open: keep them, so re-reads never leave the page cache.
         unchanged = node.opened_etag == node.meta.etag
@@ -219,6 +227,25 @@ class Operations(pyfuse3.Operations):
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
         return data
+
+    def _prefetch_siblings(self, node: Node) -> None:
+        """Files opened in their directory's listing order: fetch the first blocks of the next ones."""
+        if self.prefetch is None or node.mount is None:
+            return
+        position = self.namespace.position_in_parent(node)
+        if position is None:
+            return
+        pattern = self._directories.pop(node.parent, None) or DirectoryPattern()
+        self._directories[node.parent] = pattern
+        if len(self._directories) > DIRECTORY_PATTERNS:
+            self._directories.popitem(last=False)
+        if not pattern.observe(position):
+            return
+        store = node.mount.store
+        for meta in self.namespace.files_after(node, SIBLINGS_AHEAD):
+            obj = store.store.object_id(meta)
+            self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0,
+                                   min(meta.size, self.cache.block_size), _fetcher(store, obj))
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         handle = self._files.pop(fh, None)

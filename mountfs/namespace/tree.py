@@ -7,16 +7,22 @@ Listing a directory fills the cache of its entries, so the lookups and stats tha
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import trio
 
 from mountfs.backends.base import ListPage, ObjectMeta
 from mountfs.concurrency import gather
 from mountfs.errors import NotADirectory, NotFound
 from mountfs.namespace.inodes import ROOT_INODE, InodeTable, MountRoot, Node
 from mountfs.namespace.listing import PAGE_SIZE, DirEntry, DirSnapshot, entries_from_page
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +32,19 @@ class _DirListing:
     entries: dict[bytes, DirEntry] = field(default_factory=dict)
     complete: bool = False
     expires: float = 0.0
+    _order: dict[bytes, int] | None = None
+
+    def position(self, name: bytes) -> int | None:
+        """Where `name` stands in the listing (complete listings only)."""
+        if self._order is None:
+            self._order = {n: i for i, n in enumerate(self.entries)}
+        return self._order.get(name)
+
+
+# Listing a directory also lists up to this many of its subdirectories in the background, a few at
+# a time, so that a walk (`find`, `du`, os.walk) finds each next directory already listed.
+LOOKAHEAD_SUBDIRS = 64
+LOOKAHEAD_CONCURRENCY = 8
 
 
 class Namespace:
@@ -40,6 +59,9 @@ class Namespace:
         self._listings: dict[tuple[int, str], _DirListing] = {}
         self._negative: dict[tuple[int, str], float] = {}
         self.root = self._build_fixed_tree(mounts)
+        self.nursery: trio.Nursery | None = None  # set by the daemon; None turns look-ahead off
+        self._lookahead = trio.CapacityLimiter(LOOKAHEAD_CONCURRENCY)
+        self._lookahead_pending: set[tuple[int, str]] = set()
 
     # --- the fixed part: root, virtual directories, mount roots ------------------------
 
@@ -121,16 +143,74 @@ class Namespace:
 
         async def list_page(token: str | None) -> ListPage:
             page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
-            for entry in entries_from_page(prefix, page):
-                known = listing.entries.get(entry.name)
-                if known is None or entry.is_dir:  # a directory shadows an object of its name
-                    listing.entries[entry.name] = entry
-            if page.next_token is None:
-                listing.complete = True
-                listing.expires = self.clock() + self.metadata_ttl
+            self._record_page(listing, prefix, page)
+            self._look_ahead(mount, page.prefixes)
             return page
 
         return DirSnapshot(prefix, list_page)
+
+    def _record_page(self, listing: _DirListing, prefix: str, page: ListPage) -> None:
+        for entry in entries_from_page(prefix, page):
+            known = listing.entries.get(entry.name)
+            if known is None or entry.is_dir:  # a directory shadows an object of its name
+                listing.entries[entry.name] = entry
+        if page.next_token is None:
+            listing.complete = True
+            listing.expires = self.clock() + self.metadata_ttl
+
+    def _look_ahead(self, mount: MountRoot, prefixes: list[str]) -> None:
+        if self.nursery is None:
+            return
+        for prefix in prefixes[:LOOKAHEAD_SUBDIRS]:
+            slot = (id(mount), prefix)
+            cached = self._listings.get(slot)
+            fresh = cached is not None and cached.complete and cached.expires > self.clock()
+            if fresh or slot in self._lookahead_pending:
+                continue
+            self._lookahead_pending.add(slot)
+            self.nursery.start_soon(self._list_in_background, mount, prefix)
+
+    async def _list_in_background(self, mount: MountRoot, prefix: str) -> None:
+        slot = (id(mount), prefix)
+        try:
+            async with self._lookahead:
+                listing = _DirListing()
+                token: str | None = None
+                while True:
+                    page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
+                    self._record_page(listing, prefix, page)
+                    if page.next_token is None:
+                        break
+                    token = page.next_token
+                current = self._listings.get(slot)
+                if current is None or not current.complete or current.expires < listing.expires:
+                    self._listings[slot] = listing
+        except Exception as exc:  # only a guess failed: the real opendir will list and report
+            log.debug("look-ahead listing of %s failed: %s", prefix, exc)
+        finally:
+            self._lookahead_pending.discard(slot)
+
+    def _parent_listing(self, node: Node) -> _DirListing | None:
+        """The complete, fresh listing of the directory `node` is in, if there is one."""
+        parent = self.inodes.get(node.parent) if node.mount is not None else None
+        listing = self._listings.get((id(node.mount), parent.key)) if parent is not None else None
+        if listing is None or not listing.complete or listing.expires < self.clock():
+            return None
+        return listing
+
+    def position_in_parent(self, node: Node) -> int | None:
+        """Where `node` stands in its directory's listing order."""
+        listing = self._parent_listing(node)
+        return listing.position(node.name) if listing is not None else None
+
+    def files_after(self, node: Node, count: int) -> list[ObjectMeta]:
+        """The next `count` entries after `node` in its directory's listing order, files only."""
+        listing = self._parent_listing(node)
+        at = listing.position(node.name) if listing is not None else None
+        if listing is None or at is None:
+            return []
+        entries = itertools.islice(listing.entries.values(), at + 1, at + 1 + count)
+        return [entry.meta for entry in entries if entry.meta is not None]
 
     def entry_node(self, parent_inode: int, entry: DirEntry) -> Node:
         """The node for a readdir entry; the caller counts a reference only if the kernel took it."""

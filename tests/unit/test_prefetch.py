@@ -123,3 +123,12 @@ async def test_no_nursery_means_no_prefetch(tmp_path: Path) -> None:
 
     scheduler.schedule(PrefetchGroup(), ObjectId("m", "b", "k", "e"), BLOCK, 0, BLOCK, fetch)
     assert scheduler.active == 0
+
+
+def test_files_opened_in_listing_order_are_detected() -> None:
+    from mountfs.cache.prefetch import DirectoryPattern
+
+    in_order = DirectoryPattern()
+    assert [in_order.observe(p) for p in (0, 1, 3, 2, 4, 6)] == [False, False, True, True, True, True]
+    shuffled = DirectoryPattern()
+    assert not any(shuffled.observe(p) for p in (500, 17, 920, 333, 48, 771))

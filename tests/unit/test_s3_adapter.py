@@ -171,3 +171,13 @@ def test_multipart_off_for_a_host_means_single_puts(config) -> None:  # type: ig
     store = S3Store(resolve(parse_url("s3://minio.internal:9000/pinned"), config), RetryConfig())
     with pytest.raises(Unsupported, match="multipart uploads are off"):
         store.create_multipart("k")
+
+
+def test_fast_timestamps_agree_with_botocore() -> None:
+    from botocore.utils import parse_timestamp
+
+    from mountfs.backends.s3 import fast_timestamp
+
+    for text in ("2026-11-22T00:54:55.000Z", "2026-11-22T00:54:55Z", "Sat, 22 Nov 2026 00:54:55 GMT",
+                 "2026-11-22T00:54:55.123456+02:00", "1795307695"):
+        assert fast_timestamp(text) == parse_timestamp(text), text
