@@ -71,8 +71,9 @@ class BlockCache:
     # --- reading ------------------------------------------------------------------------
 
     async def read(self, obj: ObjectId, object_size: int, offset: int, length: int,
-                   fetch: Fetch) -> bytes:
-        """Exactly `length` bytes from `offset`, fewer only at the end of the object."""
+                   fetch: Fetch) -> bytes | memoryview:
+        """Exactly `length` bytes from `offset`, fewer only at the end of the object. A read within
+        one block in memory is a view of it, not a copy (pyfuse3 sends any buffer)."""
         end = min(offset + length, object_size)
         if offset >= end:
             return b""
@@ -85,25 +86,30 @@ class BlockCache:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _read_in_block(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
-                             fetch: Fetch) -> bytes:
+                             fetch: Fetch) -> bytes | memoryview:
         """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
         the chunks needed, so a small random read stays small), else fetched whole from the store."""
         key = block_key(obj, index)
+        on_disk_checked = False
         if key not in self._memory and key not in self._in_flight:
             part = await self._io(self._load, key, start, stop)
             if part is not None:
                 self.stats.hits += 1
                 self._touched.add(key)
                 return part
-        block = await self.get_block(obj, object_size, index, fetch)
-        return block[start:stop]
+            on_disk_checked = True
+        block = await self.get_block(obj, object_size, index, fetch, on_disk_checked)
+        return memoryview(block)[start:stop]
 
     def is_resident(self, obj: ObjectId, index: int) -> bool:
         """In memory, or being fetched or loaded right now."""
         key = block_key(obj, index)
         return key in self._memory or key in self._in_flight
 
-    async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch) -> bytes:
+    async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch,
+                        on_disk_checked: bool = False) -> bytes:
+        """The whole block, fetched at most once however many readers ask at the same time.
+        `on_disk_checked`: the caller just found it missing on disk, so go straight to the store."""
         key = block_key(obj, index)
         while True:
             data = self._memory.get(key)
@@ -123,7 +129,7 @@ class BlockCache:
             # The fetching task was cancelled: its readers try again on their own.
         flight = self._in_flight[key] = _InFlight()
         try:
-            data = await self._load_or_fetch(obj, object_size, index, key, fetch)
+            data = await self._load_or_fetch(obj, object_size, index, key, fetch, on_disk_checked)
             flight.data = data
             self._remember(key, data)
             return data
@@ -135,10 +141,10 @@ class BlockCache:
             flight.done.set()
 
     async def _load_or_fetch(self, obj: ObjectId, object_size: int, index: int, key: bytes,
-                             fetch: Fetch) -> bytes:
+                             fetch: Fetch, on_disk_checked: bool) -> bytes:
         start = index * self.block_size
         length = min(self.block_size, object_size - start)
-        cached = await self._io(self._load, key)
+        cached = None if on_disk_checked else await self._io(self._load, key)
         if cached is not None:
             self.stats.hits += 1
             self._touched.add(key)

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import pyfuse3
 
@@ -226,7 +226,7 @@ class Operations(pyfuse3.Operations):
         data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch)
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
-        return data
+        return cast(bytes, data)  # pyfuse3 replies with any buffer: a view saves a copy
 
     def _prefetch_siblings(self, node: Node) -> None:
         """Files opened in their directory's listing order: fetch the first blocks of the next ones."""

@@ -47,6 +47,13 @@ LOOKAHEAD_SUBDIRS = 64
 LOOKAHEAD_CONCURRENCY = 8
 
 
+def _as_page(prefix: str, listing: _DirListing) -> ListPage:
+    """A complete listing in the shape a store returns, for a snapshot to read."""
+    objects = [entry.meta for entry in listing.entries.values() if entry.meta is not None]
+    prefixes = [prefix + os.fsdecode(entry.name) + "/" for entry in listing.entries.values() if entry.is_dir]
+    return ListPage(objects, prefixes, None)
+
+
 class Namespace:
     def __init__(self, mounts: list[MountRoot], metadata_ttl: float, negative_ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,7 +68,7 @@ class Namespace:
         self.root = self._build_fixed_tree(mounts)
         self.nursery: trio.Nursery | None = None  # set by the daemon; None turns look-ahead off
         self._lookahead = trio.CapacityLimiter(LOOKAHEAD_CONCURRENCY)
-        self._lookahead_pending: set[tuple[int, str]] = set()
+        self._lookahead_pending: dict[tuple[int, str], trio.Event] = {}
 
     # --- the fixed part: root, virtual directories, mount roots ------------------------
 
@@ -140,8 +147,15 @@ class Namespace:
             # Listed in full within the metadata TTL: `ls -lR` after `find` costs nothing.
             return DirSnapshot(prefix, entries=list(cached.entries.values()))
         listing = self._listing(mount, prefix, reset=True)
+        lookahead = self._lookahead_pending.get((id(mount), prefix))
 
         async def list_page(token: str | None) -> ListPage:
+            if token is None and lookahead is not None:
+                # Being listed in the background right now: wait for that rather than list twice.
+                await lookahead.wait()
+                done = self._listings.get((id(mount), prefix))
+                if done is not None and done.complete:
+                    return _as_page(prefix, done)
             page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
             self._record_page(listing, prefix, page)
             self._look_ahead(mount, page.prefixes)
@@ -167,7 +181,7 @@ class Namespace:
             fresh = cached is not None and cached.complete and cached.expires > self.clock()
             if fresh or slot in self._lookahead_pending:
                 continue
-            self._lookahead_pending.add(slot)
+            self._lookahead_pending[slot] = trio.Event()
             self.nursery.start_soon(self._list_in_background, mount, prefix)
 
     async def _list_in_background(self, mount: MountRoot, prefix: str) -> None:
@@ -188,7 +202,7 @@ class Namespace:
         except Exception as exc:  # only a guess failed: the real opendir will list and report
             log.debug("look-ahead listing of %s failed: %s", prefix, exc)
         finally:
-            self._lookahead_pending.discard(slot)
+            self._lookahead_pending.pop(slot).set()
 
     def _parent_listing(self, node: Node) -> _DirListing | None:
         """The complete, fresh listing of the directory `node` is in, if there is one."""

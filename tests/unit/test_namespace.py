@@ -151,3 +151,24 @@ async def test_a_complete_listing_is_reused_within_the_ttl(store: MemoryStore, c
     clock.now += 11
     assert (b"new.txt", False) in await names(ns, ROOT_INODE)
     assert store.calls["list"] > lists
+
+
+async def test_subdirectories_are_listed_ahead_and_never_twice(clock: FakeClock) -> None:
+    import trio
+
+    store = MemoryStore()
+    for d in range(5):
+        for f in range(3):
+            store.put_object(f"d{d}/f{f}", b"x")
+    store.latency = 0.01
+    ns = single_mount(store, clock)
+    async with trio.open_nursery() as nursery:
+        ns.nursery = nursery
+        assert len(await names(ns, ROOT_INODE)) == 5
+        first = await ns.lookup(ROOT_INODE, b"d0")
+        assert await names(ns, first.inode) == [(b"f0", False), (b"f1", False), (b"f2", False)]
+        for d in range(1, 5):
+            node = await ns.lookup(ROOT_INODE, f"d{d}".encode())
+            assert len(await names(ns, node.inode)) == 3
+    assert store.calls["list"] == 6, "the root once, each subdirectory once"
+    assert store.calls["head"] == 0
