@@ -44,6 +44,7 @@ class _DirListing:
 # Listing a directory also lists up to this many of its subdirectories in the background, a few at
 # a time, so that a walk (`find`, `du`, os.walk) finds each next directory already listed.
 LOOKAHEAD_SUBDIRS = 64
+MAX_LISTINGS = 20_000  # directories whose listing is remembered for the metadata TTL
 LOOKAHEAD_CONCURRENCY = 8
 
 
@@ -198,7 +199,7 @@ class Namespace:
                     token = page.next_token
                 current = self._listings.get(slot)
                 if current is None or not current.complete or current.expires < listing.expires:
-                    self._listings[slot] = listing
+                    self._store_listing(slot, listing)
         except Exception as exc:  # only a guess failed: the real opendir will list and report
             log.debug("look-ahead listing of %s failed: %s", prefix, exc)
         finally:
@@ -252,8 +253,18 @@ class Namespace:
         slot = (id(mount), prefix)
         listing = self._listings.get(slot)
         if listing is None or reset or listing.expires < self.clock():
-            listing = self._listings[slot] = _DirListing(expires=self.clock() + self.metadata_ttl)
+            self._store_listing(slot, listing := _DirListing(expires=self.clock() + self.metadata_ttl))
         return listing
+
+    def _store_listing(self, slot: tuple[int, str], listing: _DirListing) -> None:
+        """Keep at most MAX_LISTINGS directories' listings: expired ones go first, then the oldest."""
+        self._listings.pop(slot, None)
+        self._listings[slot] = listing
+        if len(self._listings) > MAX_LISTINGS:
+            now = self.clock()
+            self._listings = {k: v for k, v in self._listings.items() if v.expires > now}
+            while len(self._listings) > MAX_LISTINGS:
+                del self._listings[next(iter(self._listings))]
 
     async def _find_entry(self, parent: Node, name: bytes) -> DirEntry:
         assert parent.mount is not None

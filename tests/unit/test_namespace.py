@@ -172,3 +172,18 @@ async def test_subdirectories_are_listed_ahead_and_never_twice(clock: FakeClock)
             assert len(await names(ns, node.inode)) == 3
     assert store.calls["list"] == 6, "the root once, each subdirectory once"
     assert store.calls["head"] == 0
+
+
+async def test_remembered_listings_are_bounded(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.namespace import tree
+
+    monkeypatch.setattr(tree, "MAX_LISTINGS", 3)
+    store = MemoryStore()
+    for d in range(6):
+        store.put_object(f"d{d}/f", b"x")
+    ns = single_mount(store, clock)
+    for d in range(6):
+        node = await ns.lookup(ROOT_INODE, f"d{d}".encode())
+        await names(ns, node.inode)
+    assert len(ns._listings) == 3
+    assert (id(ns.mounts[0]), "d5/") in ns._listings, "the newest listings stay"
