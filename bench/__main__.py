@@ -40,7 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help=f"any of {', '.join(workloads.WORKLOADS)} (default: all)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 256 MiB object, 500 small files, a tree of 1,000")
+                        help="a smoke run: 256 MiB object, 500 small files, a tree of 1,000, "
+                             "big-rss with 1 GiB and 2 GiB files")
     parser.add_argument("--repeat", type=int, default=3, help="repeats of each measurement (default 3)")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS),
                         help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                   "dataset": {"big_bytes": scale.big_bytes, "small_count": scale.small_count,
                               "small_bytes": scale.small_bytes, "tree_count": scale.tree_count,
                               "tree_dirs": scale.tree_dirs, "tree_bytes": scale.tree_bytes,
-                              "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops}},
+                              "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops,
+                              "rss_sizes": list(scale.rss_sizes)}},
         machine=machine_facts(weed, str(REPO)),
     )
     print(report.machine_markdown(run, finished=False))
@@ -127,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         client.create_bucket(Bucket=workloads.BUCKET)
         target = peers.S3Target(server.endpoint, server.host_port, workloads.BUCKET, server.access_key,
                                 server.secret_key)
-        print(f"bench: filling s3://{workloads.BUCKET} ({scale.name} scale)")
         local_big = work / "big.bin"
-        run.dataset = workloads.fill_bucket(client, scale, local_big, print)
+        if selected - workloads.LOCAL_WORKLOADS:
+            print(f"bench: filling s3://{workloads.BUCKET} ({scale.name} scale)")
+            run.dataset = workloads.fill_bucket(client, scale, local_big, print)
         ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
                                 repeat=args.repeat, timeout=timeout, tools=args.tools, run=run,
                                 skipped=skipped)
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 workloads.run_random(ctx, name)
         if "metadata" in selected:
             workloads.run_metadata(ctx)
+        if workloads.BIG_RSS in selected:
+            workloads.run_big_rss(ctx)
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up and reporting what was measured")
         run.interrupted = True
@@ -186,9 +191,10 @@ def _declare_rows(ctx: workloads.Context, selected: set[str]) -> None:
         for tool in tools:
             if tool not in ctx.tools:
                 continue
-            row = metric.row(tool, ctx.label(tool, name))
-            if tool in ctx.skipped:
-                row.skipped = ctx.skipped[tool]
+            for key, label in workloads.declared_rows(ctx.scale, name, tool, ctx.label(tool, name)):
+                row = metric.row(tool, label, key=key)
+                if tool in ctx.skipped:
+                    row.skipped = ctx.skipped[tool]
 
 
 if __name__ == "__main__":

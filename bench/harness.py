@@ -29,6 +29,14 @@ MB = 1_000_000  # throughput is reported in MB/s (10^6 bytes), as dd, fio and th
 T = TypeVar("T")
 
 
+def human_size(n: int) -> str:
+    """1073741824 -> "1 GiB"; exact units only."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
 class BenchError(Exception):
     """A tool failed in a way to report in its table row ("failed: reason"), not to end the run."""
 
@@ -66,16 +74,28 @@ class Row:
 
 @dataclass
 class Metric:
-    """One table: a figure (MB/s, files/s, ops/s or seconds) per tool."""
+    """One table: a figure (MB/s, files/s, ops/s or seconds) per tool, or with `by_size` one tool's
+    figure and peak RSS per file size (rows keyed "mountfs 1 GiB", ...), to show how RSS scales."""
 
     name: str
     title: str
     unit: str
     higher_is_better: bool
     rows: dict[str, Row] = field(default_factory=dict)
+    by_size: bool = False
 
-    def row(self, tool: str, label: str) -> Row:
-        return self.rows.setdefault(tool, Row(tool, label))
+    def row(self, tool: str, label: str, key: str | None = None) -> Row:
+        return self.rows.setdefault(key or tool, Row(tool, label))
+
+    def rss_growth(self) -> float | None:
+        """With `by_size`: peak RSS of the last (largest) row / that of the first; None without both."""
+        rows = list(self.rows.values())
+        if not self.by_size or len(rows) < 2:
+            return None
+        first, last = rows[0].peak_rss_kib, rows[-1].peak_rss_kib
+        if not first or not last:
+            return None
+        return last / first
 
     def ratio(self, tool: str) -> float | None:
         """mountfs / tool, oriented so that > 1 always means mountfs is faster."""

@@ -17,10 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from bench.harness import BenchError, peak_rss_kib
 
@@ -234,14 +235,20 @@ def mountfs_config(target: S3Target, cache_dir: Path) -> str:
 
 def start_mountfs(target: S3Target, mountpoint: Path, cache_dir: Path, log_path: Path,
                   work: Path) -> MountfsMount:
-    runtime = work / "mountfs-run"
-    runtime.mkdir(exist_ok=True)
     config = work / "mountfs.toml"
     config.write_text(mountfs_config(target, cache_dir))
+    return start_mountfs_source(str(config), mountpoint, cache_dir, log_path, work)
+
+
+def start_mountfs_source(source: str, mountpoint: Path, cache_dir: Path, log_path: Path,
+                         work: Path) -> MountfsMount:
+    """`python -m mountfs SOURCE MNT -o cache_dir=...,log=...`; SOURCE a config file or one URL."""
+    runtime = work / "mountfs-run"
+    runtime.mkdir(exist_ok=True)
     mount = MountfsMount(mountpoint, cache_dir, log_path, runtime)
     start = time.monotonic()
     try:
-        done = mount._cli(str(config), str(mountpoint), "-o", f"cache_dir={cache_dir},log={log_path}",
+        done = mount._cli(source, str(mountpoint), "-o", f"cache_dir={cache_dir},log={log_path}",
                           timeout=MOUNT_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         lazy_unmount(mountpoint)
@@ -376,11 +383,29 @@ def start_s3fs(target: S3Target, mountpoint: Path, cache_dir: Path, log_path: Pa
 
 _STARTERS = {"mountfs": start_mountfs, "rclone": start_rclone, "s3fs": start_s3fs}
 _counter = 0
+M = TypeVar("M", bound=Mount)
 
 
 @contextlib.contextmanager
 def mounted(tool: str, target: S3Target, work: Path) -> Iterator[Mount]:
     """A fresh mount of `tool` with a fresh, empty cache dir; gone again afterwards whatever happens."""
+    with _fresh_mount(tool, work, partial(_STARTERS[tool], target)) as mount:
+        yield mount
+
+
+@contextlib.contextmanager
+def mounted_folder(folder: Path, work: Path) -> Iterator[MountfsMount]:
+    """mountfs on a local folder as a `file://` bucket (no S3 involved), with a fresh, empty cache
+    dir; unmounted and the cache dir deleted afterwards whatever happens."""
+    source = f"file://{folder.resolve()}"
+    with _fresh_mount("mountfs", work, partial(start_mountfs_source, source)) as mount:
+        yield mount
+
+
+@contextlib.contextmanager
+def _fresh_mount(tool: str, work: Path, start: Callable[[Path, Path, Path, Path], M]) -> Iterator[M]:
+    """Make mnt-TOOL-N (the run's final cleanup unmounts every mnt-*) and cache-TOOL-N, call
+    start(mountpoint, cache_dir, log_path, work), and undo all of it in a finally."""
     global _counter
     _counter += 1
     mountpoint = work / f"mnt-{tool}-{_counter}"
@@ -388,9 +413,9 @@ def mounted(tool: str, target: S3Target, work: Path) -> Iterator[Mount]:
     log_path = work / f"{tool}-{_counter}.log"
     mountpoint.mkdir()
     cache_dir.mkdir()
-    mount: Mount | None = None
+    mount: M | None = None
     try:
-        mount = _STARTERS[tool](target, mountpoint, cache_dir, log_path, work)
+        mount = start(mountpoint, cache_dir, log_path, work)
         yield mount
     finally:
         try:

@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Metric, Run
+from bench.harness import Metric, Row, Run, human_size
 
 PEERS = ("boto3", "rclone", "s3fs", "local")
+RSS_FLAT = 1.2  # a by-size table calls RSS flat when the largest file's peak is at most this x the smallest's
 
 
 def fmt(value: float) -> str:
@@ -47,6 +48,8 @@ def _figure(metric: Metric, tool: str) -> tuple[str, str, str, str]:
 
 
 def metric_table(metric: Metric, repeats: int) -> str:
+    if metric.by_size:
+        return size_table(metric, repeats)
     better = "higher is better" if metric.higher_is_better else "lower is better"
     lines = [
         f"### {metric.name}: {metric.title}",
@@ -62,20 +65,73 @@ def metric_table(metric: Metric, repeats: int) -> str:
     return "\n".join(lines)
 
 
+def size_table(metric: Metric, repeats: int) -> str:
+    """One tool at several file sizes (big-rss): the figure, its peak RSS, and how RSS grew."""
+    rows = list(metric.rows.items())
+    first_rss = rows[0][1].peak_rss_kib if rows else None
+    first_name = _size_name(rows[0][1]) if rows else "first"
+    lines = [
+        f"### {metric.name}: {metric.title}",
+        "",
+        f"{metric.unit} (higher is better) and peak RSS (VmHWM of a fresh daemon per read, largest over "
+        f"the repeats); median of {repeats} (min-max). mountfs only: rclone and s3fs need S3.",
+        "",
+        f"| file size | {metric.unit} | min-max | peak RSS MiB | peak RSS / {first_name} peak |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for key, row in rows:
+        median, spread, _ratio, rss = _figure(metric, key)
+        growth = "-" if row is rows[0][1] else (
+            f"{row.peak_rss_kib / first_rss:.2f}" if row.peak_rss_kib and first_rss else "n/a")
+        lines.append(f"| {row.label} | {median} | {spread} | {rss} | {growth} |")
+    lines += ["", rss_verdict(metric)]
+    return "\n".join(lines)
+
+
+def _size_name(row: Row) -> str:
+    return row.label.removeprefix(f"{row.tool} ")
+
+
+def rss_verdict(metric: Metric) -> str:
+    """"RSS flat: 10 GiB peak / 1 GiB peak = 1.02 ..." for a by-size metric."""
+    rows = list(metric.rows.values())
+    if len(rows) < 2:
+        return "RSS flat: n/a (fewer than two file sizes)"
+    big, small = _size_name(rows[-1]), _size_name(rows[0])
+    growth = metric.rss_growth()
+    if growth is None:
+        return f"RSS flat: n/a ({big} peak / {small} peak needs both peaks)"
+    verdict = "RSS flat" if growth <= RSS_FLAT else "RSS NOT flat"
+    return (f"**{verdict}: {big} peak / {small} peak = {growth:.2f}** (flat means at most "
+            f"{RSS_FLAT:.2f} for the larger file).")
+
+
+def _rss_lines(run: Run) -> list[tuple[str, dict[str, Row]]]:
+    """(table line name, tool -> row) per line: one per metric, one per row of a by-size metric."""
+    out: list[tuple[str, dict[str, Row]]] = []
+    for metric in run.metrics.values():
+        if metric.by_size:
+            out += [(f"{metric.name} {_size_name(row)}", {row.tool: row}) for row in metric.rows.values()]
+        else:
+            out.append((metric.name, {row.tool: row for row in metric.rows.values()}))
+    return out
+
+
 def rss_table(run: Run) -> str:
     """Peak RSS of each daemon per workload (the largest over the repeats)."""
+    lines_rows = _rss_lines(run)
     tools = [t for t in ("mountfs", "rclone", "s3fs")
-             if any(t in m.rows and m.rows[t].peak_rss_kib for m in run.metrics.values())]
+             if any(t in rows and rows[t].peak_rss_kib for _, rows in lines_rows)]
     if not tools:
         return ""
     lines = ["### peak RSS of each daemon (MiB, VmHWM, largest over the repeats)", "",
              "| workload | " + " | ".join(tools) + " |", "|---|" + "---:|" * len(tools)]
-    for metric in run.metrics.values():
+    for name, rows in lines_rows:
         cells = []
         for tool in tools:
-            row = metric.rows.get(tool)
+            row = rows.get(tool)
             cells.append(f"{row.peak_rss_kib / 1024:,.0f}" if row and row.peak_rss_kib else "-")
-        lines.append(f"| {metric.name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -85,8 +141,8 @@ def counters_table(run: Run) -> str:
              "| measurement | store requests | GETs | MiB fetched | MiB served | cache hits | misses |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     any_row = False
-    for metric in run.metrics.values():
-        row = metric.rows.get("mountfs")
+    for name, rows in _rss_lines(run):
+        row = rows.get("mountfs")
         if row is None:
             continue
         counters = [d["counters"] for d in row.details if d.get("counters")]
@@ -98,7 +154,7 @@ def counters_table(run: Run) -> str:
             values = sorted(c.get(key, 0) for c in counters)
             return values[len(values) // 2]
 
-        lines.append(f"| {metric.name} | {med('store.requests'):,.0f} | {med('store.gets'):,.0f} | "
+        lines.append(f"| {name} | {med('store.requests'):,.0f} | {med('store.gets'):,.0f} | "
                      f"{med('store.bytes_fetched') / 2**20:,.1f} | "
                      f"{med('reads.bytes_served') / 2**20:,.1f} | {med('cache.hits'):,.0f} | "
                      f"{med('cache.misses'):,.0f} |")
@@ -141,6 +197,8 @@ def _jsonable(run: Run) -> dict[str, Any]:
             out["rows"][tool]["min"] = summary[1] if summary else None
             out["rows"][tool]["max"] = summary[2] if summary else None
             out["rows"][tool]["ratio_mountfs_over_tool"] = metric.ratio(tool) if tool != "mountfs" else None
+        if metric.by_size:
+            out["rss_growth_last_over_first"] = metric.rss_growth()
     return data
 
 
@@ -188,6 +246,22 @@ def write_png(run: Run, path: Path) -> str:
     return f"wrote {path}"
 
 
+def big_rss_how(run: Run) -> str:
+    sizes = sorted(run.settings.get("dataset", {}).get("rss_sizes") or [1 << 30, 10 << 30])
+    small, big = human_size(sizes[0]), human_size(sizes[-1])
+    return (
+        "big-rss checks that the mountfs daemon's memory stays flat whatever the file size: it makes "
+        "a local folder holding one sparse file (`truncate`, then 1 MiB of random bytes at 4 offsets "
+        "so it is not all zeros), mounts that folder as a `file://` bucket on a fresh mountfs daemon "
+        "with an empty cache dir (no S3 involved), drops the page cache, reads the whole file once "
+        "with the same 1 MiB sequential reads, spot-checks the bytes, and records MB/s and the "
+        "daemon's VmHWM (its peak RSS since it started, hence a daemon per read). It does this for "
+        f"a {big} and a {small} file and reports {big} peak / {small} peak (flat: at most "
+        f"{RSS_FLAT:.1f}); the cache dir, a whole file's worth of blocks, is deleted after each read. "
+        "rclone and s3fs need S3, so only mountfs is measured."
+    )
+
+
 def write_results_md(run: Run, path: Path, tables: str) -> None:
     text = "\n".join([
         "# mountfs benchmark results",
@@ -206,6 +280,8 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "mount's to 8 MiB when root, rclone and s3fs keep the default 128 KiB; the JSON records each "
         "mount's value). The host below this VM also caches the disk, so cold and warm figures vary "
         "from run to run; the machine is shared, see the load average.",
+        "",
+        big_rss_how(run),
         "",
         *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
         tables,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -31,8 +32,10 @@ from bench.harness import (
     KiB,
     Metric,
     MiB,
+    Row,
     Run,
     drop_caches,
+    human_size,
     short_reason,
     timed,
 )
@@ -60,27 +63,27 @@ class Scale:
     tree_count: int
     random_4k_ops: int
     random_1m_ops: int
+    # big-rss: sparse files read through a file:// mount, smallest first; the smallest at least 1 GiB,
+    # else the daemon's read buffers (read.max_memory) are not yet full and RSS looks like it grows
+    rss_sizes: tuple[int, ...]
     small_bytes: int = 128 * KiB
     tree_dirs: int = 100
     tree_bytes: int = 1 * KiB
 
 
 FULL = Scale("full", big_bytes=1 * GiB, small_count=5_000, tree_count=10_000,
-             random_4k_ops=2_000, random_1m_ops=200)
+             random_4k_ops=2_000, random_1m_ops=200, rss_sizes=(1 * GiB, 10 * GiB))
 QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
-              random_4k_ops=500, random_1m_ops=50)
-
-
-def human_size(n: int) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} B"
+              random_4k_ops=500, random_1m_ops=50, rss_sizes=(1 * GiB, 2 * GiB))
 
 
 # --- the workloads and their tables --------------------------------------------------------
 
-WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata")
+WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
+             "big-rss")
+LOCAL_WORKLOADS = frozenset({"big-rss"})  # need no S3 data set
+BIG_RSS = "big-rss"
+RSS_PATCHES = 4  # big-rss writes this many 1 MiB runs of random bytes into each sparse file
 
 TOOL_LABELS = {
     **peers.LABELS,
@@ -95,6 +98,7 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
     small = f"{scale.small_count:,} x {human_size(scale.small_bytes)}"
     tree = f"{scale.tree_count:,} objects in {scale.tree_dirs} prefixes"
     n4, n1 = f"{scale.random_4k_ops:,}", f"{scale.random_1m_ops:,}"
+    rss_sizes = " vs ".join(human_size(n) for n in scale.rss_sizes)
     return {
         "cold-seq": ("cold-seq", f"cold sequential read of one {big} object", "MB/s", True,
                      ("mountfs", "boto3", "rclone", "s3fs")),
@@ -114,7 +118,21 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
                            "ops/s", True, ("mountfs", "boto3", "rclone")),
         "metadata": ("metadata", f"os.walk + os.stat of every file of {tree}, cold mount", "s", False,
                      ("mountfs", "rclone", "s3fs")),
+        BIG_RSS: (BIG_RSS, f"the daemon's peak RSS while reading a sparse {rss_sizes} file through a "
+                  "file:// mount, cold", "MB/s", True, ("mountfs",)),
     }
+
+
+def rss_row(size: int) -> str:
+    """Key and label of one big-rss row: "mountfs 10 GiB"."""
+    return f"mountfs {human_size(size)}"
+
+
+def declared_rows(scale: Scale, metric: str, tool: str, label: str) -> list[tuple[str, str]]:
+    """(row key, label) of every row `tool` has in `metric`'s table: one per file size in big-rss."""
+    if metric == BIG_RSS:
+        return [(rss_row(size), rss_row(size)) for size in scale.rss_sizes]
+    return [(tool, label)]
 
 
 BOTO3_LABELS = {
@@ -142,8 +160,8 @@ class Context:
 
     def metric(self, name: str) -> Metric:
         if name not in self.run.metrics:
-            _, title, unit, higher, _ = metric_specs(self.scale)[name]
-            self.run.metrics[name] = Metric(name, title, unit, higher)
+            workload, title, unit, higher, _ = metric_specs(self.scale)[name]
+            self.run.metrics[name] = Metric(name, title, unit, higher, by_size=workload == BIG_RSS)
         return self.run.metrics[name]
 
     def tools_for(self, metrics: Iterable[str]) -> list[str]:
@@ -162,17 +180,22 @@ class Context:
         return TOOL_LABELS[tool]
 
     def attempt(self, tool: str, metrics: list[str],
-                body: Callable[[Callable[..., None]], None]) -> None:
+                body: Callable[[Callable[..., None]], None], row_key: str | None = None) -> None:
         """Run one repeat of one tool; a failure is recorded for every metric it had not yet
-        recorded (and printed), never raised: one broken tool must not end the run."""
+        recorded (and printed), never raised: one broken tool must not end the run. `row_key` names
+        the row when a table has several of one tool (big-rss: one per file size)."""
         specs = metric_specs(self.scale)
         wanted = [m for m in metrics if tool in specs[m][4]]
         done: set[str] = set()
+        who = row_key or tool
+
+        def row_of(metric: str) -> Row:
+            return self.metric(metric).row(tool, row_key or self.label(tool, metric), key=row_key)
 
         def record(metric: str, value: float, rss_kib: int | None = None, **detail: Any) -> None:
             if metric not in wanted:
                 return
-            row = self.metric(metric).row(tool, self.label(tool, metric))
+            row = row_of(metric)
             row.values.append(value)
             if rss_kib is not None:
                 row.rss_kib.append(rss_kib)
@@ -180,16 +203,16 @@ class Context:
             done.add(metric)
             unit = self.metric(metric).unit
             rss = f", peak RSS {rss_kib / 1024:.0f} MiB" if rss_kib else ""
-            self.log(f"  {metric:<15} {tool:<8} {value:10.2f} {unit}{rss}")
+            self.log(f"  {metric:<15} {who:<8} {value:10.2f} {unit}{rss}")
 
         try:
             body(record)
         except Exception as exc:
             reason = short_reason(exc)
-            self.log(f"  {tool}: failed: {reason}")
+            self.log(f"  {who}: failed: {reason}")
             for metric in wanted:
                 if metric not in done:
-                    row = self.metric(metric).row(tool, self.label(tool, metric))
+                    row = row_of(metric)
                     row.failures.append(reason)
                     row.details.append({"failed": str(exc)})
 
@@ -545,3 +568,63 @@ def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> Non
         record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds,
                counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
                read_ahead_kb=mount.readahead_kb)
+
+
+# --- big-rss: the daemon's RSS against the file size -------------------------------------------
+
+def make_sparse_file(path: Path, size: int) -> list[int]:
+    """A sparse file of `size` bytes (`truncate`) with RSS_PATCHES runs of 1 MiB of random bytes
+    spread over it, so it is not all zeros; returns the offsets of those runs."""
+    offsets = sorted({(size - MiB) * i // (RSS_PATCHES - 1) // MiB * MiB for i in range(RSS_PATCHES)})
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset in offsets:
+            os.pwrite(f.fileno(), os.urandom(MiB), offset)
+    return offsets
+
+
+def run_big_rss(ctx: Context) -> None:
+    """Per repeat, the largest file first, each size on a fresh mountfs daemon (VmHWM is a peak
+    since start) with a fresh cache dir, which the read fills with a whole file's worth of blocks."""
+    if "mountfs" not in ctx.tools or "mountfs" in ctx.skipped:
+        return
+    buckets: dict[int, tuple[Path, list[int]]] = {}
+    try:
+        for size in ctx.scale.rss_sizes:
+            folder = ctx.work / f"rss-bucket-{human_size(size).replace(' ', '')}"
+            folder.mkdir()
+            buckets[size] = (folder, make_sparse_file(folder / "sparse.bin", size))
+        for n in range(1, ctx.repeat + 1):
+            for size in sorted(ctx.scale.rss_sizes, reverse=True):
+                ctx.log(f"[{BIG_RSS}] repeat {n}/{ctx.repeat}: {rss_row(size)}")
+                folder, patches = buckets[size]
+                ctx.attempt("mountfs", [BIG_RSS], partial(_big_rss_mount, ctx, folder, size, patches),
+                            row_key=rss_row(size))
+        growth = ctx.metric(BIG_RSS).rss_growth()
+        if growth is not None:
+            ctx.log(f"  {BIG_RSS}: peak RSS {human_size(max(ctx.scale.rss_sizes))} / "
+                    f"{human_size(min(ctx.scale.rss_sizes))} = {growth:.2f}")
+    finally:
+        for folder, _ in buckets.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _big_rss_mount(ctx: Context, folder: Path, size: int, patches: list[int],
+                   record: Callable[..., None]) -> None:
+    free = shutil.disk_usage(ctx.work).free
+    if free < size + 1 * GiB:
+        raise BenchError(f"{human_size(size)} of cache blocks need room: only {free / GiB:.1f} GiB free "
+                         f"in {ctx.work}")
+    source = folder / "sparse.bin"
+    with peers.mounted_folder(folder, ctx.work) as mount:
+        path = mount.mountpoint / source.name
+        drop_caches()
+        before = mount.counters()
+        got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+        if got != size:
+            raise BenchError(f"read {got} bytes of {size}")
+        record(BIG_RSS, size / seconds / MB, mount.peak_rss_kib(), seconds=seconds, file_bytes=size,
+               allocated_bytes=os.stat(source).st_blocks * 512,
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
+               read_ahead_kb=mount.readahead_kb)
+        verify(path, source, [*patches, patches[-1] + MiB - 64 * KiB, size // 2 + 12 * KiB], 64 * KiB)
