@@ -8,6 +8,8 @@ command returns only once the mount answers a stat, the way `mount` callers expe
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import os
@@ -47,10 +49,7 @@ IGNORED_OPTIONS = frozenset({
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug"}
 VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname"}
-# read.max_memory is shared out: half keeps recent blocks in memory (the block a reader is in, and
-# the prefetched ones waiting for it), a quarter bounds the bytes prefetches have in flight. A
-# handle's window never outgrows half the memory cache, or its prefetched blocks would be evicted
-# before the reader arrives.
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 class MountSetupError(MountfsError):
@@ -214,7 +213,12 @@ def run(prepared: Prepared, foreground: bool) -> int:
 
 def serve(prepared: Prepared, notify: Notify) -> int:
     config, options = prepared.config, prepared.options
+    _return_large_allocations_to_the_os()
     read = config.read
+    # read.max_memory is shared out: half keeps recent blocks in memory (the block a reader is in,
+    # and the prefetched ones waiting for it), a quarter bounds the bytes prefetches have in
+    # flight. A handle's window never outgrows half the memory cache, or its prefetched blocks
+    # would be evicted before the reader arrives.
     memory_cache = read.max_memory // 2
     cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
@@ -336,6 +340,18 @@ class Daemon:
 
 def _url_of(prepared: Prepared, path: str) -> str:
     return next((m.url.raw for m in prepared.config.mounts if m.path == path), "")
+
+
+def _return_large_allocations_to_the_os() -> None:
+    """Blocks are megabytes each: have glibc map every such allocation on its own, so that freeing
+    it gives the memory back. Left to itself, glibc raises its mmap threshold after the first frees
+    and serves later blocks from per-thread heaps that only grow: RSS rose with the bytes read
+    (278 MiB after 1 GiB, 359 MiB after 10 GiB in bench big-rss)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError) as exc:  # not glibc: nothing to tune
+        log.debug("mallopt unavailable: %s", exc)
 
 
 def _raise_kernel_readahead(device: int, nbytes: int) -> None:

@@ -27,6 +27,7 @@ Fetch = Callable[[int, int], Awaitable[bytes]]
 """fetch(start, length) -> the object's bytes in that range, from the store."""
 
 TOUCH_FLUSH_INTERVAL = 5.0
+PERSIST_BACKLOG = 8
 
 
 @dataclass
@@ -60,6 +61,9 @@ class BlockCache:
         # With a nursery (set by the daemon) fetched blocks are written to disk in the background
         # and their records committed in batches, so a reader never waits for the cache disk.
         self.nursery: trio.Nursery | None = None
+        # Blocks fetched but not yet on disk: past this many, readers wait for the disk to catch up
+        # (a fast store must not pile up blocks in memory behind a slower cache disk).
+        self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
         self._commit_wanted = trio.Event()
 
@@ -157,6 +161,7 @@ class BlockCache:
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
         else:
+            await self._persist_slots.acquire()
             self.nursery.start_soon(self._persist, obj, key, data)
         return data
 
@@ -168,6 +173,8 @@ class BlockCache:
             except Exception as exc:
                 log.warning("block of %s not cached: %s", obj.key, exc)
                 return
+            finally:
+                self._persist_slots.release()
             self._to_commit.append((obj, key, BlockRecord(len(data), crcs, time.time())))
             self._commit_wanted.set()
 
