@@ -239,6 +239,26 @@ class S3Server:
         self.process = _spawn(self.argv, self.log_path)
         _running.add(self)
         self.startup_seconds = _wait_ready(self)
+        _wait_data_ready(self)
+
+
+def _wait_data_ready(server: S3Server, timeout: float = READY_TIMEOUT) -> None:
+    """After a restart SeaweedFS answers listings before its volume serves old data again (a GET
+    then gets InternalError for a second or so): wait until one stored object reads back."""
+    probe = server.client(read_timeout=2.0, connect_timeout=1.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for bucket in probe.list_buckets().get("Buckets", []):
+                listed = probe.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", [])
+                if listed:
+                    probe.get_object(Bucket=bucket["Name"], Key=listed[0]["Key"])["Body"].read()
+                    return
+            return
+        except Exception:  # 5xx while the volume comes back
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _spawn(argv: list[str], log_path: str) -> subprocess.Popen[bytes]:
