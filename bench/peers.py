@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bench.harness import BenchError, peak_rss_kib
+from mountfs import kernel_mounts
 
 MOUNT_TIMEOUT = 60.0  # each tool answers in about a second; a wedged one must not stall the run
 UNMOUNT_TIMEOUT = 30.0
@@ -62,36 +63,11 @@ def missing_reason(tool: str) -> str | None:
     return None
 
 
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as \\ooo."""
-    out = bytearray()
-    raw = text.encode()
-    i = 0
-    while i < len(raw):
-        if raw[i:i + 1] == b"\\" and raw[i + 1:i + 4].isdigit():
-            out.append(int(raw[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
 def mount_entry(path: Path) -> tuple[str, str] | None:
     """(fs type, "MAJ:MIN") of what is mounted at `path`, from mountinfo: never stat a mount point
     whose daemon may be dead or hung."""
-    target = os.path.abspath(path)
-    found = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) > 4 and _unescape(fields[4]) == target:
-                    found = (right.split()[0] if right else "?", fields[2])
-    except OSError:
-        return None
-    return found
+    entry = kernel_mounts.mount_entry(path)
+    return (entry.fs_type, entry.device) if entry else None
 
 
 def lazy_unmount(path: Path) -> None:

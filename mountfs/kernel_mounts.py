@@ -7,6 +7,7 @@ hung one does not answer at all.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 
 def _unescape(field: str) -> str:
@@ -24,8 +25,14 @@ def _unescape(field: str) -> str:
     return os.fsdecode(bytes(out))
 
 
-def mount_type(path: str) -> str | None:
-    """The file system type mounted exactly at `path` ("fuse.mountfs", ...), or None."""
+@dataclass(frozen=True)
+class MountEntry:
+    fs_type: str  # "fuse.mountfs", "ext4", ...
+    device: str  # "MAJ:MIN", which names the mount's /sys/class/bdi entry
+
+
+def mount_entry(path: str | os.PathLike[str]) -> MountEntry | None:
+    """What is mounted exactly at `path` (the last mount there, the visible one), or None."""
     target = os.path.abspath(path)
     found = None
     try:
@@ -34,7 +41,13 @@ def mount_type(path: str) -> str | None:
                 fields = line.split()
                 separator = fields.index("-")
                 if _unescape(fields[4]) == target:
-                    found = fields[separator + 1]  # the last mount on a path is the visible one
+                    found = MountEntry(fields[separator + 1], fields[2])
     except OSError:
         return None
     return found
+
+
+def mount_type(path: str | os.PathLike[str]) -> str | None:
+    """The file system type mounted exactly at `path` ("fuse.mountfs", ...), or None."""
+    entry = mount_entry(path)
+    return entry.fs_type if entry else None
