@@ -398,29 +398,23 @@ def _seq_mount(ctx: Context, tool: str, metrics: list[str], samples: list[int],
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
         path = mount.mountpoint / BIG_KEY
         base = {"mount_seconds": round(mount.mount_seconds, 3), "read_ahead_kb": mount.readahead_kb}
+
+        def measure(metric: str) -> None:
+            before = mount.counters()
+            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+            if got != size:
+                raise BenchError(f"{metric}: read {got} bytes of {size}")
+            record(metric, size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
+                   counters=_delta(mount.counters(), before), **base)
+
         drop_caches()
-        before = mount.counters()
-        got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
-        if got != size:
-            raise BenchError(f"read {got} bytes of {size}")
-        record("cold-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
-               counters=_delta(mount.counters(), before), **base)
+        measure("cold-seq")
         verify(path, ctx.local_big, samples)
         if "warm-seq" in metrics and tool in specs["warm-seq"][4]:
             drop_caches()
-            before = mount.counters()
-            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
-            if got != size:
-                raise BenchError(f"warm read {got} bytes of {size}")
-            record("warm-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
-                   counters=_delta(mount.counters(), before), **base)
+            measure("warm-seq")
         if "hot-seq" in metrics and tool in specs["hot-seq"][4]:  # the last read left it in the page cache
-            before = mount.counters()
-            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
-            if got != size:
-                raise BenchError(f"hot read {got} bytes of {size}")
-            record("hot-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
-                   counters=_delta(mount.counters(), before), **base)
+            measure("hot-seq")
 
 
 def _seq_boto3(ctx: Context, record: Callable[..., None]) -> None:
