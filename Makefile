@@ -8,6 +8,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config
 STAMP := $(VENV)/.installed
 
+# The Debian packages of $(1) that are not installed yet, installed (apt-get update first).
+define apt-install-missing
+@missing=""; for p in $(1); do \
+  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "installing:$$missing"; \
+  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+fi
+endef
+
 .PHONY: demo test lint typecheck unit fuse bench system-deps venv clean
 
 demo: $(STAMP)
@@ -32,25 +43,13 @@ fuse: $(STAMP)
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.
 BENCH_APT_PACKAGES := rclone s3fs
 bench: $(STAMP)
-	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
+	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi; \
-	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	$(call apt-install-missing,$(APT_PACKAGES))
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 
 $(STAMP): pyproject.toml | system-deps

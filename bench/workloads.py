@@ -15,7 +15,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -173,6 +173,15 @@ class Context:
                 if tool in self.tools and tool not in order:
                     order.append(tool)
         return order
+
+
+    def runs(self, metrics: list[str], label: str) -> Iterator[str]:
+        """Each tool that measures `metrics`, once per repeat, logged; tools skipped are left out."""
+        for n in range(1, self.repeat + 1):
+            for tool in self.tools_for(metrics):
+                self.log(f"[{label}] repeat {n}/{self.repeat}: {tool}")
+                if tool not in self.skipped:
+                    yield tool
 
     def label(self, tool: str, metric: str) -> str:
         if tool == "boto3":
@@ -378,17 +387,13 @@ def run_sequential(ctx: Context, selected: set[str]) -> None:
     metrics: list[str] = [m for m in ("cold-seq", "warm-seq", "hot-seq") if m in selected]
     size = ctx.scale.big_bytes
     samples = random_offsets(7, size, 4 * KiB, VERIFY_SAMPLES)
-    for n in range(1, ctx.repeat + 1):
-        for tool in ctx.tools_for(metrics):
-            ctx.log(f"[{', '.join(metrics)}] repeat {n}/{ctx.repeat}: {tool}")
-            if tool in ctx.skipped:
-                continue
-            if tool == "boto3":
-                ctx.attempt(tool, metrics, partial(_seq_boto3, ctx))
-            elif tool == "local":
-                ctx.attempt(tool, metrics, partial(_seq_local, ctx))
-            else:
-                ctx.attempt(tool, metrics, partial(_seq_mount, ctx, tool, metrics, samples))
+    for tool in ctx.runs(metrics, ", ".join(metrics)):
+        if tool == "boto3":
+            ctx.attempt(tool, metrics, partial(_seq_boto3, ctx))
+        elif tool == "local":
+            ctx.attempt(tool, metrics, partial(_seq_local, ctx))
+        else:
+            ctx.attempt(tool, metrics, partial(_seq_mount, ctx, tool, metrics, samples))
 
 
 def _seq_mount(ctx: Context, tool: str, metrics: list[str], samples: list[int],
@@ -441,15 +446,11 @@ def _seq_local(ctx: Context, record: Callable[..., None]) -> None:
 # --- many small files ------------------------------------------------------------------------
 
 def run_small_files(ctx: Context) -> None:
-    for n in range(1, ctx.repeat + 1):
-        for tool in ctx.tools_for(["small-files"]):
-            ctx.log(f"[small-files] repeat {n}/{ctx.repeat}: {tool}")
-            if tool in ctx.skipped:
-                continue
-            if tool == "boto3":
-                ctx.attempt(tool, ["small-files"], partial(_small_boto3, ctx))
-            else:
-                ctx.attempt(tool, ["small-files"], partial(_small_mount, ctx, tool))
+    for tool in ctx.runs(["small-files"], "small-files"):
+        if tool == "boto3":
+            ctx.attempt(tool, ["small-files"], partial(_small_boto3, ctx))
+        else:
+            ctx.attempt(tool, ["small-files"], partial(_small_mount, ctx, tool))
 
 
 def _check_small(count: int, nbytes: int, scale: Scale) -> None:
@@ -499,15 +500,11 @@ def run_random(ctx: Context, workload: str) -> None:
     ops = ctx.scale.random_4k_ops if workload == "random-4k" else ctx.scale.random_1m_ops
     offsets = random_offsets(io_size, ctx.scale.big_bytes, io_size, ops)
     metrics = [f"{workload}-cold", f"{workload}-warm"]
-    for n in range(1, ctx.repeat + 1):
-        for tool in ctx.tools_for(metrics):
-            ctx.log(f"[{workload}] repeat {n}/{ctx.repeat}: {tool}")
-            if tool in ctx.skipped:
-                continue
-            if tool == "boto3":
-                ctx.attempt(tool, metrics, partial(_random_boto3, ctx, metrics, offsets, io_size))
-            else:
-                ctx.attempt(tool, metrics, partial(_random_mount, ctx, tool, metrics, offsets, io_size))
+    for tool in ctx.runs(metrics, workload):
+        if tool == "boto3":
+            ctx.attempt(tool, metrics, partial(_random_boto3, ctx, metrics, offsets, io_size))
+        else:
+            ctx.attempt(tool, metrics, partial(_random_mount, ctx, tool, metrics, offsets, io_size))
 
 
 def _random_mount(ctx: Context, tool: str, metrics: list[str], offsets: list[int], io_size: int,
@@ -544,12 +541,8 @@ def _random_boto3(ctx: Context, metrics: list[str], offsets: list[int], io_size:
 # --- metadata --------------------------------------------------------------------------------------
 
 def run_metadata(ctx: Context) -> None:
-    for n in range(1, ctx.repeat + 1):
-        for tool in ctx.tools_for(["metadata"]):
-            ctx.log(f"[metadata] repeat {n}/{ctx.repeat}: {tool}")
-            if tool in ctx.skipped:
-                continue
-            ctx.attempt(tool, ["metadata"], partial(_metadata_mount, ctx, tool))
+    for tool in ctx.runs(["metadata"], "metadata"):
+        ctx.attempt(tool, ["metadata"], partial(_metadata_mount, ctx, tool))
 
 
 def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
