@@ -143,19 +143,21 @@ class Namespace:
         if node.mount is None:
             return DirSnapshot(entries=[DirEntry(name, True, None) for name in node.children])
         mount, prefix = node.mount, node.key
-        cached = self._listings.get((id(mount), prefix))
-        if cached is not None and cached.complete and cached.expires > self.clock():
+        slot = (id(mount), prefix)
+        cached = self._fresh_listing(slot)
+        if cached is not None:
             # Listed in full within the metadata TTL: `ls -lR` after `find` costs nothing.
             return DirSnapshot(prefix, entries=list(cached.entries.values()))
-        listing = self._listing(mount, prefix, reset=True)
-        lookahead = self._lookahead_pending.get((id(mount), prefix))
+        listing = _DirListing(expires=self.clock() + self.metadata_ttl)
+        self._store_listing(slot, listing)
+        lookahead = self._lookahead_pending.get(slot)
 
         async def list_page(token: str | None) -> ListPage:
             if token is None and lookahead is not None:
                 # Being listed in the background right now: wait for that rather than list twice.
                 await lookahead.wait()
-                done = self._listings.get((id(mount), prefix))
-                if done is not None and done.complete:
+                done = self._fresh_listing(slot)
+                if done is not None:
                     return _as_page(prefix, done)
             page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
             self._record_page(listing, prefix, page)
@@ -178,9 +180,7 @@ class Namespace:
             return
         for prefix in prefixes[:LOOKAHEAD_SUBDIRS]:
             slot = (id(mount), prefix)
-            cached = self._listings.get(slot)
-            fresh = cached is not None and cached.complete and cached.expires > self.clock()
-            if fresh or slot in self._lookahead_pending:
+            if slot in self._lookahead_pending or self._fresh_listing(slot) is not None:
                 continue
             self._lookahead_pending[slot] = trio.Event()
             self.nursery.start_soon(self._list_in_background, mount, prefix)
@@ -208,10 +208,7 @@ class Namespace:
     def _parent_listing(self, node: Node) -> _DirListing | None:
         """The complete, fresh listing of the directory `node` is in, if there is one."""
         parent = self.inodes.get(node.parent) if node.mount is not None else None
-        listing = self._listings.get((id(node.mount), parent.key)) if parent is not None else None
-        if listing is None or not listing.complete or listing.expires < self.clock():
-            return None
-        return listing
+        return self._fresh_listing((id(node.mount), parent.key)) if parent is not None else None
 
     def position_in_parent(self, node: Node) -> int | None:
         """Where `node` stands in its directory's listing order."""
@@ -249,11 +246,11 @@ class Namespace:
         node.mtime_ns = meta.mtime_ns
         node.meta_expires = self.clock() + self.metadata_ttl
 
-    def _listing(self, mount: MountRoot, prefix: str, reset: bool = False) -> _DirListing:
-        slot = (id(mount), prefix)
+    def _fresh_listing(self, slot: tuple[int, str]) -> _DirListing | None:
+        """The directory's listing if it is complete and within the metadata TTL."""
         listing = self._listings.get(slot)
-        if listing is None or reset or listing.expires < self.clock():
-            self._store_listing(slot, listing := _DirListing(expires=self.clock() + self.metadata_ttl))
+        if listing is None or not listing.complete or listing.expires <= self.clock():
+            return None
         return listing
 
     def _store_listing(self, slot: tuple[int, str], listing: _DirListing) -> None:
