@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from mountfs.backends.base import ObjectId
-from mountfs.cache.blocks import BlockFiles, CorruptBlock
+from mountfs.cache.blocks import BlockFiles, Buffer, CorruptBlock, OpenBlock
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import Stale
@@ -28,6 +28,7 @@ Fetch = Callable[[int, int], Awaitable[bytes]]
 
 TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
+OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class BlockCache:
         self._memory_bytes = 0
         self._memory_limit = memory_bytes
         self._in_flight: dict[bytes, _InFlight] = {}
+        # Owned by the event loop; a worker thread gets a block only after it is taken out.
+        self._open_blocks: OrderedDict[bytes, OpenBlock] = OrderedDict()
         self._touched: set[bytes] = set()
         # With a nursery (set by the daemon) fetched blocks are written to disk in the background
         # and their records committed in batches, so a reader never waits for the cache disk.
@@ -68,6 +71,9 @@ class BlockCache:
         self._commit_wanted = trio.Event()
 
     def close(self) -> None:
+        for block in self._open_blocks.values():
+            block.close()
+        self._open_blocks.clear()
         self.flush_touches()
         self._commit_pending()
         self.index.close()
@@ -75,7 +81,7 @@ class BlockCache:
     # --- reading ------------------------------------------------------------------------
 
     async def read(self, obj: ObjectId, object_size: int, offset: int, length: int,
-                   fetch: Fetch) -> bytes | memoryview:
+                   fetch: Fetch) -> Buffer:
         """Exactly `length` bytes from `offset`, fewer only at the end of the object. A read within
         one block in memory is a view of it, not a copy (pyfuse3 sends any buffer)."""
         end = min(offset + length, object_size)
@@ -90,13 +96,13 @@ class BlockCache:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _read_in_block(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
-                             fetch: Fetch) -> bytes | memoryview:
+                             fetch: Fetch) -> Buffer:
         """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
         the chunks needed, so a small random read stays small), else fetched whole from the store."""
         key = block_key(obj, index)
         on_disk_checked = False
         if key not in self._memory and key not in self._in_flight:
-            part = await self._io(self._load, key, start, stop)
+            part = await self._read_from_disk(key, start, stop)
             if part is not None:
                 self.stats.hits += 1
                 self._touched.add(key)
@@ -104,6 +110,44 @@ class BlockCache:
             on_disk_checked = True
         block = await self.get_block(obj, object_size, index, fetch, on_disk_checked)
         return memoryview(block)[start:stop]
+
+    async def _read_from_disk(self, key: bytes, start: int, stop: int) -> Buffer | None:
+        """Bytes [start, stop) from the block's file, None when it is not cached. A block read
+        recently stays open, and its pages are read on the loop when the page cache has them
+        (no worker thread, no disk wait); anything else goes to a worker thread."""
+        block = self._open_blocks.pop(key, None)
+        try:
+            part = block.read_nowait(start, stop) if block is not None else None
+            if part is None:
+                block, part = await self._io(self._open_and_read, key, block, start, stop)
+        except CorruptBlock as exc:
+            await self._io(self._drop_corrupt, key, exc)
+            return None
+        if block is not None:
+            self._keep_open(key, block)
+        return part
+
+    def _open_and_read(self, key: bytes, block: OpenBlock | None, start: int,
+                       stop: int) -> tuple[OpenBlock | None, Buffer | None]:
+        if block is None:
+            record = self.index.lookup(key)
+            if record is None:
+                return None, None
+            block = self.files.open(key, record.length, record.crcs)
+        try:
+            return block, block.read(start, stop)
+        except BaseException:
+            block.close()
+            raise
+
+    def _keep_open(self, key: bytes, block: OpenBlock) -> None:
+        if key in self._open_blocks:  # another reader opened it meanwhile
+            block.close()
+            return
+        self._open_blocks[key] = block
+        if len(self._open_blocks) > OPEN_BLOCKS:
+            _, oldest = self._open_blocks.popitem(last=False)
+            oldest.close()
 
     def is_resident(self, obj: ObjectId, index: int) -> bool:
         """In memory, or being fetched or loaded right now."""
@@ -191,18 +235,21 @@ class BlockCache:
         if batch:
             self.index.commit_many(batch)
 
-    def _load(self, key: bytes, start: int = 0, stop: int | None = None) -> bytes | None:
+    def _load(self, key: bytes) -> bytes | None:
         record = self.index.lookup(key)
         if record is None:
             return None
         try:
-            return self.files.read(key, record.length, record.crcs, start, stop)
+            return self.files.read(key, record.length, record.crcs)
         except CorruptBlock as exc:
-            log.warning("dropping cached block: %s", exc)
-            self.stats.corrupt += 1
-            self.index.remove(key)
-            self.files.remove(key)
+            self._drop_corrupt(key, exc)
             return None
+
+    def _drop_corrupt(self, key: bytes, exc: CorruptBlock) -> None:
+        log.warning("dropping cached block: %s", exc)
+        self.stats.corrupt += 1
+        self.index.remove(key)
+        self.files.remove(key)
 
     def _store(self, obj: ObjectId, key: bytes, data: bytes) -> None:
         crcs = self.files.write(key, data)

@@ -13,6 +13,8 @@ from mountfs.processes import process_alive
 TEMP_SUFFIX = ".tmp"
 CHUNK = 64 * 1024  # checksum granularity: a 4 KiB random read verifies 64 KiB, not a whole block
 
+Buffer = bytes | bytearray | memoryview
+
 
 def chunk_crcs(data: bytes | memoryview) -> tuple[int, ...]:
     view = memoryview(data)
@@ -49,28 +51,26 @@ class BlockFiles:
             raise
         return chunk_crcs(data)
 
+    def open(self, key: bytes, length: int, crcs: tuple[int, ...]) -> OpenBlock:
+        """The block file, open and checked for length, ready for many small reads."""
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise CorruptBlock(f"block file {key.hex()} is missing") from exc
+        block = OpenBlock(key, fd, length, crcs)
+        if os.fstat(fd).st_size != length:
+            block.close()
+            raise CorruptBlock(f"block file {key.hex()} has the wrong length (expected {length})")
+        return block
+
     def read(self, key: bytes, length: int, crcs: tuple[int, ...], start: int = 0,
              end: int | None = None) -> bytes:
         """Bytes [start, end) of the block, after checking the checksum of every chunk they touch."""
-        end = length if end is None else end
-        first, last = start // CHUNK, (end - 1) // CHUNK
-        span_start = first * CHUNK
-        span_length = min(length, (last + 1) * CHUNK) - span_start
+        block = self.open(key, length, crcs)
         try:
-            with open(self.path(key), "rb") as f:
-                if os.fstat(f.fileno()).st_size != length:
-                    raise CorruptBlock(f"block file {key.hex()} has the wrong length (expected {length})")
-                data = os.pread(f.fileno(), span_length, span_start)
-        except FileNotFoundError as exc:
-            raise CorruptBlock(f"block file {key.hex()} is missing") from exc
-        view = memoryview(data)
-        for number in range(first, last + 1):
-            offset = (number - first) * CHUNK
-            if number >= len(crcs) or zlib.crc32(view[offset:offset + CHUNK]) != crcs[number]:
-                raise CorruptBlock(f"block file {key.hex()} fails its checksum (chunk {number})")
-        if start == span_start and end == span_start + span_length:
-            return data
-        return data[start - span_start:end - span_start]
+            return bytes(block.read(start, length if end is None else end))  # a whole block: no copy
+        finally:
+            block.close()
 
     def remove(self, key: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -99,3 +99,68 @@ def _writer_alive(temp_name: str) -> bool:
     except (IndexError, ValueError):
         return False
     return pid != os.getpid() and process_alive(pid)
+
+
+class OpenBlock:
+    """An open block file. Each chunk's checksum is checked the first time this daemon reads it
+    (the file never changes under its name: a new version of an object is a new key), so a warm
+    random read costs one pread and no CRC.
+
+    `read_nowait` never waits for the disk (RWF_NOWAIT): it answers only from the page cache,
+    which is what lets the event loop serve hot blocks without a worker thread.
+    """
+
+    def __init__(self, key: bytes, fd: int, length: int, crcs: tuple[int, ...]) -> None:
+        self.key = key
+        self.fd = fd
+        self.length = length
+        self.crcs = crcs
+        self._verified = 0  # bit n set: chunk n checked
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read(self, start: int, end: int) -> Buffer:
+        """Bytes [start, end); blocks on the disk when the pages are not cached."""
+        data = self._read(start, end, nowait=False)
+        assert data is not None
+        return data
+
+    def read_nowait(self, start: int, end: int) -> Buffer | None:
+        """Bytes [start, end) if the page cache has them all, else None (nothing waited for)."""
+        try:
+            return self._read(start, end, nowait=True)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:  # a cache dir on a file system without RWF_NOWAIT
+                return None
+            raise
+
+    def _read(self, start: int, end: int, nowait: bool) -> Buffer | None:
+        first, last = start // CHUNK, (end - 1) // CHUNK
+        unverified = [n for n in range(first, last + 1) if not self._verified >> n & 1]
+        # Checking a chunk needs all of it; a read of verified chunks reads only its own bytes.
+        span_start = first * CHUNK if unverified else start
+        span_end = min(self.length, (last + 1) * CHUNK) if unverified else end
+        data: bytes | bytearray
+        if nowait:
+            data = bytearray(span_end - span_start)
+            got = os.preadv(self.fd, [data], span_start, os.RWF_NOWAIT)
+            if got != len(data):
+                return None  # only partly cached: the blocking path reads it
+        else:
+            data = os.pread(self.fd, span_end - span_start, span_start)
+            if len(data) != span_end - span_start:
+                raise CorruptBlock(f"block file {self.key.hex()} is shorter than {self.length}")
+        view = memoryview(data)
+        for number in unverified:
+            offset = number * CHUNK - span_start
+            if number >= len(self.crcs) or zlib.crc32(view[offset:offset + CHUNK]) != self.crcs[number]:
+                raise CorruptBlock(f"block file {self.key.hex()} fails its checksum (chunk {number})")
+            self._verified |= 1 << number
+        if span_start == start and span_end == end:
+            return data
+        return view[start - span_start:end - span_start]

@@ -257,3 +257,51 @@ async def test_small_reads_of_a_cached_block_do_not_load_it_whole(tmp_path: os.P
     assert source.fetches == [] and second.stats.hits == 3
     assert second._memory_bytes == 0, "served from the block files, not loaded into memory"
     second.close()
+
+
+async def test_warm_reads_of_an_open_block_skip_the_index_and_worker_threads(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    big_block = 1 << 20
+    data = os.urandom(2 * big_block)
+    first = BlockCache(str(tmp_path), big_block, 8 << 20)
+    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    first.close()
+    cache = BlockCache(str(tmp_path), big_block, 0)  # no memory layer: every read is a disk read
+    lookups: list[bytes] = []
+    lookup = cache.index.lookup
+    monkeypatch.setattr(cache.index, "lookup", lambda key: lookups.append(key) or lookup(key))
+    offsets = [5, 300_000, 70_000, 900_000, big_block + 4096, big_block + 800_000]
+    for offset in offsets:
+        assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
+    assert len(lookups) == 2, "one index lookup per block, then its open file serves"
+    threads = 0
+    real_run_sync = trio.to_thread.run_sync
+
+    async def counted_run_sync(*args: object, **kwargs: object) -> object:
+        nonlocal threads
+        threads += 1
+        return await real_run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted_run_sync)
+    for offset in offsets:  # their pages are in the page cache now
+        assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
+    assert threads == 0, "page-cached reads of an open block are served on the loop"
+    cache.close()
+
+
+async def test_corruption_found_in_an_open_block_drops_it_and_fetches_again(
+        tmp_path: os.PathLike[str]) -> None:
+    from mountfs.cache.blocks import CHUNK
+
+    data = os.urandom(4 * CHUNK)
+    first = BlockCache(str(tmp_path), len(data), 8 << 20)
+    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    first.close()
+    cache, source = BlockCache(str(tmp_path), len(data), 0), Source(data)
+    assert await cache.read(OBJ, len(data), 10, 100, source.fetch) == data[10:110]  # opens the block
+    with open(cache.files.path(block_key(OBJ, 0)), "r+b") as f:
+        f.seek(2 * CHUNK + 10)
+        f.write(b"\0garbage\0")
+    assert await cache.read(OBJ, len(data), 2 * CHUNK, 100, source.fetch) == data[2 * CHUNK:2 * CHUNK + 100]
+    assert cache.stats.corrupt == 1 and source.fetches == [(0, len(data))]
+    cache.close()
