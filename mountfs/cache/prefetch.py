@@ -19,6 +19,8 @@ from mountfs.cache.block_cache import BlockCache, Fetch
 
 log = logging.getLogger(__name__)
 
+CONFIRMING_READS = 2
+
 
 @dataclass
 class ReadPattern:
@@ -29,15 +31,21 @@ class ReadPattern:
     tolerance: int  # how far a read may start from where the last ended and still be sequential
     next_offset: int = -1
     window: int = 0
+    run: int = 0  # reads in a row that continued the one before
 
     def observe(self, offset: int, size: int) -> int:
-        # A file's first read counts as sequential when it starts at the beginning.
-        expected = 0 if self.next_offset < 0 else self.next_offset
-        sequential = abs(offset - expected) <= (0 if self.next_offset < 0 else self.tolerance)
-        if sequential:
-            self.window = min(max(self.window * 2, self.block_size), self.max_window)
+        # A file's first read counts as sequential when it starts at the beginning. Elsewhere it
+        # takes two continuations in a row: one big random read reaches us as two or three
+        # adjacent requests, and reading blocks ahead for it would waste a fetch per read.
+        first = self.next_offset < 0
+        continues = offset == 0 if first else abs(offset - self.next_offset) <= self.tolerance
+        if continues:
+            self.run += 1
             self.next_offset = max(self.next_offset, offset + size)
+            if first or self.window or self.run >= CONFIRMING_READS:
+                self.window = min(max(self.window * 2, self.block_size), self.max_window)
         else:
+            self.run = 0
             self.window = 0
             self.next_offset = offset + size
         return self.window

@@ -36,8 +36,16 @@ def test_a_seek_resets_and_a_random_start_does_not_prefetch() -> None:
     for i in range(4):
         p.observe(i * 4096, 4096)
     assert p.observe(100 * BLOCK, 4096) == 0
-    assert p.observe(100 * BLOCK + 4096, 4096) == BLOCK, "sequential again from the new place"
+    assert p.observe(100 * BLOCK + 4096, 4096) == 0, "one continuation is not yet a stream"
+    assert p.observe(100 * BLOCK + 8192, 4096) == BLOCK, "sequential again from the new place"
     assert pattern().observe(50 * BLOCK, 4096) == 0
+
+
+def test_a_big_random_read_split_into_adjacent_requests_does_not_prefetch() -> None:
+    p = pattern()
+    for offset in (37 * BLOCK + 12288, 5 * BLOCK + 4096, 81 * BLOCK):
+        assert p.observe(offset, 128 * 1024) == 0
+        assert p.observe(offset + 128 * 1024, 896 * 1024) == 0
 
 
 def make(tmp_path: Path, latency: float = 0.0, concurrency: int = 4,
