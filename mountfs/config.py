@@ -115,7 +115,9 @@ class CacheConfig:
 class ReadConfig:
     metadata_ttl: float = 60.0
     negative_ttl: float = 5.0
-    max_concurrency: int = 16
+    # Store requests in flight (each up to 16 MiB when reading ahead). More threads only fight
+    # over the GIL: a cold 1 GiB read went from about 950 MB/s with 8 to about 700 with 16.
+    max_concurrency: int = 8
     readahead_max: int = 256 * MiB
     max_memory: int = 192 * MiB  # block bytes the daemon holds in memory, all handles together
     kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root

@@ -52,6 +52,17 @@ class AsyncStore:
         self.stats.bytes_fetched += len(data)
         return data
 
+    async def get_pieces(self, key: str, start: int, length: int, piece: int,
+                         etag: str | None) -> list[bytes]:
+        self.stats.requests["get"] += 1
+        try:
+            pieces = await self._run(self.store.get_pieces, key, start, length, piece, etag)
+        except Exception:
+            self.stats.errors["get"] += 1
+            raise
+        self.stats.bytes_fetched += sum(map(len, pieces))
+        return pieces
+
     async def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
                    max_keys: int = 1000) -> ListPage:
         self.stats.requests["list"] += 1

@@ -79,6 +79,16 @@ class ObjectStore(abc.ABC):
         With `etag`, the read is pinned to that version: Stale if the object changed.
         """
 
+    def get_pieces(self, key: str, start: int, length: int, piece: int,
+                   etag: str | None = None) -> builtins.list[bytes]:
+        """`get_range` as consecutive `piece`-byte parts (the last may be shorter): one request
+        fills several cache blocks, each its own buffer. Adapters that can stream override this
+        to avoid the copy made here."""
+        data = self.get_range(key, start, length, etag)
+        if len(data) <= piece:
+            return [data] if data else []
+        return [data[i:i + piece] for i in range(0, len(data), piece)]
+
     @abc.abstractmethod
     def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
              max_keys: int = 1000) -> ListPage:

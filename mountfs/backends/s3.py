@@ -179,10 +179,15 @@ class S3Store(ObjectStore):
         return self._call(f"HEAD {self._name(key)}", do)
 
     def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
-        if length <= 0:
-            return b""
+        pieces = self.get_pieces(key, start, length, max(length, 1), etag)
+        return pieces[0] if pieces else b""
 
-        def do() -> bytes:
+    def get_pieces(self, key: str, start: int, length: int, piece: int,
+                   etag: str | None = None) -> builtins.list[bytes]:
+        if length <= 0:
+            return []
+
+        def do() -> builtins.list[bytes]:
             args: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
                                     "Range": f"bytes={start}-{start + length - 1}"}
             if etag:
@@ -191,10 +196,15 @@ class S3Store(ObjectStore):
                 reply = self.client.get_object(**args)
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return b""  # the range starts at or past the end of the object
+                    return []  # the range starts at or past the end of the object
                 raise
             with reply["Body"] as body:
-                return body.read()
+                if piece >= length:
+                    return [body.read()]  # read whole: no intermediate buffer
+                pieces = []
+                while chunk := body.read(piece):
+                    pieces.append(chunk)
+                return pieces
 
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
 

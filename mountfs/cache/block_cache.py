@@ -23,8 +23,8 @@ from mountfs.errors import Stale
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[int, int], Awaitable[bytes]]
-"""fetch(start, length) -> the object's bytes in that range, from the store."""
+Fetch = Callable[[int, int], Awaitable[list[bytes]]]
+"""fetch(start, length) -> the object's bytes in that range, from the store, as block-sized pieces."""
 
 TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
@@ -176,38 +176,72 @@ class BlockCache:
                 raise flight.error
             # The fetching task was cancelled: its readers try again on their own.
         flight = self._in_flight[key] = _InFlight()
-        try:
-            data = await self._load_or_fetch(obj, object_size, index, key, fetch, on_disk_checked)
-            flight.data = data
-            self._remember(key, data)
-            return data
-        except Exception as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._in_flight[key]
-            flight.done.set()
+        filled = await self._fill(obj, object_size, {index: (key, flight)}, fetch, on_disk_checked)
+        return filled[index]
 
-    async def _load_or_fetch(self, obj: ObjectId, object_size: int, index: int, key: bytes,
-                             fetch: Fetch, on_disk_checked: bool) -> bytes:
-        start = index * self.block_size
-        length = min(self.block_size, object_size - start)
-        cached = None if on_disk_checked else await self._io(self._load, key)
-        if cached is not None:
-            self.stats.hits += 1
-            self._touched.add(key)
-            return cached
-        self.stats.misses += 1
-        data = await fetch(start, length)
-        if len(data) != length:
-            # The object is shorter than its metadata said: it changed under us.
-            raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {len(data)}")
+    async def get_run(self, obj: ObjectId, object_size: int, first: int, count: int, fetch: Fetch) -> None:
+        """Bring blocks [first, first + count) into memory: those on disk loaded, the rest fetched
+        with one store request per contiguous stretch. Fewer, larger requests cost a fraction of
+        the CPU per byte (botocore spends about a millisecond on each request)."""
+        claimed: dict[int, tuple[bytes, _InFlight]] = {}
+        for index in range(first, first + count):
+            key = block_key(obj, index)
+            if key not in self._memory and key not in self._in_flight:
+                claimed[index] = (key, _InFlight())
+                self._in_flight[key] = claimed[index][1]
+        if claimed:
+            await self._fill(obj, object_size, claimed, fetch, on_disk_checked=False)
+
+    async def _fill(self, obj: ObjectId, object_size: int, claimed: dict[int, tuple[bytes, _InFlight]],
+                    fetch: Fetch, on_disk_checked: bool) -> dict[int, bytes]:
+        """Settle every claimed flight: with its block from disk or from the store, or with the
+        error that stopped it (a cancelled fill leaves no error: its waiters try on their own)."""
+        filled: dict[int, bytes] = {}
+        pending = dict(claimed)
+        try:
+            if not on_disk_checked:
+                loaded = await self._io(self._load_many, {i: key for i, (key, _) in pending.items()})
+                for index, data in loaded.items():
+                    key, flight = pending.pop(index)
+                    self.stats.hits += 1
+                    self._touched.add(key)
+                    filled[index] = self._settle(key, flight, data)
+            for run in _stretches(sorted(pending)):
+                start = run[0] * self.block_size
+                length = min(self.block_size * len(run), object_size - start)
+                self.stats.misses += len(run)
+                pieces = await fetch(start, length)
+                got = sum(map(len, pieces))
+                if got != length or any(len(piece) != self.block_size for piece in pieces[:-1]):
+                    # The object is shorter than its metadata said: it changed under us.
+                    raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {got}")
+                for index, data in zip(run, pieces, strict=True):
+                    key, flight = pending.pop(index)
+                    await self._keep(obj, key, data)
+                    filled[index] = self._settle(key, flight, data)
+        except BaseException as exc:
+            for key, flight in pending.values():
+                if isinstance(exc, Exception):
+                    flight.error = exc
+                del self._in_flight[key]
+                flight.done.set()
+            raise
+        return filled
+
+    def _settle(self, key: bytes, flight: _InFlight, data: bytes) -> bytes:
+        flight.data = data
+        self._remember(key, data)
+        del self._in_flight[key]
+        flight.done.set()
+        return data
+
+    async def _keep(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+        """Write a fetched block to disk: in the background when the daemon gave us a nursery."""
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
         else:
             await self._persist_slots.acquire()
             self.nursery.start_soon(self._persist, obj, key, data)
-        return data
 
     async def _persist(self, obj: ObjectId, key: bytes, data: bytes) -> None:
         # Shielded: a block being written when the daemon stops is finished and committed.
@@ -234,6 +268,15 @@ class BlockCache:
         batch, self._to_commit = self._to_commit, []
         if batch:
             self.index.commit_many(batch)
+
+    def _load_many(self, keys: dict[int, bytes]) -> dict[int, bytes]:
+        """Of the blocks `keys` names (by index), those found whole and sound on disk."""
+        found = {}
+        for index, key in keys.items():
+            data = self._load(key)
+            if data is not None:
+                found[index] = data
+        return found
 
     def _load(self, key: bytes) -> bytes | None:
         record = self.index.lookup(key)
@@ -286,3 +329,14 @@ class BlockCache:
     async def startup(self) -> int:
         """Clear what a killed predecessor left half-written."""
         return await self._io(self.files.remove_orphan_temps)
+
+
+def _stretches(indices: list[int]) -> list[list[int]]:
+    """Sorted block indices cut into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs

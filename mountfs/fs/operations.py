@@ -82,9 +82,9 @@ class _OpenFile:
     prefetches: PrefetchGroup
 
 
-def _fetcher(store: AsyncStore, obj: ObjectId) -> Fetch:
-    async def fetch(start: int, length: int) -> bytes:
-        return await store.get_range(obj.key, start, length, obj.etag)
+def _fetcher(store: AsyncStore, obj: ObjectId, block_size: int) -> Fetch:
+    async def fetch(start: int, length: int) -> list[bytes]:
+        return await store.get_pieces(obj.key, start, length, block_size, obj.etag)
 
     return fetch
 
@@ -206,7 +206,8 @@ class Operations(pyfuse3.Operations):
         store = node.mount.store
         obj = store.store.object_id(node.meta)
         pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
-        self._files[fh] = _OpenFile(obj, node.meta.size, _fetcher(store, obj), pattern, PrefetchGroup())
+        fetch = _fetcher(store, obj, self.cache.block_size)
+        self._files[fh] = _OpenFile(obj, node.meta.size, fetch, pattern, PrefetchGroup())
         self.stats.opens += 1
         self._prefetch_siblings(node)
         # The kernel's cached pages are still right when the object has not changed since the
@@ -241,11 +242,11 @@ class Operations(pyfuse3.Operations):
             self._directories.popitem(last=False)
         if not pattern.observe(position):
             return
-        store = node.mount.store
+        store, block_size = node.mount.store, self.cache.block_size
         for meta in self.namespace.files_after(node, SIBLINGS_AHEAD):
             obj = store.store.object_id(meta)
-            self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0,
-                                   min(meta.size, self.cache.block_size), _fetcher(store, obj))
+            self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0, min(meta.size, block_size),
+                                   _fetcher(store, obj, block_size))
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         handle = self._files.pop(fh, None)

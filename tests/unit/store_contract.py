@@ -113,6 +113,17 @@ class StoreContract:
         assert store.get_range("blob", len(data), 10) == b""  # at EOF
         assert store.get_range("blob", len(data) + 5000, 10) == b""  # beyond EOF
 
+    def test_get_pieces_splits_one_range_into_fixed_parts(self, store: ObjectStore, put: Put) -> None:
+        data = bytes(range(256)) * 40  # 10,240 bytes
+        put("blob", data)
+        pieces = store.get_pieces("blob", 1000, 7000, 3000)
+        assert [len(p) for p in pieces] == [3000, 3000, 1000] and b"".join(pieces) == data[1000:8000]
+        assert b"".join(store.get_pieces("blob", 9000, 5000, 1024)) == data[9000:]  # runs past the end
+        assert store.get_pieces("blob", 0, len(data), len(data)) == [data]
+        assert store.get_pieces("blob", len(data), 10, 4) == []
+        with pytest.raises(Stale):
+            store.get_pieces("blob", 0, 10, 4, etag="not-the-etag")
+
     def test_get_range_missing_is_not_found(self, store: ObjectStore, put: Put) -> None:
         put("a/b", b"x")
         with pytest.raises(NotFound):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 
 import pytest
 import trio
@@ -21,16 +22,18 @@ OBJ = ObjectId("memory", "mem", "dir/file.bin", "etag-1")
 class Source:
     """A store stand-in that counts fetches and can be slowed down."""
 
-    def __init__(self, data: bytes = DATA, delay: float = 0.0) -> None:
+    def __init__(self, data: bytes = DATA, delay: float = 0.0, piece: int = BLOCK) -> None:
         self.data = data
         self.delay = delay
+        self.piece = piece
         self.fetches: list[tuple[int, int]] = []
 
-    async def fetch(self, start: int, length: int) -> bytes:
+    async def fetch(self, start: int, length: int) -> list[bytes]:
         self.fetches.append((start, length))
         if self.delay:
             await trio.sleep(self.delay)
-        return self.data[start:start + length]
+        data = self.data[start:start + length]
+        return [data[i:i + self.piece] for i in range(0, len(data), self.piece)]
 
 
 def make_cache(path: str, memory: int = 1 << 20) -> BlockCache:
@@ -249,9 +252,9 @@ async def test_small_reads_of_a_cached_block_do_not_load_it_whole(tmp_path: os.P
     big_block = 1 << 20
     data = os.urandom(3 * big_block)
     first = BlockCache(str(tmp_path), big_block, 8 << 20)
-    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    await first.read(OBJ, len(data), 0, len(data), Source(data, piece=big_block).fetch)
     first.close()
-    second, source = BlockCache(str(tmp_path), big_block, 8 << 20), Source(data)
+    second, source = BlockCache(str(tmp_path), big_block, 8 << 20), Source(data, piece=big_block)
     for offset in (5, big_block + 70_000, 2 * big_block + 3):
         assert await second.read(OBJ, len(data), offset, 4096, source.fetch) == data[offset:offset + 4096]
     assert source.fetches == [] and second.stats.hits == 3
@@ -264,7 +267,7 @@ async def test_warm_reads_of_an_open_block_skip_the_index_and_worker_threads(
     big_block = 1 << 20
     data = os.urandom(2 * big_block)
     first = BlockCache(str(tmp_path), big_block, 8 << 20)
-    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    await first.read(OBJ, len(data), 0, len(data), Source(data, piece=big_block).fetch)
     first.close()
     cache = BlockCache(str(tmp_path), big_block, 0)  # no memory layer: every read is a disk read
     lookups: list[bytes] = []
@@ -295,9 +298,9 @@ async def test_corruption_found_in_an_open_block_drops_it_and_fetches_again(
 
     data = os.urandom(4 * CHUNK)
     first = BlockCache(str(tmp_path), len(data), 8 << 20)
-    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    await first.read(OBJ, len(data), 0, len(data), Source(data, piece=len(data)).fetch)
     first.close()
-    cache, source = BlockCache(str(tmp_path), len(data), 0), Source(data)
+    cache, source = BlockCache(str(tmp_path), len(data), 0), Source(data, piece=len(data))
     assert await cache.read(OBJ, len(data), 10, 100, source.fetch) == data[10:110]  # opens the block
     with open(cache.files.path(block_key(OBJ, 0)), "r+b") as f:
         f.seek(2 * CHUNK + 10)
@@ -305,3 +308,56 @@ async def test_corruption_found_in_an_open_block_drops_it_and_fetches_again(
     assert await cache.read(OBJ, len(data), 2 * CHUNK, 100, source.fetch) == data[2 * CHUNK:2 * CHUNK + 100]
     assert cache.stats.corrupt == 1 and source.fetches == [(0, len(data))]
     cache.close()
+
+
+async def test_a_run_of_blocks_is_one_request_for_what_is_neither_in_memory_nor_on_disk(
+        tmp_path: os.PathLike[str]) -> None:
+    data = os.urandom(8 * BLOCK)
+    first = make_cache(str(tmp_path))
+    await first.read(OBJ, len(data), 2 * BLOCK, 10, Source(data).fetch)  # block 2 on disk
+    first.close()
+    cache, source = make_cache(str(tmp_path)), Source(data, delay=0.01)
+    await cache.read(OBJ, len(data), 5 * BLOCK, 10, source.fetch)  # block 5 in memory
+    source.fetches.clear()
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(bytes(await cache.read(OBJ, len(data), 3 * BLOCK + 7, BLOCK, source.fetch)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.get_run, OBJ, len(data), 0, 8, source.fetch)
+        await trio.sleep(0)
+        nursery.start_soon(reader)
+    assert source.fetches == [(0, 2 * BLOCK), (3 * BLOCK, 2 * BLOCK), (6 * BLOCK, 2 * BLOCK)]
+    assert results == [data[3 * BLOCK + 7:4 * BLOCK + 7]], "the reader joined the run in flight"
+    assert cache.stats.shared == 2
+    assert all(cache.is_resident(OBJ, i) for i in range(8))
+    cache.close()
+
+
+async def test_a_failed_run_reaches_the_readers_waiting_on_any_of_its_blocks(
+        tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    started = trio.Event()
+
+    async def failing(start: int, length: int) -> list[bytes]:
+        started.set()
+        await trio.sleep(0.01)
+        raise Stale("changed")
+
+    async def reader() -> None:
+        with pytest.raises(Stale):
+            await cache.read(OBJ, len(DATA), 2 * BLOCK, 10, Source().fetch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_expect_stale, cache.get_run(OBJ, len(DATA), 0, 4, failing))
+        await started.wait()
+        nursery.start_soon(reader)
+    assert not cache._in_flight
+    assert await cache.read(OBJ, len(DATA), 2 * BLOCK, 10, Source().fetch) == DATA[2 * BLOCK:2 * BLOCK + 10]
+    cache.close()
+
+
+async def _expect_stale(call: Awaitable[None]) -> None:
+    with pytest.raises(Stale):
+        await call

@@ -48,12 +48,12 @@ def test_a_big_random_read_split_into_adjacent_requests_does_not_prefetch() -> N
         assert p.observe(offset + 128 * 1024, 896 * 1024) == 0
 
 
-def make(tmp_path: Path, latency: float = 0.0, concurrency: int = 4,
-         max_bytes: int = 1 << 30) -> tuple[MemoryStore, BlockCache, PrefetchScheduler]:
+def make(tmp_path: Path, latency: float = 0.0, concurrency: int = 4, max_bytes: int = 1 << 30,
+         request_bytes: int = BLOCK) -> tuple[MemoryStore, BlockCache, PrefetchScheduler]:
     store = MemoryStore()
     store.latency = latency
     cache = BlockCache(str(tmp_path), BLOCK, 64 * BLOCK)
-    return store, cache, PrefetchScheduler(cache, concurrency, max_bytes)
+    return store, cache, PrefetchScheduler(cache, concurrency, max_bytes, request_bytes)
 
 
 class CountingFetch:
@@ -65,11 +65,11 @@ class CountingFetch:
         self.obj = store.object_id(self.meta)
         self.running = self.most_at_once = 0
 
-    async def __call__(self, start: int, length: int) -> bytes:
+    async def __call__(self, start: int, length: int) -> list[bytes]:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
-            return await self.store.get_range(self.key, start, length, self.meta.etag)
+            return await self.store.get_pieces(self.key, start, length, BLOCK, self.meta.etag)
         finally:
             self.running -= 1
 
@@ -109,9 +109,9 @@ async def test_closing_a_handle_stops_its_prefetches(tmp_path: Path) -> None:
     obj = store.object_id(meta)
     release = trio.Event()
 
-    async def slow_fetch(start: int, length: int) -> bytes:
+    async def slow_fetch(start: int, length: int) -> list[bytes]:
         await release.wait()
-        return b"x" * length
+        return [b"x" * length]
 
     group = PrefetchGroup()
     async with trio.open_nursery() as nursery:
@@ -130,7 +130,7 @@ async def test_closing_a_handle_stops_its_prefetches(tmp_path: Path) -> None:
 async def test_no_nursery_means_no_prefetch(tmp_path: Path) -> None:
     _store, _cache, scheduler = make(tmp_path)
 
-    async def fetch(start: int, length: int) -> bytes:
+    async def fetch(start: int, length: int) -> list[bytes]:
         raise AssertionError("must not fetch")
 
     from mountfs.backends.base import ObjectId
