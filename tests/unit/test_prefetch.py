@@ -146,3 +146,19 @@ def test_files_opened_in_listing_order_are_detected() -> None:
     assert [in_order.observe(p) for p in (0, 1, 3, 2, 4, 6)] == [False, False, True, True, True, True]
     shuffled = DirectoryPattern()
     assert not any(shuffled.observe(p) for p in (500, 17, 920, 333, 48, 771))
+
+
+async def test_blocks_ahead_are_fetched_in_runs_of_up_to_request_bytes(tmp_path: Path) -> None:
+    store, cache, scheduler = make(tmp_path, concurrency=8, request_bytes=4 * BLOCK)
+    data = os.urandom(10 * BLOCK)
+    store.put_object("f", data)
+    fetch = CountingFetch(store, "f")
+    async with trio.open_nursery() as nursery:
+        scheduler.nursery = nursery
+        # Blocks 1-4 in one request, then 5-7: the window (to block 4) rounded up to a whole run.
+        scheduler.schedule(PrefetchGroup(), fetch.obj, len(data), BLOCK, 5 * BLOCK, fetch)
+        assert scheduler.active == 2 and scheduler.started == 7
+    assert store.calls["get_range"] == 2
+    assert all(cache.is_resident(fetch.obj, i) for i in range(1, 8))
+    assert not cache.is_resident(fetch.obj, 8) and not cache.is_resident(fetch.obj, 0)
+    assert await cache.read(fetch.obj, len(data), 0, len(data), fetch) == data
