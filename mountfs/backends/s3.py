@@ -21,9 +21,11 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.utils
+import urllib3.exceptions
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import call_with_retry
+from mountfs.backends.s3_get import Credentials, RangedGetter, S3Error
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
 from mountfs.errors import (
@@ -58,6 +60,7 @@ TRANSIENT_EXCEPTIONS = (
     botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.HTTPClientError,
+    urllib3.exceptions.HTTPError,  # the ranged GETs of s3_get: resets, timeouts, short bodies
     ConnectionError,
     TimeoutError,
 )
@@ -65,6 +68,7 @@ TRANSIENT_EXCEPTIONS = (
 ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
 
 _clients: dict[tuple[Any, ...], S3Client] = {}
+_getters: dict[tuple[Any, ...], RangedGetter] = {}
 _clients_lock = threading.Lock()
 
 
@@ -110,24 +114,40 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
     return client
 
 
+def getter_for(settings: S3Settings, timeout: float) -> RangedGetter:
+    """One ranged-GET pool per endpoint and credentials in each process, signing with the
+    credentials boto3 resolves (so the chain's refreshable ones refresh)."""
+    ident = ("get", os.getpid(), settings, timeout)
+    with _clients_lock:
+        getter = _getters.get(ident)
+        if getter is None:
+            getter = _getters[ident] = RangedGetter(settings, _credentials_source(settings), timeout)
+    return getter
+
+
+def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
+    if not settings.uses_chain:
+        fixed = Credentials(settings.key or "", settings.secret or "", settings.token)
+        return lambda: fixed
+    resolved = boto3.session.Session(region_name=settings.region).get_credentials()
+
+    def current() -> Credentials:
+        frozen = resolved.get_frozen_credentials() if resolved is not None else None
+        if frozen is None or frozen.access_key is None or frozen.secret_key is None:
+            raise botocore.exceptions.NoCredentialsError()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    return current
+
+
 def translate(exc: Exception, what: str) -> Exception:
-    """The mountfs error for a boto3/botocore failure of the request `what`."""
+    """The mountfs error for a boto3/botocore (or s3_get) failure of the request `what`."""
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        detail = f"{code or status} {error.get('Message', '')}".strip()
-        if code == "NoSuchBucket":
-            return NotFound(f"{what}: the bucket does not exist")
-        if code in NOT_FOUND_CODES or status == "404":
-            return NotFound(f"{what}: not found")
-        if code in STALE_CODES or status == "412":
-            return Stale(f"{what}: the object changed ({detail})")
-        if code in DENIED_CODES or status == "403":
-            return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
-        if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
-            return Transient(f"{what}: {detail}")
-        return StoreUnavailable(f"{what}: {detail}")
+        return _answer_error(str(error.get("Code", "")), status, str(error.get("Message", "")), what)
+    if isinstance(exc, S3Error):
+        return _answer_error(exc.code, str(exc.status), exc.message, what)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no credentials found (set key and secret in [s3] or "
                             "[[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE)")
@@ -136,6 +156,21 @@ def translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return Transient(f"{what}: {exc}")
     return exc
+
+
+def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
+    detail = f"{code or status} {message}".strip()
+    if code == "NoSuchBucket":
+        return NotFound(f"{what}: the bucket does not exist")
+    if code in NOT_FOUND_CODES or status == "404":
+        return NotFound(f"{what}: not found")
+    if code in STALE_CODES or status == "412":
+        return Stale(f"{what}: the object changed ({detail})")
+    if code in DENIED_CODES or status == "403":
+        return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
+    if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
+        return Transient(f"{what}: {detail}")
+    return StoreUnavailable(f"{what}: {detail}")
 
 
 class S3Store(ObjectStore):
@@ -188,23 +223,8 @@ class S3Store(ObjectStore):
             return []
 
         def do() -> builtins.list[bytes]:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
-                                    "Range": f"bytes={start}-{start + length - 1}"}
-            if etag:
-                args["IfMatch"] = f'"{etag}"'
-            try:
-                reply = self.client.get_object(**args)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return []  # the range starts at or past the end of the object
-                raise
-            with reply["Body"] as body:
-                if piece >= length:
-                    return [body.read()]  # read whole: no intermediate buffer
-                pieces = []
-                while chunk := body.read(piece):
-                    pieces.append(chunk)
-                return pieces
+            getter = getter_for(self.settings, self.retry.request_timeout)
+            return getter.get_pieces(key, start, length, piece, etag)
 
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
 

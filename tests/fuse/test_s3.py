@@ -110,7 +110,7 @@ def test_an_object_changed_while_open_reads_as_estale(mounter: Mounter, seaweedf
                                                       tmp_path: Path) -> None:
     seaweedfs.create_bucket("changing")
     client = seaweedfs.client()
-    client.put_object(Bucket="changing", Key="model.bin", Body=b"1" * (3 * MiB))
+    client.put_object(Bucket="changing", Key="model.bin", Body=b"1" * (24 * MiB))
     config = s3_config(tmp_path, {"c": f"s3://{seaweedfs.host_port}/changing"},
                        [{"host": seaweedfs.host_port, "key": seaweedfs.access_key,
                          "secret": seaweedfs.secret_key}])
@@ -118,9 +118,11 @@ def test_an_object_changed_while_open_reads_as_estale(mounter: Mounter, seaweedf
     fd = os.open(mnt.join("c", "model.bin"), os.O_RDONLY)
     try:
         assert os.pread(fd, 10, 0) == b"1" * 10
-        client.put_object(Bucket="changing", Key="model.bin", Body=b"2" * (3 * MiB))
+        client.put_object(Bucket="changing", Key="model.bin", Body=b"2" * (24 * MiB))
         with pytest.raises(OSError) as info:
-            os.pread(fd, 10, 2 * MiB)  # a block not read yet: If-Match on the old ETag fails
+            # A block not read yet (read-ahead after the first read stops at 16 MiB): If-Match on
+            # the old ETag fails.
+            os.pread(fd, 10, 20 * MiB)
         assert info.value.errno == errno.ESTALE
     finally:
         os.close(fd)

@@ -1,0 +1,147 @@
+"""Ranged S3 GETs without botocore's request pipeline: SigV4-signed here, sent with urllib3.
+
+Reads are the hot path: a botocore `get_object` costs about 0.9 ms of CPU (event hooks, model
+validation, response parsing) against about 0.25 ms for the same signed GET sent here, measured
+with 8 threads on 2,000 objects of 128 KiB (bench small-files is bound by exactly that, under the
+GIL). Everything else (HEAD, LIST, writes, credential resolution) stays with boto3; this module
+signs with the credentials boto3 resolved, so refreshable ones (roles, SSO) keep refreshing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import urllib3
+
+from mountfs.backends.s3_settings import S3Settings
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET's payload, signed as botocore does over http
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    key: str
+    secret: str
+    token: str | None = None
+
+
+class S3Error(Exception):
+    """An S3 error answer: the HTTP status, and the error code and message of its XML body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code or status} {message}".strip())
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Signer:
+    """AWS Signature Version 4 for S3 requests without a body (what GETs need)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._keys: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        with self._lock:
+            key = self._keys.get((secret, date))
+            if key is None:
+                key = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
+                for part in (self.region, "s3", "aws4_request"):
+                    key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+                self._keys = {(secret, date): key}  # one day's key is all that is ever needed
+            return key
+
+    def sign(self, method: str, host: str, path: str, headers: dict[str, str], credentials: Credentials,
+             now: datetime.datetime) -> dict[str, str]:
+        """`headers` plus the SigV4 ones. `path` is already URI-encoded; there is no query."""
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        date = stamp[:8]
+        signed = {name.lower(): value.strip() for name, value in headers.items()}
+        signed.update({"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp})
+        if credentials.token:
+            signed["x-amz-security-token"] = credentials.token
+        names = sorted(signed)
+        canonical = "\n".join([method, path, "", *(f"{n}:{signed[n]}" for n in names), "",
+                               ";".join(names), EMPTY_SHA256])
+        scope = f"{date}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        signature = hmac.new(self._signing_key(credentials.secret, date), to_sign.encode(),
+                             hashlib.sha256).hexdigest()
+        signed["authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.key}/{scope}, "
+                                   f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        del signed["host"]  # urllib3 sends it from the URL
+        return signed
+
+
+def object_url(settings: S3Settings, key: str) -> tuple[str, str, str]:
+    """(base URL, Host header, encoded path) of one object: path style on custom endpoints and for
+    bucket names that are not DNS labels, virtual-hosted on AWS (as botocore's "auto" does)."""
+    quoted = urllib.parse.quote(key, safe="/~")
+    if settings.endpoint_url:
+        parts = urllib.parse.urlsplit(settings.endpoint_url)
+        return f"{parts.scheme}://{parts.netloc}", parts.netloc, f"/{settings.bucket}/{quoted}"
+    regional = f"s3.{settings.region}.amazonaws.com"
+    if re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", settings.bucket):
+        host = f"{settings.bucket}.{regional}"
+        return f"https://{host}", host, f"/{quoted}"
+    return f"https://{regional}", regional, f"/{settings.bucket}/{quoted}"
+
+
+class RangedGetter:
+    """Signed ranged GETs of one bucket over a pool of keep-alive connections."""
+
+    def __init__(self, settings: S3Settings, credentials: Callable[[], Credentials], timeout: float) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.signer = Signer(settings.region)
+        verify = settings.verify
+        tls: dict[str, object] = {}
+        if verify is False:
+            tls["cert_reqs"] = "CERT_NONE"
+        elif isinstance(verify, str):
+            tls["ca_certs"] = verify
+        self.pool = urllib3.PoolManager(
+            num_pools=4, maxsize=settings.pool_connections, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls)  # type: ignore[arg-type]
+
+    def get_pieces(self, key: str, start: int, length: int, piece: int, etag: str | None,
+                   now: Callable[[], datetime.datetime] | None = None) -> list[bytes]:
+        """Bytes [start, start + length) in `piece`-sized parts; [] when `start` is past the end.
+        Raises S3Error for an error answer, urllib3/OS errors for a failed connection."""
+        base, host, path = object_url(self.settings, key)
+        headers = {"range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            headers["if-match"] = f'"{etag}"'
+        when = now() if now else datetime.datetime.now(datetime.UTC)
+        headers = self.signer.sign("GET", host, path, headers, self.credentials(), when)
+        reply = self.pool.request("GET", base + path, headers=headers, preload_content=False,
+                                  redirect=False)
+        try:
+            if reply.status == 416:  # the range starts at or past the end of the object
+                return []
+            if reply.status >= 300:
+                body = reply.read()
+                code = _CODE.search(body)
+                message = _MESSAGE.search(body)
+                raise S3Error(reply.status, code.group(1).decode() if code else "",
+                              message.group(1).decode(errors="replace") if message else "")
+            if piece >= length:
+                return [reply.read()]
+            pieces = []
+            while chunk := reply.read(piece):
+                pieces.append(chunk)
+            return pieces
+        finally:
+            reply.release_conn()
