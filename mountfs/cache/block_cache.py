@@ -217,8 +217,9 @@ class BlockCache:
                     raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {got}")
                 for index, data in zip(run, pieces, strict=True):
                     key, flight = pending.pop(index)
-                    await self._keep(obj, key, data)
-                    filled[index] = self._settle(key, flight, data)
+                    filled[index] = self._settle(key, flight, data)  # readers first, then the disk
+                for index in run:
+                    await self._keep(obj, block_key(obj, index), filled[index])
         except BaseException as exc:
             for key, flight in pending.values():
                 if isinstance(exc, Exception):
