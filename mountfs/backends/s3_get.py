@@ -141,6 +141,8 @@ class RangedGetter:
                 return [reply.read()]
             pieces = []
             while chunk := reply.read(piece):
+                while len(chunk) < piece and (more := reply.read(piece - len(chunk))):
+                    chunk += more  # a short read mid-body (urllib3 1.x may give one)
                 pieces.append(chunk)
             return pieces
         finally:
