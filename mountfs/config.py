@@ -127,6 +127,7 @@ class ReadConfig:
 class WriteConfig:
     part_size: int = 16 * MiB
     max_concurrency: int = 8
+    drain_timeout: float = 300.0  # how long unmount/SIGTERM waits for pending uploads
 
 
 @dataclass(frozen=True)
@@ -671,7 +672,7 @@ _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size")
 _READ_KEYS = (
     "metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory", "kernel_readahead",
 )  # fmt: skip
-_WRITE_KEYS = ("part_size", "max_concurrency")
+_WRITE_KEYS = ("part_size", "max_concurrency", "drain_timeout")
 _RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
 _MOUNT_KEYS = ("path", "url", "read_only")
 _S3_KEYS = ("key", "secret", "token", "region", "use_credentials_chain", "credentials", "boto3")
@@ -1078,6 +1079,7 @@ class _Loader:
         return WriteConfig(
             part_size=self.size(t, path, "part_size", default.part_size, _part_size_problem),
             max_concurrency=self.int_(t, path, "max_concurrency", default.max_concurrency),
+            drain_timeout=self.duration(t, path, "drain_timeout", default.drain_timeout),
         )
 
     def retry(self, root: _Table) -> RetryConfig:

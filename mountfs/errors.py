@@ -53,6 +53,11 @@ class NoSpace(MountfsError):
     """The cache disk is full."""
 
 
+class UploadFailed(MountfsError):
+    """Staged data could not be uploaded after retries: flush/fsync fail (EIO), the data stays staged
+    and is retried in the background."""
+
+
 class Unsupported(MountfsError):
     """The store or this version of mountfs does not implement the operation."""
 
@@ -101,6 +106,7 @@ ERRNO_TABLE: dict[type[MountfsError], int] = {
     IsADirectory: errno.EISDIR,
     NotEmpty: errno.ENOTEMPTY,
     NoSpace: errno.ENOSPC,
+    UploadFailed: errno.EIO,
     Unsupported: errno.ENOSYS,
     ConfigError: errno.EINVAL,
     ConfigErrors: errno.EINVAL,

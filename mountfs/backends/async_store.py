@@ -6,11 +6,16 @@ the tests read to prove that a warm read did not touch the store.
 
 from __future__ import annotations
 
+import builtins
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore
+from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.concurrency import BlockingRunner
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -18,6 +23,7 @@ class StoreStats:
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     bytes_fetched: int = 0
+    bytes_uploaded: int = 0
 
 
 class AsyncStore:
@@ -74,3 +80,39 @@ class AsyncStore:
 
     async def check_access(self) -> None:
         await self._run(self.store.check_access)
+
+    # --- writes: counted under the ObjectStore method names ------------------------------------
+
+    async def _counted(self, op: str, fn: Callable[..., T], *args: object) -> T:
+        self.stats.requests[op] += 1
+        try:
+            return await self._run(fn, *args)
+        except Exception:
+            self.stats.errors[op] += 1
+            raise
+
+    async def put(self, key: str, data: bytes) -> ObjectMeta:
+        meta = await self._counted("put", self.store.put, key, data)
+        self.stats.bytes_uploaded += len(data)
+        return meta
+
+    async def create_multipart(self, key: str) -> str:
+        return await self._counted("create_multipart", self.store.create_multipart, key)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
+        part = await self._counted("upload_part", self.store.upload_part, key, upload_id, number, data)
+        self.stats.bytes_uploaded += len(data)
+        return part
+
+    async def complete_multipart(self, key: str, upload_id: str,
+                                 parts: builtins.list[UploadPart]) -> ObjectMeta:
+        return await self._counted("complete_multipart", self.store.complete_multipart, key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        await self._counted("abort_multipart", self.store.abort_multipart, key, upload_id)
+
+    async def delete(self, key: str) -> None:
+        await self._counted("delete", self.store.delete, key)
+
+    async def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        return await self._counted("copy", self.store.copy, src_key, dst_key)

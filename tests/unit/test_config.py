@@ -230,6 +230,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
         [write]
         part_size = "5MiB"
         max_concurrency = 2
+        drain_timeout = "90s"
         [s3]
         token = "${NO_SUCH_TOKEN_VAR:-}"
         use_credentials_chain = true
@@ -255,7 +256,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
         """)
     assert cfg.cache == CacheConfig("/home/u/cache", GiB, 1_000_000, 3600.0, 64 * KiB)
     assert cfg.read == ReadConfig(120.0, 0.0, 4, 0, 10**9)
-    assert cfg.write == WriteConfig(5 * MiB, 2)
+    assert cfg.write == WriteConfig(5 * MiB, 2, 90.0)
     assert cfg.s3.token is None  # an empty value counts as not set
     assert cfg.s3.use_credentials_chain is True
     assert cfg.s3.boto3 == S3Boto3(8, 4)

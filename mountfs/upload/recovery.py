@@ -1,0 +1,130 @@
+"""After a crash: finish the uploads a dead process left in the journal, and say what happened.
+
+Run by every mount at start (before it accepts writes) and by `mountfs recover`. Only records of
+dead sessions are touched (see `UploadJournal.adopt_orphans`), so a second daemon on the same cache
+dir never uploads the first one's files. Each adopted upload goes through the normal `Uploader`
+path: a multipart upload in progress is resumed where its parts still match the staged bytes, or
+started again; what fails stays journalled and is retried by the uploader in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mountfs.concurrency import BlockingRunner
+from mountfs.errors import UploadFailed
+from mountfs.upload.journal import CLEAN, JournalRecord, UploadJournal
+from mountfs.upload.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+UPLOADED = "uploaded"
+"""The staged data is now in the store; record and staged file are gone."""
+FAILED = "failed"
+"""The upload failed again: staged and journalled still, retried in the background."""
+MISSING = "missing"
+"""The journal named a staged file that is not there: that data is lost; the record is dropped."""
+UNCHANGED = "unchanged"
+"""Nothing was written after the file was staged: record and staged file dropped."""
+NO_STORE = "no-store"
+"""No configured store matches the record: kept for a mount that has it."""
+ORPHAN = "orphan"
+"""A staged file with no record (the crash came between dropping the two): removed."""
+
+
+@dataclass(frozen=True)
+class Recovered:
+    key: str
+    store_id: str
+    bucket: str
+    size: int
+    outcome: str
+    detail: str
+
+    def describe(self) -> str:
+        if self.key:
+            where = f"{self.store_id}/{self.bucket}/{self.key}"
+            return f"{self.outcome}: {where} ({self.size} bytes): {self.detail}"
+        return f"{self.outcome}: {self.detail} ({self.size} bytes)"
+
+
+async def recover(journal: UploadJournal, uploaders: Iterable[Uploader],
+                  io: BlockingRunner | None = None) -> list[Recovered]:
+    """Upload what dead sessions left staged; one `Recovered` per journal record (and per stray
+    staged file), for the caller to log or print."""
+    run = io or BlockingRunner(2)
+    by_store = {(u.store.store_id, u.store.bucket): u for u in uploaders}
+    staged_files = await run(_list_dir, journal.staging_dir)  # before reading records: see _sweep
+    records = await run(journal.adopt_orphans)
+    report: list[Recovered] = []
+    for record in sorted(records, key=lambda r: r.created):
+        uploader = by_store.get((record.store_id, record.bucket))
+        report.append(await _recover_one(journal, uploader, record, run))
+    report.extend(await _sweep(journal, staged_files, run))
+    for item in report:
+        (log.warning if item.outcome in (FAILED, MISSING, NO_STORE) else log.info)(
+            "recovery: %s", item.describe())
+    return report
+
+
+async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record: JournalRecord,
+                       run: BlockingRunner) -> Recovered:
+    def outcome(what: str, detail: str, size: int = 0) -> Recovered:
+        return Recovered(record.key, record.store_id, record.bucket, size, what, detail)
+
+    size = await run(_size, record.path)
+    if uploader is None:
+        return outcome(NO_STORE, f"no mounted store is {record.store_id} bucket {record.bucket}; "
+                                 f"kept staged at {record.path}", size or 0)
+    if size is None:
+        await run(journal.remove, record.id)
+        return outcome(MISSING, f"staged file {record.path} is gone; the write is lost")
+    if record.state == CLEAN:
+        await run(journal.remove, record.id)
+        await run(_unlink, record.path)
+        return outcome(UNCHANGED, "no changes to upload", size)
+    staged = await uploader.adopt(record)
+    try:
+        meta = await uploader.flush(staged)
+    except UploadFailed as exc:
+        return outcome(FAILED, f"{exc}", size)
+    return outcome(UPLOADED, f"etag {meta.etag if meta else '?'}", size)
+
+
+async def _sweep(journal: UploadJournal, staged_files: list[str], run: BlockingRunner) -> list[Recovered]:
+    """Remove staged files that no record names. Records are written before their file is created
+    and removed before it is deleted, and `staged_files` was listed before the records were read, so
+    a file listed here without a record is never one a live process still needs."""
+    known = {os.path.basename(r.path) for r in await run(journal.records)}
+    swept: list[Recovered] = []
+    for name in staged_files:
+        if name not in known:
+            path = os.path.join(journal.staging_dir, name)
+            size = await run(_size, path)
+            if size is not None:  # not just uploaded and removed by this recovery
+                await run(_unlink, path)
+                swept.append(Recovered("", "", "", size, ORPHAN, f"unjournalled staged file {path}"))
+    return swept
+
+
+def _list_dir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,115 @@
+"""The uploader against real S3 servers (SeaweedFS and moto): a large file goes up as multipart,
+and an upload cut off by a stopped server fails with EIO, then completes once the server is back."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from mountfs.backends.async_store import AsyncStore
+from mountfs.backends.s3 import S3Store
+from mountfs.backends.s3_settings import S3Settings
+from mountfs.config import RetryConfig, WriteConfig
+from mountfs.errors import UploadFailed, errno_for
+from mountfs.upload.journal import FAILED, UploadJournal
+from mountfs.upload.uploader import Uploader
+from tests.servers import S3Server
+
+MiB = 1024 * 1024
+# Few, quick retries: a stopped server must turn into a failed upload in well under a second.
+RETRY = RetryConfig(attempts=2, base_delay=0.05, max_delay=0.1, budget=5, request_timeout=10)
+
+
+def s3_store(server: S3Server, bucket: str) -> AsyncStore:
+    settings = S3Settings(bucket=bucket, endpoint_url=server.endpoint, region="us-east-1",
+                          key=server.access_key, secret=server.secret_key, path_style=True)
+    return AsyncStore(S3Store(settings, RETRY), 16)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[UploadJournal]:
+    j = UploadJournal(str(tmp_path))
+    yield j
+    j.close()
+
+
+def server_object(server: S3Server, bucket: str, key: str) -> tuple[str, bytes]:
+    reply = server.client().get_object(Bucket=bucket, Key=key)
+    return reply["ETag"].strip('"'), reply["Body"].read()
+
+
+async def wait_for(condition: object, what: str) -> None:
+    give_up = time.monotonic() + 30  # a hang guard, not a measurement
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < give_up, f"never: {what}"
+        await trio.sleep(0.01)
+
+
+async def test_64_mib_goes_up_as_8_parts(s3_server: S3Server, s3_bucket: str, journal: UploadJournal) -> None:
+    store = s3_store(s3_server, s3_bucket)
+    uploader = Uploader(store, journal, WriteConfig(part_size=8 * MiB, max_concurrency=4))
+    data = os.urandom(64 * MiB)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        staged = await uploader.open_staged("big/64mib.bin", None)
+        for offset in range(0, len(data), MiB):
+            await uploader.write(staged, offset, data[offset:offset + MiB])
+        meta = await uploader.flush(staged)
+        await uploader.release(staged)
+        nursery.cancel_scope.cancel()
+    etag, body = server_object(s3_server, s3_bucket, "big/64mib.bin")
+    assert body == data
+    assert etag.endswith("-8"), f"the server saw an 8-part multipart upload (ETag {etag})"
+    assert meta is not None and (meta.size, meta.etag) == (64 * MiB, etag)
+    requests = store.stats.requests
+    assert requests["create_multipart"] == requests["complete_multipart"] == 1
+    assert requests["upload_part"] == 8
+    assert requests["put"] == 0 and store.stats.errors.total() == 0
+    assert uploader.stats.streamed_parts >= 1, "parts went up while the file was being written"
+    assert journal.records() == [] and os.listdir(journal.staging_dir) == []
+
+
+async def test_a_stopped_server_fails_the_flush_and_the_retry_finishes(
+        s3_server: S3Server, s3_bucket: str, journal: UploadJournal) -> None:
+    store = s3_store(s3_server, s3_bucket)
+    uploader = Uploader(store, journal, WriteConfig(part_size=5 * MiB, max_concurrency=4), retry_delay=0.1,
+                        max_retry_delay=0.5)
+    data = os.urandom(12 * MiB)  # parts of 5, 5 and 2 MiB
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(uploader.run)
+            staged = await uploader.open_staged("ckpt/step-100.pt", None)
+            await uploader.write(staged, 0, data[:10 * MiB + 1])
+            await wait_for(lambda: store.stats.requests["upload_part"] == 2 and not staged.streaming,
+                           "the first two parts streamed")
+            await trio.to_thread.run_sync(s3_server.stop)
+            await uploader.write(staged, 10 * MiB + 1, data[10 * MiB + 1:])
+            with pytest.raises(UploadFailed) as caught:
+                await uploader.flush(staged)
+            assert errno_for(caught.value) == errno.EIO
+            [pending] = uploader.pending()
+            assert (pending.key, pending.size, pending.state) == ("ckpt/step-100.pt", len(data), FAILED)
+            assert os.path.getsize(staged.path) == len(data), "the staged data is kept"
+            await uploader.release(staged)
+
+            await trio.to_thread.run_sync(s3_server.restart)
+            if s3_server.kind == "moto":  # moto keeps everything in memory: the bucket is gone too
+                await trio.to_thread.run_sync(s3_server.create_bucket, s3_bucket)
+            await wait_for(lambda: uploader.pending() == [], "the background retry succeeded")
+            nursery.cancel_scope.cancel()
+    finally:
+        if not s3_server.running:
+            s3_server.restart()
+    etag, body = server_object(s3_server, s3_bucket, "ckpt/step-100.pt")
+    assert body == data and etag.endswith("-3")
+    if s3_server.kind == "seaweedfs":  # it keeps multipart uploads across a restart: resumed
+        assert store.stats.requests["create_multipart"] == 1
+    else:  # moto lost the upload and answers 500 for it: abandoned and started again
+        assert store.stats.requests["create_multipart"] == 2
+    assert journal.records() == [] and os.listdir(journal.staging_dir) == []

@@ -1,0 +1,141 @@
+"""Recovery: what a crashed (or kill -9ed) process left in the journal is uploaded whole by the next."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import trio
+
+from mountfs.backends.async_store import AsyncStore
+from mountfs.backends.memory import MemoryStore
+from mountfs.config import WriteConfig
+from mountfs.errors import StoreUnavailable
+from mountfs.upload.journal import FAILED, UploadJournal
+from mountfs.upload.recovery import MISSING, NO_STORE, ORPHAN, UNCHANGED, UPLOADED, Recovered, recover
+from mountfs.upload.staging import Reader
+from mountfs.upload.uploader import Uploader
+
+PART = 1024
+DATA = bytes(range(251)) * 25  # six full parts and a tail
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_uploader(store: MemoryStore, journal: UploadJournal) -> Uploader:
+    return Uploader(AsyncStore(store, 8), journal, WriteConfig(part_size=PART, max_concurrency=3))
+
+
+def outcomes(report: list[Recovered]) -> dict[str, str]:
+    return {item.key or item.detail: item.outcome for item in report}
+
+
+async def test_a_crash_loses_nothing(tmp_path: Path) -> None:
+    store = MemoryStore()
+    old = store.put_object("kept.txt", b"old bytes")
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        small = await uploader.open_staged("small.txt", None)
+        await uploader.write(small, 0, b"not yet flushed")
+        big = await uploader.open_staged("big.bin", None)
+        for offset in range(0, 4 * PART + 10, PART):  # parts 1-4 stream; the rest never goes up
+            await uploader.write(big, offset, DATA[offset:offset + PART])
+        with trio.fail_after(30):
+            while store.calls["upload_part"] < 4 or big.streaming:
+                await trio.sleep(0.001)
+        await uploader.write(big, 4 * PART, DATA[4 * PART:])
+        await uploader.write(big, 10, b"CHANGED")  # part 1 changes after it went up
+        await uploader.open_staged("kept.txt", old, _reader(store, "kept.txt", old.etag))
+        lost = await uploader.open_staged("lost.txt", None)
+        await uploader.write(lost, 0, b"gone")
+        nursery.cancel_scope.cancel()
+    os.unlink(lost.path)  # say, someone cleaned the cache dir by hand
+    Path(journal.staging_dir, "stray").write_bytes(b"no record")
+    journal.close()  # the process dies: no flush, no release, no drain
+    assert store.keys() == ["kept.txt"]
+
+    store.reset_counters()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    report = await recover(journal, [uploader])
+    assert outcomes(report) == {
+        "small.txt": UPLOADED, "big.bin": UPLOADED, "kept.txt": UNCHANGED, "lost.txt": MISSING,
+        f"unjournalled staged file {journal.staging_dir}/stray": ORPHAN,
+    }
+    assert all(item.describe() for item in report)
+    assert store.get_range("small.txt", 0, 100) == b"not yet flushed"
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA[:10] + b"CHANGED" + DATA[17:]
+    assert store.get_range("kept.txt", 0, 100) == b"old bytes"
+    assert store.calls["create_multipart"] == 0, "the multipart upload of the dead process was resumed"
+    assert store.calls["upload_part"] == 4, "parts 2-4 still matched their ETags; 1, 5, 6, 7 went up"
+    assert journal.records() == [] and os.listdir(journal.staging_dir) == []
+    assert await recover(journal, [uploader]) == []
+    journal.close()
+
+
+def _reader(store: MemoryStore, key: str, etag: str) -> Reader:
+    async def read(offset: int, length: int) -> bytes:
+        return await trio.to_thread.run_sync(store.get_range, key, offset, length, etag)
+
+    return read
+
+
+async def test_records_of_a_missing_store_are_kept_and_failures_retried(tmp_path: Path) -> None:
+    journal = UploadJournal(str(tmp_path))
+    first = make_uploader(MemoryStore("other-bucket"), journal)
+    staged = await first.open_staged("elsewhere", None)
+    await first.write(staged, 0, b"x")
+    mine = make_uploader(MemoryStore(), journal)
+    failing = await mine.open_staged("failing", None)
+    await mine.write(failing, 0, b"y")
+    journal.close()
+
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore()
+    store.inject("put", StoreUnavailable("still down"))
+    uploader = make_uploader(store, journal)
+    report = await recover(journal, [uploader])
+    assert outcomes(report) == {"elsewhere": NO_STORE, "failing": FAILED}
+    [pending] = uploader.pending()
+    assert (pending.key, pending.state) == ("failing", FAILED), "left to the background retries"
+    assert sorted(r.key for r in journal.records()) == ["elsewhere", "failing"]
+    await uploader.drain(timeout=5)
+    assert store.get_range("failing", 0, 10) == b"y"
+    assert [r.key for r in journal.records()] == ["elsewhere"]
+    journal.close()
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    import trio
+    from mountfs.backends.async_store import AsyncStore
+    from mountfs.backends.memory import MemoryStore
+    from mountfs.config import WriteConfig
+    from mountfs.upload.journal import UploadJournal
+    from mountfs.upload.uploader import Uploader
+
+    async def main():
+        journal = UploadJournal(sys.argv[1])
+        uploader = Uploader(AsyncStore(MemoryStore(), 4), journal, WriteConfig(part_size=1024))
+        staged = await uploader.open_staged("killed.bin", None)
+        for offset in range(0, 5000, 1000):
+            await uploader.write(staged, offset, bytes([offset // 1000 + 65]) * 1000)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    trio.run(main)
+""")
+
+
+async def test_kill_9_while_writing(tmp_path: Path) -> None:
+    done = await trio.run_process([sys.executable, "-c", KILLED, str(tmp_path)], cwd=REPO, check=False)
+    assert done.returncode == -signal.SIGKILL
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore()
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert [(r.key, r.outcome, r.size) for r in report] == [("killed.bin", UPLOADED, 5000)]
+    assert store.get_range("killed.bin", 0, 5000) == b"".join(bytes([c]) * 1000 for c in b"ABCDE")
+    journal.close()
