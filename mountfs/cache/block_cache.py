@@ -218,8 +218,9 @@ class BlockCache:
                 for index, data in zip(run, pieces, strict=True):
                     key, flight = pending.pop(index)
                     filled[index] = self._settle(key, flight, data)  # readers first, then the disk
-                for index in run:
-                    await self._keep(obj, block_key(obj, index), filled[index])
+                with trio.CancelScope(shield=True):  # a closed file must not leave blocks unwritten
+                    for index in run:
+                        await self._keep(obj, block_key(obj, index), filled[index])
         except BaseException as exc:
             for key, flight in pending.values():
                 if isinstance(exc, Exception):

@@ -36,10 +36,11 @@ def test_remount_with_the_same_cache_dir_fetches_nothing(mounter: Mounter, bucke
     assert cold["cache"]["misses"] > 0
     assert cold["store"]["bytes_fetched"] == nonempty_bytes, cold["store"]
     assert cold["cache"]["misses"] == blocks, cold["cache"]  # each block of each file fetched once
-    assert cold["store"]["gets"] == blocks, cold["store"]
-    assert cold["cache"]["blocks"] == blocks and cold["cache"]["bytes"] == nonempty_bytes, cold["cache"]
+    assert cold["store"]["gets"] <= blocks, cold["store"]  # read-ahead fetches consecutive blocks at once
 
+    # Blocks reach the cache disk in the background: count them once the first daemon has exited.
     second = mounter.mount(bucket.url, cache_dir=first.cache_dir)
+    assert mounter.run.status(second)["cache"]["blocks"] == blocks
     read_all(second.path, bucket, rels)
     warm = mounter.run.status(second)
     assert warm["store"]["gets"] == 0, warm["stores"]
@@ -100,7 +101,7 @@ def test_two_readers_at_once_fetch_each_block_once(mounter: Mounter, bucket: Buc
         assert out.split() == [want, str(bucket.BIG_SIZE)]
     status = mounter.run.status(mnt)
     assert status["cache"]["misses"] == blocks, status["cache"]
-    assert status["store"]["gets"] == blocks, status["store"]
+    assert status["store"]["gets"] <= blocks, status["store"]  # read-ahead fetches 16 MiB at once
     assert status["store"]["bytes_fetched"] == bucket.BIG_SIZE
     assert status["reads"]["bytes_served"] == 2 * bucket.BIG_SIZE  # both readers went to the daemon
     assert status["cache"]["hits"] + status["cache"]["shared"] >= blocks
@@ -115,5 +116,5 @@ def test_two_cat_processes_at_once(mounter: Mounter, bucket: Bucket) -> None:
     status = mounter.run.status(mnt)
     blocks = bucket.BIG_SIZE // bucket.BLOCK_SIZE
     assert status["cache"]["misses"] == blocks, status["cache"]
-    assert status["store"]["gets"] == blocks, status["store"]
+    assert status["store"]["gets"] <= blocks, status["store"]  # read-ahead fetches 16 MiB at once
     assert status["store"]["bytes_fetched"] == bucket.BIG_SIZE
