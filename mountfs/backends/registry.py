@@ -6,7 +6,7 @@ from mountfs.backends.base import ObjectStore
 from mountfs.config import Config, StoreUrl
 from mountfs.errors import Unsupported
 
-SUPPORTED_SCHEMES = ("file", "s3")
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
 
 
 def open_store(url: StoreUrl, config: Config) -> ObjectStore:
@@ -20,5 +20,15 @@ def open_store(url: StoreUrl, config: Config) -> ObjectStore:
         from mountfs.backends.s3 import S3Store
 
         return S3Store(s3_settings.resolve(url, config), config.retry)
+    if url.scheme == "gs":
+        from mountfs.backends import gcs_settings
+        from mountfs.backends.gcs import GcsStore
+
+        return GcsStore(gcs_settings.resolve(url, config), config.retry)
+    if url.scheme == "az":
+        from mountfs.backends import azure_settings
+        from mountfs.backends.azure import AzureStore
+
+        return AzureStore(azure_settings.resolve(url, config), config.retry)
     raise Unsupported(f"{url.raw}: {url.scheme}:// stores are not supported by this version of mountfs "
                       f"(supported: {', '.join(s + '://' for s in SUPPORTED_SCHEMES)})")

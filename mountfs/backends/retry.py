@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Checking access at mount time must fail fast on an unreachable endpoint.
+ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
+
 
 def backoff_delay(attempt: int, policy: RetryConfig, rng: Callable[[], float] = random.random) -> float:
     """The pause after failed attempt number `attempt` (1-based)."""
@@ -46,3 +49,11 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc
             log.warning("%s; retrying in %.2fs (attempt %d of %d)", exc, delay, attempt, policy.attempts)
             sleep(delay)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost `__cause__` of `exc`: the SDK's own words, without the request prefixes that
+    each layer of translation and retrying added."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc

@@ -24,7 +24,7 @@ import botocore.utils
 import urllib3.exceptions
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import call_with_retry
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
 from mountfs.backends.s3_get import Credentials, RangedGetter, S3Error
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
@@ -64,8 +64,6 @@ TRANSIENT_EXCEPTIONS = (
     ConnectionError,
     TimeoutError,
 )
-# Checking access at mount time must fail fast on an unreachable endpoint.
-ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
 
 _clients: dict[tuple[Any, ...], S3Client] = {}
 _getters: dict[tuple[Any, ...], RangedGetter] = {}
@@ -256,10 +254,7 @@ class S3Store(ObjectStore):
             raise NotFound(f"bucket {self.bucket} does not exist at "
                            f"{self.settings.endpoint_url or 'AWS'}") from exc
         except StoreUnavailable as exc:
-            root: BaseException = exc
-            while root.__cause__ is not None:  # the SDK's own words, without our request prefixes
-                root = root.__cause__
-            raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {root}") from exc
+            raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {root_cause(exc)}") from exc
 
     # --- writes ------------------------------------------------------------------------------
 

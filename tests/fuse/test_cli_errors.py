@@ -72,9 +72,10 @@ def test_unknown_scheme(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -
     assert unmounted(tools, mnt)
 
 
-def test_gcs_is_not_supported_yet(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -> None:
-    assert_refused(mountfs("gs://my-bucket/some/prefix", mnt, "-o", cache_opt),
-                   "gs://", "not supported by this version")
+def test_unreachable_gcs_endpoint(mountfs: Runner, mnt: str, cache_opt: str, tools: Any) -> None:
+    env = dict(mountfs.env, STORAGE_EMULATOR_HOST="127.0.0.1:1")  # nothing listens on port 1
+    assert_refused(mountfs("gs://my-bucket/some/prefix", mnt, "-o", cache_opt, env=env),
+                   "gs://my-bucket/some/prefix", "cannot reach gs://my-bucket at http://127.0.0.1:1")
     assert unmounted(tools, mnt)
 
 

@@ -9,7 +9,6 @@ import pytest
 import trio
 
 from mountfs import cli, control
-from mountfs.errors import Unsupported
 from mountfs.mount import MountSetupError, parse_options, prepare
 
 
@@ -51,14 +50,22 @@ def test_prepare_checks_the_mount_point(tmp_path: Path, bucket: Path) -> None:
     assert prepared.mountpoint == str(busy)
 
 
-def test_prepare_checks_every_bucket(tmp_path: Path) -> None:
+def test_prepare_checks_every_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     options = parse_options([f"cache_dir={tmp_path / 'cache'}"])
     with pytest.raises(MountSetupError, match=r"cannot use file:///no/such/folder: .*does not exist"):
         prepare("file:///no/such/folder", str(mnt), options)
-    with pytest.raises(Unsupported, match=r"gs:// stores are not supported by this version"):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:1")  # nothing listens on port 1
+    with pytest.raises(MountSetupError, match=r"cannot use gs://bucket/prefix: cannot reach gs://bucket at "
+                                              r"http://127\.0\.0\.1:1: "):
         prepare("gs://bucket/prefix", str(mnt), options)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;"
+                       "BlobEndpoint=http://127.0.0.1:1/acct")
+    with pytest.raises(MountSetupError, match=r"cannot use az://acct/cont: cannot reach az://acct/cont at "
+                                              r"http://127\.0\.0\.1:1/acct: "):
+        prepare("az://acct/cont", str(mnt), options)
 
 
 def test_an_s3_bucket_without_credentials_fails_before_mounting(
