@@ -7,22 +7,41 @@ cannot starve the others of threads.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import outcome
 import trio
 
 T = TypeVar("T")
 
 
 class BlockingRunner:
-    """Runs blocking callables in worker threads, at most `threads` at a time."""
+    """Runs blocking callables in worker threads, at most `threads` at a time.
+
+    Straight on trio's thread cache (`start_thread_soon`) rather than `trio.to_thread.run_sync`:
+    that one also renames the OS thread twice per call through ctypes, and the whole hop cost
+    about 29 us against 19 us here; small-file reads make several hops per file. As with
+    `to_thread`, a cancelled caller still waits for its call to finish.
+    """
 
     def __init__(self, threads: int) -> None:
         self.limiter = trio.CapacityLimiter(threads)
 
     async def __call__(self, fn: Callable[..., T], *args: object) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        async with self.limiter:
+            task = trio.lowlevel.current_task()
+            token = trio.lowlevel.current_trio_token()
+
+            def deliver(result: outcome.Outcome[T]) -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+            trio.lowlevel.start_thread_soon(functools.partial(fn, *args), deliver)
+            value: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+            return value
 
 
 async def gather(*calls: Callable[[], Awaitable[T]]) -> list[T]:

@@ -278,14 +278,14 @@ async def test_warm_reads_of_an_open_block_skip_the_index_and_worker_threads(
         assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
     assert len(lookups) == 2, "one index lookup per block, then its open file serves"
     threads = 0
-    real_run_sync = trio.to_thread.run_sync
+    real_io = cache._io
 
-    async def counted_run_sync(*args: object, **kwargs: object) -> object:
+    async def counted_io(*args: object) -> object:
         nonlocal threads
         threads += 1
-        return await real_run_sync(*args, **kwargs)
+        return await real_io(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(trio.to_thread, "run_sync", counted_run_sync)
+    monkeypatch.setattr(cache, "_io", counted_io)
     for offset in offsets:  # their pages are in the page cache now
         assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
     assert threads == 0, "page-cached reads of an open block are served on the loop"
