@@ -48,6 +48,10 @@ BIG_KEY = "big/blob.bin"
 SMALL_PREFIX = "small"
 TREE_PREFIX = "tree"
 READ_BUFFER = 1 * MiB
+WRITE_PREFIX = "written"
+# The same part size and parallelism for boto3 as mountfs's defaults (write.part_size, write.max_concurrency)
+WRITE_PART = 16 * MiB
+WRITE_THREADS = 8
 SMALL_READERS = 8
 BOTO3_THREADS = 16
 VERIFY_SAMPLES = 16
@@ -80,7 +84,7 @@ QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
 # --- the workloads and their tables --------------------------------------------------------
 
 WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
-             "big-rss")
+             "big-rss", "write-seq")
 LOCAL_WORKLOADS = frozenset({"big-rss"})  # need no S3 data set
 BIG_RSS = "big-rss"
 RSS_PATCHES = 4  # big-rss writes this many 1 MiB runs of random bytes into each sparse file
@@ -118,6 +122,9 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
                            "ops/s", True, ("mountfs", "boto3", "rclone")),
         "metadata": ("metadata", f"os.walk + os.stat of every file of {tree}, cold mount", "s", False,
                      ("mountfs", "rclone", "s3fs")),
+        "write-seq": ("write-seq", f"sequential write of a {big} file with 1 MiB writes, then close "
+                      "(the object is in the bucket when close returns)", "MB/s", True,
+                      ("mountfs", "boto3", "s3fs")),
         BIG_RSS: (BIG_RSS, f"the daemon's peak RSS while reading a sparse {rss_sizes} file through a "
                   "file:// mount, cold", "MB/s", True, ("mountfs",)),
     }
@@ -139,6 +146,7 @@ BOTO3_LABELS = {
     "cold-seq": f"boto3 download_fileobj ({BOTO3_THREADS} threads)",
     "small-files": f"boto3 get_object ({SMALL_READERS} threads)",
     "random": "boto3 ranged get_object",
+    "write-seq": f"boto3 upload_file ({WRITE_PART // MiB} MiB parts, {WRITE_THREADS} threads)",
 }
 
 
@@ -536,6 +544,73 @@ def _random_boto3(ctx: Context, metrics: list[str], offsets: list[int], io_size:
     for metric in metrics:  # no cache: warm is simply a second pass
         _, seconds = timed(work, ctx.timeout, lambda: None)
         record(metric, len(offsets) / seconds, seconds=seconds)
+
+
+# --- sequential write -----------------------------------------------------------------------------
+
+def run_write(ctx: Context) -> None:
+    """rclone is left out: its close returns before the upload (--vfs-cache-mode full writes back
+    later), so its figure would time the local disk, not the upload."""
+    for tool in ctx.runs(["write-seq"], "write-seq"):
+        if tool == "boto3":
+            ctx.attempt(tool, ["write-seq"], partial(_write_boto3, ctx))
+        else:
+            ctx.attempt(tool, ["write-seq"], partial(_write_mount, ctx, tool))
+
+
+def write_sequential(source: Path, target: Path) -> int:
+    """`cp SOURCE TARGET` with 1 MiB writes; the close is timed too (that is when uploads finish)."""
+    view = aligned_buffer(READ_BUFFER)
+    total = 0
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while n := os.readv(src, [view]):
+                done = 0
+                while done < n:
+                    done += os.write(dst, view[done:n])
+                total += n
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return total
+
+
+def _check_written(ctx: Context, key: str) -> None:
+    size = ctx.client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
+    ctx.client.delete_object(Bucket=BUCKET, Key=key)
+    if size != ctx.scale.big_bytes:
+        raise BenchError(f"{key}: {size} bytes in the bucket, expected {ctx.scale.big_bytes}")
+
+
+def _write_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
+    size = ctx.scale.big_bytes
+    key = f"{WRITE_PREFIX}/{tool}-{time.time_ns()}.bin"
+    read_sequential(ctx.local_big)  # the source in the page cache: time the mount, not our disk
+    with peers.mounted(tool, ctx.target, ctx.work) as mount:
+        os.makedirs(mount.mountpoint / WRITE_PREFIX, exist_ok=True)
+        before = mount.counters()
+        got, seconds = timed(lambda: write_sequential(ctx.local_big, mount.mountpoint / key), ctx.timeout,
+                             mount.abort)
+        if got != size:
+            raise BenchError(f"wrote {got} bytes of {size}")
+        record("write-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
+               counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3))
+    _check_written(ctx, key)
+
+
+def _write_boto3(ctx: Context, record: Callable[..., None]) -> None:
+    size = ctx.scale.big_bytes
+    key = f"{WRITE_PREFIX}/boto3-{time.time_ns()}.bin"
+    read_sequential(ctx.local_big)
+    config = boto3.s3.transfer.TransferConfig(multipart_threshold=WRITE_PART, multipart_chunksize=WRITE_PART,
+                                              max_concurrency=WRITE_THREADS)
+    _, seconds = timed(lambda: ctx.client.upload_file(str(ctx.local_big), BUCKET, key, Config=config),
+                       ctx.timeout, lambda: None)
+    record("write-seq", size / seconds / MB, seconds=seconds)
+    _check_written(ctx, key)
 
 
 # --- metadata --------------------------------------------------------------------------------------
