@@ -64,7 +64,7 @@ from google.cloud.storage import exceptions as storage_exceptions
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.gcs_settings import GcsSettings, load_credentials
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
@@ -163,15 +163,7 @@ class GcsStore(ObjectStore):
         return self.client.bucket(self.bucket)
 
     def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
-        def attempt() -> T:
-            try:
-                return fn()
-            except MountfsError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
-
-        return call_with_retry(attempt, retry or self.retry, what)
+        return call_translated(fn, translate, retry or self.retry, what)
 
     def _name(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mountfs.config import RetryConfig
-from mountfs.errors import StoreUnavailable, Transient
+from mountfs.errors import MountfsError, StoreUnavailable, Transient
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc
             log.warning("%s; retrying in %.2fs (attempt %d of %d)", exc, delay, attempt, policy.attempts)
             sleep(delay)
+
+
+def call_translated(fn: Callable[[], T], translate: Callable[[Exception, str], Exception],
+                    policy: RetryConfig, what: str) -> T:
+    """`call_with_retry` of an SDK call: its exceptions become mountfs errors first (`translate`),
+    so that retrying sees Transient, and callers see one hierarchy whatever the store."""
+    def attempt() -> T:
+        try:
+            return fn()
+        except MountfsError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    return call_with_retry(attempt, policy, what)
 
 
 def root_cause(exc: BaseException) -> BaseException:

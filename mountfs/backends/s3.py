@@ -24,13 +24,12 @@ import botocore.utils
 import urllib3.exceptions
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
 from mountfs.backends.s3_get import Credentials, RangedGetter, S3Error
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
-    MountfsError,
     NotFound,
     Stale,
     StoreUnavailable,
@@ -179,19 +178,15 @@ class S3Store(ObjectStore):
         self.store_id = f"s3://{settings.endpoint_url or 'aws'}"
 
     @property
+    def supports_multipart(self) -> bool:
+        return self.settings.multipart
+
+    @property
     def client(self) -> S3Client:
         return client_for(self.settings, self.retry.request_timeout)
 
     def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
-        def attempt() -> T:
-            try:
-                return fn()
-            except MountfsError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
-
-        return call_with_retry(attempt, retry or self.retry, what)
+        return call_translated(fn, translate, retry or self.retry, what)
 
     def _name(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
