@@ -35,6 +35,7 @@ __all__ = [
     "GcsConfig",
     "GcsCredentials",
     "InvalidValue",
+    "MinFree",
     "MountConfig",
     "PathSubstitution",
     "ReadConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "load_config",
     "load_source",
     "parse_duration",
+    "parse_min_free",
     "parse_size",
     "parse_url",
 ]
@@ -103,12 +105,26 @@ class StoreUrl:
 
 
 @dataclass(frozen=True)
+class MinFree:
+    """Free space the cache leaves on its disk, as bytes ("10GiB") or a percentage of the disk ("5%"):
+    the cache shares its disk with staged uploads, logs and other programs, which must not fail first."""
+
+    size: int = 0
+    percent: float = 0.0
+
+    def required(self, disk_size: int) -> int:
+        """Bytes that must stay free on a disk of `disk_size` bytes."""
+        return max(self.size, math.ceil(disk_size * self.percent / 100))
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     dir: str = field(default_factory=default_cache_dir)
     max_size: int = 200 * GiB
     max_files: int = 1_000_000
     expiry: float = 7 * DAY
     block_size: int = 4 * MiB
+    min_free: MinFree = field(default_factory=lambda: MinFree(percent=5.0))
 
 
 @dataclass(frozen=True)
@@ -294,6 +310,24 @@ def format_size(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return f"{n} bytes"
+
+
+_PERCENT_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
+
+
+def parse_min_free(text: str | int) -> MinFree:
+    """A size ("10GiB", or bytes) or a percentage of the disk ("5%", below 100)."""
+    if isinstance(text, str) and "%" in text:
+        match = _PERCENT_RE.fullmatch(text)
+        if not match:
+            raise InvalidValue(
+                f'invalid free space "{text}": expected a size such as "10GiB" or a percentage such as "5%"'
+            )
+        percent = float(match.group(1))
+        if percent >= 100:
+            raise InvalidValue(f'invalid free space "{text}": a percentage must be below 100%')
+        return MinFree(percent=percent)
+    return MinFree(size=parse_size(text))
 
 
 _DURATION_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": MINUTE, "h": HOUR, "d": DAY, "w": WEEK}
@@ -668,7 +702,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOP_KEYS = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
 )  # fmt: skip
-_CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size")
+_CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size", "min_free")
 _READ_KEYS = (
     "metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory", "kernel_readahead",
 )  # fmt: skip
@@ -1059,7 +1093,21 @@ class _Loader:
             max_files=self.int_(t, path, "max_files", default.max_files),
             expiry=self.duration(t, path, "expiry", default.expiry, _positive),
             block_size=block_size,
+            min_free=self.min_free(t, path, "min_free", default.min_free),
         )
+
+    def min_free(self, tbl: _Table, path: _Path, key: str, default: MinFree) -> MinFree:
+        value = self.raw(tbl, path, key)
+        if value is _ABSENT:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            self.type_error((*path, key), 'a size such as "10GiB" or a percentage such as "5%"', value)
+            return default
+        try:
+            return parse_min_free(value)
+        except ValueError as exc:
+            self.value_error((*path, key), exc)
+            return default
 
     def read(self, root: _Table) -> ReadConfig:
         path, t = self.sub(root, (), "read", _READ_KEYS)

@@ -8,6 +8,7 @@ it comes from. Keys carry the ETag (see `index.block_key`), so a changed object 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,10 @@ import trio
 
 from mountfs.backends.base import ObjectId
 from mountfs.cache.blocks import BlockFiles, Buffer, CorruptBlock, OpenBlock
+from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
 from mountfs.concurrency import BlockingRunner
-from mountfs.errors import Stale
+from mountfs.errors import NoSpace, Stale
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ Fetch = Callable[[int, int], Awaitable[list[bytes]]]
 TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
 OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
+EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
 
 
 @dataclass
@@ -37,6 +40,7 @@ class CacheStats:
     misses: int = 0  # block requests that went to the store
     shared: int = 0  # block requests that joined a fetch already in flight
     corrupt: int = 0  # block files dropped for failing their checksum
+    evicted: int = 0  # blocks this daemon evicted (limits, expiry, free space)
 
 
 class _InFlight:
@@ -69,6 +73,11 @@ class BlockCache:
         self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
         self._commit_wanted = trio.Event()
+        # Eviction, off until the daemon calls enable_eviction().
+        self._evictor: Evictor | None = None
+        self._limits = CacheLimits()
+        self._eviction_interval = EVICTION_INTERVAL
+        self._eviction_wanted = trio.Event()
 
     def close(self) -> None:
         for block in self._open_blocks.values():
@@ -252,6 +261,8 @@ class BlockCache:
                 crcs = await self._io(self.files.write, key, data)
             except Exception as exc:
                 log.warning("block of %s not cached: %s", obj.key, exc)
+                if isinstance(exc, NoSpace):
+                    self._eviction_wanted.set()
                 return
             finally:
                 self._persist_slots.release()
@@ -264,12 +275,13 @@ class BlockCache:
             await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
             with trio.CancelScope(shield=True):
-                await self._io(self._commit_pending)
+                totals = await self._io(self._commit_pending)
+            if totals is not None and self._evictor is not None and self._limits.over(totals):
+                self._eviction_wanted.set()
 
-    def _commit_pending(self) -> None:
+    def _commit_pending(self) -> IndexTotals | None:
         batch, self._to_commit = self._to_commit, []
-        if batch:
-            self.index.commit_many(batch)
+        return self.index.commit_many(batch) if batch else None
 
     def _load_many(self, keys: dict[int, bytes]) -> dict[int, bytes]:
         """Of the blocks `keys` names (by index), those found whole and sound on disk."""
@@ -291,6 +303,8 @@ class BlockCache:
             return None
 
     def _drop_corrupt(self, key: bytes, exc: CorruptBlock) -> None:
+        if self.index.lookup(key) is None:
+            return  # evicted (here or by another daemon) between lookup and read: a plain miss
         log.warning("dropping cached block: %s", exc)
         self.stats.corrupt += 1
         self.index.remove(key)
@@ -324,6 +338,60 @@ class BlockCache:
             touched, self._touched = self._touched, set()
             if touched:
                 await self._io(self.index.touch, touched)
+
+    def enable_eviction(self, limits: CacheLimits, interval: float = EVICTION_INTERVAL, *,
+                        clock: Callable[[], float] = time.time,
+                        statvfs: Callable[[str], StatVfs] = os.statvfs) -> None:
+        """Keep the cache within `limits` once `run_eviction` runs (the daemon calls this before)."""
+        self._evictor = Evictor(self.index, self.files, clock=clock, statvfs=statvfs)
+        self._limits = limits
+        self._eviction_interval = interval
+
+    async def run_eviction(self) -> None:
+        """Forever: evict at start, every `interval`, and at once when a commit crosses a limit or
+        the cache disk fills up. Returns at once if eviction is not enabled."""
+        if self._evictor is None:
+            return
+        while True:
+            try:
+                await self.evict_now()
+            except Exception as exc:  # a failed pass must not take the mount down; the next one retries
+                log.warning("cache eviction failed: %s", exc)
+            with trio.move_on_after(self._eviction_interval):
+                await self._eviction_wanted.wait()
+            self._eviction_wanted = trio.Event()
+
+    async def evict_now(self) -> EvictionReport:
+        """One eviction pass. Blocks in memory, being fetched, open, or written but not committed
+        are in use and kept; a block evicted anyway (it became in use during the pass) is dropped
+        from memory and its descriptor closed, so nothing keeps serving a block the index lost."""
+        if self._evictor is None:
+            return EvictionReport()
+        in_use = self.in_use()
+        with trio.CancelScope(shield=True):  # records removed must have their files removed too
+            report = await self._io(self._evictor.evict, self._limits, in_use.__contains__)
+        self._forget(report.keys)
+        self.stats.evicted += report.removed_blocks
+        if report.removed_blocks:
+            log.info("evicted %d cached blocks (%d bytes, %d expired)", report.removed_blocks,
+                     report.removed_bytes, report.expired)
+        return report
+
+    def in_use(self) -> frozenset[bytes]:
+        """The keys eviction must keep, as of now (taken on the event loop, which owns these maps)."""
+        keys = set(self._memory)
+        keys.update(self._in_flight, self._open_blocks)
+        keys.update(key for _, key, _ in self._to_commit)
+        return frozenset(keys)
+
+    def _forget(self, keys: tuple[bytes, ...]) -> None:
+        for key in keys:
+            block = self._open_blocks.pop(key, None)
+            if block is not None:
+                block.close()
+            data = self._memory.pop(key, None)
+            if data is not None:
+                self._memory_bytes -= len(data)
 
     async def totals(self) -> IndexTotals:
         return await self._io(self.index.totals)

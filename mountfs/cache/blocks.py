@@ -72,9 +72,13 @@ class BlockFiles:
         finally:
             block.close()
 
-    def remove(self, key: bytes) -> None:
-        with contextlib.suppress(FileNotFoundError):
+    def remove(self, key: bytes) -> bool:
+        """Unlink the block file; False if it was not there."""
+        try:
             os.unlink(self.path(key))
+        except FileNotFoundError:
+            return False
+        return True
 
     def remove_orphan_temps(self) -> int:
         """Temp files left by a killed writer: never served, so delete those whose writer is gone.

@@ -4,6 +4,14 @@ A block is served only if its record is here, and the record is committed only a
 block file has been renamed into place: a kill -9 mid-write leaves an orphan temp file that
 nobody reads, never a record pointing at half a block. LMDB is safe across processes, so
 several daemons may share one cache dir. Every method blocks: call them from worker threads.
+
+Besides the records, an "lru" sub-db holds one empty entry per block keyed by (last access, block
+key), kept in step by every method that writes a record: eviction and expiry read blocks oldest
+first from its front, without scanning a million records, and `stats` reads the oldest and newest
+access from its two ends. A cache written before this sub-db existed gets it built once, on open.
+
+The totals (`meta` db) count block files only: staged uploads (`<cache_dir>/staging`), the upload
+journal and this index are not blocks, are never evicted, and are not counted.
 """
 
 from __future__ import annotations
@@ -25,6 +33,18 @@ MAP_SIZE = 1 << 36
 _RECORD = struct.Struct("<QdI")  # length, last access (unix seconds), number of chunk checksums
 _TOTALS = struct.Struct("<QQ")  # blocks, bytes
 _TOTALS_KEY = b"totals"
+_LRU_READY_KEY = b"lru-v1"  # in meta: the lru sub-db holds every record
+_LRU_TIME = struct.Struct(">d")  # big-endian: non-negative doubles sort as their bytes
+KEY_LENGTH = 28  # object digest (20) + block index (8)
+
+
+def lru_key(key: bytes, last_access: float) -> bytes:
+    """Where a block sits in the lru sub-db: by last access, then by key."""
+    return _LRU_TIME.pack(max(0.0, last_access)) + key
+
+
+def split_lru_key(raw: bytes) -> tuple[float, bytes]:
+    return _LRU_TIME.unpack_from(raw)[0], bytes(raw[_LRU_TIME.size:])
 
 
 def object_digest(obj: ObjectId) -> bytes:
@@ -78,6 +98,26 @@ class CacheIndex:
         self.blocks = self.env.open_db(b"blocks")
         self.objects = self.env.open_db(b"objects")
         self.meta = self.env.open_db(b"meta")
+        self.lru = self.env.open_db(b"lru")
+        self._ensure_lru()
+
+    def _ensure_lru(self) -> None:
+        """Build the lru sub-db of a cache written before it existed (once: the check and the
+        build share one write transaction, so two daemons starting together build it once)."""
+        with self.env.begin(db=self.meta) as txn:
+            if txn.get(_LRU_READY_KEY) is not None:
+                return
+        with self.env.begin(write=True) as txn:
+            if txn.get(_LRU_READY_KEY, db=self.meta) is not None:
+                return
+            self.rebuild_lru(txn)
+            txn.put(_LRU_READY_KEY, b"1", db=self.meta)
+
+    def rebuild_lru(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Refill the lru sub-db from the records, inside the caller's write transaction."""
+        txn.drop(self.lru, delete=False)
+        for key, raw in txn.cursor(db=self.blocks):
+            txn.put(lru_key(bytes(key), BlockRecord.unpack(raw).last_access), b"", db=self.lru)
 
     def close(self) -> None:
         self.env.close()
@@ -91,12 +131,16 @@ class CacheIndex:
         """Record a block whose file is already in place."""
         self.commit_many([(obj, key, record)])
 
-    def commit_many(self, blocks: Iterable[tuple[ObjectId, bytes, BlockRecord]]) -> None:
-        """Record blocks whose files are already in place, in one transaction (one sync)."""
+    def commit_many(self, blocks: Iterable[tuple[ObjectId, bytes, BlockRecord]]) -> IndexTotals:
+        """Record blocks whose files are already in place, in one transaction (one sync).
+        Returns the totals after it, so the caller can tell whether a limit was crossed."""
         with self.env.begin(write=True) as txn:
             for obj, key, record in blocks:
                 previous = txn.get(key, db=self.blocks)
+                if previous is not None:
+                    txn.delete(lru_key(key, BlockRecord.unpack(previous).last_access), db=self.lru)
                 txn.put(key, record.pack(), db=self.blocks)
+                txn.put(lru_key(key, record.last_access), b"", db=self.lru)
                 digest = key[:20]
                 if txn.get(digest, db=self.objects) is None:
                     ident = {"store": obj.store, "bucket": obj.bucket, "key": obj.key, "etag": obj.etag}
@@ -104,37 +148,92 @@ class CacheIndex:
                 added_blocks, added_bytes = 1, record.length
                 if previous is not None:
                     added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length
-                self._add_totals(txn, added_blocks, added_bytes)
+                self.add_totals(txn, added_blocks, added_bytes)
+            return self.totals_in(txn)
 
     def remove(self, key: bytes) -> None:
+        self.remove_many([key])
+
+    def remove_many(self, keys: Iterable[bytes]) -> list[tuple[bytes, BlockRecord]]:
+        """Drop the records of these blocks in one transaction; returns those that were there.
+        Only records: the caller removes the files afterwards (never a file before its record)."""
+        removed: list[tuple[bytes, BlockRecord]] = []
         with self.env.begin(write=True) as txn:
-            raw = txn.get(key, db=self.blocks)
-            if raw is None:
-                return
-            txn.delete(key, db=self.blocks)
-            self._add_totals(txn, -1, -BlockRecord.unpack(raw).length)
+            for key in keys:
+                record = self.remove_in(txn, key)
+                if record is not None:
+                    removed.append((key, record))
+            self.add_totals(txn, -len(removed), -sum(r.length for _, r in removed))
+        return removed
+
+    def remove_in(self, txn: lmdb.Transaction[bytes], key: bytes) -> BlockRecord | None:
+        """Drop one record (and its lru entry, and its object's entry if it was the object's last
+        block) inside the caller's write transaction. The caller adjusts the totals."""
+        raw = txn.get(key, db=self.blocks)
+        if raw is None:
+            return None
+        record = BlockRecord.unpack(raw)
+        txn.delete(key, db=self.blocks)
+        txn.delete(lru_key(key, record.last_access), db=self.lru)
+        digest = key[:20]
+        cursor = txn.cursor(db=self.blocks)
+        if not cursor.set_range(digest) or not bytes(cursor.key()).startswith(digest):
+            txn.delete(digest, db=self.objects)
+        return record
 
     def touch(self, keys: Iterable[bytes], when: float | None = None) -> None:
-        """Move blocks to the young end of the LRU clock (batched by the caller)."""
+        """Move blocks to the young end of the LRU clock (batched by the caller). A block is
+        never moved back: another daemon sharing the cache may have used it more recently."""
         when = time.time() if when is None else when
-        with self.env.begin(write=True, db=self.blocks) as txn:
+        with self.env.begin(write=True) as txn:
             for key in keys:
-                raw = txn.get(key)
-                if raw is not None:
-                    txn.put(key, BlockRecord.unpack(raw).touched(when).pack())
+                raw = txn.get(key, db=self.blocks)
+                if raw is None:
+                    continue
+                record = BlockRecord.unpack(raw)
+                if record.last_access >= when:
+                    continue
+                txn.delete(lru_key(key, record.last_access), db=self.lru)
+                txn.put(key, record.touched(when).pack(), db=self.blocks)
+                txn.put(lru_key(key, when), b"", db=self.lru)
 
     def totals(self) -> IndexTotals:
-        with self.env.begin(db=self.meta) as txn:
-            raw = txn.get(_TOTALS_KEY)
+        with self.env.begin() as txn:
+            return self.totals_in(txn)
+
+    def totals_in(self, txn: lmdb.Transaction[bytes]) -> IndexTotals:
+        """The totals as the caller's transaction sees them."""
+        raw = txn.get(_TOTALS_KEY, db=self.meta)
         return IndexTotals(*_TOTALS.unpack(raw)) if raw else IndexTotals(0, 0)
+
+    def set_totals(self, txn: lmdb.Transaction[bytes], totals: IndexTotals) -> None:
+        """Overwrite the totals (verify recounts them) inside the caller's write transaction."""
+        txn.put(_TOTALS_KEY, _TOTALS.pack(totals.blocks, totals.bytes), db=self.meta)
+
+    def access_range(self) -> tuple[float, float] | None:
+        """The oldest and newest last access of any block (the two ends of the lru sub-db)."""
+        with self.env.begin(db=self.lru) as txn:
+            cursor = txn.cursor()
+            if not cursor.first():
+                return None
+            oldest = split_lru_key(cursor.key())[0]
+            cursor.last()
+            return oldest, split_lru_key(cursor.key())[0]
+
+    def counts(self) -> dict[str, int]:
+        """Entries per sub-db, straight from LMDB's own statistics (no scan)."""
+        with self.env.begin() as txn:
+            return {name: int(txn.stat(db)["entries"]) for name, db in
+                    (("blocks", self.blocks), ("objects", self.objects), ("lru", self.lru))}
 
     def iter_blocks(self) -> Iterator[tuple[bytes, BlockRecord]]:
         with self.env.begin(db=self.blocks) as txn:
             for key, raw in txn.cursor():
                 yield bytes(key), BlockRecord.unpack(raw)
 
-    def _add_totals(self, txn: lmdb.Transaction, blocks: int, nbytes: int) -> None:
-        raw = txn.get(_TOTALS_KEY, db=self.meta)
-        old_blocks, old_bytes = _TOTALS.unpack(raw) if raw else (0, 0)
-        txn.put(_TOTALS_KEY, _TOTALS.pack(max(0, old_blocks + blocks), max(0, old_bytes + nbytes)),
-                db=self.meta)
+    def add_totals(self, txn: lmdb.Transaction[bytes], blocks: int, nbytes: int) -> None:
+        """Adjust the totals inside the caller's write transaction."""
+        if blocks == 0 and nbytes == 0:
+            return
+        old = self.totals_in(txn)
+        self.set_totals(txn, IndexTotals(max(0, old.blocks + blocks), max(0, old.bytes + nbytes)))

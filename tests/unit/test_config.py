@@ -15,6 +15,7 @@ from mountfs.config import (
     DirectAccess,
     GcsCredentials,
     InvalidValue,
+    MinFree,
     MountConfig,
     PathSubstitution,
     ReadConfig,
@@ -29,6 +30,7 @@ from mountfs.config import (
     load_config,
     load_source,
     parse_duration,
+    parse_min_free,
     parse_size,
     parse_url,
 )
@@ -1093,3 +1095,51 @@ def test_dataclasses_are_frozen_and_hashable(tmp_path: Path, design_env: None) -
         cfg.cache.max_size = 1  # type: ignore[misc]
     assert isinstance(cfg.mounts, tuple) and isinstance(cfg.s3.credentials, tuple)
     assert hash(cfg) == hash(load(tmp_path, DESIGN_EXAMPLE))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cache.min_free
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5%", MinFree(percent=5.0)),
+    (" 2.5 % ", MinFree(percent=2.5)),
+    ("0%", MinFree()),
+    ("10GiB", MinFree(size=10 * GiB)),
+    ("0", MinFree()),
+    (1024, MinFree(size=1024)),
+])
+def test_parse_min_free(text: str | int, expected: MinFree) -> None:
+    assert parse_min_free(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("100%", 'invalid free space "100%": a percentage must be below 100%'),
+    ("-5%", 'invalid free space "-5%": expected a size such as "10GiB" or a percentage such as "5%"'),
+    ("5%%", 'invalid free space "5%%": expected a size such as "10GiB" or a percentage such as "5%"'),
+    ("lots", f'invalid size "lots": {SIZE_FORMS}'),
+])
+def test_parse_min_free_rejects(text: str, message: str) -> None:
+    with pytest.raises(InvalidValue) as info:
+        parse_min_free(text)
+    assert info.value.message == message
+
+
+def test_min_free_required_bytes() -> None:
+    assert MinFree(size=10).required(1000) == 10
+    assert MinFree(percent=5.0).required(1000) == 50
+    assert MinFree(percent=0.1).required(1001) == 2  # rounded up: never less than asked
+    assert MinFree(size=100, percent=5.0).required(1000) == 100
+
+
+def test_min_free_in_a_config_file(tmp_path: Path) -> None:
+    assert load(tmp_path, MOUNT).cache.min_free == MinFree(percent=5.0)
+    cfg = load(tmp_path, MOUNT + '[cache]\nmin_free = "10GiB"\n')
+    assert cfg.cache.min_free == MinFree(size=10 * GiB)
+    cfg = load(tmp_path, MOUNT + '[cache]\nmin_free = "12%"\n')
+    assert cfg.cache.min_free == MinFree(percent=12.0)
+    got = messages(tmp_path, MOUNT + '[cache]\nmin_free = "150%"\n[read]\n[write]\n')
+    assert got == ['c.toml:5: cache.min_free: invalid free space "150%": a percentage must be below 100%']
+    got = messages(tmp_path, MOUNT + "[cache]\nmin_free = 0.5\n")
+    assert got == ['c.toml:5: cache.min_free: expected a size such as "10GiB" or a percentage such as "5%", '
+                   "got float 0.5"]
