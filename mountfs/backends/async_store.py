@@ -1,12 +1,20 @@
-"""The async face of an `ObjectStore`: calls go to worker threads and are counted.
+"""The async face of an `ObjectStore`: calls go to worker threads, are counted, and fail fast
+while the store is known to be down.
 
 The counters are what `mountfs status` reports as store requests and bytes fetched, and what
 the tests read to prove that a warm read did not touch the store.
+
+Offline: once a call has used up its retries on transient failures, the store counts as offline;
+until it answers again, calls fail at once (EIO) instead of each waiting out the retry budget,
+except one call every PROBE_INTERVAL, which goes through and brings it back when it succeeds.
+Cached data and metadata keep being served meanwhile: they never reach this layer.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +22,13 @@ from typing import TypeVar
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.concurrency import BlockingRunner
+from mountfs.errors import StoreUnavailable, Transient
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+PROBE_INTERVAL = 5.0  # seconds between calls let through to an offline store
 
 
 @dataclass
@@ -24,13 +37,17 @@ class StoreStats:
     errors: Counter[str] = field(default_factory=Counter)
     bytes_fetched: int = 0
     bytes_uploaded: int = 0
+    failed_fast: int = 0  # calls refused at once because the store was offline
 
 
 class AsyncStore:
-    def __init__(self, store: ObjectStore, threads: int) -> None:
+    def __init__(self, store: ObjectStore, threads: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.stats = StoreStats()
         self._run = BlockingRunner(threads)
+        self._clock = clock
+        self.offline_since: float | None = None  # on self._clock
+        self._next_probe = 0.0
 
     @property
     def store_id(self) -> str:
@@ -40,56 +57,34 @@ class AsyncStore:
     def bucket(self) -> str:
         return self.store.bucket
 
+    @property
+    def offline(self) -> bool:
+        return self.offline_since is not None
+
+    # --- reads -------------------------------------------------------------------------------
+
     async def head(self, key: str) -> ObjectMeta:
-        self.stats.requests["head"] += 1
-        try:
-            return await self._run(self.store.head, key)
-        except Exception:
-            self.stats.errors["head"] += 1
-            raise
+        return await self._counted("head", self.store.head, key)
 
     async def get_range(self, key: str, start: int, length: int, etag: str | None) -> bytes:
-        self.stats.requests["get"] += 1
-        try:
-            data = await self._run(self.store.get_range, key, start, length, etag)
-        except Exception:
-            self.stats.errors["get"] += 1
-            raise
+        data = await self._counted("get", self.store.get_range, key, start, length, etag)
         self.stats.bytes_fetched += len(data)
         return data
 
     async def get_pieces(self, key: str, start: int, length: int, piece: int,
                          etag: str | None) -> list[bytes]:
-        self.stats.requests["get"] += 1
-        try:
-            pieces = await self._run(self.store.get_pieces, key, start, length, piece, etag)
-        except Exception:
-            self.stats.errors["get"] += 1
-            raise
+        pieces = await self._counted("get", self.store.get_pieces, key, start, length, piece, etag)
         self.stats.bytes_fetched += sum(map(len, pieces))
         return pieces
 
     async def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
                    max_keys: int = 1000) -> ListPage:
-        self.stats.requests["list"] += 1
-        try:
-            return await self._run(self.store.list, prefix, delimiter, token, max_keys)
-        except Exception:
-            self.stats.errors["list"] += 1
-            raise
+        return await self._counted("list", self.store.list, prefix, delimiter, token, max_keys)
 
     async def check_access(self) -> None:
         await self._run(self.store.check_access)
 
     # --- writes: counted under the ObjectStore method names ------------------------------------
-
-    async def _counted(self, op: str, fn: Callable[..., T], *args: object) -> T:
-        self.stats.requests[op] += 1
-        try:
-            return await self._run(fn, *args)
-        except Exception:
-            self.stats.errors[op] += 1
-            raise
 
     async def put(self, key: str, data: bytes) -> ObjectMeta:
         meta = await self._counted("put", self.store.put, key, data)
@@ -116,3 +111,48 @@ class AsyncStore:
 
     async def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
         return await self._counted("copy", self.store.copy, src_key, dst_key)
+
+    # --- counting, and the offline state ---------------------------------------------------------
+
+    async def _counted(self, op: str, fn: Callable[..., T], *args: object) -> T:
+        self.stats.requests[op] += 1
+        self._refuse_while_offline(op)
+        try:
+            result = await self._run(fn, *args)
+        except StoreUnavailable as exc:
+            self.stats.errors[op] += 1
+            if isinstance(exc.__cause__, Transient):  # retries used up: not a one-off refusal
+                self._went_offline(exc)
+            raise
+        except Exception:
+            self.stats.errors[op] += 1
+            self._answered()  # NotFound, AccessDenied, Stale...: the store is there
+            raise
+        self._answered()
+        return result
+
+    def _refuse_while_offline(self, op: str) -> None:
+        if self.offline_since is None:
+            return
+        now = self._clock()
+        if now >= self._next_probe:
+            self._next_probe = now + PROBE_INTERVAL  # this call is the probe
+            return
+        self.stats.failed_fast += 1
+        self.stats.errors[op] += 1
+        down = now - self.offline_since
+        raise StoreUnavailable(f"{self.store_id}/{self.bucket} is offline (no answer for {down:.0f} s); "
+                               f"trying again every {PROBE_INTERVAL:.0f} s")
+
+    def _went_offline(self, exc: StoreUnavailable) -> None:
+        now = self._clock()
+        if self.offline_since is None:
+            self.offline_since = now
+            log.warning("%s/%s is offline: %s; cached data is still served", self.store_id, self.bucket, exc)
+        self._next_probe = now + PROBE_INTERVAL
+
+    def _answered(self) -> None:
+        if self.offline_since is not None:
+            log.warning("%s/%s answers again after %.0f s offline", self.store_id, self.bucket,
+                        self._clock() - self.offline_since)
+            self.offline_since = None
