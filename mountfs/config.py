@@ -137,6 +137,8 @@ class ReadConfig:
     readahead_max: int = 256 * MiB
     max_memory: int = 192 * MiB  # block bytes the daemon holds in memory, all handles together
     kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root
+    # While a store is unreachable, cached metadata past its TTL is still served for this long.
+    offline_grace: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -705,6 +707,7 @@ _TOP_KEYS = (
 _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size", "min_free")
 _READ_KEYS = (
     "metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory", "kernel_readahead",
+    "offline_grace",
 )  # fmt: skip
 _WRITE_KEYS = ("part_size", "max_concurrency", "drain_timeout")
 _RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
@@ -1119,6 +1122,7 @@ class _Loader:
             readahead_max=self.size(t, path, "readahead_max", default.readahead_max, lambda v: None),
             max_memory=self.size(t, path, "max_memory", default.max_memory),
             kernel_readahead=self.size(t, path, "kernel_readahead", default.kernel_readahead, lambda v: None),
+            offline_grace=self.duration(t, path, "offline_grace", default.offline_grace),
         )
 
     def write(self, root: _Table) -> WriteConfig:

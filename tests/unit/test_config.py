@@ -229,6 +229,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
         max_concurrency = 4
         readahead_max = "0"
         max_memory = "1GB"
+        offline_grace = "2h"
         [write]
         part_size = "5MiB"
         max_concurrency = 2
@@ -257,7 +258,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
         endpoint = "http://127.0.0.1:10000/devstoreaccount1"
         """)
     assert cfg.cache == CacheConfig("/home/u/cache", GiB, 1_000_000, 3600.0, 64 * KiB)
-    assert cfg.read == ReadConfig(120.0, 0.0, 4, 0, 10**9)
+    assert cfg.read == ReadConfig(120.0, 0.0, 4, 0, 10**9, offline_grace=7200.0)
     assert cfg.write == WriteConfig(5 * MiB, 2, 90.0)
     assert cfg.s3.token is None  # an empty value counts as not set
     assert cfg.s3.use_credentials_chain is True
