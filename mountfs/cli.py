@@ -20,7 +20,7 @@ from mountfs.errors import ConfigErrors, MountfsError
 from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
 
-SUBCOMMANDS = ("umount", "status", "config")
+SUBCOMMANDS = ("umount", "status", "recover", "config")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +69,15 @@ def _mount(argv: list[str]) -> int:
 def _subcommand(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mountfs")
     sub = parser.add_subparsers(dest="command", required=True)
-    umount = sub.add_parser("umount", help="unmount, after the daemon has finished its work")
+    umount = sub.add_parser("umount", help="unmount, after the daemon has uploaded what is pending")
     umount.add_argument("mountpoint")
-    umount.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the daemon")
+    umount.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the daemon (default: its write.drain_timeout + 60)")
+    recover = sub.add_parser("recover", help="upload what a killed daemon left staged in a cache dir, "
+                                             "without mounting")
+    recover.add_argument("source", metavar="CONFIG|URL")
+    recover.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                         help="mount options; cache_dir= names the cache dir")
     status = sub.add_parser("status", help="what each running mount is doing")
     status.add_argument("mountpoint", nargs="?")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -84,7 +90,37 @@ def _subcommand(argv: list[str]) -> int:
         return _umount(ns.mountpoint, ns.timeout)
     if ns.command == "status":
         return _status(ns.mountpoint, ns.json)
+    if ns.command == "recover":
+        return _recover(ns.source, ns.options)
     return _config_check(ns.file)
+
+
+def _recover(source: str, option_values: list[str]) -> int:
+    """One line per journalled upload (and stray staged file) and what became of it. Exit 1 when
+    something is still not in the store (failed, or no configured store matches) or was lost."""
+    from mountfs import mount
+    from mountfs.upload import recovery
+
+    logging.getLogger().addHandler(logging.NullHandler())
+    try:
+        options = mount.parse_options(option_values)
+        config = mount.load_config_with(source, options)
+        stores = mount.open_stores(config)
+        report = mount.recover_cache(config, stores)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"mountfs: {error.format()}", file=sys.stderr)
+        return 1
+    except MountfsError as exc:
+        print(f"mountfs: {exc}", file=sys.stderr)
+        return 1
+    if not report:
+        print(f"nothing to recover in {config.cache.dir}")
+        return 0
+    for item in report:
+        print(item.describe())
+    bad = (recovery.FAILED, recovery.NO_STORE, recovery.MISSING)
+    return 1 if any(item.outcome in bad for item in report) else 0
 
 
 def _config_check(path: str) -> int:
@@ -101,10 +137,25 @@ def _config_check(path: str) -> int:
     return 0
 
 
-def _umount(mountpoint: str, timeout: float) -> int:
+def _umount(mountpoint: str, timeout: float | None) -> int:
+    """Unmount through the daemon, which first uploads what is pending (up to its drain timeout);
+    says what could not be uploaded (exit 1: it stays staged for the next mount or `recover`)."""
     mountpoint = os.path.abspath(mountpoint)
+    path = control.socket_path(mountpoint)
     try:
-        reply = control.request(control.socket_path(mountpoint), "shutdown", timeout=timeout)
+        if timeout is None:
+            timeout = 30.0  # for the status request
+            status = control.request(path, "status", timeout=timeout)
+            uploads = status.get("uploads", {})
+            timeout = float(uploads.get("drain_timeout", 0.0)) + 60.0
+            pending = uploads.get("pending", [])
+            if pending:
+                print(f"mountfs: waiting for {len(pending)} pending upload(s) "
+                      f"({human_bytes(uploads.get('pending_bytes', 0))}) to finish", file=sys.stderr)
+        reply = control.request(path, "shutdown", timeout=timeout)
+    except TimeoutError:
+        print(f"mountfs: the daemon of {mountpoint} did not finish within {timeout:g}s", file=sys.stderr)
+        return 1
     except control.NotRunning:
         if not mount_type(mountpoint):
             print(f"mountfs: {mountpoint} is not mounted", file=sys.stderr)
@@ -116,13 +167,22 @@ def _umount(mountpoint: str, timeout: float) -> int:
             return 1
         return 0
     pid = int(reply.get("pid", 0))
-    deadline = time.monotonic() + timeout
+    left = reply.get("left") or []
+    deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
         if not process_alive(pid) and not mount_type(mountpoint):
-            return 0
+            break
         time.sleep(0.05)
-    print(f"mountfs: the daemon (pid {pid}) did not finish within {timeout:g}s", file=sys.stderr)
-    return 1
+    else:
+        print(f"mountfs: the daemon (pid {pid}) did not exit", file=sys.stderr)
+        return 1
+    if left:
+        print(f"mountfs: unmounted {mountpoint}, but {len(left)} upload(s) did not finish; they stay "
+              "staged and go up at the next mount or with `mountfs recover`:", file=sys.stderr)
+        for item in left:
+            print(f"  {format_upload(item)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _status(mountpoint: str | None, as_json: bool) -> int:
@@ -158,7 +218,32 @@ def format_status(s: dict[str, Any]) -> str:
         f"  store:  {store['requests']} requests ({store['gets']} GETs), "
         f"{human_bytes(store['bytes_fetched'])} fetched",
     ]
+    uploads = s.get("uploads")
+    if uploads is not None:
+        pending = uploads["pending"]
+        state = (" (recovering)" if uploads.get("recovering")
+                 else " (unmounting)" if uploads.get("draining") else "")
+        lines.append(f"  uploads: {uploads['completed']} done, {human_bytes(uploads['bytes_uploaded'])} up, "
+                     f"{len(pending)} pending ({human_bytes(uploads['pending_bytes'])}), "
+                     f"{uploads['failed']} failing{state}")
+        for item in pending[:UPLOADS_SHOWN]:
+            lines.append(f"    {format_upload(item)}")
+        if len(pending) > UPLOADS_SHOWN:
+            lines.append(f"    ... and {len(pending) - UPLOADS_SHOWN} more (--json lists them all)")
     return "\n".join(lines)
+
+
+UPLOADS_SHOWN = 10
+
+
+def format_upload(item: dict[str, Any]) -> str:
+    """One pending upload: where it goes, how big, its state and last error, where it is staged."""
+    text = f"{item['path'] or item['key']}  {human_bytes(item['size'])}  {item['state']}"
+    if item.get("attempts"):
+        text += f" after {item['attempts']} attempt(s)"
+    if item.get("error"):
+        text += f": {item['error']}"
+    return text + f"  (staged at {item['staged']})"
 
 
 def human_bytes(n: int) -> str:

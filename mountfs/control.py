@@ -49,8 +49,11 @@ def list_sockets() -> list[str]:
     return [os.path.join(directory, n) for n in names if n.endswith(".sock")]
 
 
-async def serve(path: str, handler: Handler, *,
+async def serve(path: str, handler: Handler, *, replied: Callable[[], None] | None = None,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer requests on `path` until cancelled; `replied()` is called once the answer to each
+    request given to `handler` is sent (or could not be), so a daemon can wait for its last
+    answers before it exits."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # left by a daemon that was killed
@@ -68,12 +71,19 @@ async def serve(path: str, handler: Handler, *,
                 if not chunk:
                     return
                 buffer += chunk
+            handled = False
             try:
-                reply = await handler(json.loads(buffer.split(b"\n", 1)[0]))
-            except Exception as exc:  # a bad request must not stop the daemon
-                reply = {"ok": False, "error": str(exc)}
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                try:
+                    request = json.loads(buffer.split(b"\n", 1)[0])
+                    handled = True
+                    reply = await handler(request)
+                except Exception as exc:  # a bad request must not stop the daemon
+                    reply = {"ok": False, "error": str(exc)}
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(json.dumps(reply).encode() + b"\n")
+            finally:
+                if handled and replied is not None:
+                    replied()
 
     try:
         task_status.started()

@@ -29,6 +29,10 @@ class StoreUnavailable(MountfsError):
     """The store cannot be reached (after retries), or is not readable at all."""
 
 
+class Offline(StoreUnavailable):
+    """Refused without asking: the store is known to be down (see `AsyncStore`)."""
+
+
 class AccessDenied(MountfsError):
     """The credentials do not allow this operation."""
 
@@ -47,6 +51,22 @@ class IsADirectory(MountfsError):
 
 class NotEmpty(MountfsError):
     """A directory that still has entries cannot be removed."""
+
+
+class Exists(MountfsError):
+    """The name is already taken (mkdir of an existing entry, rename with RENAME_NOREPLACE)."""
+
+
+class NotPermitted(MountfsError):
+    """The operation is never allowed here, e.g. removing or renaming the root of a mount."""
+
+
+class CrossDevice(MountfsError):
+    """A rename between two mounts (two stores): the caller copies instead (`mv` does)."""
+
+
+class InvalidArgument(MountfsError):
+    """A request that makes no sense, e.g. moving a directory into itself."""
 
 
 class NoSpace(MountfsError):
@@ -105,6 +125,10 @@ ERRNO_TABLE: dict[type[MountfsError], int] = {
     NotADirectory: errno.ENOTDIR,
     IsADirectory: errno.EISDIR,
     NotEmpty: errno.ENOTEMPTY,
+    Exists: errno.EEXIST,
+    NotPermitted: errno.EPERM,
+    CrossDevice: errno.EXDEV,
+    InvalidArgument: errno.EINVAL,
     NoSpace: errno.ENOSPC,
     UploadFailed: errno.EIO,
     Unsupported: errno.ENOSYS,

@@ -20,8 +20,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import lmdb
 import pyfuse3
 import trio
 
@@ -37,6 +39,9 @@ from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
 from mountfs.namespace.tree import Namespace
+from mountfs.upload.journal import UploadJournal
+from mountfs.upload.recovery import Recovered, recover
+from mountfs.upload.uploader import PendingUpload, Uploader
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,14 @@ class Prepared:
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
+    config = load_config_with(source, options)
+    mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
+    check_mountpoint(mountpoint, options.nonempty)
+    return Prepared(source, mountpoint, options, config, open_stores(config))
+
+
+def load_config_with(source: str, options: MountOptions) -> Config:
+    """The config of `source` with the mount options that override it (cache_dir, block_size, ro)."""
     config = load_source(source)
     cache = config.cache
     if options.cache_dir:
@@ -131,9 +144,11 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
     mounts = config.mounts
     if options.read_only:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
-    config = dataclasses.replace(config, cache=cache, mounts=mounts)
-    mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
-    check_mountpoint(mountpoint, options.nonempty)
+    return dataclasses.replace(config, cache=cache, mounts=mounts)
+
+
+def open_stores(config: Config) -> list[ObjectStore]:
+    """One store per mount entry, each checked for access; the cache dir made."""
     stores = []
     for entry in config.mounts:
         store = open_store(entry.url, config)
@@ -146,7 +161,37 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
         os.makedirs(config.cache.dir, exist_ok=True)
     except OSError as exc:
         raise MountSetupError(f"cannot create cache dir {config.cache.dir}: {exc.strerror}") from exc
-    return Prepared(source, mountpoint, options, config, stores)
+    return stores
+
+
+def make_roots(config: Config, stores: list[ObjectStore], journal: UploadJournal | None,
+               *, all_writable: bool = False) -> list[MountRoot]:
+    """The namespace's view of each mount; writable ones get an uploader on the shared journal
+    (`all_writable`: every one, for `mountfs recover`)."""
+    roots = []
+    for entry, store in zip(config.mounts, stores, strict=True):
+        async_store = AsyncStore(store, config.read.max_concurrency)
+        uploader = None
+        if journal is not None and (all_writable or not entry.read_only):
+            uploader = Uploader(async_store, journal, config.write,
+                                supports_multipart=store.supports_multipart)
+        roots.append(MountRoot(entry.path, async_store, entry.url.prefix + "/" if entry.url.prefix else "",
+                               entry.read_only, uploader))
+    return roots
+
+
+def recover_cache(config: Config, stores: list[ObjectStore]) -> list[Recovered]:
+    """`mountfs recover`: upload what dead daemons left staged in the cache dir, without mounting."""
+    try:
+        journal = UploadJournal(config.cache.dir)
+    except (OSError, RuntimeError, lmdb.Error) as exc:
+        raise MountSetupError(f"cannot open the upload journal in {config.cache.dir}: {exc}") from exc
+    try:
+        roots = make_roots(config, stores, journal, all_writable=True)
+        uploaders = [root.uploader for root in roots if root.uploader is not None]
+        return trio.run(recover, journal, uploaders)
+    finally:
+        journal.close()
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:
@@ -220,15 +265,18 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     # flight. A handle's window never outgrows half the memory cache, or its prefetched blocks
     # would be evicted before the reader arrives.
     memory_cache = read.max_memory // 2
+    try:
+        journal = UploadJournal(config.cache.dir)
+    except (OSError, RuntimeError, lmdb.Error) as exc:
+        notify(f"cannot open the upload journal in {config.cache.dir}: {exc}")
+        return 1
     cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
-    roots = [MountRoot(entry.path, AsyncStore(store, config.read.max_concurrency),
-                       entry.url.prefix + "/" if entry.url.prefix else "", entry.read_only)
-             for entry, store in zip(config.mounts, prepared.stores, strict=True)]
+    roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
     operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask),
-                            prefetch, min(read.readahead_max, memory_cache // 2))
-    daemon = Daemon(prepared, cache, operations, notify)
+                            prefetch, min(read.readahead_max, memory_cache // 2), recovering=True)
+    daemon = Daemon(prepared, cache, operations, notify, journal)
     fuse_options = {"fsname=" + (options.fsname or prepared.source).replace(",", "_"), "subtype=mountfs"}
     for flag in ("allow_other", "allow_root", "default_permissions"):
         if getattr(options, flag):
@@ -241,15 +289,17 @@ def serve(prepared: Prepared, notify: Notify) -> int:
         pyfuse3.init(operations, prepared.mountpoint, fuse_options)
     except RuntimeError as exc:
         cache.close()
+        journal.close()
         notify(f"cannot mount {prepared.mountpoint}: {exc}")
         return 1
     log.info("mounted %s on %s", prepared.source, prepared.mountpoint)
     try:
         trio.run(daemon.main)
     finally:
-        pyfuse3.close(unmount=True)
+        daemon.unmount()
         log.info("unmounted %s; %s", prepared.mountpoint, daemon.summary())
         cache.close()
+        journal.close()
     return 0
 
 
@@ -257,12 +307,26 @@ class Daemon:
     """The trio side: the FUSE loop plus control socket, signals and housekeeping."""
 
     def __init__(self, prepared: Prepared, cache: BlockCache, operations: Operations,
-                 notify: Notify) -> None:
+                 notify: Notify, journal: UploadJournal | None = None) -> None:
         self.prepared = prepared
         self.cache = cache
         self.operations = operations
         self.notify = notify
+        self.journal = journal
         self.started = time.time()
+        self.uploaders = [root.uploader for root in operations.namespace.mounts if root.uploader is not None]
+        self.recovered: list[Recovered] = []
+        self.draining = False
+        self.drained = trio.Event()
+        self.left: list[PendingUpload] = []  # what the drain at unmount could not upload
+        self._mounted = True
+        self._answering = 0  # control requests not yet answered
+
+    def unmount(self) -> None:
+        """Detach the kernel mount (once): nothing waits on a daemon that no longer serves."""
+        if self._mounted:
+            self._mounted = False
+            pyfuse3.close(unmount=True)
 
     async def main(self) -> None:
         removed = await self.cache.startup()
@@ -275,17 +339,76 @@ class Daemon:
             self.operations.namespace.nursery = nursery
             nursery.start_soon(self.cache.run_housekeeping)
             nursery.start_soon(self.cache.run_committer)
-            await nursery.start(control.serve, control.socket_path(self.prepared.mountpoint), self.answer)
+            for uploader in self.uploaders:
+                await nursery.start(uploader.run)
+            nursery.start_soon(self._recover)
+            await nursery.start(partial(control.serve, replied=self._replied),
+                                control.socket_path(self.prepared.mountpoint), self.answer)
             nursery.start_soon(self._on_signals)
             nursery.start_soon(self._announce_ready)
             await pyfuse3.main()
+            self.draining = True
+            self.unmount()
+            await self._drain()
+            with trio.move_on_after(5):  # the last answers (umount waits for one) go out first
+                while self._answering:
+                    await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+    async def _recover(self) -> None:
+        """Finish what a killed daemon left staged in this cache dir; writes wait until it is done."""
+        try:
+            if self.journal is not None:
+                self.recovered = await recover(self.journal, self.uploaders)
+        except Exception:
+            log.exception("recovery of pending uploads failed; they stay journalled for the next mount")
+        finally:
+            self.operations.writes.ready.set()
+
+    async def _drain(self) -> None:
+        """Unmounted (umount, SIGTERM): upload what is pending, for up to write.drain_timeout."""
+        self.draining = True
+        timeout = self.prepared.config.write.drain_timeout
+        pending = [item for uploader in self.uploaders for item in uploader.pending()]
+        if pending:
+            log.info("waiting up to %gs for %d pending upload(s) (%d bytes)", timeout, len(pending),
+                     sum(item.size for item in pending))
+        left: list[PendingUpload] = []
+
+        async def drain(uploader: Uploader) -> None:
+            left.extend(await uploader.drain(timeout))
+            for staged in uploader.staged_uploads():  # files still open and unchanged: nothing to keep
+                if not staged.dirty:
+                    await uploader.release(staged)
+
+        async with trio.open_nursery() as nursery:
+            for uploader in self.uploaders:
+                nursery.start_soon(drain, uploader)
+        self.left = left
+        if left:
+            log.warning("%d upload(s) not finished at unmount; they stay staged in %s and are uploaded "
+                        "by the next mount or by `mountfs recover`", len(left), self.cache.cache_dir)
+        elif pending:
+            log.info("every pending upload is in the store")
+        self.drained.set()
+
+    def _replied(self) -> None:
+        self._answering -= 1
+
+    def _terminate(self) -> None:
+        """Stop the FUSE loop (once: after the unmount the session is gone)."""
+        if self._mounted and not self.draining:
+            pyfuse3.terminate()
 
     async def _on_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if self.draining:
+                    log.info("signal %s: already unmounting, waiting for pending uploads "
+                             "(SIGKILL stops at once; they stay journalled)", signal.Signals(signum).name)
+                    continue
                 log.info("signal %s: unmounting", signal.Signals(signum).name)
-                pyfuse3.terminate()
+                self._terminate()
 
     async def _announce_ready(self) -> None:
         st = await trio.to_thread.run_sync(os.stat, self.prepared.mountpoint)
@@ -294,14 +417,41 @@ class Daemon:
         _sd_notify("READY=1")
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._answering += 1
         op = request.get("op")
         if op == "status":
             return {"ok": True, **await self.status()}
         if op == "shutdown":
             log.info("unmount requested through the control socket")
-            pyfuse3.terminate()
-            return {"ok": True, "pid": os.getpid()}
+            self._terminate()
+            await self.drained.wait()  # the answer says what could not be uploaded
+            return {"ok": True, "pid": os.getpid(), "left": [_pending_json(p, self._path_of(p))
+                                                            for p in self.left]}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _path_of(self, item: PendingUpload) -> str:
+        for root in self.operations.namespace.mounts:
+            same_store = (root.store.store_id, root.store.bucket) == (item.store_id, item.bucket)
+            if same_store and item.key.startswith(root.prefix):
+                return "/".join(p for p in (root.path, item.key[len(root.prefix):]) if p)
+        return item.key
+
+    def uploads_status(self) -> dict[str, Any]:
+        pending = [_pending_json(item, self._path_of(item))
+                   for uploader in self.uploaders for item in uploader.pending()]
+        return {
+            "pending": pending,
+            "pending_bytes": sum(item["size"] for item in pending),
+            "failed": sum(1 for item in pending if item["state"] == "failed"),
+            "completed": sum(u.stats.completed for u in self.uploaders),
+            "failed_attempts": sum(u.stats.failed for u in self.uploaders),
+            "streamed_parts": sum(u.stats.streamed_parts for u in self.uploaders),
+            "bytes_uploaded": sum(u.store.stats.bytes_uploaded for u in self.uploaders),
+            "recovering": not self.operations.writes.ready.is_set(),
+            "recovered": [item.describe() for item in self.recovered],
+            "draining": self.draining,
+            "drain_timeout": self.prepared.config.write.drain_timeout,
+        }
 
     async def status(self) -> dict[str, Any]:
         stats = self.cache.stats
@@ -325,6 +475,8 @@ class Daemon:
                       "blocks": totals.blocks, "bytes": totals.bytes},
             "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
                       "prefetched_blocks": prefetch.started if prefetch else 0},
+            "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written},
+            "uploads": self.uploads_status(),
             "store": {"gets": sum(s["requests"].get("get", 0) for s in stores),
                       "requests": sum(sum(s["requests"].values()) for s in stores),
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},
@@ -336,6 +488,11 @@ class Daemon:
         stats = self.cache.stats
         return (f"block hits {stats.hits}, misses {stats.misses}, "
                 f"bytes served {self.operations.stats.bytes_served}")
+
+
+def _pending_json(item: PendingUpload, path: str) -> dict[str, Any]:
+    return {"path": path, "key": item.key, "store": item.store_id, "bucket": item.bucket, "size": item.size,
+            "state": item.state, "error": item.error, "attempts": item.attempts, "staged": item.staging_path}
 
 
 def _url_of(prepared: Prepared, path: str) -> str:

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.concurrency import BlockingRunner
-from mountfs.errors import StoreUnavailable, Transient
+from mountfs.errors import Offline, StoreUnavailable, Transient
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ class AsyncStore:
     # --- counting, and the offline state ---------------------------------------------------------
 
     async def _counted(self, op: str, fn: Callable[..., T], *args: object) -> T:
+        self._refuse_while_offline(op)  # a refused call is no request: counted in failed_fast
         self.stats.requests[op] += 1
-        self._refuse_while_offline(op)
         try:
             result = await self._run(fn, *args)
         except StoreUnavailable as exc:
@@ -141,8 +141,8 @@ class AsyncStore:
         self.stats.failed_fast += 1
         self.stats.errors[op] += 1
         down = now - self.offline_since
-        raise StoreUnavailable(f"{self.store_id}/{self.bucket} is offline (no answer for {down:.0f} s); "
-                               f"trying again every {PROBE_INTERVAL:.0f} s")
+        raise Offline(f"{self.store_id}/{self.bucket} is offline (no answer for {down:.0f} s); "
+                      f"trying again every {PROBE_INTERVAL:.0f} s")
 
     def _went_offline(self, exc: StoreUnavailable) -> None:
         now = self._clock()

@@ -62,6 +62,14 @@ class ObjectStore(abc.ABC):
 
     store_id: str
     bucket: str
+    real_folders = False
+    """Folders exist on their own (a local folder): one stays when its last file goes, and a
+    directory marker ("dir/") is the folder itself. Object stores only imply prefixes."""
+
+    @property
+    def supports_multipart(self) -> bool:
+        """False when multipart uploads are switched off for this store (`multipart = false`)."""
+        return True
 
     def object_id(self, meta: ObjectMeta) -> ObjectId:
         return ObjectId(self.store_id, self.bucket, meta.key, meta.etag)

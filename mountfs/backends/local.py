@@ -191,12 +191,15 @@ def md5_hex(data: bytes) -> str:
 
 
 class LocalStore(ObjectStore):
-    """A folder as a bucket: files are objects, folders are only implied prefixes.
+    """A folder as a bucket: files are objects, folders are prefixes (an empty "dir/" marker is the
+    folder itself).
 
     The ETag is size and mtime, so it costs one stat; writes go through a temp file and a rename,
     so readers see the old or the new object, never half of one. Dot-names reserved for that
     (`.mountfs-uploads` at the root, `.mountfs-tmp-*` anywhere) are never listed.
     """
+
+    real_folders = True
 
     def __init__(self, root: str) -> None:
         self.store_id = "file"
@@ -239,6 +242,8 @@ class LocalStore(ObjectStore):
     # --- reads -----------------------------------------------------------------------------------
 
     def head(self, key: str) -> ObjectMeta:
+        if key.endswith("/"):  # a directory marker: the folder
+            return self._folder_meta(key)
         path = self._key_path(key)
         try:
             st = os.stat(path)
@@ -460,10 +465,59 @@ class LocalStore(ObjectStore):
         return _meta(key, self._write_file(path, fill, sync=True))
 
     def put(self, key: str, data: bytes) -> ObjectMeta:
+        if key.endswith("/"):
+            return self._make_folder(key, data)
         return self._install(key, lambda fd: _write_all(fd, data))
 
+    def _folder_meta(self, key: str) -> ObjectMeta:
+        path = self._key_path(key[:-1])
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _error(exc, path) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotFound(f"{os.fsdecode(path)}: not a folder")
+        return ObjectMeta(key, 0, _etag(st), st.st_mtime_ns)
+
+    def _make_folder(self, key: str, data: bytes) -> ObjectMeta:
+        """A directory marker ("dir/", empty) is the folder itself."""
+        if data:
+            raise Unsupported(f"key {key!r} ends in '/': only an empty directory marker can be stored "
+                              f"under {self.bucket}")
+        path = self._key_path(key[:-1], write=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+            st = os.stat(path)
+        except FileExistsError as exc:
+            raise NotADirectory(f"{os.fsdecode(path)}: exists and is not a folder") from exc
+        except OSError as exc:
+            raise _error(exc, path, write=True) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectory(f"{os.fsdecode(path)}: exists and is not a folder")
+        return ObjectMeta(key, 0, _etag(st), st.st_mtime_ns)
+
+    def _remove_folder(self, key: str) -> None:
+        """Deleting a directory marker removes the folder if it is empty (like S3, where the prefix
+        stays while other keys are under it)."""
+        try:
+            path = self._key_path(key[:-1])
+        except NotFound:
+            return
+        try:
+            os.rmdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return
+            raise _error(exc, path, write=True) from exc
+
     def delete(self, key: str) -> None:
-        """Remove `key`; a missing key is not an error (S3 semantics). Emptied folders stay."""
+        """Remove `key`; a missing key is not an error (S3 semantics). Emptied folders stay; a
+        directory marker ("dir/") removes its folder when it is empty."""
+        if key.endswith("/"):
+            self._remove_folder(key)
+            return
         try:
             path = self._key_path(key)
         except NotFound:

@@ -15,27 +15,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
 import pyfuse3
+import trio
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectId
 from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
-from mountfs.errors import IsADirectory, MountfsError, ReadOnly, errno_for
+from mountfs.errors import IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.namespace.inodes import Node
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
+from mountfs.namespace.writes import Writes
+from mountfs.upload.uploader import StagedUpload
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Until the write path exists every mount is read-only, and its modes say so.
-WRITES_SUPPORTED = False
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 
 
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -71,15 +70,19 @@ class ReadStats:
     reads: int = 0
     bytes_served: int = 0
     opens: int = 0
+    writes: int = 0
+    bytes_written: int = 0
 
 
 @dataclass
 class _OpenFile:
-    obj: ObjectId  # the version pinned at open: every read asks for this ETag
+    node: Node
+    obj: ObjectId | None  # the version pinned at open: every read asks for this ETag (None: not stored yet)
     size: int
-    fetch: Fetch
+    fetch: Fetch | None
     pattern: ReadPattern
     prefetches: PrefetchGroup
+    staged: StagedUpload | None = None  # write handles: the file's staged upload (one per file)
 
 
 def _fetcher(store: AsyncStore, obj: ObjectId, block_size: int) -> Fetch:
@@ -100,10 +103,12 @@ DIRECTORY_PATTERNS = 1024
 
 class Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace, cache: BlockCache, ownership: Ownership,
-                 prefetch: PrefetchScheduler | None = None, readahead_max: int = 0) -> None:
+                 prefetch: PrefetchScheduler | None = None, readahead_max: int = 0, *,
+                 recovering: bool = False) -> None:
         super().__init__()
         self.namespace = namespace
         self.cache = cache
+        self.writes = Writes(namespace, cache, recovering=recovering)
         self.ownership = ownership
         self.prefetch = prefetch
         self.readahead_max = readahead_max
@@ -122,7 +127,7 @@ class Operations(pyfuse3.Operations):
 
     def attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
-        read_only = not WRITES_SUPPORTED or node.mount is None or node.mount.read_only
+        read_only = node.mount is None or not node.mount.writable
         if node.is_dir:
             mode = stat.S_IFDIR | (0o777 & ~self.ownership.umask)
             attr.st_nlink = 2
@@ -160,12 +165,20 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        # Object stores have no capacity: report a large, empty file system, as gcsfuse does.
+        # Object stores have no capacity, but what is written waits on the cache disk until it is
+        # uploaded: its free space is what a writer can count on. Size and free space are the cache
+        # disk's; inodes are unlimited.
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = 4096
-        data.f_blocks = data.f_bfree = data.f_bavail = (1 << 50) // 4096
         data.f_files = data.f_ffree = data.f_favail = 1 << 32
         data.f_namemax = 255
+        try:
+            disk = await trio.to_thread.run_sync(os.statvfs, self.cache.cache_dir)
+        except OSError:
+            data.f_bsize = data.f_frsize = 4096
+            data.f_blocks = data.f_bfree = data.f_bavail = (1 << 50) // 4096
+            return data
+        data.f_bsize, data.f_frsize = disk.f_bsize, disk.f_frsize
+        data.f_blocks, data.f_bfree, data.f_bavail = disk.f_blocks, disk.f_bfree, disk.f_bavail
         return data
 
     # --- directories ---------------------------------------------------------------------
@@ -196,35 +209,64 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def open(self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        if flags & WRITE_FLAGS:
-            raise ReadOnly("writes are not supported yet")
         node = await self.namespace.attributes(inode)
         if node.is_dir:
             raise IsADirectory(node.key)
-        assert node.mount is not None and node.meta is not None
+        truncate = bool(flags & os.O_TRUNC)
+        writing = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR) or truncate
+        staged = await self.writes.open_for_write(node, truncate=truncate) if writing else None
         fh = self._handle()
-        store = node.mount.store
-        obj = store.store.object_id(node.meta)
-        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
-        fetch = _fetcher(store, obj, self.cache.block_size)
-        self._files[fh] = _OpenFile(obj, node.meta.size, fetch, pattern, PrefetchGroup())
+        self._files[fh] = self._open_file(node, staged)
         self.stats.opens += 1
-        self._prefetch_siblings(node)
-        # The kernel's cached pages are still right when the object has not changed since the
-        # last open: keep them, so re-reads never leave the page cache.
+        if staged is None:
+            self._prefetch_siblings(node)
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=self._keep_cache(node))
+
+    def _open_file(self, node: Node, staged: StagedUpload | None) -> _OpenFile:
+        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
+        handle = _OpenFile(node, None, 0, None, pattern, PrefetchGroup(), staged)
+        self._pin(handle)
+        return handle
+
+    def _pin(self, handle: _OpenFile) -> None:
+        """Reads of the stored object ask for the version seen at open (ESTALE once it changes), or
+        the version this mount uploaded since."""
+        meta, node = handle.node.meta, handle.node
+        if meta is None or not meta.etag or node.mount is None:
+            return
+        if handle.obj is None or (meta.etag != handle.obj.etag and meta.etag == node.written_etag):
+            store = node.mount.store
+            handle.obj = store.store.object_id(meta)
+            handle.size = meta.size
+            handle.fetch = _fetcher(store, handle.obj, self.cache.block_size)
+
+    def _keep_cache(self, node: Node) -> bool:
+        """The kernel's cached pages are still right when the object has not changed since the last
+        open: keep them, so re-reads never leave the page cache. A file being written: never."""
+        if self.namespace.staged_of(node) is not None or node.meta is None or not node.meta.etag:
+            node.opened_etag = None
+            return False
         unchanged = node.opened_etag == node.meta.etag
         node.opened_etag = node.meta.etag
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=unchanged)
+        return unchanged
 
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
         handle = self._files[fh]
-        window = handle.pattern.observe(off, size)
-        if window and self.prefetch is not None:
-            ahead = off + size
-            self.prefetch.schedule(handle.prefetches, handle.obj, handle.size, ahead, ahead + window,
-                                   handle.fetch)
-        data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch)
+        staged = handle.staged if handle.staged is not None else self.namespace.staged_of(handle.node)
+        if staged is not None and not staged.dropped:  # being written: the staged bytes are the newest
+            assert handle.node.mount is not None and handle.node.mount.uploader is not None
+            data: Any = await handle.node.mount.uploader.read(staged, off, size)
+        else:
+            self._pin(handle)
+            if handle.obj is None or handle.fetch is None:
+                return b""  # a file that never reached the store and has no staged data any more
+            window = handle.pattern.observe(off, size)
+            if window and self.prefetch is not None:
+                ahead = off + size
+                self.prefetch.schedule(handle.prefetches, handle.obj, handle.size, ahead, ahead + window,
+                                       handle.fetch)
+            data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch)
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
         return cast(bytes, data)  # pyfuse3 replies with any buffer: a view saves a copy
@@ -250,13 +292,120 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         handle = self._files.pop(fh, None)
-        if handle is not None:
-            handle.prefetches.cancel()
+        if handle is None:
+            return
+        handle.prefetches.cancel()
+        if handle.staged is not None:
+            try:  # FUSE discards errors of release: what failed is logged, the data stays staged
+                await self.writes.release(handle.node, handle.staged)
+            except Exception:
+                log.exception("release of %s failed", handle.node.key)
 
-    # --- everything that would change the tree: read-only for now ------------------------
+    # --- writing -------------------------------------------------------------------------
 
-    async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
+    def _writer(self, fh: pyfuse3.FileHandleT) -> tuple[_OpenFile, StagedUpload]:
+        handle = self._files.get(fh)
+        if handle is None or handle.staged is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return handle, handle.staged
 
-    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
-    create = write = setxattr = removexattr = _read_only
+    @_fuse_errors
+    async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
+            raise NotPermitted("only regular files can be created")
+        node, staged = await self.writes.create(self.namespace.node(parent_inode), name)
+        self.namespace.inodes.remember(node)
+        fh = self._handle()
+        self._files[fh] = self._open_file(node, staged)
+        self.stats.opens += 1
+        node.opened_etag = None
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), self.attributes(node)
+
+    @_fuse_errors
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        handle, staged = self._writer(fh)
+        written = await self.writes.write(handle.node, staged, off, buf)
+        self.stats.writes += 1
+        self.stats.bytes_written += written
+        return written
+
+    @_fuse_errors
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        handle = self._files.get(fh)
+        if handle is not None and handle.staged is not None:
+            await self.writes.flush(handle.node, handle.staged)
+
+    @_fuse_errors
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        await self.flush(fh)
+
+    @_fuse_errors
+    async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = await self.namespace.attributes(inode)
+        if fields.update_size:
+            handle = self._files.get(fh) if fh is not None else None
+            staged = handle.staged if handle is not None else None
+            await self.writes.truncate(node, attr.st_size, staged)
+        if fields.update_mtime:
+            self.writes.set_mtime(node, attr.st_mtime_ns)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            self.writes.check_attributes(node)
+        return self.attributes(node)
+
+    # --- names ---------------------------------------------------------------------------
+
+    @_fuse_errors
+    async def mkdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = await self.writes.mkdir(self.namespace.node(parent_inode), name)
+        self.namespace.inodes.remember(node)
+        return self.attributes(node)
+
+    @_fuse_errors
+    async def unlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                     ctx: pyfuse3.RequestContext) -> None:
+        await self.writes.unlink(self.namespace.node(parent_inode), name)
+
+    @_fuse_errors
+    async def rmdir(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT,
+                    ctx: pyfuse3.RequestContext) -> None:
+        await self.writes.rmdir(self.namespace.node(parent_inode), name)
+
+    @_fuse_errors
+    async def rename(self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
+                     parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT, flags: int,
+                     ctx: pyfuse3.RequestContext) -> None:
+        await self.writes.rename(self.namespace.node(parent_inode_old), name_old,
+                                 self.namespace.node(parent_inode_new), name_new, flags)
+
+    # --- what object stores cannot hold --------------------------------------------------
+
+    def _refuse(self, inode: int, code: int) -> NoReturn:
+        """EROFS where nothing may change; else `code`: what object stores cannot hold."""
+        node = self.namespace.inodes.get(inode)
+        if node is None or node.mount is None or not node.mount.writable:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        raise pyfuse3.FUSEError(code)
+
+    async def symlink(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, target: pyfuse3.FileNameT,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse(parent_inode, errno.EPERM)  # regular files and directories only
+
+    async def link(self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT,
+                   new_name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse(new_parent_inode, errno.EPERM)
+
+    async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._refuse(parent_inode, errno.EPERM)
+
+    async def setxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        self._refuse(inode, errno.ENOTSUP)  # cp -a and rsync -X skip what is not supported
+
+    async def removexattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
+                          ctx: pyfuse3.RequestContext) -> None:
+        self._refuse(inode, errno.ENOTSUP)

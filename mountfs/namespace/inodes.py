@@ -14,6 +14,7 @@ import pyfuse3
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta
+from mountfs.upload.uploader import StagedUpload, Uploader
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ class MountRoot:
     store: AsyncStore
     prefix: str  # "" or ending in "/"
     read_only: bool
+    uploader: Uploader | None = None  # None: nothing is ever written to this store
+
+    @property
+    def writable(self) -> bool:
+        return not self.read_only and self.uploader is not None
 
 
 @dataclass(eq=False)
@@ -45,10 +51,40 @@ class Node:
     opened_etag: str | None = None  # the ETag at the last open, to keep the kernel's pages
     pinned: bool = False  # part of the fixed tree: never forgotten
     children: dict[bytes, Node] = field(default_factory=dict)  # virtual directories only
+    staged: StagedUpload | None = None  # written in this mount and not yet settled in the store
+    mtime_pin: tuple[str | None, int] | None = None
+    """A modification time set by the user (utimens): (the ETag it applies to, or None for the next
+    upload, mtime_ns). It holds while the object keeps that ETag; it is not stored in the object."""
+    unlinked: bool = False  # removed from the tree; lives on while the kernel holds it
+    written_etag: str | None = None  # the version this mount uploaded last: open handles follow it
+
+    def live_staged(self) -> StagedUpload | None:
+        """The staged upload whose bytes are this file's newest, if it still exists."""
+        staged = self.staged
+        if staged is not None and (staged.dropped or staged.discarded):
+            self.staged = staged = None
+        return staged
 
     @property
     def size(self) -> int:
+        staged = self.live_staged()
+        if staged is not None:
+            return staged.size
         return self.meta.size if self.meta else 0
+
+    def set_meta(self, meta: ObjectMeta) -> None:
+        """The store's metadata of this file; the mtime follows it unless the user pinned one for
+        this version, or the file is being written (then the last write's time shows)."""
+        self.meta = meta
+        pin = self.mtime_pin
+        if pin is not None and pin[0] is None and self.live_staged() is None and meta.etag:
+            pin = self.mtime_pin = (meta.etag, pin[1])  # the upload the pin waited for
+        if pin is not None and pin[0] == meta.etag:
+            self.mtime_ns = pin[1]
+        elif self.live_staged() is None:
+            if pin is not None and pin[0] is not None:
+                self.mtime_pin = None  # the object changed: its own mtime shows again
+            self.mtime_ns = meta.mtime_ns
 
     @property
     def path_key(self) -> tuple[int, str, bool]:
@@ -91,9 +127,47 @@ class InodeTable:
             self._nodes[node.inode] = node
             self._by_path[path_key] = node
         elif meta is not None:
-            node.meta = meta
-            node.mtime_ns = mtime_ns
+            node.set_meta(meta)
         return node
+
+    def by_path(self, mount: MountRoot, key: str, is_dir: bool) -> Node | None:
+        return self._by_path.get((id(mount), key, is_dir))
+
+    def unlink(self, node: Node) -> None:
+        """`node` left the tree: a new entry of its name gets a new inode; it lives until forgotten."""
+        if self._by_path.get(node.path_key) is node:
+            del self._by_path[node.path_key]
+        node.unlinked = True
+        self.discard_if_unused(node)
+
+    def move(self, node: Node, parent: Node, name: bytes, key: str) -> None:
+        """`node` is now `name` in `parent` with object key (or prefix) `key`; what had that name
+        before is unlinked. Descendants of a directory are moved by `move_prefix`."""
+        if self._by_path.get(node.path_key) is node:
+            del self._by_path[node.path_key]
+        node.parent, node.name, node.key = parent.inode, name, key
+        replaced = self._by_path.get(node.path_key)
+        if replaced is not None and replaced is not node:
+            self.unlink(replaced)
+        self._by_path[node.path_key] = node
+
+    def move_prefix(self, mount: MountRoot, old: str, new: str) -> None:
+        """Every known node strictly below directory `old` (a prefix) gets its key under `new`."""
+        moving = [n for (m, key, _), n in self._by_path.items()
+                  if m == id(mount) and key.startswith(old) and key != old]
+        for node in moving:
+            del self._by_path[node.path_key]
+        for node in moving:
+            node.key = new + node.key[len(old):]
+            replaced = self._by_path.get(node.path_key)
+            if replaced is not None and replaced is not node:
+                self.unlink(replaced)
+            self._by_path[node.path_key] = node
+
+    def below(self, mount: MountRoot, prefix: str) -> list[Node]:
+        """Known nodes strictly below directory `prefix`."""
+        return [n for (m, key, _), n in self._by_path.items()
+                if m == id(mount) and key.startswith(prefix) and key != prefix]
 
     def remember(self, node: Node, count: int = 1) -> None:
         node.lookups += count

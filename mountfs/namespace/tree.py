@@ -21,8 +21,19 @@ from mountfs.concurrency import gather
 from mountfs.errors import NotADirectory, NotFound
 from mountfs.namespace.inodes import ROOT_INODE, InodeTable, MountRoot, Node
 from mountfs.namespace.listing import PAGE_SIZE, DirEntry, DirSnapshot, entries_from_page
+from mountfs.upload.uploader import StagedUpload
 
 log = logging.getLogger(__name__)
+
+PENDING_ETAG = ""
+"""The ETag of a file written in this mount that the store does not have yet."""
+
+
+def staged_meta(staged: StagedUpload) -> ObjectMeta:
+    """What a listing shows of a staged file: its last uploaded version, else a pending one."""
+    if staged.meta is not None and staged.meta.key == staged.key:
+        return staged.meta
+    return ObjectMeta(staged.key, staged.size, PENDING_ETAG, time.time_ns())
 
 
 @dataclass
@@ -32,7 +43,16 @@ class _DirListing:
     entries: dict[bytes, DirEntry] = field(default_factory=dict)
     complete: bool = False
     expires: float = 0.0
+    has_marker: bool = False  # a "dir/" object keeps the directory when it has no entries
     _order: dict[bytes, int] | None = None
+
+    def put(self, entry: DirEntry) -> None:
+        self.entries[entry.name] = entry
+        self._order = None
+
+    def remove(self, name: bytes) -> None:
+        if self.entries.pop(name, None) is not None:
+            self._order = None
 
     def position(self, name: bytes) -> int | None:
         """Where `name` stands in the listing (complete listings only)."""
@@ -122,10 +142,23 @@ class Namespace:
         self.inodes.remember(node)
         return node
 
+    async def child(self, parent: Node, name: bytes) -> Node:
+        """The entry `name` of directory `parent`, not counted as a kernel reference."""
+        if not parent.is_dir:
+            raise NotADirectory(f"inode {parent.inode} is not a directory")
+        if parent.mount is None:
+            child = parent.children.get(name)
+            if child is None:
+                raise NotFound(os.fsdecode(name))
+            return child
+        return self._node_for(parent, await self._find_entry(parent, name))
+
     async def attributes(self, inode: int) -> Node:
-        """The node with metadata no older than the TTL (a file is re-HEADed when expired)."""
+        """The node with metadata no older than the TTL (a file is re-HEADed when expired). A file
+        being written in this mount answers from its staged data; an unlinked one as it was."""
         node = self.node(inode)
-        if node.is_dir or node.mount is None or node.meta_expires > self.clock():
+        if (node.is_dir or node.mount is None or node.meta_expires > self.clock() or node.unlinked
+                or self.staged_of(node) is not None):
             return node
         meta = await node.mount.store.head(node.key)
         self._set_meta(node, meta)
@@ -160,20 +193,30 @@ class Namespace:
                 if done is not None:
                     return _as_page(prefix, done)
             page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
-            self._record_page(listing, prefix, page)
+            self._record_page(listing, prefix, page, mount)
             self._look_ahead(mount, page.prefixes)
+            if page.next_token is None:
+                objects, prefixes = self._staged_overlay(mount, prefix)
+                if objects or prefixes:
+                    page = ListPage(page.objects + objects, page.prefixes + prefixes, None)
             return page
 
         return DirSnapshot(prefix, list_page)
 
-    def _record_page(self, listing: _DirListing, prefix: str, page: ListPage) -> None:
+    def _record_page(self, listing: _DirListing, prefix: str, page: ListPage, mount: MountRoot) -> None:
         for entry in entries_from_page(prefix, page):
             known = listing.entries.get(entry.name)
             if known is None or entry.is_dir:  # a directory shadows an object of its name
                 listing.entries[entry.name] = entry
+        if any(meta.key == prefix for meta in page.objects):
+            listing.has_marker = True
         if page.next_token is None:
+            objects, prefixes = self._staged_overlay(mount, prefix)
+            for entry in entries_from_page(prefix, ListPage(objects, prefixes)):
+                listing.entries.setdefault(entry.name, entry)
             listing.complete = True
             listing.expires = self.clock() + self.metadata_ttl
+        listing._order = None
 
     def _look_ahead(self, mount: MountRoot, prefixes: list[str]) -> None:
         if self.nursery is None:
@@ -193,7 +236,7 @@ class Namespace:
                 token: str | None = None
                 while True:
                     page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
-                    self._record_page(listing, prefix, page)
+                    self._record_page(listing, prefix, page, mount)
                     if page.next_token is None:
                         break
                     token = page.next_token
@@ -222,7 +265,7 @@ class Namespace:
         if listing is None or at is None:
             return []
         entries = itertools.islice(listing.entries.values(), at + 1, at + 1 + count)
-        return [entry.meta for entry in entries if entry.meta is not None]
+        return [entry.meta for entry in entries if entry.meta is not None and entry.meta.etag]
 
     def entry_node(self, parent_inode: int, entry: DirEntry) -> Node:
         """The node for a readdir entry; the caller counts a reference only if the kernel took it."""
@@ -231,19 +274,149 @@ class Namespace:
             return parent.children[entry.name]
         return self._node_for(parent, entry)
 
+    # --- files written in this mount --------------------------------------------------------
+
+    def staged_of(self, node: Node) -> StagedUpload | None:
+        """The live staged upload of a file (its newest bytes), attached to the node when found."""
+        staged = node.live_staged()
+        if staged is None and not node.is_dir and not node.unlinked and node.mount is not None:
+            staged = node.staged = self.staged_at(node.mount, node.key)
+        return staged
+
+    @staticmethod
+    def staged_at(mount: MountRoot, key: str) -> StagedUpload | None:
+        return mount.uploader.staged_for(key) if mount.uploader is not None else None
+
+    @staticmethod
+    def staged_under(mount: MountRoot, prefix: str) -> list[StagedUpload]:
+        """Live staged uploads of keys below `prefix` (at any depth)."""
+        if mount.uploader is None:
+            return []
+        return [s for s in mount.uploader.staged_uploads() if s.key.startswith(prefix) and s.key != prefix]
+
+    def _staged_overlay(self, mount: MountRoot, prefix: str) -> tuple[list[ObjectMeta], list[str]]:
+        """What staged files add to a listing of `prefix`: those directly in it, and the
+        subdirectories of deeper ones (the store may not have them yet)."""
+        objects: list[ObjectMeta] = []
+        prefixes: set[str] = set()
+        for staged in self.staged_under(mount, prefix):
+            head, sep, _ = staged.key[len(prefix):].partition("/")
+            if not head:
+                continue
+            if sep:
+                prefixes.add(prefix + head + "/")
+            else:
+                objects.append(staged_meta(staged))
+        return objects, sorted(prefixes)
+
+    # --- changes made through this mount: the cached tree follows the store ---------------------
+
+    def fresh_listing(self, mount: MountRoot, prefix: str) -> _DirListing | None:
+        """The complete listing of directory `prefix` if it is within the metadata TTL."""
+        return self._fresh_listing((id(mount), prefix))
+
+    def add_entry(self, parent: Node, name: bytes, is_dir: bool, meta: ObjectMeta | None, *,
+                  new_dir: bool = False) -> Node:
+        """`name` now exists in `parent` (made by this mount): in its cached listing, no longer
+        negative. `new_dir`: a directory just made, known to be empty (with its marker)."""
+        mount = parent.mount
+        assert mount is not None
+        path = parent.key + os.fsdecode(name)
+        entry = DirEntry(name, is_dir, None if is_dir else meta)
+        listing = self._listings.get((id(mount), parent.key))
+        if listing is not None:
+            listing.put(entry)
+        self._negative.pop((id(mount), path), None)
+        node = self._node_for(parent, entry)
+        if new_dir:
+            self._store_listing((id(mount), node.key), _DirListing(
+                complete=True, expires=self.clock() + self.metadata_ttl, has_marker=True))
+        return node
+
+    def remove_entry(self, parent: Node, name: bytes, node: Node | None) -> None:
+        """`name` is gone from `parent` (removed by this mount)."""
+        mount = parent.mount
+        assert mount is not None
+        listing = self._listings.get((id(mount), parent.key))
+        if listing is not None:
+            listing.remove(name)
+        self._negative[(id(mount), parent.key + os.fsdecode(name))] = self.clock() + self.negative_ttl
+        if node is not None:
+            if node.is_dir:
+                self.forget_listings(mount, node.key)
+            self.inodes.unlink(node)
+
+    def move_entry(self, node: Node, old_parent: Node, new_parent: Node, new_name: bytes,
+                   meta: ObjectMeta | None) -> None:
+        """`node` (and for a directory everything below it) moved; what had the new name is replaced."""
+        mount = node.mount
+        assert mount is not None
+        old_key = node.key
+        new_key = new_parent.key + os.fsdecode(new_name) + ("/" if node.is_dir else "")
+        old_name = node.name
+        listing = self._listings.get((id(mount), old_parent.key))
+        if listing is not None:
+            listing.remove(old_name)
+        self._negative[(id(mount), old_parent.key + os.fsdecode(old_name))] = self.clock() + self.negative_ttl
+        if node.is_dir:
+            self.forget_listings(mount, old_key)
+            self.forget_listings(mount, new_key)
+            self.inodes.move_prefix(mount, old_key, new_key)
+            self._negative = {slot: t for slot, t in self._negative.items()
+                              if slot[0] != id(mount) or not slot[1].startswith(new_key)}
+        self.inodes.move(node, new_parent, new_name, new_key)
+        pin = node.mtime_pin
+        if pin is not None and not node.is_dir:  # the same bytes under a new name: keep the user's mtime
+            if node.live_staged() is not None:
+                node.mtime_pin = (None, pin[1])
+            elif meta is not None and meta.etag:
+                node.mtime_pin = (meta.etag, pin[1])
+        if meta is not None:
+            self._set_meta(node, meta)
+        listing = self._listings.get((id(mount), new_parent.key))
+        if listing is not None:
+            listing.put(DirEntry(new_name, node.is_dir, None if node.is_dir else (meta or node.meta)))
+        self._negative.pop((id(mount), new_parent.key + os.fsdecode(new_name)), None)
+
+    def forget_listings(self, mount: MountRoot, prefix: str) -> None:
+        """Drop what is cached of directory `prefix` and everything below it: listed afresh next time."""
+        for slot in [slot for slot in self._listings if slot[0] == id(mount) and slot[1].startswith(prefix)]:
+            del self._listings[slot]
+
+    def set_file_meta(self, mount: MountRoot, key: str, meta: ObjectMeta) -> None:
+        """The store has a new version of `key`, written by this mount: the node and the cached
+        listing show it, and later reads are pinned to its ETag."""
+        node = self.inodes.by_path(mount, key, False)
+        if node is not None:
+            self._set_meta(node, meta)
+        parent_prefix = key[:key.rfind("/") + 1]
+        listing = self._listings.get((id(mount), parent_prefix))
+        name = os.fsencode(key[len(parent_prefix):])
+        if listing is not None:
+            known = listing.entries.get(name)
+            if known is None or not known.is_dir:
+                listing.put(DirEntry(name, False, meta))
+        self._negative.pop((id(mount), key), None)
+
+    def note_marker(self, mount: MountRoot, prefix: str) -> None:
+        listing = self._listings.get((id(mount), prefix))
+        if listing is not None:
+            listing.has_marker = True
+
     # --- internals -----------------------------------------------------------------------
 
     def _node_for(self, parent: Node, entry: DirEntry) -> Node:
         key = parent.key + os.fsdecode(entry.name) + ("/" if entry.is_dir else "")
         mtime = entry.meta.mtime_ns if entry.meta else self.mount_time_ns
         node = self.inodes.find_or_create(parent, entry.name, entry.is_dir, key, entry.meta, mtime)
+        if not entry.is_dir:
+            self.staged_of(node)
         if entry.meta is not None:
             self._set_meta(node, entry.meta)
         return node
 
     def _set_meta(self, node: Node, meta: ObjectMeta) -> None:
-        node.meta = meta
-        node.mtime_ns = meta.mtime_ns
+        node.set_meta(meta)
         node.meta_expires = self.clock() + self.metadata_ttl
 
     def _fresh_listing(self, slot: tuple[int, str]) -> _DirListing | None:
@@ -272,13 +445,18 @@ class Namespace:
             entry = listing.entries.get(name)
             if entry is not None:
                 return entry
-            if listing.complete:
+            if listing.complete and self.staged_at(mount, parent.key + os.fsdecode(name)) is None:
                 raise NotFound(os.fsdecode(name))
         key = parent.key + os.fsdecode(name)
+        staged = self.staged_at(mount, key)
+        if staged is not None:  # written in this mount, maybe not in the store yet
+            return DirEntry(name, False, staged_meta(staged))
         slot = (id(mount), key)
         if self._negative.get(slot, 0.0) > now:
             raise NotFound(key)
         entry = await self._probe(mount, key, name)
+        if entry is None and self.staged_under(mount, key + "/"):
+            entry = DirEntry(name, True, None)  # only files written in this mount are in it yet
         if entry is None:
             self._negative[slot] = now + self.negative_ttl
             if len(self._negative) > 100_000:
@@ -304,4 +482,10 @@ class Namespace:
             return DirEntry(name, True, None)
         if isinstance(meta, ObjectMeta):
             return DirEntry(name, False, meta)
+        if mount.store.store.real_folders:  # an empty folder lists nothing: it is its own marker
+            try:
+                await mount.store.head(key + "/")
+            except NotFound:
+                return None
+            return DirEntry(name, True, None)
         return None

@@ -31,7 +31,7 @@ from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta, UploadPart
 from mountfs.concurrency import BlockingRunner, gather
 from mountfs.config import WriteConfig
-from mountfs.errors import MountfsError, NotFound, Unsupported, UploadFailed
+from mountfs.errors import MountfsError, NotFound, Offline, Unsupported, UploadFailed
 from mountfs.upload.journal import (
     CLEAN,
     FAILED,
@@ -171,6 +171,9 @@ class Uploader:
         self._uploads: dict[str, StagedUpload] = {}
         self._nursery: trio.Nursery | None = None
         self._retry_wanted = trio.Event()
+        # Told of every upload that reached the store (flush or background retry), so the mount can
+        # put the new version in place of the old.
+        self.on_uploaded: Callable[[StagedUpload], None] | None = None
 
     def _name(self, staged: StagedUpload) -> str:
         return f"{self.store.store_id}/{self.store.bucket}/{staged.key}"
@@ -257,6 +260,18 @@ class Uploader:
             if staged.key == key and not staged.discarded:
                 return staged
         return None
+
+    def staged_uploads(self) -> list[StagedUpload]:
+        """Every live staged upload that is not discarded (open files and uploads still pending)."""
+        return [s for s in self._uploads.values() if not s.discarded]
+
+    def reopen(self, staged: StagedUpload) -> bool:
+        """A released upload (its flush failed, it waits for a retry) is opened again: it stays until
+        the next `release`. False when it is already gone (uploaded and dropped, or discarded)."""
+        if staged.id not in self._uploads or staged.discarded:
+            return False
+        staged.released = False
+        return True
 
     def _check_live(self, staged: StagedUpload) -> None:
         if staged.id not in self._uploads:
@@ -432,6 +447,8 @@ class Uploader:
             self.stats.completed += 1
             await self._sync(staged)
             log.debug("uploaded %s (%d bytes, etag %s)", self._name(staged), meta.size, meta.etag)
+            if self.on_uploaded is not None:
+                self.on_uploaded(staged)
             if staged.released:
                 if staged.dirty:
                     self._schedule_retry(staged, 0.0)  # written to while it went up
@@ -506,8 +523,10 @@ class Uploader:
                 continue
             except _Changed:
                 raise
-            except Exception:
-                if await self._reachable():  # the store answers, yet this upload keeps failing
+            except Exception as exc:
+                # The store answers, yet this upload keeps failing (a call refused because the store
+                # is known to be offline never reached it: that is no failure of the upload).
+                if not isinstance(exc, Offline) and await self._reachable():
                     staged.mp_failures += 1
                 raise
             staged.upload_id, staged.parts, staged.mp_failures = None, {}, 0

@@ -525,8 +525,9 @@ def bucket(tmp_path_factory: pytest.TempPathFactory) -> Bucket:
 
 @pytest.fixture(scope="session")
 def sample_mount(session_mounter: Mounter, bucket: Bucket) -> Mount:
-    """One mount of the sample bucket shared by the tests that only read and look."""
-    return session_mounter.mount(bucket.url)
+    """One mount of the sample bucket shared by the tests that only read and look: read-only (-o ro),
+    so that no test can change the bucket the others read."""
+    return session_mounter.mount(bucket.url, "ro")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""Every way to change the tree fails with EROFS ("Read-only file system"), and the source is untouched."""
+"""Every way to change the tree fails with EROFS ("Read-only file system"), and the source is untouched:
+on a mount made with -o ro (the kernel refuses) and on a `read_only = true` mount entry (mountfs
+refuses, the kernel mount being writable)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,30 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Bucket, Mount
+    from conftest import Bucket, Mount, Mounter
 
 EROFS_TEXT = "Read-only file system"
 
 
-@pytest.fixture
-def unchanged(sample_mount: Mount, bucket: Bucket, snapshot_of: Any) -> Iterator[Mount]:
+@pytest.fixture(scope="module")
+def read_only_entry(session_mounter: Mounter, bucket: Bucket,
+                    tmp_path_factory: pytest.TempPathFactory) -> Mount:
+    """The sample bucket through a config whose mount entry says `read_only = true`."""
+    config = tmp_path_factory.mktemp("ro-config") / "ro.toml"
+    config.write_text(f'[[mount]]\npath = ""\nurl = "{bucket.url}"\nread_only = true\n')
+    return session_mounter.mount(str(config))
+
+
+@pytest.fixture(params=["-o ro", "read_only = true"])
+def unchanged(request: pytest.FixtureRequest, bucket: Bucket, snapshot_of: Any) -> Iterator[Mount]:
     """The mount; after the test, the source folder must be exactly as it was."""
+    mount: Mount = request.getfixturevalue("sample_mount" if request.param == "-o ro" else "read_only_entry")
     before = snapshot_of(bucket.root)
-    yield sample_mount
+    yield mount
     after = snapshot_of(bucket.root)
     assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) ^ set(after)}
     # and the mount still shows the same tree
-    assert set(os.listdir(sample_mount.path)) == set(os.listdir(bucket.root))
+    assert set(os.listdir(mount.path)) == set(os.listdir(bucket.root))
 
 
 SHELL_WRITES = [

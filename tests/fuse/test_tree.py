@@ -115,10 +115,10 @@ def test_stat_of_dirs(sample_mount: Mount, bucket: Bucket) -> None:
     assert len(seen) == len(rels) + 1
 
 
-def test_default_modes_are_read_only(sample_mount: Mount, bucket: Bucket) -> None:
-    """This version mounts everything read-only (every write is EROFS), so with the default umask
-    022 files must show 0444 and directories 0555, as `attributes` does for a read-only mount:
-    write bits that no write can use mislead `test -w`, `ls -l`, rsync and cp."""
+def test_read_only_mounts_show_no_write_bits(sample_mount: Mount, bucket: Bucket) -> None:
+    """The sample mount is read-only (every write is EROFS), so with the default umask 022 files
+    must show 0444 and directories 0555, as `attributes` does for a read-only mount: write bits
+    that no write can use mislead `test -w`, `ls -l`, rsync and cp."""
     file_mode = stat.S_IMODE(os.stat(sample_mount.join(bucket.sample_files[0])).st_mode)
     dir_mode = stat.S_IMODE(os.stat(sample_mount.join("a")).st_mode)
     root_mode = stat.S_IMODE(os.stat(sample_mount.path).st_mode)

@@ -343,6 +343,21 @@ class StoreWriteContract:
         with pytest.raises(NotFound):
             store.copy("missing", "x")
 
+    def test_directory_marker(self, store: ObjectStore) -> None:
+        """An empty "dir/" object makes a directory that lists with no entries; deleting it removes
+        the directory, and only it: keys under the prefix stay."""
+        assert store.put("d/", b"").size == 0
+        assert store.list("", "/").prefixes == ["d/"]
+        assert store.head("d/").size == 0
+        assert [o.key for o in store.list("d/", "/").objects if o.key != "d/"] == []
+        store.delete("d/")
+        assert store.list("", "/") == ListPage()
+        store.put("e/", b"")
+        store.put("e/f", b"x")
+        store.delete("e/")
+        assert [o.key for o in store.list("e/", "/").objects] == ["e/f"]
+        store.delete("e/")  # no marker any more: not an error
+
     def test_multipart_assembles_in_part_order(self, store: ObjectStore) -> None:
         part = 5 << 20  # S3's smallest part but the last
         first, second, last = b"1" * part, b"2" * part, b"-last"

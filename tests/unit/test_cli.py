@@ -148,3 +148,42 @@ def test_status_is_readable() -> None:
         "store": {"requests": 6, "gets": 1, "bytes_fetched": 4 << 20}})
     assert "3 hits, 1 misses (hit ratio 75.0%)" in text and "4.0 MiB fetched" in text
     assert cli.human_bytes(0) == "0 B" and cli.human_bytes(1536) == "1.5 KiB"
+
+
+def test_status_lists_pending_uploads() -> None:
+    pending = [{"path": "ckpt/model.bin", "key": "runs/model.bin", "size": 3 << 20, "state": "failed",
+                "error": "StoreUnavailable: 503", "attempts": 2, "staged": "/c/staging/abc"}]
+    text = cli.format_status({
+        "mountpoint": "/mnt/x", "source": "x.toml", "pid": 7, "uptime": 3.2,
+        "cache": {"hits": 0, "misses": 0, "shared": 0, "hit_ratio": None, "blocks": 0, "bytes": 0,
+                  "dir": "/c"},
+        "reads": {"opens": 1, "reads": 0, "bytes_served": 0},
+        "store": {"requests": 6, "gets": 0, "bytes_fetched": 0},
+        "uploads": {"pending": pending, "pending_bytes": 3 << 20, "failed": 1, "completed": 4,
+                    "bytes_uploaded": 1 << 20, "recovering": False, "draining": False}})
+    assert "uploads: 4 done, 1.0 MiB up, 1 pending (3.0 MiB), 1 failing" in text
+    assert ("ckpt/model.bin  3.0 MiB  failed after 2 attempt(s): StoreUnavailable: 503  "
+            "(staged at /c/staging/abc)") in text
+
+
+async def test_recover_uploads_what_a_dead_daemon_left(tmp_path: Path, bucket: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from mountfs.backends.async_store import AsyncStore
+    from mountfs.backends.local import LocalStore
+    from mountfs.config import WriteConfig
+    from mountfs.upload.journal import UploadJournal
+    from mountfs.upload.uploader import Uploader
+
+    cache = tmp_path / "cache"
+    journal = UploadJournal(str(cache))  # a daemon that wrote, then died before uploading
+    uploader = Uploader(AsyncStore(LocalStore(str(bucket)), 2), journal, WriteConfig())
+    staged = await uploader.open_staged("new/file.txt", None)
+    await uploader.write(staged, 0, b"recovered")
+    journal.close()
+    args = ["recover", f"file://{bucket}", "-o", f"cache_dir={cache}"]
+    assert await trio.to_thread.run_sync(cli.main, args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("uploaded: file/") and "new/file.txt (9 bytes)" in out[0]
+    assert (bucket / "new" / "file.txt").read_bytes() == b"recovered"
+    assert await trio.to_thread.run_sync(cli.main, args) == 0
+    assert capsys.readouterr().out.strip() == f"nothing to recover in {cache}"

@@ -139,17 +139,25 @@ async def test_unexpected_exceptions_become_eio(ops: Operations, store: MemorySt
     assert fuse_errno(excinfo) == errno.EIO
 
 
-async def test_every_write_answers_erofs(ops: Operations) -> None:
-    attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"top.txt"), CTX)
+async def test_every_change_answers_erofs_without_an_uploader(ops: Operations) -> None:
+    """A mount with no uploader (as every read-only one) changes nothing: EROFS for every handler."""
+    root = pyfuse3.InodeT(ROOT_INODE)
+    attr = await ops.lookup(root, pyfuse3.FileNameT(b"top.txt"), CTX)
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
         with pytest.raises(pyfuse3.FUSEError) as excinfo:
-            await ops.open(attr.st_ino, flags, None)  # type: ignore[arg-type]
+            await ops.open(attr.st_ino, flags, CTX)
         assert fuse_errno(excinfo) == errno.EROFS
-    for call in (ops.mkdir, ops.unlink, ops.rmdir, ops.rename, ops.create, ops.write, ops.setattr,
-                 ops.symlink, ops.link, ops.mknod, ops.setxattr, ops.removexattr):
+    name = pyfuse3.FileNameT(b"new")
+    calls = [ops.mkdir(root, name, 0o755, CTX), ops.unlink(root, pyfuse3.FileNameT(b"top.txt"), CTX),
+             ops.rmdir(root, pyfuse3.FileNameT(b"dir"), CTX),
+             ops.rename(root, pyfuse3.FileNameT(b"top.txt"), root, name, 0, CTX),
+             ops.create(root, name, 0o100644, os.O_WRONLY, CTX),
+             ops.symlink(root, name, pyfuse3.FileNameT(b"top.txt"), CTX)]
+    for call in calls:
         with pytest.raises(pyfuse3.FUSEError) as excinfo:
-            await call(1, b"x")
+            await call
         assert fuse_errno(excinfo) == errno.EROFS
+    assert sum(1 for op in ("put", "delete", "copy") if ops.namespace.mounts[0].store.stats.requests[op]) == 0
 
 
 async def test_opening_a_directory_as_a_file_is_eisdir(ops: Operations) -> None:

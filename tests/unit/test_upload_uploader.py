@@ -19,7 +19,15 @@ from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta, UploadPart
 from mountfs.backends.memory import MemoryStore
 from mountfs.config import WriteConfig
-from mountfs.errors import NoSpace, NotFound, StoreUnavailable, Unsupported, UploadFailed, errno_for
+from mountfs.errors import (
+    NoSpace,
+    NotFound,
+    Offline,
+    StoreUnavailable,
+    Unsupported,
+    UploadFailed,
+    errno_for,
+)
 from mountfs.upload.journal import CLEAN, FAILED, STAGING, UploadJournal
 from mountfs.upload.staging import Reader
 from mountfs.upload.uploader import PendingUpload, StagedUpload, Uploader
@@ -240,6 +248,21 @@ async def test_an_upload_failing_again_and_again_starts_afresh(uploader: Uploade
     await uploader.flush(staged)
     assert store.calls["abort_multipart"] == 1 and store.calls["create_multipart"] == 2
     assert store.calls["upload_part"] == 14 and stored(store, "again.bin") == DATA
+
+
+async def test_calls_refused_while_the_store_is_offline_do_not_start_afresh(uploader: Uploader,
+                                                                              store: MemoryStore) -> None:
+    """A store known to be offline refuses calls without asking it: those failures say nothing
+    about the multipart upload, which is kept with its parts however many there are."""
+    staged = await uploader.open_staged("offline.bin", None)
+    await write_all(uploader, staged, DATA)
+    store.inject("complete_multipart", Offline("memory/mem is offline"), times=5)
+    for _ in range(5):
+        with pytest.raises(UploadFailed):
+            await uploader.flush(staged)
+    await uploader.flush(staged)
+    assert store.calls["create_multipart"] == 1 and store.calls["abort_multipart"] == 0
+    assert store.calls["upload_part"] == 7 and stored(store, "offline.bin") == DATA
 
 
 # --- truncate, overwrite, append ---------------------------------------------------------------
@@ -496,3 +519,27 @@ async def test_part_size_grows_to_stay_within_the_part_limit(uploader: Uploader,
     await write_all(uploader, staged, DATA)  # 7 parts of PART; at most 4 allowed: parts of 2 * PART
     await uploader.flush(staged)
     assert store.calls["upload_part"] == 4 and stored(store, "many-parts") == DATA
+
+
+async def test_uploads_are_announced_and_a_released_upload_can_be_reopened(uploader: Uploader,
+                                                                           store: MemoryStore) -> None:
+    """What the mount uses: `on_uploaded` after every upload, `staged_uploads` for listings, and
+    `reopen` so that a file whose upload failed after its last close stays the one staged file."""
+    announced: list[tuple[str, str]] = []
+    uploader.on_uploaded = lambda s: announced.append((s.key, s.meta.etag if s.meta else ""))
+    staged = await uploader.open_staged("again", None)
+    await uploader.write(staged, 0, b"one")
+    store.inject("put", StoreUnavailable("down"))
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    assert announced == []
+    await uploader.release(staged)
+    assert uploader.staged_uploads() == [staged] and staged.released
+    assert uploader.reopen(staged) and not staged.released
+    await uploader.write(staged, 3, b" two")
+    meta = await uploader.flush(staged)
+    assert meta is not None and announced == [("again", meta.etag)]
+    assert uploader.staged_uploads() == [staged], "opened again: stays until the next release"
+    await uploader.release(staged)
+    assert uploader.staged_uploads() == [] and not uploader.reopen(staged)
+    assert stored(store, "again") == b"one two"

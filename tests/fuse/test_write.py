@@ -1,0 +1,436 @@
+"""Writing through real mounts of S3 buckets (SeaweedFS): cp, dd, rsync -a, tar x, random writes,
+overwrite, truncate, rename, rmdir, each object then compared byte for byte through boto3; a big
+file going up as multipart parts while it is written; kill -9 in mid-upload and recovery at the next
+mount; a server stopped mid-upload (EIO, then the data arrives); unmount and `mountfs recover`
+with uploads left.
+
+The big write is 256 MiB in 16 MiB parts (not gigabytes) to keep the suite fast; the parts are
+counted on the server while the file is still open."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mountfs import control
+from tests.servers import S3Server, start_seaweedfs
+
+if TYPE_CHECKING:
+    from conftest import Mount, Mounter
+
+MiB = 1 << 20
+FAST_RETRY = '[retry]\nattempts = 2\nbase_delay = "10ms"\nmax_delay = "50ms"\nbudget = "3s"\n'
+BIG = 256 * MiB
+PART = 16 * MiB
+
+
+def s3_mount(mounter: Mounter, server: S3Server, bucket: str, tmp_path: Path, extra: str = "",
+             credentials: str = "", cache_dir: str | None = None) -> Mount:
+    """`bucket` (created if new) mounted at the mount point's root."""
+    try:
+        server.create_bucket(bucket)
+    except Exception as exc:  # already there (a remount)
+        if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+            raise
+    config = tmp_path / f"{bucket}.toml"
+    config.write_text(f'{extra}\n[[mount]]\npath = ""\nurl = "s3://{server.host_port}/{bucket}"\n\n'
+                      f'[[s3.credentials]]\nhost = "{server.host_port}"\nkey = "{server.access_key}"\n'
+                      f'secret = "{server.secret_key}"\nsecure = false\n{credentials}\n')
+    return mounter.mount(str(config), cache_dir=cache_dir)
+
+
+def objects(server: S3Server, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    client = server.client()
+    found: dict[str, bytes] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def sha256_object(server: S3Server, bucket: str, key: str) -> str:
+    body = server.client().get_object(Bucket=bucket, Key=key)["Body"]
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(4 * MiB), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    """A small tree of files: empty, tiny, a few KiB, a few MiB; spaces and non-ASCII in names."""
+    rng = random.Random(5)
+    files = {
+        "empty": b"",
+        "one": b"1",
+        "notes/readme.txt": b"hello from a tree\n" * 100,
+        "notes/données été.txt": "l'été\n".encode(),
+        "data/blob.bin": rng.randbytes(3 * MiB + 17),
+        "data/deep/er/small.bin": rng.randbytes(4097),
+        "with space/x": rng.randbytes(100_000),
+    }
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    return files
+
+
+def run(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{argv}: {result.returncode}\n{result.stderr}"
+
+
+def inline_status(mount: Mount) -> dict[str, Any]:
+    """`mountfs status --json` without starting a process."""
+    return control.request(control.socket_path(mount.path), "status", timeout=30)
+
+
+def requests(mounter: Mounter, mount: Mount) -> dict[str, int]:
+    stores = mounter.run.status(mount)["stores"]
+    return dict(stores[0]["requests"])
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+
+def test_cp_dd_rsync_and_tar_write_whole_objects(mounter: Mounter, seaweedfs: S3Server,
+                                                  tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = make_tree(src)
+    mnt = s3_mount(mounter, seaweedfs, "tools", tmp_path)
+    st = os.stat(mnt.path)
+    assert stat.S_IMODE(st.st_mode) == 0o755, "a writable mount shows write bits"
+    run("cp", "-r", str(src), mnt.join("cp"))
+    run("rsync", "-a", f"{src}/", mnt.join("rsync") + "/")
+    archive = tmp_path / "tree.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(src, arcname="t")
+    os.mkdir(mnt.join("tar"))
+    run("tar", "-C", mnt.join("tar"), "-xf", str(archive))
+    run("dd", f"if={src / 'data/blob.bin'}", f"of={mnt.join('dd.bin')}", "bs=64k", "status=none")
+    stored = objects(seaweedfs, "tools")
+    for where in ("cp", "rsync", "tar/t"):
+        for rel, data in files.items():
+            assert stored.get(f"{where}/{rel}") == data, f"{where}/{rel}"
+            with open(mnt.join(where, rel), "rb") as f:
+                assert f.read() == data, f"{where}/{rel} read back"
+    assert stored["dd.bin"] == files["data/blob.bin"]
+    leftovers = [k for k in stored if "/." in k or k.startswith(".")]
+    assert leftovers == [], "rsync's temp files are renamed away"
+    # rsync -a kept the mtimes: a second run sends nothing
+    puts = requests(mounter, mnt).get("put", 0)
+    assert os.stat(mnt.join("rsync", "notes", "readme.txt")).st_mtime == 1_600_000_000
+    run("rsync", "-a", f"{src}/", mnt.join("rsync") + "/")
+    assert requests(mounter, mnt).get("put", 0) == puts
+
+
+def test_random_writes_overwrite_truncate_rename_rmdir(mounter: Mounter, seaweedfs: S3Server,
+                                                       tmp_path: Path) -> None:
+    mnt = s3_mount(mounter, seaweedfs, "edits", tmp_path)
+    client = seaweedfs.client()
+    rng = random.Random(11)
+    # random writes, with holes, across parts
+    expected = bytearray()
+    fd = os.open(mnt.join("random.bin"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for _ in range(200):
+            offset = rng.randrange(0, 6 * MiB)
+            data = rng.randbytes(rng.randrange(1, 70_000))
+            os.pwrite(fd, data, offset)
+            expected.extend(bytes(max(0, offset + len(data) - len(expected))))
+            expected[offset:offset + len(data)] = data
+        assert os.fstat(fd).st_size == len(expected)
+        assert os.stat(mnt.join("random.bin")).st_size == len(expected), "the size shows while writing"
+        assert os.pread(fd, 1000, 1234) == expected[1234:2234]
+    finally:
+        os.close(fd)
+    assert objects(seaweedfs, "edits")["random.bin"] == expected
+    # overwrite in the middle of an existing object (staged from the cache first)
+    client.put_object(Bucket="edits", Key="existing.bin", Body=bytes(range(256)) * 4096)
+    old = bytes(range(256)) * 4096
+    with open(mnt.join("existing.bin"), "r+b") as f:
+        f.seek(300_000)
+        f.write(b"PATCHED")
+    patched = old[:300_000] + b"PATCHED" + old[300_007:]
+    assert objects(seaweedfs, "edits", "existing")["existing.bin"] == patched
+    # append
+    with open(mnt.join("existing.bin"), "ab") as f:
+        f.write(b"tail")
+    assert objects(seaweedfs, "edits", "existing")["existing.bin"].endswith(b"PATCHEDtail"[-4:])
+    # truncate down and up
+    os.truncate(mnt.join("random.bin"), 1000)
+    assert objects(seaweedfs, "edits", "random")["random.bin"] == expected[:1000]
+    os.truncate(mnt.join("random.bin"), 1500)
+    assert objects(seaweedfs, "edits", "random")["random.bin"] == expected[:1000] + bytes(500)
+    # rename a file, a directory (every key below it), then remove what is left
+    os.rename(mnt.join("random.bin"), mnt.join("renamed.bin"))
+    os.makedirs(mnt.join("dir", "sub", "empty"))
+    for rel in ("dir/a", "dir/sub/b", "dir/sub/c"):
+        with open(mnt.join(rel), "wb") as f:
+            f.write(rel.encode())
+    os.rename(mnt.join("dir"), mnt.join("moved"))
+    stored = objects(seaweedfs, "edits")
+    assert "random.bin" not in stored and stored["renamed.bin"] == expected[:1000] + bytes(500)
+    assert not [k for k in stored if k.startswith("dir/")]
+    assert {k: v for k, v in stored.items() if k.startswith("moved/")} == {
+        "moved/": b"", "moved/a": b"dir/a", "moved/sub/": b"", "moved/sub/b": b"dir/sub/b",
+        "moved/sub/c": b"dir/sub/c", "moved/sub/empty/": b""}
+    assert sorted(os.listdir(mnt.join("moved", "sub"))) == ["b", "c", "empty"]
+    with pytest.raises(OSError) as info:
+        os.rmdir(mnt.join("moved"))
+    assert info.value.errno == errno.ENOTEMPTY
+    shutil.rmtree(mnt.join("moved"))
+    assert not os.path.exists(mnt.join("moved"))
+    assert sorted(objects(seaweedfs, "edits")) == ["existing.bin", "renamed.bin"]
+    os.unlink(mnt.join("renamed.bin"))
+    assert sorted(os.listdir(mnt.path)) == ["existing.bin"]
+
+
+# --- multipart ----------------------------------------------------------------------------------
+
+
+def write_pattern(fd: int, size: int, seed: int) -> str:
+    """Write `size` bytes of a seeded pattern in 1 MiB writes; their SHA-256."""
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    for _ in range(size // MiB):
+        chunk = rng.randbytes(MiB)
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+    return digest.hexdigest()
+
+
+def test_a_big_file_goes_up_in_parts_while_it_is_written(mounter: Mounter, seaweedfs: S3Server,
+                                                         tmp_path: Path, tools: Any) -> None:
+    mnt = s3_mount(mounter, seaweedfs, "big", tmp_path, extra='[write]\npart_size = "16MiB"\n')
+    client = seaweedfs.client()
+    fd = os.open(mnt.join("checkpoint.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        digest = write_pattern(fd, BIG, 1)
+        # still open: the complete parts are on the server already. (Asked without a subprocess:
+        # its close-on-exec copy of `fd` would make the kernel flush the file, and so upload it.)
+        streamed = BIG // PART - 1
+        assert tools.wait_until(lambda: inline_status(mnt)["uploads"]["streamed_parts"] >= streamed, 60)
+        uploads = client.list_multipart_uploads(Bucket="big").get("Uploads", [])
+        assert [u["Key"] for u in uploads] == ["checkpoint.bin"]
+        parts = client.list_parts(Bucket="big", Key="checkpoint.bin", UploadId=uploads[0]["UploadId"])
+        assert len(parts["Parts"]) >= BIG // PART - 1 and parts["Parts"][0]["Size"] == PART
+        assert "Contents" not in client.list_objects_v2(Bucket="big"), "nothing is visible before close"
+    finally:
+        os.close(fd)
+    head = client.head_object(Bucket="big", Key="checkpoint.bin")
+    assert head["ContentLength"] == BIG and head["ETag"].strip('"').endswith(f"-{BIG // PART}")
+    assert sha256_object(seaweedfs, "big", "checkpoint.bin") == digest
+    status = mounter.run.status(mnt)
+    assert status["uploads"]["streamed_parts"] >= BIG // PART - 1
+    assert status["stores"][0]["requests"]["upload_part"] == BIG // PART
+    assert status["uploads"]["pending"] == []
+
+
+def test_multipart_off_for_the_host_is_one_put(mounter: Mounter, seaweedfs: S3Server, tmp_path: Path) -> None:
+    mnt = s3_mount(mounter, seaweedfs, "nomultipart", tmp_path, extra='[write]\npart_size = "8MiB"\n',
+                   credentials="multipart = false")
+    with open(mnt.join("one-put.bin"), "wb") as f:
+        digest = write_pattern(f.fileno(), 20 * MiB, 2)
+    head = seaweedfs.client().head_object(Bucket="nomultipart", Key="one-put.bin")
+    assert "-" not in head["ETag"].strip('"')
+    assert sha256_object(seaweedfs, "nomultipart", "one-put.bin") == digest
+    req = requests(mounter, mnt)
+    assert req.get("put") == 1 and req.get("upload_part", 0) == 0 and req.get("create_multipart", 0) == 0
+
+
+# --- crashes and outages ------------------------------------------------------------------------
+
+WRITER = r"""
+import hashlib, os, random, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+rng = random.Random(3)
+digest = hashlib.sha256()
+for _ in range(int(sys.argv[2])):
+    chunk = rng.randbytes(1 << 20)
+    digest.update(chunk)
+    os.write(fd, chunk)
+print(digest.hexdigest(), flush=True)
+time.sleep(600)  # never closes: killed with its daemon
+"""
+
+
+def test_kill_9_in_mid_upload_and_the_next_mount_finishes_it(mounter: Mounter, seaweedfs: S3Server,
+                                                             tmp_path: Path, tools: Any) -> None:
+    extra = '[write]\npart_size = "8MiB"\n'
+    first = s3_mount(mounter, seaweedfs, "crash", tmp_path, extra=extra)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, first.join("model.ckpt"), "40"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        digest = writer.stdout.readline().strip()
+        assert len(digest) == 64, "the writer wrote everything"
+        assert tools.wait_until(lambda: requests(mounter, first).get("upload_part", 0) >= 2, 60)
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        assert tools.wait_until(lambda: not tools.pid_alive(first.pid), 10)
+    finally:
+        writer.kill()
+        writer.wait()
+    result = mounter.run("umount", first.path)  # detaches the dead mount
+    assert result.returncode == 0, result.stderr
+    client = seaweedfs.client()
+    assert "Contents" not in client.list_objects_v2(Bucket="crash"), "the upload never completed"
+
+    second = s3_mount(mounter, seaweedfs, "crash", tmp_path, extra=extra, cache_dir=first.cache_dir)
+    assert tools.wait_until(lambda: not mounter.run.status(second)["uploads"]["recovering"], 60)
+    assert sha256_object(seaweedfs, "crash", "model.ckpt") == digest
+    status = mounter.run.status(second)
+    recovered = status["uploads"]["recovered"]
+    assert any(line.startswith("uploaded: ") and "model.ckpt" in line for line in recovered), recovered
+    assert status["stores"][0]["requests"]["upload_part"] < 5, "parts already on the server were reused"
+    with open(second.join("model.ckpt"), "rb") as f:
+        assert hashlib.file_digest(f, "sha256").hexdigest() == digest
+    assert os.listdir(os.path.join(first.cache_dir, "staging")) == []
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS of its own: these tests stop and restart it."""
+    server = start_seaweedfs(str(tmp_path_factory.mktemp("flaky")))
+    yield server
+    server.stop()
+
+
+def test_a_stopped_server_gives_eio_and_the_data_arrives_later(mounter: Mounter, flaky: S3Server,
+                                                               tmp_path: Path, tools: Any) -> None:
+    mnt = s3_mount(mounter, flaky, "outage", tmp_path, extra=FAST_RETRY + '[write]\ndrain_timeout = "30s"\n')
+    data = os.urandom(3 * MiB)
+    fd = os.open(mnt.join("report.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        flaky.stop()
+        with pytest.raises(OSError) as info:
+            os.fsync(fd)
+        assert info.value.errno == errno.EIO
+    finally:
+        with pytest.raises(OSError) as info:
+            os.close(fd)  # close flushes again: the server is still down
+        assert info.value.errno == errno.EIO
+    with open(mnt.join("report.bin"), "rb") as f:
+        assert f.read() == data, "the data is still there, staged"
+    status = mounter.run.status(mnt)
+    pending = status["uploads"]["pending"]
+    assert [(p["path"], p["state"]) for p in pending] == [("report.bin", "failed")]
+    text = mounter.run("status", mnt.path)
+    assert "1 pending" in text.stdout and "report.bin" in text.stdout and "failed" in text.stdout
+    assert "report.bin" in Path(mnt.log).read_text()
+    flaky.restart()
+    assert tools.wait_until(lambda: mounter.run.status(mnt)["uploads"]["pending"] == [], 60)
+    assert objects(flaky, "outage")["report.bin"] == data
+
+
+def test_unmount_says_what_is_left_and_recover_uploads_it(mounter: Mounter, flaky: S3Server,
+                                                          tmp_path: Path, tools: Any) -> None:
+    mnt = s3_mount(mounter, flaky, "left", tmp_path, extra=FAST_RETRY + '[write]\ndrain_timeout = "2s"\n')
+    config = str(tmp_path / "left.toml")
+    with open(mnt.join("kept.txt"), "wb") as f:
+        f.write(b"x" * 1000)
+    late = open(mnt.join("late.txt"), "wb")  # noqa: SIM115 (closed below, while the server is down)
+    flaky.stop()
+    try:
+        late.write(b"staged only")
+        with pytest.raises(OSError) as info:
+            late.close()
+        assert info.value.errno == errno.EIO
+        result = mounter.run("umount", mnt.path, timeout=120)
+        assert result.returncode == 1
+        assert "1 upload(s) did not finish" in result.stderr and "late.txt" in result.stderr
+        assert not tools.is_mounted(mnt.path)
+        assert "not finished at unmount" in Path(mnt.log).read_text()
+        result = mounter.run("recover", config, "-o", f"cache_dir={mnt.cache_dir}", timeout=120)
+        assert result.returncode == 1, result.stdout + result.stderr
+    finally:
+        flaky.restart()
+    result = mounter.run("recover", config, "-o", f"cache_dir={mnt.cache_dir}", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("uploaded: ") and "late.txt" in lines[0]
+    assert objects(flaky, "left") == {"kept.txt": b"x" * 1000, "late.txt": b"staged only"}
+    result = mounter.run("recover", config, "-o", f"cache_dir={mnt.cache_dir}", timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, f"nothing to recover in {mnt.cache_dir}")
+
+
+@pytest.mark.parametrize("how", ["umount", "SIGTERM"])
+def test_unmount_uploads_what_is_still_open(mounter: Mounter, seaweedfs: S3Server, tmp_path: Path,
+                                            tools: Any, how: str) -> None:
+    """`mountfs umount` or SIGTERM with a file still open for writing: its data goes up before the
+    daemon exits."""
+    bucket = f"drain-{how.lower()}"
+    mnt = s3_mount(mounter, seaweedfs, bucket, tmp_path)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, mnt.join("open.bin"), "3"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        digest = writer.stdout.readline().strip()
+        if how == "umount":
+            result = mounter.run("umount", mnt.path, timeout=120)
+            assert result.returncode == 0, result.stderr
+        else:
+            assert mnt.pid is not None
+            os.kill(mnt.pid, signal.SIGTERM)
+            assert tools.wait_until(lambda: not tools.pid_alive(mnt.pid), 60)
+            assert not tools.is_mounted(mnt.path)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sha256_object(seaweedfs, bucket, "open.bin") == digest
+    log = Path(mnt.log).read_text()
+    assert "for 1 pending upload(s)" in log and "every pending upload is in the store" in log
+
+
+def test_a_full_cache_disk_is_enospc_for_the_writer(mounter: Mounter, tmp_path: Path) -> None:
+    """The cache dir on a 24 MiB tmpfs: a 64 MiB write fails with ENOSPC part way, what was written
+    before is uploaded at close, and the cache keeps serving what it holds."""
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    kept = os.urandom(2 * MiB)
+    (folder / "kept.bin").write_bytes(kept)
+    cache = tmp_path / "small-cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(cache)], check=True)
+    try:
+        mnt = mounter.mount(f"file://{folder}", cache_dir=str(cache))
+        with open(mnt.join("kept.bin"), "rb") as f:
+            assert f.read() == kept  # now in the block cache
+        written = 0
+        fd = os.open(mnt.join("big.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            with pytest.raises(OSError) as info:
+                for _ in range(64):
+                    os.write(fd, b"w" * MiB)
+                    written += MiB
+            assert info.value.errno == errno.ENOSPC
+            assert 0 < written < 24 * MiB
+        finally:
+            os.close(fd)
+        assert (folder / "big.bin").read_bytes() == b"w" * written, "what was written is uploaded"
+        with open(mnt.join("kept.bin"), "rb") as f:
+            assert f.read() == kept
+        status = mounter.run.status(mnt)
+        assert status["cache"]["corrupt"] == 0 and status["uploads"]["pending"] == []
+        assert os.listdir(cache / "staging") == []
+        mounter.umount(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
