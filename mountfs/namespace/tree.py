@@ -7,7 +7,6 @@ Listing a directory fills the cache of its entries, so the lookups and stats tha
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -44,7 +43,8 @@ class _DirListing:
     complete: bool = False
     expires: float = 0.0
     has_marker: bool = False  # a "dir/" object keeps the directory when it has no entries
-    _order: dict[bytes, int] | None = None
+    _order: dict[bytes, int] | None = None  # with _sequence, rebuilt on demand after a change
+    _sequence: list[DirEntry] = field(default_factory=list)
 
     def put(self, entry: DirEntry) -> None:
         self.entries[entry.name] = entry
@@ -58,7 +58,14 @@ class _DirListing:
         """Where `name` stands in the listing (complete listings only)."""
         if self._order is None:
             self._order = {n: i for i, n in enumerate(self.entries)}
+            self._sequence = list(self.entries.values())
         return self._order.get(name)
+
+    def after(self, name: bytes, count: int) -> list[DirEntry]:
+        """The `count` entries that follow `name` in listing order (a slice: the open of every
+        file of a 100,000-file directory must not walk the listing from its start)."""
+        at = self.position(name)
+        return [] if at is None else self._sequence[at + 1:at + 1 + count]
 
 
 # Listing a directory also lists up to this many of its subdirectories in the background, a few at
@@ -261,10 +268,7 @@ class Namespace:
     def files_after(self, node: Node, count: int) -> list[ObjectMeta]:
         """The next `count` entries after `node` in its directory's listing order, files only."""
         listing = self._parent_listing(node)
-        at = listing.position(node.name) if listing is not None else None
-        if listing is None or at is None:
-            return []
-        entries = itertools.islice(listing.entries.values(), at + 1, at + 1 + count)
+        entries = listing.after(node.name, count) if listing is not None else []
         return [entry.meta for entry in entries if entry.meta is not None and entry.meta.etag]
 
     def entry_node(self, parent_inode: int, entry: DirEntry) -> Node:
