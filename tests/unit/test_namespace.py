@@ -187,3 +187,17 @@ async def test_remembered_listings_are_bounded(clock: FakeClock, monkeypatch: py
         await names(ns, node.inode)
     assert len(ns._listings) == 3
     assert (id(ns.mounts[0]), "d5/") in ns._listings, "the newest listings stay"
+
+
+def test_a_listing_gives_the_entries_after_a_name_in_order_and_follows_changes() -> None:
+    from mountfs.namespace.listing import DirEntry
+    from mountfs.namespace.tree import _DirListing
+
+    listing = _DirListing()
+    for name in (b"a", b"b", b"c", b"d"):
+        listing.put(DirEntry(name, False, None))
+    assert [e.name for e in listing.after(b"a", 2)] == [b"b", b"c"]
+    assert listing.after(b"d", 5) == [] and listing.after(b"zz", 1) == []
+    listing.remove(b"b")
+    listing.put(DirEntry(b"e", False, None))
+    assert [e.name for e in listing.after(b"a", 10)] == [b"c", b"d", b"e"]
