@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import os
 import re
 import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import botocore.httpsession
 import urllib3
 
 from mountfs.backends.s3_settings import S3Settings
@@ -85,6 +87,13 @@ class Signer:
         return signed
 
 
+def ca_bundle(verify: bool | str) -> str:
+    """The CA bundle boto3 would verify with: the configured one, AWS_CA_BUNDLE, or certifi's."""
+    if isinstance(verify, str):
+        return verify
+    return os.environ.get("AWS_CA_BUNDLE") or str(botocore.httpsession.get_cert_path(True))
+
+
 def object_url(settings: S3Settings, key: str) -> tuple[str, str, str]:
     """(base URL, Host header, encoded path) of one object: path style on custom endpoints and for
     bucket names that are not DNS labels, virtual-hosted on AWS (as botocore's "auto" does)."""
@@ -106,12 +115,8 @@ class RangedGetter:
         self.settings = settings
         self.credentials = credentials
         self.signer = Signer(settings.region)
-        verify = settings.verify
-        tls: dict[str, object] = {}
-        if verify is False:
-            tls["cert_reqs"] = "CERT_NONE"
-        elif isinstance(verify, str):
-            tls["ca_certs"] = verify
+        tls: dict[str, object] = {"cert_reqs": "CERT_NONE"} if settings.verify is False else {
+            "ca_certs": ca_bundle(settings.verify)}
         self.pool = urllib3.PoolManager(
             num_pools=4, maxsize=settings.pool_connections, block=False, retries=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls)  # type: ignore[arg-type]

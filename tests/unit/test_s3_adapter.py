@@ -281,3 +281,19 @@ def test_fast_timestamps_agree_with_botocore() -> None:
     for text in ("2026-11-22T00:54:55.000Z", "2026-11-22T00:54:55Z", "Sat, 22 Nov 2026 00:54:55 GMT",
                  "2026-11-22T00:54:55.123456+02:00", "1795307695"):
         assert fast_timestamp(text) == parse_timestamp(text), text
+
+
+def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.backends.s3_get import Credentials, RangedGetter
+    from mountfs.backends.s3_settings import S3Settings
+
+    def pool_option(verify: bool | str) -> dict[str, object]:
+        settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=verify)
+        return RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).pool.connection_pool_kw
+
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/corp.pem")
+    assert pool_option(True)["ca_certs"] == "/etc/ssl/corp.pem"
+    assert pool_option("/etc/ssl/minio.pem")["ca_certs"] == "/etc/ssl/minio.pem"
+    assert pool_option(False)["cert_reqs"] == "CERT_NONE"
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert str(pool_option(True)["ca_certs"]).endswith("cacert.pem")
