@@ -140,8 +140,10 @@ class RangedGetter:
                 body = reply.read()
                 code = _CODE.search(body)
                 message = _MESSAGE.search(body)
-                raise S3Error(reply.status, code.group(1).decode() if code else "",
-                              message.group(1).decode(errors="replace") if message else "")
+                text = message.group(1).decode(errors="replace") if message else ""
+                if region := reply.headers.get("x-amz-bucket-region"):  # a 301: the wrong region
+                    text = f"{text} (the bucket is in {region}: set region = \"{region}\")".strip()
+                raise S3Error(reply.status, code.group(1).decode() if code else "", text)
             if piece >= length:
                 return [reply.read()]
             pieces = []

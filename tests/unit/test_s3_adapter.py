@@ -297,3 +297,31 @@ def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pyt
     assert pool_option(False)["cert_reqs"] == "CERT_NONE"
     monkeypatch.delenv("AWS_CA_BUNDLE")
     assert str(pool_option(True)["ca_certs"]).endswith("cacert.pem")
+
+
+def test_a_wrong_region_names_the_right_one(tmp_path: Path) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = s3_error("PermanentRedirect")
+            self.send_response(301)
+            self.send_header("x-amz-bucket-region", "eu-central-1")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from mountfs.backends.s3_settings import S3Settings
+
+        settings = S3Settings(bucket="b", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                              region="us-east-1", key="k", secret="s")
+        store = S3Store(settings, RetryConfig(attempts=1))
+        with pytest.raises(StoreUnavailable, match='set region = "eu-central-1"'):
+            store.get_range("k", 0, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
