@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             workloads.run_metadata(ctx)
         if workloads.BIG_RSS in selected:
             workloads.run_big_rss(ctx)
+        if workloads.DIRECT_READ in selected:
+            workloads.run_direct_read(ctx)
         if "write-seq" in selected:
             workloads.run_write(ctx)
     except KeyboardInterrupt:

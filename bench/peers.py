@@ -217,15 +217,16 @@ def start_mountfs(target: S3Target, mountpoint: Path, cache_dir: Path, log_path:
 
 
 def start_mountfs_source(source: str, mountpoint: Path, cache_dir: Path, log_path: Path,
-                         work: Path) -> MountfsMount:
-    """`python -m mountfs SOURCE MNT -o cache_dir=...,log=...`; SOURCE a config file or one URL."""
+                         work: Path, extra_options: str = "") -> MountfsMount:
+    """`python -m mountfs SOURCE MNT -o cache_dir=...,log=...[,extra_options]`; SOURCE a config file
+    or one URL."""
     runtime = work / "mountfs-run"
     runtime.mkdir(exist_ok=True)
     mount = MountfsMount(mountpoint, cache_dir, log_path, runtime)
     start = time.monotonic()
     try:
-        done = mount._cli(source, str(mountpoint), "-o", f"cache_dir={cache_dir},log={log_path}",
-                          timeout=MOUNT_TIMEOUT)
+        options = f"cache_dir={cache_dir},log={log_path}" + (f",{extra_options}" if extra_options else "")
+        done = mount._cli(source, str(mountpoint), "-o", options, timeout=MOUNT_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         lazy_unmount(mountpoint)
         raise BenchError(f"mountfs did not mount within {MOUNT_TIMEOUT:.0f} s; log: "
@@ -370,11 +371,13 @@ def mounted(tool: str, target: S3Target, work: Path) -> Iterator[Mount]:
 
 
 @contextlib.contextmanager
-def mounted_folder(folder: Path, work: Path) -> Iterator[MountfsMount]:
+def mounted_folder(folder: Path, work: Path, *, direct: bool = False) -> Iterator[MountfsMount]:
     """mountfs on a local folder as a `file://` bucket (no S3 involved), with a fresh, empty cache
-    dir; unmounted and the cache dir deleted afterwards whatever happens."""
+    dir; unmounted and the cache dir deleted afterwards whatever happens. `direct`: served by direct
+    access (the default for file:// URLs); else with -o cache_local, through the block cache."""
     source = f"file://{folder.resolve()}"
-    with _fresh_mount("mountfs", work, partial(start_mountfs_source, source)) as mount:
+    start = partial(start_mountfs_source, source, extra_options="" if direct else "cache_local")
+    with _fresh_mount("mountfs", work, start) as mount:
         yield mount
 
 

@@ -84,9 +84,11 @@ QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
 # --- the workloads and their tables --------------------------------------------------------
 
 WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
-             "big-rss", "write-seq")
-LOCAL_WORKLOADS = frozenset({"big-rss"})  # need no S3 data set
+             "big-rss", "direct-read", "write-seq")
+LOCAL_WORKLOADS = frozenset({"big-rss", "direct-read"})  # need no S3 data set
 BIG_RSS = "big-rss"
+DIRECT_READ = "direct-read"
+DIRECT_BYTES = 1 * GiB  # direct-read: one file of this size, at every scale
 RSS_PATCHES = 4  # big-rss writes this many 1 MiB runs of random bytes into each sparse file
 
 TOOL_LABELS = {
@@ -94,6 +96,7 @@ TOOL_LABELS = {
     "boto3": "boto3",
     "local": "local file (page cache)",
 }
+DIRECT_LABELS = {"mountfs": "mountfs (direct access, file://)", "local": "the local file itself"}
 
 
 def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
@@ -127,6 +130,9 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
                       ("mountfs", "boto3", "s3fs")),
         BIG_RSS: (BIG_RSS, f"the daemon's peak RSS while reading a sparse {rss_sizes} file through a "
                   "file:// mount, cold", "MB/s", True, ("mountfs",)),
+        DIRECT_READ: (DIRECT_READ, f"sequential read of a {human_size(DIRECT_BYTES)} local file with "
+                      f"{READ_BUFFER // MiB} MiB reads, cold (page cache dropped): direct access through a "
+                      "file:// mount vs the file itself", "MB/s", True, ("mountfs", "local")),
     }
 
 
@@ -192,6 +198,8 @@ class Context:
                     yield tool
 
     def label(self, tool: str, metric: str) -> str:
+        if metric == DIRECT_READ:
+            return DIRECT_LABELS[tool]
         if tool == "boto3":
             return BOTO3_LABELS["random" if metric.startswith("random") else metric]
         return TOOL_LABELS[tool]
@@ -690,3 +698,47 @@ def _big_rss_mount(ctx: Context, folder: Path, size: int, patches: list[int],
                counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
                read_ahead_kb=mount.readahead_kb)
         verify(path, source, [*patches, patches[-1] + MiB - 64 * KiB, size // 2 + 12 * KiB], 64 * KiB)
+
+
+# --- direct-read: direct access (passthrough of a file:// mount) against the local file -----------
+
+def run_direct_read(ctx: Context) -> None:
+    """The same 1 GiB file read cold with 1 MiB reads, through a file:// mount served by direct
+    access (no block cache: pread in the daemon) and straight from the disk: what passthrough costs."""
+    free = shutil.disk_usage(ctx.work).free
+    if free < DIRECT_BYTES + 1 * GiB:
+        ctx.log(f"[{DIRECT_READ}] skipped: {DIRECT_BYTES / GiB:.0f} GiB file needs room, "
+                f"only {free / GiB:.1f} GiB free in {ctx.work}")
+        return
+    folder = ctx.work / "direct-bucket"
+    folder.mkdir(exist_ok=True)
+    source = folder / "direct.bin"
+    try:
+        write_random_file(source, DIRECT_BYTES)
+        for tool in ctx.runs([DIRECT_READ], DIRECT_READ):
+            body = _direct_read_mount if tool == "mountfs" else _direct_read_local
+            ctx.attempt(tool, [DIRECT_READ], partial(body, ctx, folder, source))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _direct_read_mount(ctx: Context, folder: Path, source: Path, record: Callable[..., None]) -> None:
+    with peers.mounted_folder(folder, ctx.work, direct=True) as mount:
+        path = mount.mountpoint / source.name
+        drop_caches()
+        before = mount.counters()
+        got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+        if got != DIRECT_BYTES:
+            raise BenchError(f"read {got} bytes of {DIRECT_BYTES}")
+        counters = _delta(mount.counters(), before)
+        record(DIRECT_READ, got / seconds / MB, mount.peak_rss_kib(), seconds=seconds, counters=counters,
+               mount_seconds=round(mount.mount_seconds, 3), read_ahead_kb=mount.readahead_kb)
+        verify(path, source, [0, DIRECT_BYTES // 2 + 12 * KiB, DIRECT_BYTES - 64 * KiB], 64 * KiB)
+
+
+def _direct_read_local(ctx: Context, folder: Path, source: Path, record: Callable[..., None]) -> None:
+    drop_caches()
+    got, seconds = timed(lambda: read_sequential(source), ctx.timeout, lambda: None)
+    if got != DIRECT_BYTES:
+        raise BenchError(f"read {got} bytes of {DIRECT_BYTES}")
+    record(DIRECT_READ, got / seconds / MB, seconds=seconds)

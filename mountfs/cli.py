@@ -20,7 +20,7 @@ from mountfs.errors import ConfigErrors, MountfsError
 from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
 
-SUBCOMMANDS = ("umount", "status", "recover", "config")
+SUBCOMMANDS = ("umount", "status", "recover", "config", "cache", "warm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +85,16 @@ def _subcommand(argv: list[str]) -> int:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="report every error in a config file")
     check.add_argument("file")
+    _cache_parsers(sub)
+    warm = sub.add_parser("warm", help="fetch files or trees of a mounted mountfs into its cache")
+    warm.add_argument("paths", nargs="+", metavar="PATH")
+    warm.add_argument("-j", "--jobs", type=int, default=WARM_JOBS,
+                      help=f"files read at once (default {WARM_JOBS})")
     ns = parser.parse_args(argv)
+    if ns.command == "cache":
+        return _cache(ns)
+    if ns.command == "warm":
+        return _warm(ns.paths, ns.jobs)
     if ns.command == "umount":
         return _umount(ns.mountpoint, ns.timeout)
     if ns.command == "status":
@@ -205,6 +214,322 @@ def _status(mountpoint: str | None, as_json: bool) -> int:
     return 0
 
 
+# --- cache stats | prune | verify ------------------------------------------------------------
+
+def _cache_parsers(sub: Any) -> None:
+    cache = sub.add_parser("cache", help="cache dir tools: stats, prune, verify (safe while mounted)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("source", nargs="?", metavar="CONFIG",
+                       help="a config file (or URL) whose cache dir to use (default: the default cache dir)")
+    where.add_argument("-o", dest="options", action="append", default=[], metavar="cache_dir=DIR",
+                       help="mount options; cache_dir= names the cache dir")
+    where.add_argument("--cache-dir", metavar="DIR", help="the cache dir")
+    stats = cache_sub.add_parser("stats", parents=[where], help="size, files, objects, ages, hit ratios")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    prune = cache_sub.add_parser("prune", parents=[where], help="remove cached blocks (never staged uploads)")
+    how = prune.add_mutually_exclusive_group(required=True)
+    how.add_argument("--all", action="store_true", help="every cached block")
+    how.add_argument("--older-than", metavar="D", type=_duration, help='blocks unused for D ("7d", "12h")')
+    how.add_argument("--to", metavar="SIZE", type=_size,
+                     help='least recently used blocks until at most SIZE remain ("10GiB")')
+    cache_sub.add_parser("verify", parents=[where],
+                         help="check every block against its checksums and repair the index; "
+                              "exit 1 if something needed repair")
+
+
+def _duration(text: str) -> float:
+    from mountfs.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    from mountfs.config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cache_dir_of(source: str | None, options: list[str], cache_dir: str | None) -> str:
+    """The cache dir named by --cache-dir, else -o cache_dir=, else the config's, else the default."""
+    if cache_dir:
+        return os.path.abspath(cache_dir)
+    for value in options:
+        for item in value.split(","):
+            name, has_value, setting = item.strip().partition("=")
+            if name == "cache_dir" and has_value:
+                cache_dir = setting
+    if cache_dir:
+        return os.path.abspath(cache_dir)
+    from mountfs import config
+
+    if source:
+        return config.load_source(source).cache.dir
+    return config.default_cache_dir()
+
+
+def _cache(ns: argparse.Namespace) -> int:
+    from mountfs.cache import maintenance
+
+    try:
+        cache_dir = cache_dir_of(ns.source, ns.options, ns.cache_dir)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"mountfs: {error.format()}", file=sys.stderr)
+        return 1
+    except MountfsError as exc:
+        print(f"mountfs: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if ns.cache_command == "stats":
+            report = maintenance.stats(cache_dir)
+            figures = cache_stats_json(report, _daemons_using(cache_dir))
+            print(json.dumps(figures, indent=2) if ns.json else format_cache_stats(figures))
+            return 0
+        if ns.cache_command == "prune":
+            pruned = maintenance.prune(cache_dir, all=ns.all, older_than=ns.older_than, to_size=ns.to)
+            print(f"removed {pruned.removed_blocks} blocks ({human_bytes(pruned.removed_bytes)}); "
+                  f"{pruned.totals.blocks} blocks ({human_bytes(pruned.totals.bytes)}) left in {cache_dir}")
+            return 0
+        verified = maintenance.verify(cache_dir)
+    except FileNotFoundError as exc:
+        print(f"mountfs: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"mountfs: cannot use the cache in {cache_dir}: {exc}", file=sys.stderr)
+        return 1
+    print(format_verify(verified, cache_dir))
+    return 0 if verified.clean else 1
+
+
+def _daemons_using(cache_dir: str) -> list[dict[str, Any]]:
+    """The status of every running daemon whose cache dir is `cache_dir`."""
+    found = []
+    for path in control.list_sockets():
+        try:
+            reply = control.request(path, "status", timeout=10)
+        except (control.NotRunning, OSError, ValueError):
+            continue
+        their = reply.get("cache", {}).get("dir")
+        if their and os.path.realpath(their) == os.path.realpath(cache_dir):
+            found.append(reply)
+    return found
+
+
+def cache_stats_json(report: Any, daemons: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "dir": report.cache_dir, "bytes": report.bytes, "files": report.blocks, "objects": report.objects,
+        "oldest_access": report.oldest_access, "newest_access": report.newest_access,
+        "index_bytes": report.index_bytes, "staged_files": report.staged_files,
+        "staged_bytes": report.staged_bytes, "disk_size": report.disk_size, "disk_free": report.disk_free,
+        "mounts": [{"mountpoint": d["mountpoint"], "pid": d["pid"], "hits": d["cache"]["hits"],
+                    "misses": d["cache"]["misses"], "hit_ratio": d["cache"]["hit_ratio"],
+                    "evicted": d["cache"].get("evicted", 0)} for d in daemons],
+    }
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    ago = max(0.0, time.time() - stamp)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    return f"{text} ({human_duration(ago)} ago)"
+
+
+def human_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def format_cache_stats(f: dict[str, Any]) -> str:
+    lines = [
+        f"{f['dir']}",
+        f"  blocks:  {human_bytes(f['bytes'])} in {f['files']} files, {f['objects']} objects",
+        f"  access:  oldest {_when(f['oldest_access'])}, newest {_when(f['newest_access'])}",
+        f"  index:   {human_bytes(f['index_bytes'])}; staged uploads: {f['staged_files']} files "
+        f"({human_bytes(f['staged_bytes'])})",
+        f"  disk:    {human_bytes(f['disk_free'])} free of {human_bytes(f['disk_size'])}",
+    ]
+    if not f["mounts"]:
+        lines.append("  mounts:  none running on this cache dir")
+    for m in f["mounts"]:
+        ratio = "-" if m["hit_ratio"] is None else f"{m['hit_ratio']:.1%}"
+        lines.append(f"  mount:   {m['mountpoint']} (pid {m['pid']}): hit ratio {ratio} "
+                     f"({m['hits']} hits, {m['misses']} misses), {m['evicted']} evicted")
+    return "\n".join(lines)
+
+
+def format_verify(r: Any, cache_dir: str) -> str:
+    lines = [f"{cache_dir}: checked {r.checked} blocks; "
+             + ("clean" if r.clean else "repaired")]
+    repairs = [(r.corrupt, "corrupt blocks dropped (refetched when next read)"),
+               (r.missing, "records without a block file dropped"),
+               (r.orphans, "block files without a record removed"),
+               (r.temps, "half-written temp files removed"),
+               (r.objects_dropped, "object entries without blocks dropped"),
+               (r.unknown, "unknown files under blocks/ left alone")]
+    lines += [f"  {count} {what}" for count, what in repairs if count]
+    if r.lru_rebuilt:
+        lines.append("  the access-order index was rebuilt")
+    if r.totals_before != r.totals_after:
+        lines.append(f"  totals corrected: {r.totals_before.blocks} -> {r.totals_after.blocks} blocks, "
+                     f"{r.totals_before.bytes} -> {r.totals_after.bytes} bytes")
+    lines.append(f"  {r.totals_after.blocks} blocks ({human_bytes(r.totals_after.bytes)}) cached")
+    return "\n".join(lines)
+
+
+# --- warm ------------------------------------------------------------------------------------
+
+WARM_JOBS = 8
+WARM_CHUNK = 1 << 20
+
+
+def mountfs_mount_of(path: str) -> str | None:
+    """The mountfs mount point `path` is in (by /proc/self/mountinfo, never a stat), or None."""
+    current = os.path.abspath(path)
+    while True:
+        kind = mount_type(current)
+        if kind is not None:
+            return current if kind == "fuse.mountfs" else None
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def warm_list(paths: list[str]) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """Every file under `paths` with its size, and (path, error) for what could not be walked."""
+    files: list[tuple[str, int]] = []
+    failed: list[tuple[str, str]] = []
+
+    def walk(path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            failed.append((path, exc.strerror or str(exc)))
+            return
+        if not os.path.isdir(path):
+            files.append((path, st.st_size))
+            return
+        try:
+            with os.scandir(path) as entries:
+                children = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            failed.append((path, exc.strerror or str(exc)))
+            return
+        for entry in children:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not is_dir:
+                    files.append((entry.path, entry.stat(follow_symlinks=False).st_size))
+            except OSError as exc:
+                failed.append((entry.path, exc.strerror or str(exc)))
+                continue
+            if is_dir:
+                walk(entry.path)
+
+    for path in paths:
+        walk(path)
+    return files, failed
+
+
+class Progress:
+    """A progress bar on stderr: files and bytes done, rate, ETA (thread-safe `add`)."""
+
+    def __init__(self, total_files: int, total_bytes: int, stream: Any = None) -> None:
+        import threading
+
+        self.total_files, self.total_bytes = total_files, total_bytes
+        self.files = self.bytes = 0
+        self.started = time.monotonic()
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def add(self, nbytes: int = 0, files: int = 0) -> None:
+        with self._lock:
+            self.bytes += nbytes
+            self.files += files
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.bytes / elapsed
+        left = max(self.total_bytes - self.bytes, 0)
+        eta = human_duration(left / rate) if rate > 0 else "?"
+        fraction = self.bytes / self.total_bytes if self.total_bytes else 1.0
+        width = 24
+        filled = min(width, int(fraction * width))
+        return (f"[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} "
+                f"{human_bytes(self.bytes)}/{human_bytes(self.total_bytes)} "
+                f"{self.files}/{self.total_files} files {human_bytes(int(rate))}/s ETA {eta}")
+
+    def show(self, final: bool = False) -> None:
+        """Redraw (a tty: in place, 5 times a second; else a line every 5 s)."""
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self.tty else 5.0):
+            return
+        self._last = now
+        if self.tty:
+            self.stream.write("\r" + self.line() + ("\n" if final else ""))
+        elif not final:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+
+def _warm_one(path: str, progress: Progress) -> None:
+    with open(path, "rb", buffering=0) as f:
+        buffer = bytearray(WARM_CHUNK)
+        while True:
+            n = f.readinto(buffer)
+            if not n:
+                break
+            progress.add(n)
+    progress.add(files=1)
+
+
+def _warm(paths: list[str], jobs: int) -> int:
+    """Read every file under `paths` through its mountfs mount, `jobs` at a time: what is not
+    cached yet is fetched into the cache, what is comes from it (a rerun is quick)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    outside = [p for p in paths if mountfs_mount_of(p) is None]
+    if outside:
+        for path in outside:
+            print(f"mountfs: {path} is not in a mountfs mount", file=sys.stderr)
+        return 2
+    files, failed = warm_list(paths)
+    progress = Progress(len(files), sum(size for _, size in files))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = {pool.submit(_warm_one, path, progress): path for path, _ in files}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                exc = future.exception()
+                if exc is not None:
+                    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    failed.append((futures[future], reason))
+            progress.show()
+    progress.show(final=True)
+    elapsed = time.monotonic() - progress.started
+    rate = progress.bytes / elapsed if elapsed > 0 else 0.0
+    print(f"warmed {progress.files} of {len(files)} files, {human_bytes(progress.bytes)} in "
+          f"{elapsed:.1f}s ({human_bytes(int(rate))}/s)" + (f"; {len(failed)} failed:" if failed else ""),
+          file=sys.stderr)
+    for path, reason in sorted(failed):
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def format_status(s: dict[str, Any]) -> str:
     cache, reads, store = s["cache"], s["reads"], s["store"]
     ratio = "-" if cache["hit_ratio"] is None else f"{cache['hit_ratio']:.1%}"
@@ -218,6 +543,13 @@ def format_status(s: dict[str, Any]) -> str:
         f"  store:  {store['requests']} requests ({store['gets']} GETs), "
         f"{human_bytes(store['bytes_fetched'])} fetched",
     ]
+    if cache.get("evicted"):
+        lines[1] += f"; {cache['evicted']} evicted"
+    for entry in s.get("stores", []):
+        if entry.get("offline") or entry.get("failed_fast"):
+            state = f"offline for {entry['offline_for']:.0f}s" if entry.get("offline") else "back online"
+            lines.append(f"  store {entry['path'] or '/'}: {state}, "
+                         f"{entry.get('failed_fast', 0)} calls failed fast")
     uploads = s.get("uploads")
     if uploads is not None:
         pending = uploads["pending"]

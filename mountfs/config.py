@@ -259,7 +259,9 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     mounts: tuple[MountConfig, ...] = ()
-    direct_access: tuple[DirectAccess, ...] = ()
+    direct_access: tuple[DirectAccess, ...] | None = None
+    """None: no `direct_access` key, so the default (`file://*`) applies; () from `direct_access = []`:
+    nothing is direct, every mount goes through the block cache."""
     path_substitution: tuple[PathSubstitution, ...] = ()
     s3: S3Config = field(default_factory=S3Config)
     gcs: GcsConfig = field(default_factory=GcsConfig)
@@ -1202,9 +1204,11 @@ class _Loader:
             return True
         return False
 
-    def direct_access(self, root: _Table) -> tuple[DirectAccess, ...]:
+    def direct_access(self, root: _Table) -> tuple[DirectAccess, ...] | None:
         out: list[DirectAccess] = []
         value = root.get("direct_access", _ABSENT)
+        if value is _ABSENT:
+            return None  # the default applies; `direct_access = []` turns direct access off
         for ipath, t in self.tables(value, ("direct_access",), ("url",), "direct_access"):
             url = self.checked_str(
                 t, ipath, "url", _check_glob_url, required=True, hint='e.g. url = "file:///mnt/nfs/*"'

@@ -31,14 +31,16 @@ from mountfs import control
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectStore
 from mountfs.backends.registry import open_store
-from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.block_cache import EVICTION_INTERVAL, BlockCache
+from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.prefetch import PrefetchScheduler
-from mountfs.config import Config, load_source, parse_size
+from mountfs.config import Config, InvalidValue, MountConfig, load_source, parse_size, parse_url
 from mountfs.errors import MountfsError
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
 from mountfs.namespace.tree import Namespace
+from mountfs.passthrough import Passthrough
 from mountfs.upload.journal import UploadJournal
 from mountfs.upload.recovery import Recovered, recover
 from mountfs.upload.uploader import PendingUpload, Uploader
@@ -52,7 +54,7 @@ IGNORED_OPTIONS = frozenset({
     "strictatime", "nodiratime", "async", "sync", "silent", "loud",
 })
 IGNORED_PREFIXES = ("x-", "comment=")
-FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug"}
+FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
 VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname"}
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
@@ -70,6 +72,7 @@ class MountOptions:
     allow_root: bool = False
     default_permissions: bool = False
     read_only: bool = False
+    cache_local: bool = False  # no direct access: local files go through the block cache too
     nonempty: bool = False
     debug: bool = False
     cache_dir: str | None = None
@@ -105,6 +108,7 @@ def parse_options(values: list[str]) -> MountOptions:
             default_permissions=flags.get("default_permissions", False),
             read_only=flags.get("ro", False),
             nonempty=flags.get("nonempty", False),
+            cache_local=flags.get("cache_local", False),
             debug=flags.get("debug", False),
             cache_dir=settings.get("cache_dir"),
             block_size=parse_size(settings["block_size"]) if "block_size" in settings else None,
@@ -144,7 +148,47 @@ def load_config_with(source: str, options: MountOptions) -> Config:
     mounts = config.mounts
     if options.read_only:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
-    return dataclasses.replace(config, cache=cache, mounts=mounts)
+    if options.cache_local:
+        config = dataclasses.replace(config, direct_access=())
+    return dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
+
+
+def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
+    """[[path_substitution]], once, at mount time: a mount whose URL is (under) a registered prefix
+    is served from the local prefix instead (s3://b/research/x -> file:///mnt/nfs/research/x)."""
+    rules = Passthrough.from_config(config)
+    out = []
+    for entry in mounts:
+        target = rules.substitute(entry.url.raw)
+        if target != entry.url.raw:
+            try:
+                url = parse_url(target)
+            except InvalidValue as exc:
+                raise MountSetupError(f"{entry.url.raw} is substituted by {target}, which is not a "
+                                      f"mountable URL: {exc.message}") from exc
+            log.info("%s is served from %s (path_substitution)", entry.url.raw, target)
+            entry = dataclasses.replace(entry, url=url)
+        out.append(entry)
+    return tuple(out)
+
+
+def direct_access(config: Config, entry: MountConfig) -> dict[str, Any]:
+    """The MountRoot fields that pass a file:// mount's files straight through (no block cache, no
+    staged upload): all of them when the mount's URL matches a [[direct_access]] glob (`file://*`
+    by default), else those whose own file URL matches one. Other stores are always cached."""
+    if entry.url.scheme != "file":
+        return {}
+    rules = Passthrough.from_config(config)
+    if not rules.direct_access:
+        return {}
+    root = entry.url.bucket.rstrip("/")
+    if rules.is_direct(entry.url.raw) or rules.is_direct("file://" + root + "/"):
+        return {"local_root": entry.url.bucket, "direct": True}
+
+    def matches(key: str) -> bool:
+        return rules.is_direct("file://" + root + "/" + key)
+
+    return {"local_root": entry.url.bucket, "direct_match": matches}
 
 
 def open_stores(config: Config) -> list[ObjectStore]:
@@ -176,7 +220,7 @@ def make_roots(config: Config, stores: list[ObjectStore], journal: UploadJournal
             uploader = Uploader(async_store, journal, config.write,
                                 supports_multipart=store.supports_multipart)
         roots.append(MountRoot(entry.path, async_store, entry.url.prefix + "/" if entry.url.prefix else "",
-                               entry.read_only, uploader))
+                               entry.read_only, uploader, **direct_access(config, entry)))
     return roots
 
 
@@ -316,6 +360,15 @@ class Daemon:
         self.started = time.time()
         self.uploaders = [root.uploader for root in operations.namespace.mounts if root.uploader is not None]
         self.recovered: list[Recovered] = []
+        # Limits (max_size, max_files, expiry, min_free): kept by run_eviction, started in main(),
+        # which also evicts at once whenever a commit crosses max_size or max_files. A pass runs at
+        # least every EVICTION_INTERVAL, and often enough for a short expiry to hold to a quarter.
+        limits = CacheLimits.from_config(prepared.config.cache)
+        interval = EVICTION_INTERVAL if limits.expiry is None else min(EVICTION_INTERVAL,
+                                                                        max(1.0, limits.expiry / 4))
+        cache.enable_eviction(limits, interval)
+        # Expired metadata is served this long past its TTL while a store is offline.
+        operations.namespace.offline_grace = prepared.config.read.offline_grace
         self.draining = False
         self.drained = trio.Event()
         self.left: list[PendingUpload] = []  # what the drain at unmount could not upload
@@ -339,6 +392,7 @@ class Daemon:
             self.operations.namespace.nursery = nursery
             nursery.start_soon(self.cache.run_housekeeping)
             nursery.start_soon(self.cache.run_committer)
+            nursery.start_soon(self.cache.run_eviction)
             for uploader in self.uploaders:
                 await nursery.start(uploader.run)
             nursery.start_soon(self._recover)
@@ -462,7 +516,9 @@ class Daemon:
             store_stats = root.store.stats
             stores.append({"path": root.path, "url": _url_of(self.prepared, root.path),
                            "requests": dict(store_stats.requests), "errors": dict(store_stats.errors),
-                           "bytes_fetched": store_stats.bytes_fetched})
+                           "bytes_fetched": store_stats.bytes_fetched,
+                           "offline": root.store.offline, "offline_for": round(root.store.offline_for, 1),
+                           "failed_fast": store_stats.failed_fast})
         reads = self.operations.stats
         prefetch = self.operations.prefetch
         return {
@@ -470,7 +526,7 @@ class Daemon:
             "uptime": round(time.time() - self.started, 3),
             "cache": {"dir": self.cache.cache_dir, "block_size": self.cache.block_size,
                       "hits": stats.hits, "misses": stats.misses, "shared": stats.shared,
-                      "corrupt": stats.corrupt,
+                      "corrupt": stats.corrupt, "evicted": stats.evicted,
                       "hit_ratio": round(stats.hits / lookups, 4) if lookups else None,
                       "blocks": totals.blocks, "bytes": totals.bytes},
             "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
@@ -482,6 +538,7 @@ class Daemon:
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},
             "stores": stores,
             "inodes": len(self.operations.namespace.inodes),
+            "stale_metadata_served": self.operations.namespace.stale_served,
         }
 
     def summary(self) -> str:

@@ -9,7 +9,8 @@ The two sections follow ClearML's, so a clearml.conf moves over unchanged:
   "s3://b/research2". Trailing slashes on either prefix do not matter.
 - `[[direct_access]]`: URLs matching one of these globs (fnmatch on the whole URL: `*` crosses
   "/", as in ClearML) are served from their local path with no cache: a local or NFS file is
-  already as close as a cached copy. With none configured, `file://*` applies, as in ClearML.
+  already as close as a cached copy. With none configured, `file://*` applies, as in ClearML;
+  `direct_access = []` (or the mount option `-o cache_local`) turns direct access off.
 
 URLs are taken literally, as everywhere in mountfs: "%20" is three characters of an object key
 or a file name, not an escaped space. Schemes compare case-insensitively, the rest exactly.
@@ -126,9 +127,10 @@ def local_path(url: str) -> str | None:
 class Passthrough:
     """The configured rules, compiled once: what the FUSE layer asks for every opened path."""
 
-    def __init__(self, direct_access: Sequence[DirectAccess] = (),
+    def __init__(self, direct_access: Sequence[DirectAccess] | None = None,
                  path_substitution: Sequence[PathSubstitution] = ()) -> None:
-        self.direct_access = tuple(direct_access) or DEFAULT_DIRECT_ACCESS
+        """`direct_access` None: the default globs; an empty sequence: nothing is direct."""
+        self.direct_access = DEFAULT_DIRECT_ACCESS if direct_access is None else tuple(direct_access)
         self.path_substitution = tuple(path_substitution)
         self._patterns = _compile(self.direct_access)
 

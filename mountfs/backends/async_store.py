@@ -61,6 +61,11 @@ class AsyncStore:
     def offline(self) -> bool:
         return self.offline_since is not None
 
+    @property
+    def offline_for(self) -> float:
+        """Seconds since the store went offline (0 while it answers)."""
+        return 0.0 if self.offline_since is None else max(0.0, self._clock() - self.offline_since)
+
     # --- reads -------------------------------------------------------------------------------
 
     async def head(self, key: str) -> ObjectMeta:

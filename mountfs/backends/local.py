@@ -227,6 +227,11 @@ class LocalStore(ObjectStore):
             raise NotFound(f"key {key!r} cannot name a file under {self.bucket}")
         return self._root + b"/" + raw
 
+    def file_path(self, key: str, *, write: bool = False) -> str:
+        """The local file of `key` (direct access opens it itself); NotFound/Unsupported as for reads
+        and writes when no file can carry the key."""
+        return os.fsdecode(self._key_path(key, write=write))
+
     @staticmethod
     def _split_prefix(prefix: bytes) -> tuple[bytes, bytes] | None:
         """(folder relative to the root, start of names in it); None when no key can match."""
@@ -614,3 +619,7 @@ class LocalStore(ObjectStore):
             shutil.rmtree(folder)
         except OSError as exc:
             raise _error(exc, folder, write=True) from exc
+
+
+meta_from_stat = _meta  # for direct access, which stats the files itself
+error_from_os = _error

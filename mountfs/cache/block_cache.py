@@ -275,9 +275,17 @@ class BlockCache:
             await self._commit_wanted.wait()
             self._commit_wanted = trio.Event()
             with trio.CancelScope(shield=True):
-                totals = await self._io(self._commit_pending)
-            if totals is not None and self._evictor is not None and self._limits.over(totals):
+                wanted = await self._io(self._commit_and_check)
+            if wanted:
                 self._eviction_wanted.set()
+
+    def _commit_and_check(self) -> bool:
+        """Commit what is pending; True if the cache is now past a limit: max_size, max_files, or
+        min_free (one statvfs per committed batch)."""
+        totals = self._commit_pending()
+        if totals is None or self._evictor is None:
+            return False
+        return self._limits.over(totals) or self._evictor.free_deficit(self._limits.min_free) > 0
 
     def _commit_pending(self) -> IndexTotals | None:
         batch, self._to_commit = self._to_commit, []

@@ -25,6 +25,7 @@ from mountfs.backends.base import ObjectId
 from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import IsADirectory, MountfsError, NotPermitted, errno_for
+from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
 from mountfs.namespace.inodes import Node
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
@@ -114,6 +115,8 @@ class Operations(pyfuse3.Operations):
         self.readahead_max = readahead_max
         self.stats = ReadStats()
         self._files: dict[int, _OpenFile] = {}
+        self.direct = DirectFiles(namespace)  # direct-access files: their own handles, no cache
+        self._direct: dict[int, DirectHandle] = {}
         self._directories: OrderedDict[int, DirectoryPattern] = OrderedDict()
         self._sibling_prefetches = PrefetchGroup()
         self._dirs: dict[int, tuple[int, DirSnapshot]] = {}
@@ -145,6 +148,8 @@ class Operations(pyfuse3.Operations):
         attr.st_blocks = (node.size + 511) // 512
         attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = node.mtime_ns
         attr.entry_timeout = attr.attr_timeout = self.namespace.metadata_ttl
+        if DirectFiles.covers(node):  # the file's own attributes: another writer shows within a second
+            attr.entry_timeout = attr.attr_timeout = min(self.namespace.metadata_ttl, ATTR_TIMEOUT)
         return attr
 
     # --- metadata ------------------------------------------------------------------------
@@ -157,6 +162,9 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def getattr(self, inode: pyfuse3.InodeT,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.namespace.node(inode)
+        if DirectFiles.covers(node):
+            return self.attributes(await self.direct.refresh(node))
         return self.attributes(await self.namespace.attributes(inode))
 
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
@@ -212,6 +220,8 @@ class Operations(pyfuse3.Operations):
         node = await self.namespace.attributes(inode)
         if node.is_dir:
             raise IsADirectory(node.key)
+        if DirectFiles.covers(node):
+            return self._opened_direct(await self.direct.open(node, flags))
         truncate = bool(flags & os.O_TRUNC)
         writing = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR) or truncate
         staged = await self.writes.open_for_write(node, truncate=truncate) if writing else None
@@ -221,6 +231,12 @@ class Operations(pyfuse3.Operations):
         if staged is None:
             self._prefetch_siblings(node)
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=self._keep_cache(node))
+
+    def _opened_direct(self, handle: DirectHandle) -> pyfuse3.FileInfo:
+        fh = self._handle()
+        self._direct[fh] = handle
+        self.stats.opens += 1
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
     def _open_file(self, node: Node, staged: StagedUpload | None) -> _OpenFile:
         pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
@@ -252,11 +268,17 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        direct = self._direct.get(fh)
+        if direct is not None:
+            data: Any = await self.direct.read(direct, off, size)
+            self.stats.reads += 1
+            self.stats.bytes_served += len(data)
+            return cast(bytes, data)
         handle = self._files[fh]
         staged = handle.staged if handle.staged is not None else self.namespace.staged_of(handle.node)
         if staged is not None and not staged.dropped:  # being written: the staged bytes are the newest
             assert handle.node.mount is not None and handle.node.mount.uploader is not None
-            data: Any = await handle.node.mount.uploader.read(staged, off, size)
+            data = await handle.node.mount.uploader.read(staged, off, size)
         else:
             self._pin(handle)
             if handle.obj is None or handle.fetch is None:
@@ -273,7 +295,7 @@ class Operations(pyfuse3.Operations):
 
     def _prefetch_siblings(self, node: Node) -> None:
         """Files opened in their directory's listing order: fetch the first blocks of the next ones."""
-        if self.prefetch is None or node.mount is None:
+        if self.prefetch is None or node.mount is None or node.mount.direct:
             return
         position = self.namespace.position_in_parent(node)
         if position is None:
@@ -286,11 +308,17 @@ class Operations(pyfuse3.Operations):
             return
         store, block_size = node.mount.store, self.cache.block_size
         for meta in self.namespace.files_after(node, SIBLINGS_AHEAD):
+            if node.mount.is_direct(meta.key):
+                continue
             obj = store.store.object_id(meta)
             self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0, min(meta.size, block_size),
                                    _fetcher(store, obj, block_size))
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        direct = self._direct.pop(fh, None)
+        if direct is not None:
+            await self.direct.release(direct)
+            return
         handle = self._files.pop(fh, None)
         if handle is None:
             return
@@ -314,7 +342,13 @@ class Operations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
             raise NotPermitted("only regular files can be created")
-        node, staged = await self.writes.create(self.namespace.node(parent_inode), name)
+        parent = self.namespace.node(parent_inode)
+        mount = parent.mount
+        if parent.is_dir and mount is not None and mount.is_direct(parent.key + os.fsdecode(name)):
+            node, direct = await self.direct.create(parent, name, flags)
+            self.namespace.inodes.remember(node)
+            return self._opened_direct(direct), self.attributes(node)
+        node, staged = await self.writes.create(parent, name)
         self.namespace.inodes.remember(node)
         fh = self._handle()
         self._files[fh] = self._open_file(node, staged)
@@ -324,8 +358,12 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        handle, staged = self._writer(fh)
-        written = await self.writes.write(handle.node, staged, off, buf)
+        direct = self._direct.get(fh)
+        if direct is not None:
+            written = await self.direct.write(direct, off, buf)
+        else:
+            handle, staged = self._writer(fh)
+            written = await self.writes.write(handle.node, staged, off, buf)
         self.stats.writes += 1
         self.stats.bytes_written += written
         return written
@@ -338,6 +376,10 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        direct = self._direct.get(fh)
+        if direct is not None:
+            await self.direct.fsync(direct, datasync)  # flush (every close) stays a no-op for these
+            return
         await self.flush(fh)
 
     @_fuse_errors
@@ -345,12 +387,25 @@ class Operations(pyfuse3.Operations):
                       fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = await self.namespace.attributes(inode)
+        if DirectFiles.covers(node):
+            return await self._setattr_direct(node, attr, fields, fh)
         if fields.update_size:
             handle = self._files.get(fh) if fh is not None else None
             staged = handle.staged if handle is not None else None
             await self.writes.truncate(node, attr.st_size, staged)
         if fields.update_mtime:
             self.writes.set_mtime(node, attr.st_mtime_ns)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            self.writes.check_attributes(node)
+        return self.attributes(node)
+
+    async def _setattr_direct(self, node: Node, attr: pyfuse3.EntryAttributes,
+                              fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None
+                              ) -> pyfuse3.EntryAttributes:
+        if fields.update_size:
+            await self.direct.truncate(node, attr.st_size, self._direct.get(fh) if fh is not None else None)
+        if fields.update_mtime:
+            await self.direct.set_mtime(node, attr.st_mtime_ns)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.writes.check_attributes(node)
         return self.attributes(node)

@@ -8,6 +8,7 @@ reused within one mount, so generation numbers are not needed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -30,10 +31,19 @@ class MountRoot:
     prefix: str  # "" or ending in "/"
     read_only: bool
     uploader: Uploader | None = None  # None: nothing is ever written to this store
+    local_root: str | None = None  # the folder of a file:// mount: what direct access serves from
+    direct: bool = False  # every file is served straight from local_root (its URL is direct access)
+    direct_match: Callable[[str], bool] | None = None  # else: which keys are (by the globs), if any
 
     @property
     def writable(self) -> bool:
         return not self.read_only and self.uploader is not None
+
+    def is_direct(self, key: str) -> bool:
+        """Is the file `key` passed through to its local file (no block cache, no upload)?"""
+        if self.local_root is None:
+            return False
+        return self.direct or (self.direct_match is not None and self.direct_match(key))
 
 
 @dataclass(eq=False)

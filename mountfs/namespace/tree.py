@@ -3,6 +3,11 @@ directories from key prefixes below them, with metadata cached for a TTL.
 
 Listing a directory fills the cache of its entries, so the lookups and stats that follow
 (`ls -l`, `find`) cost no request each; a miss is remembered for a shorter negative TTL.
+
+Offline: when the HEAD or LIST that would refresh an expired entry or listing finds the store
+unavailable (its retries used up, or refused at once while it is offline), what is cached keeps
+being served for up to `offline_grace` past its TTL; a name a complete stale listing lacks is
+ENOENT. Past the grace, or with nothing cached, the error goes to the caller (EIO).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import trio
 
 from mountfs.backends.base import ListPage, ObjectMeta
 from mountfs.concurrency import gather
-from mountfs.errors import NotADirectory, NotFound
+from mountfs.errors import NotADirectory, NotFound, StoreUnavailable
 from mountfs.namespace.inodes import ROOT_INODE, InodeTable, MountRoot, Node
 from mountfs.namespace.listing import PAGE_SIZE, DirEntry, DirSnapshot, entries_from_page
 from mountfs.upload.uploader import StagedUpload
@@ -84,9 +89,11 @@ def _as_page(prefix: str, listing: _DirListing) -> ListPage:
 
 class Namespace:
     def __init__(self, mounts: list[MountRoot], metadata_ttl: float, negative_ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, offline_grace: float = 0.0) -> None:
         self.metadata_ttl = metadata_ttl
         self.negative_ttl = negative_ttl
+        self.offline_grace = offline_grace  # how long past its TTL cached metadata serves an offline store
+        self.stale_served = 0  # stats: expired entries and listings served because the store was down
         self.clock = clock
         self.mounts = list(mounts)
         self.mount_time_ns = time.time_ns()
@@ -167,7 +174,13 @@ class Namespace:
         if (node.is_dir or node.mount is None or node.meta_expires > self.clock() or node.unlinked
                 or self.staged_of(node) is not None):
             return node
-        meta = await node.mount.store.head(node.key)
+        try:
+            meta = await node.mount.store.head(node.key)
+        except StoreUnavailable:
+            if node.meta is not None and self._within_grace(node.meta_expires):
+                self.stale_served += 1
+                return node
+            raise
         self._set_meta(node, meta)
         return node
 
@@ -188,6 +201,7 @@ class Namespace:
         if cached is not None:
             # Listed in full within the metadata TTL: `ls -lR` after `find` costs nothing.
             return DirSnapshot(prefix, entries=list(cached.entries.values()))
+        stale = self._listings.get(slot)  # expired: served instead if the store is unavailable
         listing = _DirListing(expires=self.clock() + self.metadata_ttl)
         self._store_listing(slot, listing)
         lookahead = self._lookahead_pending.get(slot)
@@ -199,7 +213,16 @@ class Namespace:
                 done = self._fresh_listing(slot)
                 if done is not None:
                     return _as_page(prefix, done)
-            page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
+            try:
+                page = await mount.store.list(prefix, "/", token, PAGE_SIZE)
+            except StoreUnavailable:
+                if (token is None and stale is not None and stale.complete
+                        and self._within_grace(stale.expires)):
+                    self.stale_served += 1
+                    if self._listings.get(slot) is listing:  # lookups keep answering from it too
+                        self._store_listing(slot, stale)
+                    return _as_page(prefix, stale)
+                raise
             self._record_page(listing, prefix, page, mount)
             self._look_ahead(mount, page.prefixes)
             if page.next_token is None:
@@ -419,6 +442,29 @@ class Namespace:
             self._set_meta(node, entry.meta)
         return node
 
+    def _within_grace(self, expires: float) -> bool:
+        """Something cached that expired at `expires` may still be served while its store is down."""
+        return expires > 0 and expires + self.offline_grace > self.clock()
+
+    def _stale_entry(self, mount: MountRoot, listing: _DirListing | None, key: str,
+                     name: bytes) -> DirEntry | None:
+        """For a store that is unavailable: the entry `name` as last seen, if it expired less than
+        offline_grace ago; NotFound if a complete listing within the grace lacks it; else None."""
+        if listing is not None and self._within_grace(listing.expires):
+            entry = listing.entries.get(name)
+            if entry is not None:
+                return entry
+            if listing.complete:
+                raise NotFound(key) from None
+        node = self.inodes.by_path(mount, key, False)
+        if node is not None and node.meta is not None and self._within_grace(node.meta_expires):
+            return DirEntry(name, False, node.meta)
+        known_dir = self._listings.get((id(mount), key + "/"))
+        if (self.inodes.by_path(mount, key + "/", True) is not None and known_dir is not None
+                and self._within_grace(known_dir.expires)):
+            return DirEntry(name, True, None)
+        return None
+
     def _set_meta(self, node: Node, meta: ObjectMeta) -> None:
         node.set_meta(meta)
         node.meta_expires = self.clock() + self.metadata_ttl
@@ -458,7 +504,14 @@ class Namespace:
         slot = (id(mount), key)
         if self._negative.get(slot, 0.0) > now:
             raise NotFound(key)
-        entry = await self._probe(mount, key, name)
+        try:
+            entry = await self._probe(mount, key, name)
+        except StoreUnavailable:
+            stale_entry = self._stale_entry(mount, listing, key, name)
+            if stale_entry is None:
+                raise
+            self.stale_served += 1
+            return stale_entry
         if entry is None and self.staged_under(mount, key + "/"):
             entry = DirEntry(name, True, None)  # only files written in this mount are in it yet
         if entry is None:

@@ -244,8 +244,11 @@ class Mounter:
         assert result.returncode == 0, f"{argv} failed ({result.returncode}): {result.stderr}"
 
     def mount(self, source: str | os.PathLike[str], *options: str, mountpoint: str | None = None,
-              cache_dir: str | None = None, block_size: str | None = "1MiB") -> Mount:
-        """Mount `source` (a folder path or a URL) with its own cache dir; returns once it answers."""
+              cache_dir: str | None = None, block_size: str | None = "1MiB",
+              cache_local: bool = True) -> Mount:
+        """Mount `source` (a folder path or a URL) with its own cache dir; returns once it answers.
+        `cache_local` (-o cache_local): local folders go through the block cache, as these tests expect;
+        False keeps the default, direct access (file:// served straight from the folder)."""
         source = str(source)
         if not source.startswith(("file://", "s3://")) and os.path.isdir(source):
             source = "file://" + os.path.abspath(source)
@@ -255,6 +258,8 @@ class Mounter:
         opts = [f"cache_dir={cache}", f"log={log}"]
         if block_size:
             opts.append(f"block_size={block_size}")
+        if cache_local:
+            opts.append("cache_local")
         opts.extend(options)
         self._fail_if_hung()
         mount = Mount(os.path.abspath(mnt), source, cache, log)

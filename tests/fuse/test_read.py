@@ -146,18 +146,18 @@ def test_source_changed_under_an_open_file(mounter: Mounter, tmp_path: Path) -> 
     source = tmp_path / "changing"
     source.mkdir()
     block = 1 << 20
-    old = bytes([1]) * (4 * block)
+    old = bytes([1]) * (24 * block)
     (source / "f.bin").write_bytes(old)
     mnt = mounter.mount(f"file://{source}")
     fd = os.open(mnt.join("f.bin"), os.O_RDONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, block)
     try:
         assert os.preadv(fd, [buf], 0) == block and buf[:] == old[:block]
-        (source / "f.bin").write_bytes(bytes([2]) * (4 * block))
+        (source / "f.bin").write_bytes(bytes([2]) * (24 * block))
         os.utime(source / "f.bin", ns=(1_000_000_000, 1_000_000_000))  # surely a new version
         assert os.preadv(fd, [buf], 0) == block and buf[:] == old[:block]  # cached: still the old one
-        with pytest.raises(OSError) as info:
-            n = os.preadv(fd, [buf], 2 * block)
+        with pytest.raises(OSError) as info:  # past what read-ahead fetched after the first read (16 MiB)
+            n = os.preadv(fd, [buf], 20 * block)
             raise AssertionError(f"read {n} bytes of a changed object: {set(buf[:n])}")
         assert info.value.errno == errno.ESTALE, info.value
     finally:

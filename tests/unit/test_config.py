@@ -211,7 +211,7 @@ def test_minimal_config_gets_all_defaults(tmp_path: Path, monkeypatch: pytest.Mo
     assert cfg.read == ReadConfig()
     assert cfg.write == WriteConfig()
     assert cfg.mounts == (MountConfig("a", StoreUrl("s3", None, "bucket-a", "", "s3://bucket-a"), False),)
-    assert cfg.direct_access == () and cfg.path_substitution == ()
+    assert cfg.direct_access is None and cfg.path_substitution == ()
     assert cfg.s3 == S3Config() and cfg.gcs == config.GcsConfig() and cfg.azure == config.AzureConfig()
 
 

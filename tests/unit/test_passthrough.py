@@ -132,3 +132,19 @@ def test_resolve_substitutes_then_checks_the_globs(tmp_path: Path) -> None:
 def test_a_direct_glob_on_a_store_url_is_direct_without_a_local_path() -> None:
     rules = Passthrough([DirectAccess("s3://scratch/*")])
     assert rules.resolve("s3://scratch/tmp/x") == Resolved("s3://scratch/tmp/x", True, None)
+
+
+def test_an_empty_direct_access_list_turns_direct_access_off(tmp_path: Path) -> None:
+    """`direct_access = []` is not the same as no direct_access key: nothing is direct, not even
+    file:// URLs (the default glob applies only when the key is absent)."""
+    mount = '[[mount]]\npath = "a"\nurl = "file:///data"\n'
+    absent, empty = tmp_path / "absent.toml", tmp_path / "empty.toml"
+    absent.write_text(mount)
+    empty.write_text("direct_access = []\n" + mount)
+    assert load_config(str(absent)).direct_access is None
+    assert Passthrough.from_config(load_config(str(absent))).is_direct("file:///data")
+    assert load_config(str(empty)).direct_access == ()
+    off = Passthrough.from_config(load_config(str(empty)))
+    assert off.direct_access == () and not off.is_direct("file:///data")
+    assert off.resolve("file:///data/x") == Resolved("file:///data/x", False, None)
+    assert Passthrough([]).direct_access == () and Passthrough(None).direct_access == DEFAULT_DIRECT_ACCESS
