@@ -54,13 +54,8 @@ def _mount(argv: list[str]) -> int:
     try:
         options = mount.parse_options(ns.options)
         prepared = mount.prepare(ns.source, ns.mountpoint, options)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(f"mountfs: {error.format()}", file=sys.stderr)
-        return 1
     except MountfsError as exc:
-        print(f"mountfs: {exc}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     return mount.run(prepared, ns.foreground)
 
 
@@ -116,13 +111,8 @@ def _recover(source: str, option_values: list[str]) -> int:
         config = mount.load_config_with(source, options)
         stores = mount.open_stores(config)
         report = mount.recover_cache(config, stores)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(f"mountfs: {error.format()}", file=sys.stderr)
-        return 1
     except MountfsError as exc:
-        print(f"mountfs: {exc}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     if not report:
         print(f"nothing to recover in {config.cache.dir}")
         return 0
@@ -130,6 +120,13 @@ def _recover(source: str, option_values: list[str]) -> int:
         print(item.describe())
     bad = (recovery.FAILED, recovery.NO_STORE, recovery.MISSING)
     return 1 if any(item.outcome in bad for item in report) else 0
+
+
+def _refused(exc: MountfsError) -> int:
+    """Say why a command cannot go on, one line per problem (every config error with its line)."""
+    for line in [e.format() for e in exc.errors] if isinstance(exc, ConfigErrors) else [str(exc)]:
+        print(f"mountfs: {line}", file=sys.stderr)
+    return 1
 
 
 def _config_check(path: str) -> int:
@@ -279,13 +276,8 @@ def _cache(ns: argparse.Namespace) -> int:
 
     try:
         cache_dir = cache_dir_of(ns.source, ns.options, ns.cache_dir)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(f"mountfs: {error.format()}", file=sys.stderr)
-        return 1
     except MountfsError as exc:
-        print(f"mountfs: {exc}", file=sys.stderr)
-        return 1
+        return _refused(exc)
     try:
         if ns.cache_command == "stats":
             report = maintenance.stats(cache_dir)
