@@ -415,9 +415,7 @@ class Writes:
             for folder in empty:
                 await store.put(new + folder[len(old):], b"")
         except MountfsError as exc:
-            self.namespace.forget_listings(mount, new)
-            for parent in parents:
-                self.namespace.forget_listings(mount, parent.key)
+            self._forget_listings(mount, new, parents)
             raise RenameIncomplete(
                 f"rename of {old} to {new} stopped after copying {copied} of {len(objects)} objects "
                 f"({exc}); nothing was removed: {old} is complete, {new} holds partial copies") from exc
@@ -441,12 +439,15 @@ class Writes:
                 if folder in objects:
                     deleted += 1
         except MountfsError as exc:
-            self.namespace.forget_listings(mount, old)
-            for parent in parents:
-                self.namespace.forget_listings(mount, parent.key)
+            self._forget_listings(mount, old, parents)
             raise RenameIncomplete(
                 f"rename of {old} to {new}: everything was copied, but {len(objects) - deleted} of "
                 f"{len(objects)} objects could not be removed from {old} ({exc}); both hold them") from exc
+
+    def _forget_listings(self, mount: MountRoot, prefix: str, parents: tuple[Node, Node]) -> None:
+        """After a directory rename stopped half way: list `prefix` and both parents afresh."""
+        for key in (prefix, *(parent.key for parent in parents)):
+            self.namespace.forget_listings(mount, key)
 
     @staticmethod
     async def _walk(store: AsyncStore, prefix: str) -> tuple[list[str], list[str]]:
