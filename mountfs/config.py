@@ -168,6 +168,9 @@ class MountConfig:
     path: str
     url: StoreUrl
     read_only: bool = False
+    substituted_for: str | None = None
+    """The URL [[path_substitution]] replaced by `url` (a registered prefix, or one under it):
+    direct-access globs match it too, so a glob may name a bucket's mirrored part."""
 
 
 @dataclass(frozen=True)

@@ -150,45 +150,81 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
-    return dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
+    config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
+    for glob in unreachable_globs(config):
+        log.warning("[[direct_access]] %s matches nothing served from a local path: direct access "
+                    "passes through local or NFS files only (add a [[path_substitution]] to a "
+                    "file:// prefix for it)", glob)
+    return config
 
 
 def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
     """[[path_substitution]], once, at mount time: a mount whose URL is (under) a registered prefix
-    is served from the local prefix instead (s3://b/research/x -> file:///mnt/nfs/research/x)."""
+    is served from the local prefix instead (s3://b/research/x -> file:///mnt/nfs/research/x); a
+    registered prefix inside a mount's URL becomes a mount of its own, grafted at that directory
+    (s3://b mounted at "ds": ds/research is served from file:///mnt/nfs/research)."""
     rules = Passthrough.from_config(config)
     out = []
     for entry in mounts:
-        target = rules.substitute(entry.url.raw)
-        if target != entry.url.raw:
-            try:
-                url = parse_url(target)
-            except InvalidValue as exc:
-                raise MountSetupError(f"{entry.url.raw} is substituted by {target}, which is not a "
-                                      f"mountable URL: {exc.message}") from exc
-            log.info("%s is served from %s (path_substitution)", entry.url.raw, target)
-            entry = dataclasses.replace(entry, url=url)
-        out.append(entry)
+        out.append(_substituted(entry, rules.substitute(entry.url.raw), entry.url.raw))
+        for relative, registered in rules.prefixes_inside(entry.url.raw):
+            path = "/".join(p for p in (entry.path, relative) if p)
+            grafted = dataclasses.replace(entry, path=path)
+            out.append(_substituted(grafted, rules.substitute(registered), registered))
     return tuple(out)
+
+
+def _substituted(entry: MountConfig, target: str, url: str) -> MountConfig:
+    """`entry` served from `target`, what [[path_substitution]] made of `url` (its own URL or a
+    registered prefix inside it)."""
+    if target == entry.url.raw:
+        return entry
+    try:
+        parsed = parse_url(target)
+    except InvalidValue as exc:
+        raise MountSetupError(f"{url} is substituted by {target}, which is not a "
+                              f"mountable URL: {exc.message}") from exc
+    log.info("%s is served from %s (path_substitution)", url, target)
+    return dataclasses.replace(entry, url=parsed, substituted_for=url)
 
 
 def direct_access(config: Config, entry: MountConfig) -> dict[str, Any]:
     """The MountRoot fields that pass a file:// mount's files straight through (no block cache, no
     staged upload): all of them when the mount's URL matches a [[direct_access]] glob (`file://*`
-    by default), else those whose own file URL matches one. Other stores are always cached."""
+    by default), else those whose own file URL matches one. A mount served by [[path_substitution]]
+    is also matched by the URL it stands for (`s3://b/research/*`). Other stores are always cached:
+    only a local or NFS file can be passed through."""
     if entry.url.scheme != "file":
         return {}
     rules = Passthrough.from_config(config)
     if not rules.direct_access:
         return {}
     root = entry.url.bucket.rstrip("/")
-    if rules.is_direct(entry.url.raw) or rules.is_direct("file://" + root + "/"):
+    original = entry.substituted_for.rstrip("/") if entry.substituted_for else None
+    if (rules.is_direct(entry.url.raw) or rules.is_direct("file://" + root + "/")
+            or (original is not None and rules.is_direct(original + "/"))):
         return {"local_root": entry.url.bucket, "direct": True}
 
     def matches(key: str) -> bool:
-        return rules.is_direct("file://" + root + "/" + key)
+        return rules.is_direct("file://" + root + "/" + key) or (
+            original is not None and rules.is_direct(original + "/" + key))
 
     return {"local_root": entry.url.bucket, "direct_match": matches}
+
+
+def unreachable_globs(config: Config) -> list[str]:
+    """[[direct_access]] globs that can match no file this mount serves locally: not file:// and
+    not covering any substituted URL. Worth a warning: they silently do nothing."""
+    originals = [m.substituted_for for m in config.mounts if m.substituted_for]
+    out = []
+    for glob in config.direct_access or ():
+        text = glob.url.strip()
+        if text.lower().startswith("file://") or text.startswith("*"):
+            continue
+        scheme = text.partition("://")[0].lower()
+        if not any(o.lower().startswith(scheme + "://") for o in originals):
+            out.append(text)
+    return out
 
 
 def open_stores(config: Config) -> list[ObjectStore]:

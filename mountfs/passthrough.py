@@ -144,6 +144,24 @@ class Passthrough:
     def is_direct(self, url: str) -> bool:
         return _matches(url, self._patterns)
 
+    def prefixes_inside(self, url: str) -> list[tuple[str, str]]:
+        """The registered prefixes strictly inside `url` (a mount's URL), as (the path relative
+        to it, the registered prefix), shallowest first: each is grafted into that mount."""
+        parts = _split(url)
+        if parts is None:
+            return []
+        scheme, rest = parts
+        base = rest.rstrip("/")
+        found = []
+        for rule in self.path_substitution:
+            registered = _normal_prefix(rule.registered_prefix)
+            if registered is None or registered[0] != scheme or not registered[1].startswith(base + "/"):
+                continue
+            relative = "/".join(s for s in registered[1][len(base) + 1:].split("/") if s)
+            if relative and ".." not in relative.split("/"):
+                found.append((relative, f"{scheme}://{registered[1]}"))
+        return sorted(set(found), key=lambda item: (item[0].count("/"), item[0]))
+
     def local_path(self, url: str) -> str | None:
         return local_path(url)
 

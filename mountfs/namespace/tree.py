@@ -80,6 +80,13 @@ MAX_LISTINGS = 20_000  # directories whose listing is remembered for the metadat
 LOOKAHEAD_CONCURRENCY = 8
 
 
+def _owner(mount: MountRoot, mounts: list[MountRoot]) -> MountRoot | None:
+    """The mount whose directory holds `mount`'s path (the deepest one), if any."""
+    owners = [m for m in mounts if m is not mount and m.path != mount.path
+              and (m.path == "" or mount.path.startswith(m.path + "/"))]
+    return max(owners, key=lambda m: len(m.path), default=None)
+
+
 def _as_page(prefix: str, listing: _DirListing) -> ListPage:
     """A complete listing in the shape a store returns, for a snapshot to read."""
     objects = [entry.meta for entry in listing.entries.values() if entry.meta is not None]
@@ -100,6 +107,7 @@ class Namespace:
         self.inodes = InodeTable()
         self._listings: dict[tuple[int, str], _DirListing] = {}
         self._negative: dict[tuple[int, str], float] = {}
+        self._grafts: dict[tuple[int, str], Node] = {}  # (id(owner mount), directory prefix) -> root
         self.root = self._build_fixed_tree(mounts)
         self.nursery: trio.Nursery | None = None  # set by the daemon; None turns look-ahead off
         self._lookahead = trio.CapacityLimiter(LOOKAHEAD_CONCURRENCY)
@@ -108,19 +116,27 @@ class Namespace:
     # --- the fixed part: root, virtual directories, mount roots ------------------------
 
     def _build_fixed_tree(self, mounts: list[MountRoot]) -> Node:
-        if len(mounts) == 1 and mounts[0].path == "":
-            only = mounts[0]
-            return self.inodes.add_pinned(Node(ROOT_INODE, ROOT_INODE, b"", True, only, only.prefix,
+        """The root, the virtual directories above the mounts and each mount's root. A mount whose
+        path lies inside another mount (a [[path_substitution]] deeper than a mount's URL) is
+        grafted onto that mount's directory of its name, which shadows whatever the store has there."""
+        outer = [m for m in mounts if _owner(m, mounts) is None]
+        if len(outer) == 1 and outer[0].path == "":
+            only = outer[0]
+            root = self.inodes.add_pinned(Node(ROOT_INODE, ROOT_INODE, b"", True, only, only.prefix,
                                                mtime_ns=self.mount_time_ns))
-        root = self.inodes.add_pinned(Node(ROOT_INODE, ROOT_INODE, b"", True, None, "",
-                                           mtime_ns=self.mount_time_ns))
-        for mount in mounts:
+        else:
+            root = self.inodes.add_pinned(Node(ROOT_INODE, ROOT_INODE, b"", True, None, "",
+                                               mtime_ns=self.mount_time_ns))
+        for mount in sorted(mounts, key=lambda m: len(m.path)):
             parent = root
-            parts = [os.fsencode(p) for p in mount.path.split("/")]
+            parts = [os.fsencode(p) for p in mount.path.split("/") if p]
             for depth, name in enumerate(parts):
+                is_mount_root = depth == len(parts) - 1
+                if parent.mount is not None:  # inside another mount: this is a graft
+                    parent = self._graft_step(parent, name, mount if is_mount_root else None)
+                    continue
                 child = parent.children.get(name)
                 if child is None:
-                    is_mount_root = depth == len(parts) - 1
                     child = self.inodes.add_pinned(Node(
                         self.inodes.allocate(), parent.inode, name, True,
                         mount if is_mount_root else None, mount.prefix if is_mount_root else "",
@@ -128,6 +144,42 @@ class Namespace:
                     parent.children[name] = child
                 parent = child
         return root
+
+    def _graft_step(self, parent: Node, name: bytes, graft: MountRoot | None) -> Node:
+        """One directory on the way to a graft, inside `parent`'s mount: the owner's own directory
+        of that name (pinned, so it keeps its inode), or, at the end, the grafted mount's root."""
+        owner = parent.mount
+        assert owner is not None
+        key = parent.key + os.fsdecode(name) + "/"
+        known = self._grafts.get((id(owner), key))
+        if known is not None:
+            return known
+        if graft is None:
+            node = self.inodes.find_or_create(parent, name, True, key, None, self.mount_time_ns)
+            node.pinned = True
+            return node
+        node = self.inodes.add_pinned(Node(self.inodes.allocate(), parent.inode, name, True, graft,
+                                           graft.prefix, mtime_ns=self.mount_time_ns))
+        self._grafts[(id(owner), key)] = node
+        return node
+
+    def graft_at(self, mount: MountRoot, prefix: str) -> Node | None:
+        """The root of the mount grafted at directory `prefix` of `mount`, if there is one."""
+        return self._grafts.get((id(mount), prefix))
+
+    def holds_graft(self, mount: MountRoot, prefix: str) -> bool:
+        """Is a mount grafted at or below directory `prefix` of `mount` (so it cannot be removed
+        or renamed)?"""
+        return any(m == id(mount) and key.startswith(prefix) for m, key in self._grafts)
+
+    def _grafted_names(self, mount: MountRoot, prefix: str) -> list[str]:
+        """The subdirectory prefixes of `prefix` that lead to a graft: shown even if the store
+        has nothing there."""
+        names = set()
+        for m, key in self._grafts:
+            if m == id(mount) and key.startswith(prefix) and key != prefix:
+                names.add(prefix + key[len(prefix):].split("/", 1)[0] + "/")
+        return sorted(names)
 
     # --- kernel-facing lookups -----------------------------------------------------------
 
@@ -323,7 +375,8 @@ class Namespace:
 
     def _staged_overlay(self, mount: MountRoot, prefix: str) -> tuple[list[ObjectMeta], list[str]]:
         """What staged files add to a listing of `prefix`: those directly in it, and the
-        subdirectories of deeper ones (the store may not have them yet)."""
+        subdirectories of deeper ones (the store may not have them yet); also the directories
+        that lead to a grafted mount."""
         objects: list[ObjectMeta] = []
         prefixes: set[str] = set()
         for staged in self.staged_under(mount, prefix):
@@ -334,6 +387,7 @@ class Namespace:
                 prefixes.add(prefix + head + "/")
             else:
                 objects.append(staged_meta(staged))
+        prefixes.update(self._grafted_names(mount, prefix))
         return objects, sorted(prefixes)
 
     # --- changes made through this mount: the cached tree follows the store ---------------------
@@ -434,6 +488,10 @@ class Namespace:
 
     def _node_for(self, parent: Node, entry: DirEntry) -> Node:
         key = parent.key + os.fsdecode(entry.name) + ("/" if entry.is_dir else "")
+        assert parent.mount is not None
+        graft = self._grafts.get((id(parent.mount), key)) if entry.is_dir else None
+        if graft is not None:
+            return graft
         mtime = entry.meta.mtime_ns if entry.meta else self.mount_time_ns
         node = self.inodes.find_or_create(parent, entry.name, entry.is_dir, key, entry.meta, mtime)
         if not entry.is_dir:
@@ -489,6 +547,8 @@ class Namespace:
     async def _find_entry(self, parent: Node, name: bytes) -> DirEntry:
         assert parent.mount is not None
         mount = parent.mount
+        if self._grafts and parent.key + os.fsdecode(name) + "/" in self._grafted_names(mount, parent.key):
+            return DirEntry(name, True, None)  # on the way to a grafted mount, whatever the store has
         now = self.clock()
         listing = self._listings.get((id(mount), parent.key))
         if listing is not None and listing.expires > now:
@@ -507,6 +567,9 @@ class Namespace:
         try:
             entry = await self._probe(mount, key, name)
         except StoreUnavailable:
+            if self._within_grace(self._negative.get(slot, 0.0)):
+                self.stale_served += 1  # it was missing a moment ago: still missing, for now
+                raise NotFound(key) from None
             stale_entry = self._stale_entry(mount, listing, key, name)
             if stale_entry is None:
                 raise

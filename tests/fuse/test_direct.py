@@ -3,7 +3,8 @@
 Direct access: a file:// mount (the default glob is `file://*`, as in ClearML) passes reads and
 writes straight to the folder: no block is cached, no store GET is made, attributes are the file's.
 Path substitution: a mount whose URL is under a registered prefix is served from the local prefix;
-the original store is never contacted (its endpoint here is a port nobody listens on).
+the original store is never contacted (its endpoint here is a port nobody listens on). A registered
+prefix inside a mount's URL is grafted at its directory: the rest of the mount stays on the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import S3Server, free_port
 
 if TYPE_CHECKING:
     from conftest import Mounter
@@ -190,3 +191,45 @@ def test_path_substitution_without_direct_access_is_cached(mounter: Mounter, tmp
     assert Path(mnt.join("sub/big.bin")).read_bytes() == files["sub/big.bin"]
     status = mounter.run.status(mnt.path)
     assert status["cache"]["blocks"] >= 4, status["cache"]
+
+
+def test_a_registered_prefix_inside_a_mount_is_served_from_the_local_copy(
+        mounter: Mounter, seaweedfs: S3Server, tmp_path: Path) -> None:
+    bucket = "graft"
+    seaweedfs.create_bucket(bucket)
+    client = seaweedfs.client()
+    client.put_object(Bucket=bucket, Key="top.txt", Body=b"from the store")
+    client.put_object(Bucket=bucket, Key="research/small.txt", Body=b"the store's stale copy")
+    client.put_object(Bucket=bucket, Key="research/only-in-store.txt", Body=b"hidden")
+    local = tmp_path / "nfs-research"
+    files = make_folder(local)
+    config = tmp_path / "graft.toml"
+    config.write_text(
+        f'[[path_substitution]]\nregistered_prefix = "s3://{seaweedfs.host_port}/{bucket}/research"\n'
+        f'local_prefix = "file://{local}"\n'
+        f'[[mount]]\npath = "ds"\nurl = "s3://{seaweedfs.host_port}/{bucket}"\n'
+        f'[[s3.credentials]]\nhost = "{seaweedfs.host_port}"\nkey = "{seaweedfs.access_key}"\n'
+        f'secret = "{seaweedfs.secret_key}"\nsecure = false\n')
+    mnt = mounter.mount(str(config), cache_local=False)
+    assert sorted(os.listdir(mnt.join("ds"))) == ["research", "top.txt"]
+    assert sorted(os.listdir(mnt.join("ds/research"))) == ["empty", "small.txt", "sub"]
+    assert Path(mnt.join("ds/research/small.txt")).read_bytes() == files["small.txt"]
+    assert Path(mnt.join("ds/research/sub/big.bin")).read_bytes() == files["sub/big.bin"]
+    assert not os.path.exists(mnt.join("ds/research/only-in-store.txt"))
+    assert Path(mnt.join("ds/top.txt")).read_bytes() == b"from the store"
+    with open(mnt.join("ds/research/written.txt"), "wb") as f:
+        f.write(b"to the local copy")
+    assert (local / "written.txt").read_bytes() == b"to the local copy"
+    assert "research/written.txt" not in {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    for refused in (lambda: os.rmdir(mnt.join("ds/research")),
+                    lambda: os.rename(mnt.join("ds/research"), mnt.join("ds/elsewhere"))):
+        with pytest.raises(PermissionError):
+            refused()
+    with pytest.raises(OSError) as crossing:
+        os.rename(mnt.join("ds/top.txt"), mnt.join("ds/research/top.txt"))
+    assert crossing.value.errno == errno.EXDEV
+    status = mounter.run.status(mnt.path)
+    fetched = {s["path"]: (s["url"], s["bytes_fetched"]) for s in status["stores"]}
+    assert fetched == {"ds": (f"s3://{seaweedfs.host_port}/{bucket}", len(b"from the store")),
+                       "ds/research": (f"file://{local}", 0)}
+    assert status["cache"]["blocks"] == 1, status["cache"]  # top.txt only

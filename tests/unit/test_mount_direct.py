@@ -66,3 +66,45 @@ def test_mount_urls_under_a_registered_prefix_are_substituted(tmp_path: Path) ->
     assert [(u.scheme, u.bucket) for u in urls[:2]] == [("file", str(local)), ("file", str(local / "x"))]
     assert urls[2].raw == "s3://127.0.0.1:1/datasets/research2" and urls[2].scheme == "s3"
 
+
+
+def test_a_registered_prefix_inside_a_mount_is_grafted_there(tmp_path: Path) -> None:
+    research, deeper = tmp_path / "nfs-research", tmp_path / "nfs-deeper"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "c"}"\n'
+                      '[[path_substitution]]\nregistered_prefix = "s3://127.0.0.1:1/datasets/research/"\n'
+                      f'local_prefix = "file://{research}"\n'
+                      '[[path_substitution]]\nregistered_prefix = "s3://127.0.0.1:1/datasets/research/a/b/"\n'
+                      f'local_prefix = "file://{deeper}"\n'
+                      '[[path_substitution]]\nregistered_prefix = "s3://127.0.0.1:1/datasets2/x"\n'
+                      f'local_prefix = "file://{deeper}"\n'
+                      '[[mount]]\npath = "ds"\nurl = "s3://127.0.0.1:1/datasets"\n'
+                      '[[mount]]\npath = "all/r"\nurl = "s3://127.0.0.1:1/datasets/research"\n'
+                      '[[mount]]\npath = "top"\nurl = "s3://127.0.0.1:1/datasets/r"\n')
+    loaded = load_config_with(str(config), parse_options([]))
+    assert [(m.path, m.url.raw) for m in loaded.mounts] == [
+        ("ds", "s3://127.0.0.1:1/datasets"),
+        ("ds/research", f"file://{research}"),
+        ("ds/research/a/b", f"file://{deeper}"),
+        ("all/r", f"file://{research}"),  # the mount itself is substituted...
+        ("all/r/a/b", f"file://{deeper}"),  # ...and the deeper prefix still grafted into it
+        ("top", "s3://127.0.0.1:1/datasets/r"),
+    ]
+
+
+def test_a_glob_on_the_registered_url_makes_its_substitute_direct(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    research = tmp_path / "nfs-research"
+    (research / "raw").mkdir(parents=True)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "c"}"\n'
+                      '[[direct_access]]\nurl = "s3://127.0.0.1:1/datasets/research/raw/*"\n'
+                      '[[direct_access]]\nurl = "gs://never/*"\n'
+                      '[[path_substitution]]\nregistered_prefix = "s3://127.0.0.1:1/datasets/research"\n'
+                      f'local_prefix = "file://{research}"\n'
+                      '[[mount]]\npath = "r"\nurl = "s3://127.0.0.1:1/datasets/research"\n')
+    (root,) = roots_of(str(config))
+    assert root.local_root == str(research) and not root.direct
+    assert root.is_direct("raw/x.bin") and not root.is_direct("cooked/x.bin")
+    assert "[[direct_access]] gs://never/* matches nothing served from a local path" in caplog.text
+    assert "s3://127.0.0.1:1/datasets/research/raw/*" not in caplog.text

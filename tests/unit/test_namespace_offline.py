@@ -94,3 +94,18 @@ async def test_the_store_back_refreshes_metadata(store: MemoryStore, clock: Fake
     clock.now += 10  # the next probe is allowed through
     assert (await ns.attributes(top.inode)).size == 11
     assert not ns.mounts[0].store.offline
+
+
+async def test_a_name_found_missing_stays_missing_within_the_grace(store: MemoryStore,
+                                                                   clock: FakeClock) -> None:
+    ns = offline_mount(store, clock, grace=100)
+    with pytest.raises(NotFound):  # no listing: a HEAD + LIST probe, cached as negative for 5 s
+        await ns.lookup(ROOT_INODE, b"absent")
+    down(store)
+    clock.now += 50  # the negative entry expired 45 s ago: within the grace, ENOENT and not EIO
+    with pytest.raises(NotFound):
+        await ns.lookup(ROOT_INODE, b"absent")
+    assert ns.stale_served == 1
+    clock.now += 100  # past the grace: the store's error
+    with pytest.raises(StoreUnavailable):
+        await ns.lookup(ROOT_INODE, b"absent")
