@@ -16,6 +16,7 @@ journal and this index are not blocks, are never evicted, and are not counted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -47,9 +48,11 @@ def split_lru_key(raw: bytes) -> tuple[float, bytes]:
     return _LRU_TIME.unpack_from(raw)[0], bytes(raw[_LRU_TIME.size:])
 
 
+@functools.lru_cache(maxsize=16384)
 def object_digest(obj: ObjectId) -> bytes:
     """20 bytes naming one version of one object: ETag included, so a changed object never
-    shares blocks with its old self. Hashed because store keys can be longer than LMDB's 511."""
+    shares blocks with its old self. Hashed because store keys can be longer than LMDB's 511.
+    Remembered: every block lookup of an open file asks for it again."""
     text = "\0".join((obj.store, obj.bucket, obj.key, obj.etag))
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=20).digest()
 

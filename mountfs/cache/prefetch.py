@@ -67,6 +67,7 @@ class DirectoryPattern:
     max_step: int = 16
     last: int = -1
     streak: int = 0
+    fetched_through: int = -1  # the files up to this position were handed to the prefetcher
 
     def observe(self, position: int) -> bool:
         # Concurrent readers open a little out of order: a small step back still counts.
@@ -106,10 +107,11 @@ class PrefetchScheduler:
         self.nursery: trio.Nursery | None = None  # set by the daemon; None turns prefetch off
 
     def schedule(self, group: PrefetchGroup, obj: ObjectId, object_size: int, start: int, end: int,
-                 fetch: Fetch) -> None:
-        """Fetch the blocks covering [start, end) that are not in memory or on their way."""
+                 fetch: Fetch) -> bool:
+        """Fetch the blocks covering [start, end) that are not in memory or on their way. False
+        if the concurrency or memory limit left some of them for later."""
         if self.nursery is None or group.closed or start >= object_size:
-            return
+            return True
         block_size = self.cache.block_size
         # The window's end rounded up to a whole run: a window sliding one read at a time would
         # otherwise take blocks into it one by one, each a request of its own.
@@ -125,7 +127,7 @@ class PrefetchScheduler:
                 count += 1
             length = min(count * block_size, object_size - index * block_size)
             if self.active >= self.max_concurrency or self.bytes_in_flight + length > self.max_bytes:
-                return  # the next read schedules the rest
+                return False  # the next read schedules the rest
             self.active += 1
             self.bytes_in_flight += length
             run = [(obj, i) for i in range(index, index + count)]
@@ -133,6 +135,7 @@ class PrefetchScheduler:
             self.started += count
             self.nursery.start_soon(self._fetch, group, obj, object_size, index, count, length, fetch)
             index += count
+        return True
 
     def _wanted(self, obj: ObjectId, index: int) -> bool:
         return (obj, index) not in self._scheduled and not self.cache.is_resident(obj, index)

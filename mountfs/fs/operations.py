@@ -306,13 +306,19 @@ class Operations(pyfuse3.Operations):
             self._directories.popitem(last=False)
         if not pattern.observe(position):
             return
+        # Only the files not handed over by an earlier open: a scan then costs one new sibling
+        # per open, not a check of all SIBLINGS_AHEAD of them.
         store, block_size = node.mount.store, self.cache.block_size
-        for meta in self.namespace.files_after(node, SIBLINGS_AHEAD):
+        skip = pattern.fetched_through - position
+        pattern.fetched_through = max(pattern.fetched_through, position + SIBLINGS_AHEAD)
+        for at, meta in self.namespace.files_after(node, SIBLINGS_AHEAD, skip):
             if node.mount.is_direct(meta.key):
                 continue
             obj = store.store.object_id(meta)
-            self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0, min(meta.size, block_size),
-                                   _fetcher(store, obj, block_size))
+            if not self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0,
+                                          min(meta.size, block_size), _fetcher(store, obj, block_size)):
+                pattern.fetched_through = at - 1  # at the limit: the next open goes on from here
+                return
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         direct = self._direct.pop(fh, None)
@@ -394,7 +400,7 @@ class Operations(pyfuse3.Operations):
             staged = handle.staged if handle is not None else None
             await self.writes.truncate(node, attr.st_size, staged)
         if fields.update_mtime:
-            self.writes.set_mtime(node, attr.st_mtime_ns)
+            await self.writes.set_mtime(node, attr.st_mtime_ns)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.writes.check_attributes(node)
         return self.attributes(node)

@@ -66,11 +66,15 @@ class _DirListing:
             self._sequence = list(self.entries.values())
         return self._order.get(name)
 
-    def after(self, name: bytes, count: int) -> list[DirEntry]:
-        """The `count` entries that follow `name` in listing order (a slice: the open of every
-        file of a 100,000-file directory must not walk the listing from its start)."""
+    def after(self, name: bytes, count: int, skip: int = 0) -> list[tuple[int, DirEntry]]:
+        """The `count` entries that follow `name` in listing order, with their positions, leaving
+        out the first `skip` (a slice: the open of every file of a 100,000-file directory must not
+        walk the listing from its start)."""
         at = self.position(name)
-        return [] if at is None else self._sequence[at + 1:at + 1 + count]
+        if at is None:
+            return []
+        first = at + 1 + max(0, skip)
+        return list(enumerate(self._sequence[first:at + 1 + count], first))
 
 
 # Listing a directory also lists up to this many of its subdirectories in the background, a few at
@@ -340,11 +344,12 @@ class Namespace:
         listing = self._parent_listing(node)
         return listing.position(node.name) if listing is not None else None
 
-    def files_after(self, node: Node, count: int) -> list[ObjectMeta]:
-        """The next `count` entries after `node` in its directory's listing order, files only."""
+    def files_after(self, node: Node, count: int, skip: int = 0) -> list[tuple[int, ObjectMeta]]:
+        """The files among the next `count` entries after `node` in its directory's listing order
+        (not the first `skip`), with their positions."""
         listing = self._parent_listing(node)
-        entries = listing.after(node.name, count) if listing is not None else []
-        return [entry.meta for entry in entries if entry.meta is not None and entry.meta.etag]
+        entries = listing.after(node.name, count, skip) if listing is not None else []
+        return [(at, entry.meta) for at, entry in entries if entry.meta is not None and entry.meta.etag]
 
     def entry_node(self, parent_inode: int, entry: DirEntry) -> Node:
         """The node for a readdir entry; the caller counts a reference only if the kernel took it."""

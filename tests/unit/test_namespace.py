@@ -196,8 +196,10 @@ def test_a_listing_gives_the_entries_after_a_name_in_order_and_follows_changes()
     listing = _DirListing()
     for name in (b"a", b"b", b"c", b"d"):
         listing.put(DirEntry(name, False, None))
-    assert [e.name for e in listing.after(b"a", 2)] == [b"b", b"c"]
+    assert [(at, e.name) for at, e in listing.after(b"a", 2)] == [(1, b"b"), (2, b"c")]
+    assert [(at, e.name) for at, e in listing.after(b"a", 3, skip=2)] == [(3, b"d")]
+    assert listing.after(b"a", 2, skip=2) == []
     assert listing.after(b"d", 5) == [] and listing.after(b"zz", 1) == []
     listing.remove(b"b")
     listing.put(DirEntry(b"e", False, None))
-    assert [e.name for e in listing.after(b"a", 10)] == [b"c", b"d", b"e"]
+    assert [e.name for _, e in listing.after(b"a", 10)] == [b"c", b"d", b"e"]
