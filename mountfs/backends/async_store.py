@@ -91,22 +91,23 @@ class AsyncStore:
 
     # --- writes: counted under the ObjectStore method names ------------------------------------
 
-    async def put(self, key: str, data: bytes) -> ObjectMeta:
-        meta = await self._counted("put", self.store.put, key, data)
+    async def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+        meta = await self._counted("put", self.store.put, key, data, mtime_ns)
         self.stats.bytes_uploaded += len(data)
         return meta
 
-    async def create_multipart(self, key: str) -> str:
-        return await self._counted("create_multipart", self.store.create_multipart, key)
+    async def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
+        return await self._counted("create_multipart", self.store.create_multipart, key, mtime_ns)
 
     async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
         part = await self._counted("upload_part", self.store.upload_part, key, upload_id, number, data)
         self.stats.bytes_uploaded += len(data)
         return part
 
-    async def complete_multipart(self, key: str, upload_id: str,
-                                 parts: builtins.list[UploadPart]) -> ObjectMeta:
-        return await self._counted("complete_multipart", self.store.complete_multipart, key, upload_id, parts)
+    async def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                                 mtime_ns: int | None = None) -> ObjectMeta:
+        return await self._counted("complete_multipart", self.store.complete_multipart, key, upload_id, parts,
+                                   mtime_ns)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._counted("abort_multipart", self.store.abort_multipart, key, upload_id)
@@ -116,6 +117,9 @@ class AsyncStore:
 
     async def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
         return await self._counted("copy", self.store.copy, src_key, dst_key)
+
+    async def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        return await self._counted("set_mtime", self.store.set_mtime, key, mtime_ns)
 
     # --- counting, and the offline state ---------------------------------------------------------
 

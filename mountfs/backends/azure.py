@@ -20,8 +20,14 @@ parts sent in any order and in parallel:
   of every listing this adapter answers. Blocks of an aborted upload cannot be deleted one by one:
   Azure drops them at the blob's next commit or after a week.
 
-`copy` is a server-side copy within the account, polled until it is done. `delete` of a missing
-blob is not an error.
+`copy` is a server-side copy within the account, polled until it is done; it keeps the metadata.
+`delete` of a missing blob is not an error.
+
+Modification times: an mtime set through the mount is blob metadata "mtime" (RFC 3339, as rclone
+writes it; see `mountfs.backends.mtime`), shown by HEAD and by listings (which ask for the metadata).
+`set_blob_metadata` replaces the whole set, so `set_mtime` reads it first and writes it back merged,
+pinned to the ETag it read; Azure gives the blob a new ETag for it (the bytes stay). Uploads carry
+it from the start: `put` as the blob's metadata, a multipart upload in its commit.
 
 azure-core's retry policy is off (`retry_total=0`): `retry.call_with_retry` retries every adapter
 the same way. SAS signatures are cut out of every message (connection errors quote request URLs),
@@ -60,6 +66,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient, ContainerClient
 from urllib3.util.retry import Retry
 
+from mountfs.backends import mtime
 from mountfs.backends.azure_settings import AzureSettings
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
@@ -221,12 +228,15 @@ class AzureStore(ObjectStore):
 
     def head(self, key: str) -> ObjectMeta:
         def do() -> ObjectMeta:
-            props = self.container.get_blob_client(key).get_blob_properties(timeout=self._timeout)
-            if (props.metadata or {}).get("hdi_isfolder") == "true":  # a folder of an ADLS Gen2 account
-                raise NotFound(f"HEAD {self._name(key)}: a directory, not a blob")
-            return ObjectMeta(key, int(props.size), _etag(props.etag), _ns(props.last_modified))
+            return _meta(key, self._properties(key))
 
         return self._call(f"HEAD {self._name(key)}", do)
+
+    def _properties(self, key: str) -> Any:
+        props = self.container.get_blob_client(key).get_blob_properties(timeout=self._timeout)
+        if (props.metadata or {}).get("hdi_isfolder") == "true":  # a folder of an ADLS Gen2 account
+            raise NotFound(f"HEAD {self._name(key)}: a directory, not a blob")
+        return props
 
     def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
         if length <= 0:
@@ -261,10 +271,11 @@ class AzureStore(ObjectStore):
         pager: Any
         if delimiter:
             pager = container.walk_blobs(name_starts_with=prefix or None, delimiter=delimiter,
-                                         results_per_page=max_keys, timeout=self._timeout)
-        else:
-            pager = container.list_blobs(name_starts_with=prefix or None, results_per_page=max_keys,
+                                         include=["metadata"], results_per_page=max_keys,
                                          timeout=self._timeout)
+        else:
+            pager = container.list_blobs(name_starts_with=prefix or None, include=["metadata"],
+                                         results_per_page=max_keys, timeout=self._timeout)
         pages: Any = pager.by_page(continuation_token=token)
         objects: list[ObjectMeta] = []
         prefixes: list[str] = []
@@ -272,8 +283,7 @@ class AzureStore(ObjectStore):
             if isinstance(item, BlobPrefix):
                 prefixes.append(str(item.name))
             else:
-                objects.append(ObjectMeta(str(item.name), int(item.size), _etag(item.etag),
-                                          _ns(item.last_modified)))
+                objects.append(_meta(str(item.name), item))
         next_token = pages.continuation_token
         return objects, prefixes, str(next_token) if next_token else None
 
@@ -305,15 +315,18 @@ class AzureStore(ObjectStore):
 
     # --- writes ------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         def do() -> ObjectMeta:
             reply = self.container.get_blob_client(key).upload_blob(
-                data, overwrite=True, length=len(data), timeout=self._timeout)
-            return ObjectMeta(key, len(data), _etag(reply["etag"]), _ns(reply["last_modified"]))
+                data, overwrite=True, length=len(data), metadata=_mtime_metadata(mtime_ns),
+                timeout=self._timeout)
+            when = _ns(reply["last_modified"]) if mtime_ns is None else mtime_ns
+            return ObjectMeta(key, len(data), _etag(reply["etag"]), when)
 
         return self._call(f"PUT {self._name(key)}", do)
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
+        """`mtime_ns` is ignored: the blob gets the one `complete_multipart` is given."""
         upload_id = uuid.uuid4().hex[:16]
 
         def do() -> None:
@@ -357,7 +370,8 @@ class AzureStore(ObjectStore):
         self._check_upload(key, upload_id, what)  # after staging: an abort may have raced it
         return UploadPart(number, md5)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
         what = f"COMPLETE MULTIPART {self._name(key)}"
         self._check_upload(key, upload_id, what)
         for part in parts:
@@ -367,7 +381,8 @@ class AzureStore(ObjectStore):
                   for p in sorted(parts, key=lambda p: p.number)]
 
         def do() -> None:
-            self.container.get_blob_client(key).commit_block_list(blocks, timeout=self._timeout)
+            self.container.get_blob_client(key).commit_block_list(
+                blocks, metadata=_mtime_metadata(mtime_ns), timeout=self._timeout)
 
         self._call(what, do)
         self._forget_upload(upload_id)
@@ -409,6 +424,41 @@ class AzureStore(ObjectStore):
 
         self._call(what, do)
         return self.head(dst_key)
+
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        what = f"SET MTIME {self._name(key)}"
+        for attempt in (1, 2):
+            props = self._call(f"HEAD {self._name(key)}", functools.partial(self._properties, key))
+            if mtime.from_metadata(props.metadata) == mtime_ns:
+                return _meta(key, props)  # already there (a retried request that had gone through)
+            metadata = mtime.without_mtime(props.metadata) | _mtime_metadata(mtime_ns)
+
+            def do(props: Any = props, metadata: dict[str, str] = metadata) -> str:
+                reply = self.container.get_blob_client(key).set_blob_metadata(
+                    metadata, etag=props.etag, match_condition=MatchConditions.IfNotModified,
+                    timeout=self._timeout)
+                return _etag(str(reply.get("etag") or ""))
+
+            try:
+                etag = self._call(what, do)
+            except Stale:
+                if attempt == 2:
+                    raise
+                log.info("%s changed while its mtime was set; once more on the new version", what)
+                continue
+            return ObjectMeta(key, int(props.size), etag, mtime_ns)
+        raise AssertionError("unreachable")
+
+
+def _meta(key: str, props: Any) -> ObjectMeta:
+    """From blob properties (a HEAD, or a listing item with its metadata)."""
+    kept = mtime.from_metadata(props.metadata)
+    when = _ns(props.last_modified) if kept is None else kept
+    return ObjectMeta(key, int(props.size), _etag(props.etag), when)
+
+
+def _mtime_metadata(mtime_ns: int | None) -> dict[str, str]:
+    return {} if mtime_ns is None else {mtime.MTIME_KEY: mtime.format_rfc3339(mtime_ns)}
 
 
 def _marker(upload_id: str) -> str:

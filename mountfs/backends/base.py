@@ -15,12 +15,20 @@ from mountfs.errors import Unsupported
 
 @dataclass(frozen=True)
 class ObjectMeta:
-    """What a HEAD or a listing says about one object."""
+    """What a HEAD or a listing says about one object.
+
+    `mtime_ns` is the object's own modification time when its metadata carries one (set through
+    `set_mtime` or an upload, or by rclone; see `mountfs.backends.mtime`), else the store's time of
+    its last write.
+    """
 
     key: str
     size: int
     etag: str
     mtime_ns: int
+    last_modified_only: bool = field(default=False, compare=False)
+    """From a listing that cannot carry metadata (S3's ListObjectsV2): `mtime_ns` is the store's
+    last-modified time even when a HEAD would show an mtime kept in the object's metadata."""
 
 
 @dataclass(frozen=True)
@@ -106,18 +114,23 @@ class ObjectStore(abc.ABC):
         """Fail fast (NotFound, AccessDenied, StoreUnavailable) when the bucket is not usable."""
         self.list("", "/", None, 1)
 
-    # --- writes (declared now, implemented by the write-path issue) ---------------------
+    # --- writes ------------------------------------------------------------------------
+    # `mtime_ns` on an upload: the object carries that modification time from the start (a file
+    # whose mtime was set while it was still staged), with no second request. Stores fix metadata
+    # at different moments: S3 when a multipart upload is created, the others when it completes;
+    # callers give the same value to both, and the meta returned by completion says what it got.
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
@@ -127,4 +140,11 @@ class ObjectStore(abc.ABC):
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
     def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        """A server-side copy; the copy keeps the source's user metadata, its mtime included."""
         raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        """Keep `mtime_ns` as the object's modification time, in its metadata, without sending its
+        bytes again; the object's meta afterwards. The ETag may change (an S3 copy in place, an
+        Azure metadata write, a local file's ETag), the bytes never do. NotFound when absent."""
+        raise Unsupported(f"{type(self).__name__} cannot keep a modification time")

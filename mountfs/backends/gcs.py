@@ -32,7 +32,13 @@ nobody completes or aborts stay until deleted: a lifecycle rule deleting `.mount
 objects older than a week bounds both. Composite objects carry a CRC32C but no MD5.
 
 `copy` is a rewrite, repeated until GCS says it is done (large or cross-location copies take
-several calls). `delete` of a missing object is not an error.
+several calls); it keeps the metadata. `delete` of a missing object is not an error.
+
+Modification times: an mtime set through the mount is user metadata "mtime" (RFC 3339, as rclone
+writes it; gsutil's "goog-reserved-file-mtime" is read too, see `mountfs.backends.mtime`), shown by
+HEAD and by listings, which ask for the metadata. `set_mtime` patches the metadata: the bytes and
+the generation (the ETag) stay, so cached blocks stay valid. Uploads carry it from the start:
+`put` as the new object's metadata, a multipart upload in its final compose.
 
 The SDK's own retries are off (`retry=None` on every call): `retry.call_with_retry` retries every
 adapter the same way, and each request gives up after `request_timeout`.
@@ -62,6 +68,7 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud.storage import Client as StorageClient
 from google.cloud.storage import exceptions as storage_exceptions
 
+from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.gcs_settings import GcsSettings, load_credentials
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
@@ -81,7 +88,7 @@ T = TypeVar("T")
 
 UPLOADS = ".mountfs-uploads/"
 COMPOSE_LIMIT = 32  # source objects per compose request
-LIST_FIELDS = "items(name,size,generation,updated),prefixes,nextPageToken"
+LIST_FIELDS = "items(name,size,generation,updated,metadata),prefixes,nextPageToken"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 TRANSIENT_EXCEPTIONS = (
@@ -258,16 +265,19 @@ class GcsStore(ObjectStore):
 
     # --- writes ------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         def do() -> ObjectMeta:
             blob = self._bucket().blob(key)
+            if mtime_ns is not None:
+                blob.metadata = _mtime_metadata(mtime_ns)
             blob.upload_from_string(data, content_type="application/octet-stream", checksum=None,
                                     retry=None, timeout=self._timeout)
             return _meta(blob)
 
         return self._call(f"PUT {self._name(key)}", do)
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
+        """`mtime_ns` is ignored: the object gets the one `complete_multipart` is given."""
         upload_id = uuid.uuid4().hex
 
         def do() -> None:
@@ -318,7 +328,8 @@ class GcsStore(ObjectStore):
 
         return self._call(f"{what}: LIST upload", do)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
         what = f"COMPLETE MULTIPART {self._name(key)}"
         _check_upload_id(upload_id, what)
         found = self._upload_objects(upload_id, what)
@@ -332,7 +343,7 @@ class GcsStore(ObjectStore):
                 raise NotFound(f"{what}: part {part.number} was not uploaded, or not with that ETag")
             sources.append((blob.name, int(blob.generation)))
         if not sources:
-            meta = self.put(key, b"")
+            meta = self.put(key, b"", mtime_ns)
         else:
             created: builtins.list[str] = []  # intermediate composites, when there are over 32 parts
             level = 0
@@ -344,16 +355,19 @@ class GcsStore(ObjectStore):
                     created.append(name)
                 sources = grouped
                 level += 1
-            meta = self._compose(key, sources, what)
+            meta = self._compose(key, sources, what, mtime_ns)
             self._delete_quietly(created)
         self._delete_quietly(sorted(found))
         return meta
 
-    def _compose(self, name: str, sources: builtins.list[tuple[str, int]], what: str) -> ObjectMeta:
+    def _compose(self, name: str, sources: builtins.list[tuple[str, int]], what: str,
+                 mtime_ns: int | None = None) -> ObjectMeta:
         def do() -> ObjectMeta:
             bucket = self._bucket()
             target = bucket.blob(name)
             target.content_type = "application/octet-stream"
+            if mtime_ns is not None:
+                target.metadata = _mtime_metadata(mtime_ns)
             target.compose([bucket.blob(source) for source, _ in sources],
                            if_source_generation_match=[generation for _, generation in sources],
                            retry=None, timeout=self._timeout)
@@ -406,6 +420,20 @@ class GcsStore(ObjectStore):
 
         return self._call(f"COPY {self._name(src_key)} to {dst_key}", do)
 
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        """One metadata PATCH, which GCS merges into the object's other metadata keys."""
+        def do() -> ObjectMeta:
+            blob = self._bucket().blob(key)
+            blob.metadata = _mtime_metadata(mtime_ns)
+            blob.patch(retry=None, timeout=self._timeout)
+            return _meta(blob)
+
+        return self._call(f"SET MTIME {self._name(key)}", do)
+
+
+def _mtime_metadata(mtime_ns: int) -> dict[str, str]:
+    return {mtime.MTIME_KEY: mtime.format_rfc3339(mtime_ns)}
+
 
 def _hidden(name: str) -> bool:
     return name.startswith(UPLOADS)
@@ -439,7 +467,9 @@ def _check_generation(blob: Any, expected: int | None, what: str) -> None:
 
 
 def _meta(blob: Any) -> ObjectMeta:
-    return ObjectMeta(str(blob.name), int(blob.size or 0), str(blob.generation), _ns(blob.updated))
+    kept = mtime.from_metadata(blob.metadata, mtime.GSUTIL_MTIME_KEY)
+    return ObjectMeta(str(blob.name), int(blob.size or 0), str(blob.generation),
+                      _ns(blob.updated) if kept is None else kept)
 
 
 def _ns(when: datetime.datetime | None) -> int:

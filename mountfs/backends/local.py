@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -134,8 +135,10 @@ def iter_sorted_keys(keys: Sequence[bytes], prefix: bytes, delimiter: bytes | No
 
 
 def _etag(st: os.stat_result) -> str:
-    """A version tag from stat: a rewrite changes the size or the mtime (as nginx does for HTTP)."""
-    return f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    """A version tag from stat: a rewrite changes the size or the mtime (as nginx does for HTTP),
+    and a write through this store makes a new file (a new inode), which tells two versions apart
+    even when a set mtime (`cp -p`) and the size are those of the one before."""
+    return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:
@@ -194,7 +197,7 @@ class LocalStore(ObjectStore):
     """A folder as a bucket: files are objects, folders are prefixes (an empty "dir/" marker is the
     folder itself).
 
-    The ETag is size and mtime, so it costs one stat; writes go through a temp file and a rename,
+    The ETag is size, mtime and inode, so it costs one stat; writes go through a temp file and a rename,
     so readers see the old or the new object, never half of one. Dot-names reserved for that
     (`.mountfs-uploads` at the root, `.mountfs-tmp-*` anywhere) are never listed.
     """
@@ -432,8 +435,10 @@ class LocalStore(ObjectStore):
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def _write_file(self, path: bytes, fill: Callable[[int], None], *, sync: bool) -> os.stat_result:
-        """Write a temp file beside `path`, then rename it over `path`; stat of what was written."""
+    def _write_file(self, path: bytes, fill: Callable[[int], None], *, sync: bool,
+                    mtime_ns: int | None = None) -> os.stat_result:
+        """Write a temp file beside `path` (with `mtime_ns` as its mtime when given), then rename it
+        over `path`; stat of what was written."""
         folder = os.path.dirname(path)
         tmp = folder + b"/" + _TMP_B + secrets.token_hex(8).encode()
         try:
@@ -444,6 +449,8 @@ class LocalStore(ObjectStore):
         try:
             try:
                 fill(fd)
+                if mtime_ns is not None:
+                    os.utime(fd, ns=(time.time_ns(), mtime_ns))
                 if sync:
                     os.fsync(fd)
                 st = os.fstat(fd)  # a rename keeps size and mtime, so this is the new object's ETag
@@ -458,7 +465,7 @@ class LocalStore(ObjectStore):
             raise
         return st
 
-    def _install(self, key: str, fill: Callable[[int], None]) -> ObjectMeta:
+    def _install(self, key: str, fill: Callable[[int], None], mtime_ns: int | None = None) -> ObjectMeta:
         path = self._key_path(key, write=True)
         folder = os.path.dirname(path)
         try:
@@ -467,12 +474,24 @@ class LocalStore(ObjectStore):
             raise NotADirectory(f"{os.fsdecode(folder)}: exists and is not a folder") from exc
         except OSError as exc:
             raise _error(exc, folder, write=True) from exc
-        return _meta(key, self._write_file(path, fill, sync=True))
+        return _meta(key, self._write_file(path, fill, sync=True, mtime_ns=mtime_ns))
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         if key.endswith("/"):
             return self._make_folder(key, data)
-        return self._install(key, lambda fd: _write_all(fd, data))
+        return self._install(key, lambda fd: _write_all(fd, data), mtime_ns)
+
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        """The file's own mtime (os.utime); its ETag changes with it."""
+        path = self._key_path(key)
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"{os.fsdecode(path)}: not a regular file")
+            os.utime(path, ns=(st.st_atime_ns, mtime_ns))
+            return _meta(key, os.stat(path))
+        except OSError as exc:
+            raise _error(exc, path, write=True) from exc
 
     def _folder_meta(self, key: str) -> ObjectMeta:
         path = self._key_path(key[:-1])
@@ -537,6 +556,7 @@ class LocalStore(ObjectStore):
             raise _error(exc, path, write=True) from exc
 
     def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
+        """A new file with the source's bytes and mtime (object stores copy the mtime metadata)."""
         src = self._key_path(src_key)
         self._key_path(dst_key, write=True)
         try:
@@ -544,9 +564,10 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise _error(exc, src) from exc
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise NotFound(f"{os.fsdecode(src)}: not a regular file")
-            return self._install(dst_key, lambda out: _copy_fd(fd, out))
+            return self._install(dst_key, lambda out: _copy_fd(fd, out), st.st_mtime_ns)
         finally:
             os.close(fd)
 
@@ -569,7 +590,8 @@ class LocalStore(ObjectStore):
             raise missing
         return folder
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
+        """`mtime_ns` is ignored: the file gets the one `complete_multipart` is given."""
         self._key_path(key, write=True)
         upload_id = uuid.uuid4().hex
         folder = self._abs(_UPLOADS_B + b"/" + upload_id.encode())
@@ -588,7 +610,8 @@ class LocalStore(ObjectStore):
         self._write_file(folder + b"/part-%05d" % number, lambda fd: _write_all(fd, data), sync=False)
         return UploadPart(number, md5_hex(data))
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
         folder = self._upload_dir(key, upload_id)
         ordered = sorted(parts, key=lambda p: p.number)
         if len({p.number for p in ordered}) != len(ordered):
@@ -609,7 +632,7 @@ class LocalStore(ObjectStore):
                     raise NotFound(f"part {part.number} of upload {upload_id}: etag {part.etag} "
                                    f"does not match the uploaded {digest.hexdigest()}")
 
-        meta = self._install(key, fill)
+        meta = self._install(key, fill, mtime_ns)
         shutil.rmtree(folder, ignore_errors=True)
         return meta
 

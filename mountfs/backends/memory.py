@@ -1,5 +1,8 @@
 """An in-process object store for unit tests: S3 semantics, plus faults, latency and counters.
 
+As on S3, an mtime kept in an object's metadata (`set_mtime`, or given to `put`/`create_multipart`)
+shows in `head` but not in listings, which carry the time of the last write; a copy keeps it.
+
 It shares the listing and paging code with `LocalStore`, so both list exactly as S3 does, and a
 test can make any call fail (`inject`), slow down (`latency`) or count it (`calls`, `bytes_read`).
 """
@@ -30,7 +33,7 @@ from mountfs.errors import NotFound, Stale
 
 OPS = frozenset({
     "head", "get_range", "list", "check_access", "put", "create_multipart", "upload_part",
-    "complete_multipart", "abort_multipart", "delete", "copy",
+    "complete_multipart", "abort_multipart", "delete", "copy", "set_mtime",
 })
 """Operation names that `inject` and `calls` use: the `ObjectStore` method names."""
 
@@ -38,12 +41,14 @@ OPS = frozenset({
 class StoredObject(NamedTuple):
     data: bytes
     etag: str
-    mtime_ns: int
+    mtime_ns: int  # of the last write (S3's LastModified)
+    user_mtime_ns: int | None = None  # kept in the object's metadata
 
 
 class _Upload(NamedTuple):
     key: str
     parts: dict[int, tuple[bytes, str]]  # number -> (data, etag)
+    mtime_ns: int | None  # metadata is fixed when the upload is created, as on S3
 
 
 class MemoryStore(ObjectStore):
@@ -115,13 +120,14 @@ class MemoryStore(ObjectStore):
         if fault is not None:
             raise fault
 
-    def _store(self, key: str, data: bytes, mtime_ns: int | None) -> ObjectMeta:
+    def _store(self, key: str, data: bytes, mtime_ns: int | None,
+               user_mtime_ns: int | None = None) -> ObjectMeta:
         if not key:
             raise ValueError("an object key cannot be empty")
         raw = key_bytes(key)  # UnicodeEncodeError (a ValueError) for keys S3 could not carry
         self._generation += 1
         etag = f"{md5_hex(data)}-{self._generation}"  # new on every write, even of equal bytes
-        obj = StoredObject(data, etag, time.time_ns() if mtime_ns is None else mtime_ns)
+        obj = StoredObject(data, etag, time.time_ns() if mtime_ns is None else mtime_ns, user_mtime_ns)
         if key not in self._objects:
             bisect.insort(self._sorted, raw)
         self._objects[key] = obj
@@ -134,7 +140,14 @@ class MemoryStore(ObjectStore):
 
     @staticmethod
     def _meta(key: str, obj: StoredObject) -> ObjectMeta:
-        return ObjectMeta(key, len(obj.data), obj.etag, obj.mtime_ns)
+        """What a HEAD shows: the metadata's mtime if there is one."""
+        mtime = obj.mtime_ns if obj.user_mtime_ns is None else obj.user_mtime_ns
+        return ObjectMeta(key, len(obj.data), obj.etag, mtime)
+
+    @staticmethod
+    def _listed_meta(key: str, obj: StoredObject) -> ObjectMeta:
+        """What a listing shows: the time of the last write, as S3's ListObjectsV2."""
+        return ObjectMeta(key, len(obj.data), obj.etag, obj.mtime_ns, last_modified_only=True)
 
     def _get(self, key: str) -> StoredObject:
         obj = self._objects.get(key)
@@ -183,17 +196,17 @@ class MemoryStore(ObjectStore):
     def _entries(self, prefix: bytes, delimiter: bytes | None, token: bytes | None) -> Iterator[Entry]:
         for raw, is_prefix in iter_sorted_keys(self._sorted, prefix, delimiter, token):
             name = key_str(raw)
-            yield (name, None) if is_prefix else (name, self._meta(name, self._objects[name]))
+            yield (name, None) if is_prefix else (name, self._listed_meta(name, self._objects[name]))
 
     def check_access(self) -> None:
         self._enter("check_access")
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         self._enter("put")
         with self._lock:
-            return self._store(key, bytes(data), None)
+            return self._store(key, bytes(data), None, mtime_ns)
 
     def delete(self, key: str) -> None:
         """Remove `key`; a missing key is not an error (S3 semantics)."""
@@ -205,15 +218,25 @@ class MemoryStore(ObjectStore):
     def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
         self._enter("copy")
         with self._lock:
-            return self._store(dst_key, self._get(src_key).data, None)
+            source = self._get(src_key)
+            return self._store(dst_key, source.data, None, source.user_mtime_ns)
 
-    def create_multipart(self, key: str) -> str:
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        """A copy in place with new metadata, as on S3: a new ETag and time of last write."""
+        self._enter("set_mtime")
+        with self._lock:
+            obj = self._get(key)
+            if obj.user_mtime_ns == mtime_ns:
+                return self._meta(key, obj)
+            return self._store(key, obj.data, None, mtime_ns)
+
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
         self._enter("create_multipart")
         if not key:
             raise ValueError("an object key cannot be empty")
         upload_id = uuid.uuid4().hex
         with self._lock:
-            self._uploads[upload_id] = _Upload(key, {})
+            self._uploads[upload_id] = _Upload(key, {}, mtime_ns)
         return upload_id
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
@@ -226,13 +249,16 @@ class MemoryStore(ObjectStore):
             self._upload(key, upload_id).parts[number] = (data, etag)
         return UploadPart(number, etag)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
+        """`mtime_ns` is ignored: as on S3, the object gets what `create_multipart` was given."""
         self._enter("complete_multipart")
         ordered = sorted(parts, key=lambda p: p.number)
         if len({p.number for p in ordered}) != len(ordered):
             raise ValueError("duplicate part numbers in complete_multipart")
         with self._lock:
-            staged = self._upload(key, upload_id).parts
+            upload = self._upload(key, upload_id)
+            staged = upload.parts
             chunks: builtins.list[bytes] = []
             for part in ordered:
                 found = staged.get(part.number)
@@ -241,7 +267,7 @@ class MemoryStore(ObjectStore):
                                    "was never uploaded")
                 chunks.append(found[0])
             del self._uploads[upload_id]
-            return self._store(key, b"".join(chunks), None)
+            return self._store(key, b"".join(chunks), None, upload.mtime_ns)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._enter("abort_multipart")

@@ -4,6 +4,14 @@ botocore's own retries are off: `retry.call_with_retry` retries every adapter th
 a ranged GET is retried whole, body included, since a reset mid-body is as transient as a 503.
 Reads are pinned with If-Match to the ETag seen at open, so a changed object is ESTALE, never a
 mix of two versions.
+
+Modification times: an mtime set through the mount is kept as user metadata (`X-Amz-Meta-Mtime`,
+decimal seconds, as rclone writes it; see `mountfs.backends.mtime`) and HEAD shows it. Listings
+cannot: ListObjectsV2 carries no metadata, so what a listing shows is LastModified (flagged
+`last_modified_only`). `set_mtime` copies the object onto itself with the new metadata (CopyObject,
+MetadataDirective REPLACE, keeping content type and encoding, cache control and the other user
+metadata); above 5 GiB, the limit of one CopyObject, it is a multipart copy (UploadPartCopy), still
+server-side. A copy resets the object's ACL to the bucket's default, as every S3 copy does.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -23,6 +32,7 @@ import botocore.exceptions
 import botocore.utils
 import urllib3.exceptions
 
+from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
 from mountfs.backends.s3_get import Credentials, RangedGetter, S3Error
@@ -39,6 +49,7 @@ from mountfs.errors import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +210,11 @@ class S3Store(ObjectStore):
     # --- reads -------------------------------------------------------------------------------
 
     def head(self, key: str) -> ObjectMeta:
-        def do() -> ObjectMeta:
-            reply = self.client.head_object(Bucket=self.bucket, Key=key)
-            return ObjectMeta(key, reply["ContentLength"], _etag(reply["ETag"]),
-                              _ns(reply["LastModified"].timestamp()))
+        return _head_meta(key, self._head(key))
+
+    def _head(self, key: str) -> dict[str, Any]:
+        def do() -> dict[str, Any]:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
 
         return self._call(f"HEAD {self._name(key)}", do)
 
@@ -231,7 +243,7 @@ class S3Store(ObjectStore):
                 args["ContinuationToken"] = token
             reply = self.client.list_objects_v2(**args)
             objects = [ObjectMeta(o["Key"], o["Size"], _etag(o.get("ETag", "")),
-                                  _ns(o["LastModified"].timestamp()))
+                                  _ns(o["LastModified"].timestamp()), last_modified_only=True)
                        for o in reply.get("Contents", [])]
             prefixes = [p["Prefix"] for p in reply.get("CommonPrefixes", [])]
             more = reply.get("IsTruncated") and reply.get("NextContinuationToken")
@@ -253,19 +265,21 @@ class S3Store(ObjectStore):
 
     # --- writes ------------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         def do() -> None:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._sse())
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **_metadata(mtime_ns),
+                                   **self._sse())
 
         self._call(f"PUT {self._name(key)}", do)
         return self.head(key)  # a PUT answer has no Last-Modified; HEAD is what readers will see
 
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
         if not self.settings.multipart:
             raise Unsupported(f"multipart uploads are off for {self.settings.describe()}")
 
         def do() -> str:
-            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._sse())["UploadId"]
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **_metadata(mtime_ns),
+                                                       **self._sse())["UploadId"]
 
         return self._call(f"CREATE MULTIPART {self._name(key)}", do)
 
@@ -277,7 +291,9 @@ class S3Store(ObjectStore):
 
         return self._call(f"UPLOAD PART {number} {self._name(key)}", do)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart]) -> ObjectMeta:
+    def complete_multipart(self, key: str, upload_id: str, parts: builtins.list[UploadPart],
+                           mtime_ns: int | None = None) -> ObjectMeta:
+        """`mtime_ns` is ignored: S3 gives the object the metadata of `create_multipart`."""
         def do() -> None:
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id,
@@ -306,6 +322,112 @@ class S3Store(ObjectStore):
 
         self._call(f"COPY {self._name(src_key)} to {dst_key}", do)
         return self.head(dst_key)
+
+    # --- modification time: a copy in place with new metadata -------------------------------
+
+    copy_limit = 5 << 30  # the largest object one CopyObject copies
+    copy_part_size = 512 << 20  # parts of a multipart copy above it
+    copy_concurrency = 8
+
+    def set_mtime(self, key: str, mtime_ns: int) -> ObjectMeta:
+        name = self._name(key)
+        for attempt in (1, 2):
+            reply = self._head(key)
+            meta = _head_meta(key, reply)
+            metadata = mtime.without_mtime(reply.get("Metadata"))
+            if mtime.from_metadata(reply.get("Metadata")) == mtime_ns:
+                return meta  # already there (a retried request that had gone through)
+            metadata[mtime.MTIME_KEY] = mtime.format_seconds(mtime_ns)
+            kept: dict[str, Any] = {field: reply[field] for field in _KEPT_ON_COPY if reply.get(field)}
+            if reply.get("StorageClass") not in (None, "STANDARD"):
+                kept["StorageClass"] = reply["StorageClass"]
+            kept |= self._sse()
+            if not kept.get("SSEKMSKeyId") and reply.get("ServerSideEncryption") == "aws:kms":
+                kept |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": reply.get("SSEKMSKeyId")}
+            if_match = f'"{meta.etag}"'
+            try:
+                if meta.size > self.copy_limit:
+                    etag = self._copy_in_parts(key, meta.size, if_match, metadata, kept)
+                else:
+                    etag = self._copy_in_place(key, if_match, metadata, kept)
+            except Stale:
+                if attempt == 2:
+                    raise
+                log.info("%s changed while its mtime was set; once more on the new version", name)
+                continue
+            return ObjectMeta(key, meta.size, etag or self.head(key).etag, mtime_ns)
+        raise AssertionError("unreachable")
+
+    def _copy_in_place(self, key: str, if_match: str, metadata: dict[str, str], kept: dict[str, Any]) -> str:
+        def do() -> str:
+            reply = self.client.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key},
+                CopySourceIfMatch=if_match, MetadataDirective="REPLACE", Metadata=metadata, **kept)
+            return _etag(reply.get("CopyObjectResult", {}).get("ETag", ""))
+
+        return self._call(f"SET MTIME (COPY) {self._name(key)}", do)
+
+    def _copy_in_parts(self, key: str, size: int, if_match: str, metadata: dict[str, str],
+                       kept: dict[str, Any]) -> str:
+        """A multipart copy of `key` onto itself with new metadata, parts copied in parallel on the
+        server; the upload is aborted if any part fails."""
+        name = self._name(key)
+        part_size = max(self.copy_part_size, -(-size // 10_000))
+        ranges = [(start, min(size, start + part_size) - 1) for start in range(0, size, part_size)]
+
+        def create() -> str:
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata,
+                                                       **kept)["UploadId"]
+
+        upload_id = self._call(f"SET MTIME (CREATE MULTIPART COPY) {name}", create)
+
+        def copy_part(number: int) -> CompletedPartTypeDef:
+            first, last = ranges[number - 1]
+
+            def do() -> CompletedPartTypeDef:
+                reply = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": key}, CopySourceIfMatch=if_match,
+                    CopySourceRange=f"bytes={first}-{last}")
+                return {"PartNumber": number, "ETag": reply["CopyPartResult"]["ETag"]}
+
+            return self._call(f"SET MTIME (COPY PART {number}) {name}", do)
+
+        try:
+            with ThreadPoolExecutor(min(self.copy_concurrency, len(ranges))) as pool:
+                parts = list(pool.map(copy_part, range(1, len(ranges) + 1)))
+
+            def complete() -> str:
+                reply = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+                return _etag(reply.get("ETag", ""))
+
+            return self._call(f"SET MTIME (COMPLETE MULTIPART COPY) {name}", complete)
+        except BaseException:
+            try:
+                self.abort_multipart(key, upload_id)
+            except Exception as exc:  # a leftover upload: a lifecycle rule or the next abort removes it
+                log.warning("could not abort the multipart copy %s of %s: %s", upload_id, name, exc)
+            raise
+
+
+# What a copy with MetadataDirective REPLACE would otherwise drop (HEAD names them as CopyObject does);
+# the storage class and SSE-KMS key are kept too (a copy would otherwise take the bucket's defaults).
+_KEPT_ON_COPY = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
+                 "Expires", "WebsiteRedirectLocation")
+
+
+def _metadata(mtime_ns: int | None) -> dict[str, Any]:
+    """The user metadata of an upload carrying `mtime_ns`, as keyword arguments."""
+    if mtime_ns is None:
+        return {}
+    return {"Metadata": {mtime.MTIME_KEY: mtime.format_seconds(mtime_ns)}}
+
+
+def _head_meta(key: str, reply: dict[str, Any]) -> ObjectMeta:
+    kept = mtime.from_metadata(reply.get("Metadata"))
+    return ObjectMeta(key, reply["ContentLength"], _etag(reply["ETag"]),
+                      _ns(reply["LastModified"].timestamp()) if kept is None else kept)
 
 
 def _etag(raw: str) -> str:

@@ -63,8 +63,9 @@ class Node:
     children: dict[bytes, Node] = field(default_factory=dict)  # virtual directories only
     staged: StagedUpload | None = None  # written in this mount and not yet settled in the store
     mtime_pin: tuple[str | None, int] | None = None
-    """A modification time set by the user (utimens): (the ETag it applies to, or None for the next
-    upload, mtime_ns). It holds while the object keeps that ETag; it is not stored in the object."""
+    """The object's own mtime as last seen whole (a HEAD, an upload, utimens): (the ETag of that
+    version, or None for the next upload, mtime_ns). A listing that shows only the store's time of
+    last write (S3's: `ObjectMeta.last_modified_only`) does not override it while the ETag holds."""
     unlinked: bool = False  # removed from the tree; lives on while the kernel holds it
     written_etag: str | None = None  # the version this mount uploaded last: open handles follow it
 
@@ -83,18 +84,19 @@ class Node:
         return self.meta.size if self.meta else 0
 
     def set_meta(self, meta: ObjectMeta) -> None:
-        """The store's metadata of this file; the mtime follows it unless the user pinned one for
-        this version, or the file is being written (then the last write's time shows)."""
+        """The store's metadata of this file; the mtime follows it (the object's own, kept in its
+        metadata, when it has one), unless the file is being written (then the last write's or the
+        user's time shows), or this is a listing that cannot show the metadata's mtime of a version
+        whose mtime is known."""
         self.meta = meta
         pin = self.mtime_pin
-        if pin is not None and pin[0] is None and self.live_staged() is None and meta.etag:
-            pin = self.mtime_pin = (meta.etag, pin[1])  # the upload the pin waited for
-        if pin is not None and pin[0] == meta.etag:
-            self.mtime_ns = pin[1]
-        elif self.live_staged() is None:
-            if pin is not None and pin[0] is not None:
-                self.mtime_pin = None  # the object changed: its own mtime shows again
-            self.mtime_ns = meta.mtime_ns
+        if meta.last_modified_only and pin is not None and pin[0] == meta.etag:
+            mtime = pin[1]  # S3 listed the version a HEAD or an upload showed whole
+        else:
+            mtime = meta.mtime_ns
+            self.mtime_pin = None if meta.last_modified_only or not meta.etag else (meta.etag, mtime)
+        if self.live_staged() is None:
+            self.mtime_ns = mtime
 
     @property
     def path_key(self) -> tuple[int, str, bool]:

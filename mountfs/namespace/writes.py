@@ -202,16 +202,31 @@ class Writes:
                 await self.release(node, staged)
         self._touch(node)
 
-    def set_mtime(self, node: Node, mtime_ns: int) -> None:
-        """utimens: the node shows `mtime_ns` while its object keeps the version it applies to (the
-        next upload's, when the file is being written). Not stored in the object."""
-        self._writable(node)
-        node.mtime_ns = mtime_ns
-        if node.is_dir:
+    async def set_mtime(self, node: Node, mtime_ns: int) -> None:
+        """utimens. A file's mtime is kept in its object's metadata, so that other mounts, and this
+        one after a remount, see it: a file settled in the store gets it at once (`set_mtime` of the
+        store: a metadata patch, or a copy in place; an error is EIO and the old mtime stays); a file
+        still staged carries it with its upload (`Uploader.set_mtime`).
+
+        A directory's mtime stays in this mount's memory only, until the mount forgets the
+        directory: object stores keep no times for prefixes or markers."""
+        mount, uploader = self._writable(node)
+        if node.is_dir or node.unlinked:  # (an unlinked file's object is gone, or is another file's)
+            node.mtime_ns = mtime_ns
             return
-        staged = self.namespace.staged_of(node)
-        etag = node.meta.etag if staged is None and node.meta is not None and node.meta.etag else None
-        node.mtime_pin = (etag, mtime_ns)
+        await self.ready.wait()
+        async with self._exclusive(mount, node.key):
+            staged = self.namespace.staged_of(node)
+            if staged is not None:
+                node.mtime_ns = mtime_ns  # shown at once: the upload, or its retry, brings it to the store
+                await uploader.set_mtime(staged, mtime_ns)
+                return
+            old = node.meta
+            meta = await mount.store.set_mtime(node.key, mtime_ns)
+            if old is not None and old.etag and node.opened_etag == old.etag:
+                node.opened_etag = meta.etag  # the same bytes: the kernel's cached pages stay right
+            node.written_etag = meta.etag  # open handles follow the new ETag of the same bytes
+            self.namespace.set_file_meta(mount, node.key, meta)
 
     def check_attributes(self, node: Node) -> None:
         """chmod and chown: accepted and ignored on a writable mount (owner and mode come from the
@@ -227,8 +242,6 @@ class Writes:
             node = self.namespace.inodes.by_path(mount, staged.key, False)
             if node is not None:
                 node.written_etag = meta.etag
-                if node.mtime_pin is not None and node.mtime_pin[0] is None:
-                    node.mtime_pin = (meta.etag, node.mtime_pin[1])
             self.namespace.set_file_meta(mount, staged.key, meta)
         except Exception:  # never fail the upload for the bookkeeping
             log.exception("could not record the upload of %s", staged.key)

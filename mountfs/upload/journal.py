@@ -70,6 +70,7 @@ class JournalRecord:
     error: str | None = None
     attempts: int = 0  # failed upload attempts in a row
     session: str = ""
+    mtime_ns: int | None = None  # set by utimens while staged: the object must carry it
 
     @property
     def needs_upload(self) -> bool:

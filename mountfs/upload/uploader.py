@@ -12,6 +12,12 @@ makes it go up again before completion, and nothing else is re-sent.
 
 A failed upload (after the store's own retries) makes flush raise `UploadFailed` (EIO), marks the
 record failed, keeps the staged file and is retried by `run()` with exponential backoff.
+
+An mtime set while the file is staged (`set_mtime`: `cp -p` sets it before close) is journalled and
+goes up as the object's metadata with the upload itself. When the upload could not carry it (it
+was already under way, or S3 fixed the metadata when its multipart upload was created), a
+`set_mtime` of the store follows the upload; until it succeeds the file counts as not uploaded.
+A write or truncate after it makes the mtime the write's again, as POSIX says.
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class StagedUpload:
         self.discarded = False
         self.dropped = False
         self.upload_id: str | None = record.upload_id
+        self.mtime_ns: int | None = record.mtime_ns  # the user's (utimens), for the object to carry
+        self.mtime_sent: int | None = None  # the mtime the store's version carries, when it is the user's
         self.mp_part_size = record.part_size or file.part_size
         self.parts: dict[int, _Part] = {}  # part index (number - 1) -> uploaded part
         self.mp_failures = 0
@@ -136,9 +144,19 @@ class StagedUpload:
         return self.file.path
 
     @property
-    def dirty(self) -> bool:
-        """The store does not (yet) hold what the staged file holds."""
+    def data_dirty(self) -> bool:
+        """The store does not (yet) hold the bytes the staged file holds."""
         return self.writers > 0 or self.file.clock != self.uploaded_clock
+
+    @property
+    def mtime_pending(self) -> bool:
+        """The user set an mtime that the store's version does not carry yet."""
+        return self.mtime_ns is not None and self.mtime_ns != self.mtime_sent
+
+    @property
+    def dirty(self) -> bool:
+        """The store does not (yet) hold what the staged file holds: its bytes, or its mtime."""
+        return self.data_dirty or self.mtime_pending
 
     @property
     def state(self) -> str:
@@ -291,15 +309,34 @@ class Uploader:
     async def _change(self, staged: StagedUpload, change: Callable[[], int | None]) -> int:
         self._check_live(staged)
         staged.writers += 1
+        staged.mtime_ns = None  # a write after utimens: the file's mtime is the write's again
         try:
             journalled = staged.journalled
-            if journalled is None or journalled.state == CLEAN or staged.journal_lock.locked():
+            if (journalled is None or journalled.state == CLEAN or journalled.mtime_ns is not None
+                    or staged.journal_lock.locked()):
                 await self._sync(staged)
             result = await self._io(change)
         finally:
             staged.writers -= 1
         self._maybe_stream(staged)
         return result or 0
+
+    async def set_mtime(self, staged: StagedUpload, mtime_ns: int) -> None:
+        """utimens on a staged file: journalled, then carried by the upload (a file still being
+        written, or one whose upload is under way or waiting for a retry). A file whose bytes are
+        already in the store gets it at once, by the store's `set_mtime`: UploadFailed (EIO) when
+        that fails, and it is retried in the background like an upload."""
+        self._check_live(staged)
+        staged.mtime_ns = mtime_ns
+        if staged.discarded:
+            return
+        await self._sync(staged)
+        if staged.uploading:
+            return  # the upload under way sets it when it is done (or its retry does)
+        if not staged.data_dirty:
+            await self.flush(staged)
+        elif staged.released and staged.retry_at is None:
+            self._schedule_retry(staged, 0.0)
 
     async def fsync_staged(self, staged: StagedUpload) -> None:
         """The staged bytes to disk (for a caller that wants them to survive power loss before upload)."""
@@ -313,7 +350,7 @@ class Uploader:
                       for _, p in sorted(staged.parts.items())) if multipart else ()
         return replace(staged.record, key=staged.key, state=staged.state, upload_id=staged.upload_id,
                        part_size=staged.mp_part_size if multipart else 0, parts=parts,
-                       error=staged.error, attempts=staged.attempts)
+                       error=staged.error, attempts=staged.attempts, mtime_ns=staged.mtime_ns)
 
     async def _sync(self, staged: StagedUpload) -> None:
         """Write the record as it is now, if it changed. Under a lock, and always the current state,
@@ -335,7 +372,7 @@ class Uploader:
         up as multipart whatever happens next.
         """
         if (self._nursery is None or not self.multipart or staged.stream_stopped or staged.discarded
-                or not staged.file.sequential or not staged.dirty or staged.uploading):
+                or not staged.file.sequential or not staged.data_dirty or staged.uploading):
             return
         part_size = staged.mp_part_size
         complete = min(MAX_PARTS, (staged.size - 1) // part_size if staged.size else 0)
@@ -379,7 +416,7 @@ class Uploader:
         async with staged.mp_lock:
             if staged.upload_id is None:
                 try:
-                    upload_id = await self.store.create_multipart(staged.key)
+                    upload_id = await self.store.create_multipart(staged.key, staged.mtime_ns)
                 except Unsupported as exc:
                     if self.multipart:
                         log.warning("%s: %s; uploading each file with one PUT", self.store.store_id, exc)
@@ -418,7 +455,8 @@ class Uploader:
             await self._sync(staged)
 
     async def flush(self, staged: StagedUpload) -> ObjectMeta | None:
-        """Upload what is not yet in the store and return the object's new version.
+        """Upload what is not yet in the store (bytes, and the user's mtime) and return the object's
+        new version.
 
         Nothing to upload: the version already there. Discarded (unlinked): None. Failure after the
         store's retries: UploadFailed (EIO); the data stays staged and is retried in the background.
@@ -433,16 +471,25 @@ class Uploader:
             staged.uploading = True
             try:
                 await self._sync(staged)
-                clock = staged.file.clock
-                meta = await self._upload(staged)
+                if staged.data_dirty:
+                    clock = staged.file.clock
+                    uploaded = await self._upload(staged)
+                    staged.meta, staged.uploaded_clock = uploaded, clock
+                    wanted = staged.mtime_ns  # did the upload carry it? (not if set while it ran)
+                    staged.mtime_sent = wanted if wanted is not None and uploaded.mtime_ns == wanted else None
+                wanted = staged.mtime_ns
+                if wanted is not None and wanted != staged.mtime_sent:  # the bytes are up: only the mtime
+                    staged.meta = await self.store.set_mtime(staged.key, wanted)
+                    staged.mtime_sent = wanted
+                meta = staged.meta
+                if meta is None:
+                    raise AssertionError(f"{staged.key}: nothing uploaded and no version in the store")
             except Exception as exc:
                 staged.uploading = False
                 raise await self._failed(staged, exc) from exc
             finally:
                 staged.uploading = False
                 staged.stream_stopped = False
-            staged.meta = meta
-            staged.uploaded_clock = clock
             staged.error, staged.attempts, staged.retry_at = None, 0, None
             self.stats.completed += 1
             await self._sync(staged)
@@ -493,7 +540,7 @@ class Uploader:
             await self._reset_multipart(staged, abort=True)
         async with self._slots:
             data = await self._io(staged.file.pread, 0, size)
-            return await self.store.put(staged.key, data)
+            return await self.store.put(staged.key, data, staged.mtime_ns)
 
     async def _multipart_upload(self, staged: StagedUpload, size: int) -> ObjectMeta:
         for attempt in (1, 2):
@@ -513,7 +560,7 @@ class Uploader:
             try:
                 await gather(*(partial(self._upload_part, staged, i, lengths[i]) for i in todo))
                 parts = [UploadPart(staged.parts[i].number, staged.parts[i].etag) for i in range(count)]
-                meta = await self.store.complete_multipart(staged.key, upload_id, parts)
+                meta = await self.store.complete_multipart(staged.key, upload_id, parts, staged.mtime_ns)
             except NotFound as exc:
                 if attempt == 2:
                     raise
@@ -605,6 +652,7 @@ class Uploader:
             staged.key = key
             staged.base = staged.meta = None
             staged.uploaded_clock = -1
+            staged.mtime_sent = None
             staged.stream_next = 0
             staged.stream_stopped = False
             await self._sync(staged)

@@ -138,6 +138,49 @@ def test_cp_dd_rsync_and_tar_write_whole_objects(mounter: Mounter, seaweedfs: S3
     assert requests(mounter, mnt).get("put", 0) == puts
 
 
+def test_mtimes_set_in_the_mount_are_kept_in_the_objects(mounter: Mounter, seaweedfs: S3Server,
+                                                         tmp_path: Path) -> None:
+    """touch -d, os.utime, cp -p (a small file, and a big one whose parts went up before its mtime
+    was set) and rsync -a: each mtime goes into the object's metadata (X-Amz-Meta-Mtime, in rclone's
+    form), so that after a remount with an empty cache stat shows it again."""
+    src = tmp_path / "src"
+    files = make_tree(src)
+    big = src / "big.bin"
+    big.write_bytes(random.Random(3).randbytes(12 * MiB + 5))
+    os.utime(big, ns=(1_400_000_000_987_654_321, 1_400_000_000_987_654_321))
+    mnt = s3_mount(mounter, seaweedfs, "mtimes", tmp_path, extra='[write]\npart_size = "5MiB"\n')
+    with open(mnt.join("stored.txt"), "wb") as f:
+        f.write(b"in the store before its mtime is set")
+    os.utime(mnt.join("stored.txt"), ns=(1_500_000_000_123_456_789, 1_500_000_000_123_456_789))
+    with open(mnt.join("touched.txt"), "wb") as f:
+        f.write(b"touched")
+    run("touch", "-m", "-d", "2001-09-09 01:46:40.5 UTC", mnt.join("touched.txt"))
+    run("touch", "-d", "@1234567890", mnt.join("new-by-touch"))
+    run("cp", "-p", str(src / "notes" / "readme.txt"), mnt.join("cp-p.txt"))
+    run("cp", "-p", str(big), mnt.join("big-cp-p.bin"))
+    run("rsync", "-a", f"{src}/", mnt.join("rsync") + "/")
+    expected = {"stored.txt": 1_500_000_000_123_456_789, "touched.txt": 1_000_000_000_500_000_000,
+                "new-by-touch": 1_234_567_890 * 10**9, "cp-p.txt": 1_600_000_000 * 10**9,
+                "big-cp-p.bin": 1_400_000_000_987_654_321, "rsync/big.bin": 1_400_000_000_987_654_321}
+    expected.update({f"rsync/{rel}": 1_600_000_000 * 10**9 for rel in files})
+    for rel, when in expected.items():
+        assert os.stat(mnt.join(rel)).st_mtime_ns == when, rel
+    client = seaweedfs.client()
+    for rel, when in expected.items():
+        head = client.head_object(Bucket="mtimes", Key=rel)
+        assert head["Metadata"].get("mtime") == f"{when // 10**9}.{when % 10**9:09d}", rel
+    assert client.get_object(Bucket="mtimes", Key="big-cp-p.bin")["Body"].read() == big.read_bytes()
+    mounter.umount(mnt)
+
+    again = s3_mount(mounter, seaweedfs, "mtimes", tmp_path)  # a fresh cache dir: nothing remembered
+    for rel, when in expected.items():
+        assert os.stat(again.join(rel)).st_mtime_ns == when, f"{rel} after the remount"
+    for entry in os.scandir(again.join("rsync", "notes")):  # an S3 listing shows LastModified only:
+        assert entry.stat().st_mtime_ns == 1_600_000_000 * 10**9, entry.name  # what HEAD showed holds
+    with open(again.join("rsync", "notes", "readme.txt"), "rb") as f:
+        assert f.read() == files["notes/readme.txt"]
+
+
 def test_random_writes_overwrite_truncate_rename_rmdir(mounter: Mounter, seaweedfs: S3Server,
                                                        tmp_path: Path) -> None:
     mnt = s3_mount(mounter, seaweedfs, "edits", tmp_path)

@@ -20,7 +20,7 @@ from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, Emulator
 
 pytest.register_assert_rewrite("tests.unit.store_contract")
 
-from tests.unit.store_contract import Put, StoreContract, StoreWriteContract  # noqa: E402
+from tests.unit.store_contract import MTIME, Put, StoreContract, StoreWriteContract  # noqa: E402
 
 RETRY = RetryConfig(attempts=3, base_delay=0.05, max_delay=0.2, budget=10, request_timeout=10)
 
@@ -58,6 +58,31 @@ def put(azurite: Emulator, container: str) -> Put:
 
 class TestContract(StoreContract, StoreWriteContract):
     tokens_are_keys = False
+
+
+def test_set_mtime_merges_into_the_other_metadata(azurite: Emulator, container: str,
+                                                  store: AzureStore) -> None:
+    from azure.storage.blob import ContentSettings
+
+    blob = azurite.azure_client().get_container_client(container).get_blob_client("typed.txt")
+    blob.upload_blob(b"text", metadata={"owner": "team-a"},
+                     content_settings=ContentSettings(content_type="text/plain"))
+    meta = store.set_mtime("typed.txt", MTIME)
+    props = blob.get_blob_properties()
+    assert props.metadata == {"owner": "team-a", "mtime": "2020-09-13T12:26:40.123456789Z"}  # rclone's form
+    assert props.content_settings.content_type == "text/plain"
+    assert blob.download_blob().readall() == b"text"
+    assert store.head("typed.txt") == meta and meta.mtime_ns == MTIME
+
+
+def test_an_mtime_written_by_rclone_is_read(azurite: Emulator, container: str, store: AzureStore) -> None:
+    target = azurite.azure_client().get_container_client(container)
+    target.upload_blob("rclone", b"1", metadata={"mtime": "2017-07-14T02:40:00.250000000Z"})
+    target.upload_blob("broken", b"2", metadata={"mtime": "yesterday"})
+    assert store.head("rclone").mtime_ns == 1_500_000_000_250_000_000
+    listed = {o.key: o for o in store.list("", "/").objects}
+    assert listed["rclone"].mtime_ns == 1_500_000_000_250_000_000, "listings carry the metadata"
+    assert store.head("broken").mtime_ns == listed["broken"].mtime_ns != 0
 
 
 def test_uploads_in_progress_are_hidden_from_every_listing(store: AzureStore, put: Put) -> None:

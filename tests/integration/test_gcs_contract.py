@@ -19,7 +19,7 @@ from tests.servers import Emulator
 
 pytest.register_assert_rewrite("tests.unit.store_contract")
 
-from tests.unit.store_contract import Put, StoreContract, StoreWriteContract  # noqa: E402
+from tests.unit.store_contract import MTIME, Put, StoreContract, StoreWriteContract  # noqa: E402
 
 RETRY = RetryConfig(attempts=3, base_delay=0.05, max_delay=0.2, budget=10, request_timeout=10)
 
@@ -54,6 +54,41 @@ def put(fake_gcs: Emulator, bucket: str) -> Put:
 
 class TestContract(StoreContract, StoreWriteContract):
     tokens_are_keys = False
+
+
+def test_set_mtime_patches_the_metadata_only(fake_gcs: Emulator, bucket: str, store: GcsStore) -> None:
+    blob = fake_gcs.gcs_client().bucket(bucket).blob("typed.txt")
+    blob.metadata = {"owner": "team-a"}
+    blob.upload_from_string(b"text", content_type="text/plain")
+    before = store.head("typed.txt")
+    meta = store.set_mtime("typed.txt", MTIME)
+    assert meta.etag == before.etag, "the same generation: cached blocks stay valid"
+    seen = fake_gcs.gcs_client().bucket(bucket).get_blob("typed.txt")
+    assert seen.metadata == {"owner": "team-a", "mtime": "2020-09-13T12:26:40.123456789Z"}  # rclone's form
+    assert seen.content_type == "text/plain" and seen.download_as_bytes() == b"text"
+
+
+def test_mtimes_written_by_rclone_and_gsutil_are_read(fake_gcs: Emulator, bucket: str,
+                                                      store: GcsStore) -> None:
+    target = fake_gcs.gcs_client().bucket(bucket)
+    for name, metadata in [("rclone", {"mtime": "2017-07-14T02:40:00.25Z"}),
+                           ("gsutil", {"goog-reserved-file-mtime": "1500000000"}),
+                           ("broken", {"mtime": "yesterday"})]:
+        blob = target.blob(name)
+        blob.metadata = metadata
+        blob.upload_from_string(b"x")
+    assert store.head("rclone").mtime_ns == 1_500_000_000_250_000_000
+    assert store.head("gsutil").mtime_ns == 1_500_000_000 * 1_000_000_000
+    listed = {o.key: o for o in store.list("", "/").objects}
+    assert listed["rclone"].mtime_ns == 1_500_000_000_250_000_000, "listings carry the metadata"
+    assert store.head("broken").mtime_ns == listed["broken"].mtime_ns != 0
+
+
+def test_a_composed_upload_carries_the_mtime(store: GcsStore) -> None:
+    upload = store.create_multipart("composed")
+    parts = [store.upload_part("composed", upload, n, bytes([n]) * 3) for n in range(1, 36)]
+    meta = store.complete_multipart("composed", upload, parts, mtime_ns=MTIME)
+    assert meta.mtime_ns == MTIME and store.head("composed").mtime_ns == MTIME
 
 
 def test_a_changed_object_is_stale_although_the_emulator_ignores_the_precondition(

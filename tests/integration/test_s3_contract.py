@@ -14,7 +14,7 @@ from mountfs.errors import AccessDenied, NotFound, StoreUnavailable
 
 pytest.register_assert_rewrite("tests.unit.store_contract")
 
-from tests.unit.store_contract import Put, StoreContract, StoreWriteContract  # noqa: E402
+from tests.unit.store_contract import MTIME, Put, StoreContract, StoreWriteContract  # noqa: E402
 
 RETRY = RetryConfig(attempts=3, base_delay=0.05, max_delay=0.2, budget=10, request_timeout=10)
 
@@ -67,6 +67,46 @@ def _skip_server_deviations(request: pytest.FixtureRequest) -> None:
 
 class TestContract(StoreContract, StoreWriteContract):
     tokens_are_keys = False
+    listings_carry_mtime = False  # ListObjectsV2 has no metadata: LastModified shows
+
+
+def test_set_mtime_keeps_content_type_and_other_metadata(s3_server: Any, s3_bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="typed.txt", Body=b"text", ContentType="text/plain",
+                      CacheControl="max-age=60", Metadata={"owner": "team-a"})
+    store = s3_store(s3_server, s3_bucket)
+    meta = store.set_mtime("typed.txt", MTIME)
+    head = client.head_object(Bucket=s3_bucket, Key="typed.txt")
+    assert head["Metadata"] == {"owner": "team-a", "mtime": "1600000000.123456789"}  # rclone's form
+    assert (head["ContentType"], head["CacheControl"]) == ("text/plain", "max-age=60")
+    assert store.head("typed.txt") == meta and meta.mtime_ns == MTIME
+    assert client.get_object(Bucket=s3_bucket, Key="typed.txt")["Body"].read() == b"text"
+
+
+def test_an_mtime_written_by_rclone_is_read_and_a_broken_one_ignored(s3_server: Any, s3_bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="rclone", Body=b"1", Metadata={"Mtime": "1500000000.25"})
+    client.put_object(Bucket=s3_bucket, Key="broken", Body=b"2", Metadata={"mtime": "yesterday"})
+    store = s3_store(s3_server, s3_bucket)
+    assert store.head("rclone").mtime_ns == 1_500_000_000_250_000_000
+    broken = store.head("broken")
+    listed = {o.key: o for o in store.list("", "/").objects}
+    assert broken.mtime_ns == listed["broken"].mtime_ns, "no valid mtime: LastModified, as listed"
+
+
+def test_set_mtime_above_the_copy_limit_is_a_multipart_copy(s3_server: Any, s3_bucket: str) -> None:
+    """Above 5 GiB one CopyObject cannot copy an object: parts are copied with UploadPartCopy (the
+    limit is lowered here so that 5 MiB + 3 bytes take two parts)."""
+    data = bytes(range(256)) * (5 << 12) + b"end"
+    store = s3_store(s3_server, s3_bucket)
+    store.put("big", data)
+    store.copy_limit, store.copy_part_size = 1, 5 << 20
+    meta = store.set_mtime("big", MTIME)
+    assert meta.size == len(data) and meta.mtime_ns == MTIME
+    assert store.head("big") == meta and store.head("big").mtime_ns == MTIME
+    assert store.get_range("big", 0, len(data), etag=meta.etag) == data
+    uploads = s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert uploads == [], "the copy's upload is completed, none is left behind"
 
 
 def test_missing_bucket_fails_the_access_check(s3_server: Any) -> None:

@@ -301,8 +301,26 @@ class StoreContract:
         store.check_access()
 
 
+MTIME = 1_600_000_000_123_456_789  # 2020-09-13, with every nanosecond digit in use
+
+
 class StoreWriteContract:
-    """Writes through the adapter: put, delete, copy, multipart. Needs the `store` fixture only."""
+    """Writes through the adapter: put, delete, copy, multipart, set_mtime. Needs the `store` fixture
+    only."""
+
+    # GCS, Azure and folders list an mtime kept in metadata; S3's ListObjectsV2 (and MemoryStore,
+    # which lists as S3 does) show the time of the last write instead, and say so.
+    listings_carry_mtime = True
+
+    def assert_listed_mtime(self, store: ObjectStore, key: str, mtime_ns: int) -> None:
+        prefix = key[:key.rfind("/") + 1]
+        (listed,) = [o for o in store.list(prefix, "/").objects if o.key == key]
+        if self.listings_carry_mtime:
+            assert listed.mtime_ns == mtime_ns and not listed.last_modified_only
+        else:
+            assert listed.last_modified_only and listed.mtime_ns != mtime_ns
+        head = store.head(key)
+        assert (listed.size, listed.etag) == (head.size, head.etag), "a listing shows the HEAD's version"
 
     def test_put_then_read(self, store: ObjectStore) -> None:
         meta = store.put("w/new.bin", b"hello world")
@@ -333,6 +351,46 @@ class StoreWriteContract:
         assert [o.key for o in store.list("", None).objects] == ["keep"]
         store.delete("gone/soon")  # deleting what is not there is not an error
         store.delete("never-was")
+
+    def test_put_with_an_mtime(self, store: ObjectStore) -> None:
+        meta = store.put("m/kept.bin", b"payload", mtime_ns=MTIME)
+        assert (meta.size, meta.mtime_ns) == (7, MTIME)
+        assert store.head("m/kept.bin") == meta and store.head("m/kept.bin").mtime_ns == MTIME
+        self.assert_listed_mtime(store, "m/kept.bin", MTIME)
+        assert store.put("m/kept.bin", b"rewritten").mtime_ns != MTIME, "a new upload has its own"
+        assert store.put("m/empty", b"", mtime_ns=-1_500_000_000).mtime_ns == -1_500_000_000  # before 1970
+
+    def test_set_mtime_keeps_the_bytes(self, store: ObjectStore) -> None:
+        before = store.put("s/file.bin", b"0123456789")
+        after = store.set_mtime("s/file.bin", MTIME)
+        assert (after.key, after.size, after.mtime_ns) == ("s/file.bin", 10, MTIME)
+        assert store.head("s/file.bin") == after and store.head("s/file.bin").mtime_ns == MTIME
+        assert store.get_range("s/file.bin", 2, 5, etag=after.etag) == b"23456"
+        self.assert_listed_mtime(store, "s/file.bin", MTIME)
+        if after.etag != before.etag:  # a copy in place (S3) or a metadata write (Azure): a new version
+            with pytest.raises(Stale):
+                store.get_range("s/file.bin", 0, 1, etag=before.etag)
+        again = store.set_mtime("s/file.bin", MTIME + 1_000)
+        assert again.mtime_ns == MTIME + 1_000 and store.head("s/file.bin") == again
+        assert store.set_mtime("s/file.bin", MTIME + 1_000) == again, "the same mtime again: no change"
+        assert store.get_range("s/file.bin", 0, 100) == b"0123456789"
+
+    def test_set_mtime_of_a_missing_object_is_not_found(self, store: ObjectStore) -> None:
+        store.put("present", b"x")
+        with pytest.raises(NotFound):
+            store.set_mtime("absent", MTIME)
+
+    def test_copy_keeps_the_mtime(self, store: ObjectStore) -> None:
+        store.put("src", b"payload", mtime_ns=MTIME)
+        dst = store.copy("src", "dst")
+        assert dst.mtime_ns == MTIME and store.head("dst").mtime_ns == MTIME
+
+    def test_multipart_with_an_mtime(self, store: ObjectStore) -> None:
+        upload = store.create_multipart("mp", mtime_ns=MTIME)
+        part = store.upload_part("mp", upload, 1, b"only part")
+        meta = store.complete_multipart("mp", upload, [part], mtime_ns=MTIME)
+        assert meta.mtime_ns == MTIME and store.head("mp") == meta and store.head("mp").mtime_ns == MTIME
+        assert store.get_range("mp", 0, 100) == b"only part"
 
     def test_copy(self, store: ObjectStore) -> None:
         src = store.put("src", b"payload")

@@ -122,12 +122,28 @@ def test_check_access_io_error(store: LocalStore, monkeypatch: pytest.MonkeyPatc
 # --- reads ---------------------------------------------------------------------------------------
 
 
-def test_etag_is_size_and_mtime(root: Path, store: LocalStore, put: Put) -> None:
+def test_etag_is_size_mtime_and_inode(root: Path, store: LocalStore, put: Put) -> None:
     put("f", b"12345")
     st = os.stat(root / "f")
     meta = store.head("f")
-    assert meta.etag == f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    assert meta.etag == f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
     assert meta.mtime_ns == st.st_mtime_ns
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_a_new_version(root: Path, store: LocalStore) -> None:
+    """`cp -p` of another file of the same size and mtime over one: the ETag still changes."""
+    first = store.put("f", b"one", mtime_ns=1_600_000_000_000_000_000)
+    second = store.put("f", b"two", mtime_ns=1_600_000_000_000_000_000)
+    assert (first.size, first.mtime_ns) == (second.size, second.mtime_ns) and first.etag != second.etag
+
+
+def test_set_mtime_is_the_files_mtime(root: Path, store: LocalStore, put: Put) -> None:
+    put("f", b"12345")
+    meta = store.set_mtime("f", 1_234_567_890_123_456_789)
+    assert os.stat(root / "f").st_mtime_ns == 1_234_567_890_123_456_789 == meta.mtime_ns
+    os.mkdir(root / "d")
+    with pytest.raises(NotFound):
+        store.set_mtime("d", 1)
 
 
 def test_stale_message_names_key_and_both_etags(root: Path, store: LocalStore, put: Put) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import trio
 import trio.testing
 
 from mountfs.backends.async_store import AsyncStore
+from mountfs.backends.base import ObjectMeta
 from mountfs.backends.memory import MemoryStore
 from mountfs.cache.block_cache import BlockCache
 from mountfs.config import WriteConfig
@@ -132,6 +134,20 @@ async def listing(ops: Operations, path: str, monkeypatch: pytest.MonkeyPatch) -
     await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
     await ops.releasedir(fh)
     return sorted(names)
+
+
+class GatedStore(MemoryStore):
+    """PUT waits for the test to open the gate: a window in which utimens arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().put(key, data, mtime_ns)
 
 
 def setattr_fields(**updates: bool) -> Any:
@@ -312,25 +328,121 @@ async def test_truncate_by_path_and_by_handle(ops: Operations, store: MemoryStor
     assert stored(store, "t.bin") == b""
 
 
-async def test_mtime_set_by_the_user_stays_while_the_object_does(ops: Operations, store: MemoryStore,
-                                                                  clock: FakeClock) -> None:
-    inode = (await resolve(ops, "top.txt")).st_ino
-    when = 1_500_000_000_000_000_000
-    attr = await ops.setattr(inode, attributes(st_mtime_ns=when), setattr_fields(mtime=True), None, CTX)
-    assert attr.st_mtime_ns == when
-    clock.now += 120  # the metadata is fetched again: same ETag, the mtime stays
-    assert (await ops.getattr(inode, CTX)).st_mtime_ns == when
-    assert (await resolve(ops, "top.txt")).st_mtime_ns == when
-    # set on an open file (cp -p, rsync): applies to the version the close uploads
-    fh = await open_file(ops, "top.txt", os.O_WRONLY)
-    await ops.write(fh, 0, b"J")
-    await ops.setattr(inode, attributes(st_mtime_ns=when + 1), setattr_fields(mtime=True), fh, CTX)
-    await close(ops, fh)
-    clock.now += 120
-    assert (await ops.getattr(inode, CTX)).st_mtime_ns == when + 1
+WHEN = 1_500_000_000_123_456_789
+
+
+async def mtime_of(ops: Operations, path: str) -> int:
+    return int((await resolve(ops, path)).st_mtime_ns)
+
+
+async def listed_mtimes(ops: Operations, path: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """name -> st_mtime_ns of a directory's entries, as readdir hands them to the kernel."""
+    seen: dict[str, int] = {}
+
+    def reply(token: Any, entry: bytes, attr: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        seen[os.fsdecode(entry)] = attr.st_mtime_ns
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    fh = await ops.opendir((await resolve(ops, path)).st_ino, CTX)
+    await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
+    await ops.releasedir(fh)
+    monkeypatch.undo()
+    return seen
+
+
+async def utimens(ops: Operations, path: str, when: int, fh: pyfuse3.FileHandleT | None = None
+                  ) -> pyfuse3.EntryAttributes:
+    inode = (await resolve(ops, path)).st_ino
+    return await ops.setattr(inode, attributes(st_mtime_ns=when), setattr_fields(mtime=True), fh, CTX)
+
+
+async def test_utimens_on_a_stored_file_is_kept_in_the_object(
+        ops: Operations, store: MemoryStore, journal: UploadJournal, clock: FakeClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    before = store.head("top.txt")
+    assert (await utimens(ops, "top.txt", WHEN)).st_mtime_ns == WHEN
+    assert store.head("top.txt").mtime_ns == WHEN and stored(store, "top.txt") == b"hello"
+    assert store.calls["set_mtime"] == 1 and store.calls["put"] == 0, "the bytes are not sent again"
+    assert store.head("top.txt").etag != before.etag, "MemoryStore copies in place, as S3 may"
+    assert await read_file(ops, "top.txt") == b"hello", "reads follow the new ETag"
+    clock.now += 120  # metadata fetched again: HEAD, and a listing that shows only LastModified
+    assert (await ops.getattr((await resolve(ops, "top.txt")).st_ino, CTX)).st_mtime_ns == WHEN
+    assert (await listed_mtimes(ops, "", monkeypatch))["top.txt"] == WHEN, "the ETag did not change"
+    # another mount, or this one remounted: the store says so
+    (tmp_path / "other").mkdir()
+    other = make_ops(store, journal, clock, tmp_path / "other")
+    assert await mtime_of(other, "top.txt") == WHEN
     store.put_object("top.txt", b"changed by another client")
     clock.now += 120
-    assert (await ops.getattr(inode, CTX)).st_mtime_ns == store.head("top.txt").mtime_ns
+    assert await mtime_of(ops, "top.txt") == store.head("top.txt").mtime_ns != WHEN
+
+
+async def test_utimens_while_written_goes_up_with_the_upload(ops: Operations, store: MemoryStore,
+                                                             clock: FakeClock) -> None:
+    """cp -p and touch of a new file: the mtime is set before close, and the one PUT carries it."""
+    fh = await create(ops, "copied.txt")
+    await ops.write(fh, 0, b"payload")
+    assert (await utimens(ops, "copied.txt", WHEN, fh)).st_mtime_ns == WHEN
+    assert await mtime_of(ops, "copied.txt") == WHEN, "shown at once, before the upload"
+    await close(ops, fh)
+    assert store.head("copied.txt").mtime_ns == WHEN and stored(store, "copied.txt") == b"payload"
+    assert store.calls["put"] == 1 and store.calls["set_mtime"] == 0
+    clock.now += 120
+    assert await mtime_of(ops, "copied.txt") == WHEN
+    # a write after it: the mtime is the write's again (POSIX), in the mount and in the store
+    fh = await open_file(ops, "copied.txt", os.O_WRONLY)
+    await ops.write(fh, 0, b"P")
+    assert await mtime_of(ops, "copied.txt") != WHEN
+    await close(ops, fh)
+    assert store.head("copied.txt").mtime_ns != WHEN and stored(store, "copied.txt") == b"Payload"
+
+
+async def test_utimens_after_close_then_rename_as_rsync_does(ops: Operations, store: MemoryStore,
+                                                             clock: FakeClock) -> None:
+    await write_file(ops, ".f.XXXXXX", b"synced")
+    await utimens(ops, ".f.XXXXXX", WHEN)
+    assert store.calls["set_mtime"] == 1 and store.head(".f.XXXXXX").mtime_ns == WHEN
+    await ops.rename(ROOT, name(".f.XXXXXX"), ROOT, name("f"), 0, CTX)
+    assert store.head("f").mtime_ns == WHEN, "the copy keeps the metadata"
+    assert await mtime_of(ops, "f") == WHEN
+    clock.now += 120
+    assert await mtime_of(ops, "f") == WHEN
+
+
+async def test_utimens_during_the_upload_is_set_after_it(journal: UploadJournal, clock: FakeClock,
+                                                         tmp_path: Path) -> None:
+    store = GatedStore()
+    ops = make_ops(store, journal, clock, tmp_path)
+    fh = await create(ops, "racy.txt")
+    await ops.write(fh, 0, b"data")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.flush, fh)
+        await trio.to_thread.run_sync(store.entered.wait, 10)
+        await utimens(ops, "racy.txt", WHEN)
+        store.gate.set()
+    await ops.release(fh)
+    assert store.head("racy.txt").mtime_ns == WHEN and store.calls["set_mtime"] == 1
+    assert await mtime_of(ops, "racy.txt") == WHEN
+
+
+async def test_a_failed_utimens_is_eio_and_the_old_mtime_stays(ops: Operations, store: MemoryStore,
+                                                               clock: FakeClock) -> None:
+    old = await mtime_of(ops, "top.txt")
+    store.inject("set_mtime", StoreUnavailable("503 (gave up)"))
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await utimens(ops, "top.txt", WHEN)
+    assert errno_of(excinfo) == errno.EIO
+    assert await mtime_of(ops, "top.txt") == old == store.head("top.txt").mtime_ns
+    clock.now += 120
+    assert await mtime_of(ops, "top.txt") == old
+
+
+async def test_utimens_of_a_directory_stays_in_memory(ops: Operations, store: MemoryStore) -> None:
+    store.reset_counters()
+    assert (await utimens(ops, "dir", WHEN)).st_mtime_ns == WHEN
+    assert await mtime_of(ops, "dir") == WHEN
+    assert sum(store.calls[op] for op in ("put", "copy", "set_mtime")) == 0
 
 
 async def test_chmod_and_chown_are_accepted_and_ignored(ops: Operations) -> None:
@@ -502,7 +614,7 @@ async def test_read_only_mounts_answer_erofs(store: MemoryStore, journal: Upload
         with pytest.raises(pyfuse3.FUSEError) as excinfo:
             await call
         assert errno_of(excinfo) == errno.EROFS
-    assert sum(store.calls[op] for op in ("put", "delete", "copy", "create_multipart")) == 0
+    assert sum(store.calls[op] for op in ("put", "delete", "copy", "create_multipart", "set_mtime")) == 0
 
 
 async def test_virtual_directories_and_mount_roots_do_not_change(journal: UploadJournal, clock: FakeClock,

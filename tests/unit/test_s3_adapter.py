@@ -265,6 +265,35 @@ def test_kms_key_turns_on_sse_kms_for_uploads(config) -> None:  # type: ignore[n
     stub.assert_no_pending_responses()
 
 
+def test_set_mtime_copies_in_place_keeping_what_replace_would_drop(config) -> None:  # type: ignore[no-untyped-def]
+    """Content type, user metadata and the object's own KMS key go into the copy; a 412 (the object
+    changed between HEAD and copy) makes it try once more on the new version."""
+    store = S3Store(resolve(parse_url("s3://plain/p"), config), RetryConfig(attempts=1))
+    stub = Stubber(store.client)
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+    def head(etag: str) -> dict[str, object]:
+        return {"ContentLength": 3, "ETag": f'"{etag}"', "LastModified": when, "ContentType": "text/plain",
+                "Metadata": {"owner": "a", "Mtime": "1"}, "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": "arn:k"}
+
+    def copy(etag: str) -> dict[str, object]:
+        return {"Bucket": "plain", "Key": "k", "CopySource": {"Bucket": "plain", "Key": "k"},
+                "CopySourceIfMatch": f'"{etag}"', "MetadataDirective": "REPLACE",
+                "Metadata": {"owner": "a", "mtime": "1600000000.000000000"}, "ContentType": "text/plain",
+                "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:k"}
+
+    stub.add_response("head_object", head("e1"), {"Bucket": "plain", "Key": "k"})
+    stub.add_client_error("copy_object", "PreconditionFailed", http_status_code=412,
+                          expected_params=copy("e1"))
+    stub.add_response("head_object", head("e2"), {"Bucket": "plain", "Key": "k"})
+    stub.add_response("copy_object", {"CopyObjectResult": {"ETag": '"e3"'}}, copy("e2"))
+    with stub:
+        meta = store.set_mtime("k", 1_600_000_000 * 10**9)
+    assert (meta.etag, meta.size, meta.mtime_ns) == ("e3", 3, 1_600_000_000 * 10**9)
+    stub.assert_no_pending_responses()
+
+
 def test_multipart_off_for_a_host_means_single_puts(config) -> None:  # type: ignore[no-untyped-def]
     from mountfs.errors import Unsupported
 

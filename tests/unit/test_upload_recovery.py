@@ -8,12 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import trio
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.memory import MemoryStore
 from mountfs.config import WriteConfig
-from mountfs.errors import StoreUnavailable
+from mountfs.errors import StoreUnavailable, UploadFailed
 from mountfs.upload.journal import FAILED, UploadJournal
 from mountfs.upload.recovery import MISSING, NO_STORE, ORPHAN, UNCHANGED, UPLOADED, Recovered, recover
 from mountfs.upload.staging import Reader
@@ -82,6 +83,46 @@ def _reader(store: MemoryStore, key: str, etag: str) -> Reader:
         return await trio.to_thread.run_sync(store.get_range, key, offset, length, etag)
 
     return read
+
+
+async def test_an_mtime_set_before_the_crash_reaches_the_store(tmp_path: Path) -> None:
+    """utimens on staged files (a new one, a big one whose multipart upload began without it, one
+    whose bytes were already in the store but whose set_mtime failed), then the process dies."""
+    when = 1_600_000_000_123_456_789
+    store = MemoryStore()
+    old = store.put_object("touched.txt", b"old bytes")
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        small = await uploader.open_staged("small.txt", None)
+        await uploader.write(small, 0, b"not yet flushed")
+        await uploader.set_mtime(small, when)
+        big = await uploader.open_staged("big.bin", None)
+        for offset in range(0, len(DATA), PART):
+            await uploader.write(big, offset, DATA[offset:offset + PART])
+        with trio.fail_after(30):
+            while store.calls["upload_part"] < 2 or big.streaming:
+                await trio.sleep(0.001)
+        await uploader.set_mtime(big, when + 1)
+        touched = await uploader.open_staged("touched.txt", old, _reader(store, "touched.txt", old.etag))
+        store.inject("set_mtime", StoreUnavailable("503 (gave up)"))
+        with pytest.raises(UploadFailed):
+            await uploader.set_mtime(touched, when + 2)
+        nursery.cancel_scope.cancel()
+    journal.close()
+    assert store.head("touched.txt").mtime_ns != when + 2
+
+    journal = UploadJournal(str(tmp_path))
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert outcomes(report) == {"small.txt": UPLOADED, "big.bin": UPLOADED, "touched.txt": UPLOADED}
+    assert store.head("small.txt").mtime_ns == when
+    assert store.head("big.bin").mtime_ns == when + 1
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert store.head("touched.txt").mtime_ns == when + 2
+    assert store.get_range("touched.txt", 0, 100) == b"old bytes"
+    assert journal.records() == []
+    journal.close()
 
 
 async def test_records_of_a_missing_store_are_kept_and_failures_retried(tmp_path: Path) -> None:

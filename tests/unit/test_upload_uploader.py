@@ -438,7 +438,7 @@ async def test_multipart_off_is_one_put(store: MemoryStore, journal: UploadJourn
 
 
 class NoMultipartStore(MemoryStore):
-    def create_multipart(self, key: str) -> str:
+    def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
         self.calls["create_multipart"] += 1
         raise Unsupported("multipart uploads are off for this host")
 
@@ -488,10 +488,10 @@ class GatedStore(MemoryStore):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def put(self, key: str, data: bytes) -> ObjectMeta:
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         self.entered.set()
         assert self.gate.wait(10)
-        return super().put(key, data)
+        return super().put(key, data, mtime_ns)
 
 
 async def test_a_write_during_an_upload_leaves_the_file_dirty(journal: UploadJournal) -> None:
@@ -543,3 +543,90 @@ async def test_uploads_are_announced_and_a_released_upload_can_be_reopened(uploa
     await uploader.release(staged)
     assert uploader.staged_uploads() == [] and not uploader.reopen(staged)
     assert stored(store, "again") == b"one two"
+
+
+# --- the user's mtime (utimens while staged) --------------------------------------------------------
+
+MTIME = 1_600_000_000_123_456_789
+
+
+async def test_an_mtime_set_while_staged_goes_up_with_the_put(uploader: Uploader, store: MemoryStore,
+                                                              journal: UploadJournal) -> None:
+    staged = await uploader.open_staged("small", None)
+    await uploader.write(staged, 0, b"bytes")
+    await uploader.set_mtime(staged, MTIME)
+    assert journal.get(staged.id).mtime_ns == MTIME  # type: ignore[union-attr]
+    assert store.calls["put"] == 0, "nothing goes up before the close"
+    meta = await uploader.flush(staged)
+    assert meta is not None and meta.mtime_ns == MTIME == store.head("small").mtime_ns
+    assert store.calls["put"] == 1 and store.calls["set_mtime"] == 0, "one request: no copy afterwards"
+    assert not staged.dirty and journal.get(staged.id).state == CLEAN  # type: ignore[union-attr]
+
+
+async def test_an_mtime_set_while_parts_stream_is_set_after_the_upload(
+        running: Uploader, store: MemoryStore) -> None:
+    """S3 fixes metadata when the multipart upload is created: one created before utimens (cp -p of a
+    big file) cannot carry it, so the store's set_mtime follows the upload."""
+    staged = await running.open_staged("big", None)
+    await write_all(running, staged, DATA, chunk=PART)
+    await wait_for(lambda: store.calls["create_multipart"] == 1 and not staged.streaming)
+    await running.set_mtime(staged, MTIME)
+    await running.flush(staged)
+    assert stored(store, "big") == DATA and store.head("big").mtime_ns == MTIME
+    assert store.calls["set_mtime"] == 1 and not staged.dirty
+
+
+async def test_an_mtime_set_during_the_upload_follows_it(journal: UploadJournal) -> None:
+    store = GatedStore()
+    uploader = make_uploader(store, journal)
+    staged = await uploader.open_staged("racy", None)
+    await uploader.write(staged, 0, b"data")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(uploader.flush, staged)
+        await wait_for(store.entered.is_set)
+        await uploader.set_mtime(staged, MTIME)  # the PUT is under way: it does not wait for it
+        assert store.calls["set_mtime"] == 0
+        store.gate.set()
+    assert store.head("racy").mtime_ns == MTIME and store.calls["set_mtime"] == 1
+    assert not staged.dirty
+
+
+async def test_an_mtime_on_unchanged_staged_bytes_is_set_at_once(uploader: Uploader, store: MemoryStore,
+                                                                 journal: UploadJournal) -> None:
+    old = store.put_object("kept", b"old bytes")
+    staged = await uploader.open_staged("kept", old, _reader_of(store, "kept"))
+    await uploader.set_mtime(staged, MTIME)
+    assert store.head("kept").mtime_ns == MTIME and store.calls["set_mtime"] == 1
+    assert store.calls["put"] == 0 and not staged.dirty
+    assert staged.meta is not None and staged.meta.etag == store.head("kept").etag
+
+
+async def test_a_failed_set_mtime_is_eio_and_retried(running: Uploader, store: MemoryStore,
+                                                     journal: UploadJournal) -> None:
+    old = store.put_object("kept", b"old bytes")
+    staged = await running.open_staged("kept", old, _reader_of(store, "kept"))
+    store.inject("set_mtime", StoreUnavailable("503 (gave up)"))
+    with pytest.raises(UploadFailed):
+        await running.set_mtime(staged, MTIME)
+    assert staged.dirty and journal.get(staged.id).mtime_ns == MTIME  # type: ignore[union-attr]
+    await running.release(staged)
+    await wait_for(lambda: store.calls["set_mtime"] == 2 and not staged.dirty)
+    assert store.head("kept").mtime_ns == MTIME and store.calls["put"] == 0, "the bytes never went again"
+
+
+async def test_a_write_after_the_mtime_makes_it_the_writes_again(uploader: Uploader, store: MemoryStore,
+                                                                 journal: UploadJournal) -> None:
+    staged = await uploader.open_staged("f", None)
+    await uploader.write(staged, 0, b"one")
+    await uploader.set_mtime(staged, MTIME)
+    await uploader.write(staged, 3, b" two")
+    assert journal.get(staged.id).mtime_ns is None  # type: ignore[union-attr]
+    await uploader.flush(staged)
+    assert store.head("f").mtime_ns != MTIME and store.calls["set_mtime"] == 0
+
+
+def _reader_of(store: MemoryStore, key: str) -> Reader:
+    async def read(offset: int, length: int) -> bytes:
+        return store.get_range(key, offset, length)
+
+    return read
