@@ -316,11 +316,26 @@ class S3Store(ObjectStore):
         self._call(f"DELETE {self._name(key)}", do)
 
     def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
-        def do() -> None:
-            self.client.copy_object(Bucket=self.bucket, Key=dst_key, **self._sse(),
-                                    CopySource={"Bucket": self.bucket, "Key": src_key})
+        """A server-side copy. One CopyObject copies at most 5 GiB: a larger source is copied in
+        parts, with its metadata and content headers (the first answer says so: no HEAD first)."""
 
-        self._call(f"COPY {self._name(src_key)} to {dst_key}", do)
+        def do() -> bool:
+            try:
+                self.client.copy_object(Bucket=self.bucket, Key=dst_key, **self._sse(),
+                                        CopySource={"Bucket": self.bucket, "Key": src_key})
+            except botocore.exceptions.ClientError as exc:
+                if _too_large_to_copy(exc):
+                    return False
+                raise
+            return True
+
+        if not self._call(f"COPY {self._name(src_key)} to {dst_key}", do):
+            source = self._head(src_key)
+            meta = _head_meta(src_key, source)
+            kept: dict[str, Any] = {field: source[field] for field in _KEPT_ON_COPY if source.get(field)}
+            kept |= self._sse()
+            self._copy_in_parts(src_key, meta.size, f'"{meta.etag}"', dict(source.get("Metadata") or {}),
+                                kept, dst_key=dst_key)
         return self.head(dst_key)
 
     # --- modification time: a copy in place with new metadata -------------------------------
@@ -368,10 +383,12 @@ class S3Store(ObjectStore):
         return self._call(f"SET MTIME (COPY) {self._name(key)}", do)
 
     def _copy_in_parts(self, key: str, size: int, if_match: str, metadata: dict[str, str],
-                       kept: dict[str, Any]) -> str:
-        """A multipart copy of `key` onto itself with new metadata, parts copied in parallel on the
-        server; the upload is aborted if any part fails."""
+                       kept: dict[str, Any], *, dst_key: str | None = None) -> str:
+        """A multipart copy of `key` (onto itself by default) with `metadata`, parts copied in
+        parallel on the server; the upload is aborted if any part fails."""
         name = self._name(key)
+        label = "SET MTIME" if dst_key is None else f"COPY TO {dst_key}"
+        source, key = key, dst_key if dst_key is not None else key
         part_size = max(self.copy_part_size, -(-size // 10_000))
         ranges = [(start, min(size, start + part_size) - 1) for start in range(0, size, part_size)]
 
@@ -379,7 +396,7 @@ class S3Store(ObjectStore):
             return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata,
                                                        **kept)["UploadId"]
 
-        upload_id = self._call(f"SET MTIME (CREATE MULTIPART COPY) {name}", create)
+        upload_id = self._call(f"{label} (CREATE MULTIPART COPY) {name}", create)
 
         def copy_part(number: int) -> CompletedPartTypeDef:
             first, last = ranges[number - 1]
@@ -387,11 +404,11 @@ class S3Store(ObjectStore):
             def do() -> CompletedPartTypeDef:
                 reply = self.client.upload_part_copy(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": key}, CopySourceIfMatch=if_match,
+                    CopySource={"Bucket": self.bucket, "Key": source}, CopySourceIfMatch=if_match,
                     CopySourceRange=f"bytes={first}-{last}")
                 return {"PartNumber": number, "ETag": reply["CopyPartResult"]["ETag"]}
 
-            return self._call(f"SET MTIME (COPY PART {number}) {name}", do)
+            return self._call(f"{label} (COPY PART {number}) {name}", do)
 
         try:
             with ThreadPoolExecutor(min(self.copy_concurrency, len(ranges))) as pool:
@@ -402,7 +419,7 @@ class S3Store(ObjectStore):
                     Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
                 return _etag(reply.get("ETag", ""))
 
-            return self._call(f"SET MTIME (COMPLETE MULTIPART COPY) {name}", complete)
+            return self._call(f"{label} (COMPLETE MULTIPART COPY) {name}", complete)
         except BaseException:
             try:
                 self.abort_multipart(key, upload_id)
@@ -415,6 +432,14 @@ class S3Store(ObjectStore):
 # the storage class and SSE-KMS key are kept too (a copy would otherwise take the bucket's defaults).
 _KEPT_ON_COPY = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
                  "Expires", "WebsiteRedirectLocation")
+
+
+def _too_large_to_copy(exc: botocore.exceptions.ClientError) -> bool:
+    """Is this CopyObject's refusal of a source above 5 GiB (AWS: InvalidRequest, "larger than the
+    maximum allowable size for a copy source")?"""
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", "")).lower()
+    return error.get("Code") in ("InvalidRequest", "EntityTooLarge") and "copy source" in message
 
 
 def _metadata(mtime_ns: int | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import botocore.exceptions
 import pytest
 
 from mountfs.backends.base import ObjectStore
@@ -107,6 +108,31 @@ def test_set_mtime_above_the_copy_limit_is_a_multipart_copy(s3_server: Any, s3_b
     assert store.get_range("big", 0, len(data), etag=meta.etag) == data
     uploads = s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
     assert uploads == [], "the copy's upload is completed, none is left behind"
+
+
+def test_a_copy_above_the_copy_limit_goes_in_parts(s3_server: Any, s3_bucket: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rename of an object above 5 GiB: CopyObject refuses it (AWS's answer, stood in for here:
+    no test server holds 5 GiB), so the copy goes as UploadPartCopy parts, for real, with the
+    source's metadata (its mtime) and content type."""
+    data = bytes(range(256)) * (5 << 12) + b"end"
+    store = s3_store(s3_server, s3_bucket)
+    store.put("big-src", data, mtime_ns=MTIME)
+    store.copy_part_size = 5 << 20
+    real_copy = store.client.copy_object
+
+    def refuse(**kwargs: Any) -> Any:
+        raise botocore.exceptions.ClientError({"Error": {
+            "Code": "InvalidRequest", "Message": "The specified copy source is larger than the maximum "
+            "allowable size for a copy source: 5368709120"}}, "CopyObject")
+
+    monkeypatch.setattr(store.client, "copy_object", refuse)
+    meta = store.copy("big-src", "big-dst")
+    monkeypatch.setattr(store.client, "copy_object", real_copy)
+    assert meta.size == len(data) and meta.mtime_ns == MTIME
+    assert meta.etag.endswith("-2"), "a multipart object of two parts, not a CopyObject copy"
+    assert store.get_range("big-dst", 0, len(data), etag=meta.etag) == data
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
 def test_missing_bucket_fails_the_access_check(s3_server: Any) -> None:
