@@ -30,7 +30,6 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.utils
-import urllib3.exceptions
 
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
@@ -70,8 +69,7 @@ TRANSIENT_EXCEPTIONS = (
     botocore.exceptions.ResponseStreamingError,
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.HTTPClientError,
-    urllib3.exceptions.HTTPError,  # the ranged GETs of s3_get: resets, timeouts, short bodies
-    ConnectionError,
+    ConnectionError,  # also the ranged GETs of s3_get (http1): resets, short bodies, bad answers
     TimeoutError,
 )
 

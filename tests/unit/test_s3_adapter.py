@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import http.server
+import ssl
 import threading
 import unittest.mock
 from collections.abc import Callable, Iterator
@@ -316,16 +317,19 @@ def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pyt
     from mountfs.backends.s3_get import Credentials, RangedGetter
     from mountfs.backends.s3_settings import S3Settings
 
-    def pool_option(verify: bool | str) -> dict[str, object]:
+    def bundle(verify: bool | str) -> str | None:
         settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=verify)
-        return RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).pool.connection_pool_kw
+        return RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).ca_certs
 
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/corp.pem")
-    assert pool_option(True)["ca_certs"] == "/etc/ssl/corp.pem"
-    assert pool_option("/etc/ssl/minio.pem")["ca_certs"] == "/etc/ssl/minio.pem"
-    assert pool_option(False)["cert_reqs"] == "CERT_NONE"
+    assert bundle(True) == "/etc/ssl/corp.pem"
+    assert bundle("/etc/ssl/minio.pem") == "/etc/ssl/minio.pem"
+    assert bundle(False) is None
     monkeypatch.delenv("AWS_CA_BUNDLE")
-    assert str(pool_option(True)["ca_certs"]).endswith("cacert.pem")
+    assert str(bundle(True)).endswith("cacert.pem")
+    settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=False)
+    tls = RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).endpoint("https://minio:9000").tls
+    assert tls is not None and tls.verify_mode == ssl.CERT_NONE and not tls.check_hostname
 
 
 def test_a_wrong_region_names_the_right_one(tmp_path: Path) -> None:
