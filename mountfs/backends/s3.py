@@ -34,7 +34,7 @@ import botocore.utils
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
-from mountfs.backends.s3_get import Credentials, RangedGetter, S3Error
+from mountfs.backends.s3_get import Credentials, S3Error, S3Reads
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
 from mountfs.errors import (
@@ -74,7 +74,7 @@ TRANSIENT_EXCEPTIONS = (
 )
 
 _clients: dict[tuple[Any, ...], S3Client] = {}
-_getters: dict[tuple[Any, ...], RangedGetter] = {}
+_readers: dict[tuple[Any, ...], S3Reads] = {}
 _clients_lock = threading.Lock()
 
 
@@ -120,15 +120,15 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
     return client
 
 
-def getter_for(settings: S3Settings, timeout: float) -> RangedGetter:
-    """One ranged-GET pool per endpoint and credentials in each process, signing with the
-    credentials boto3 resolves (so the chain's refreshable ones refresh)."""
+def reads_for(settings: S3Settings, timeout: float) -> S3Reads:
+    """One pool of GET and LIST connections per endpoint and credentials in each process, signing
+    with the credentials boto3 resolves (so the chain's refreshable ones refresh)."""
     ident = ("get", os.getpid(), settings, timeout)
     with _clients_lock:
-        getter = _getters.get(ident)
-        if getter is None:
-            getter = _getters[ident] = RangedGetter(settings, _credentials_source(settings), timeout)
-    return getter
+        reads = _readers.get(ident)
+        if reads is None:
+            reads = _readers[ident] = S3Reads(settings, _credentials_source(settings), timeout)
+    return reads
 
 
 def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
@@ -226,26 +226,20 @@ class S3Store(ObjectStore):
             return []
 
         def do() -> builtins.list[bytes]:
-            getter = getter_for(self.settings, self.retry.request_timeout)
-            return getter.get_pieces(key, start, length, piece, etag)
+            reads = reads_for(self.settings, self.retry.request_timeout)
+            return reads.get_pieces(key, start, length, piece, etag)
 
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
 
     def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
              max_keys: int = 1000) -> ListPage:
         def do() -> ListPage:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
-            if delimiter:
-                args["Delimiter"] = delimiter
-            if token:
-                args["ContinuationToken"] = token
-            reply = self.client.list_objects_v2(**args)
-            objects = [ObjectMeta(o["Key"], o["Size"], _etag(o.get("ETag", "")),
-                                  _ns(o["LastModified"].timestamp()), last_modified_only=True)
-                       for o in reply.get("Contents", [])]
-            prefixes = [p["Prefix"] for p in reply.get("CommonPrefixes", [])]
-            more = reply.get("IsTruncated") and reply.get("NextContinuationToken")
-            return ListPage(objects, prefixes, str(more) if more else None)
+            page = reads_for(self.settings, self.retry.request_timeout).list_page(
+                prefix, delimiter, token, max_keys)
+            objects = [ObjectMeta(o.key, o.size, _etag(o.etag),
+                                  _ns(fast_timestamp(o.last_modified).timestamp()), last_modified_only=True)
+                       for o in page.objects]
+            return ListPage(objects, page.prefixes, page.next_token)
 
         return self._call(f"LIST {self._name(prefix)}", do)
 

@@ -244,13 +244,55 @@ def test_get_signatures_match_botocores(url: str | None, key: str, token: str | 
     assert host == expected_host
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000", None])
+def test_list_signatures_match_botocores(url: str | None) -> None:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials as BotoCredentials
+
+    from mountfs.backends.s3_get import Credentials, Signer, canonical_query, object_url
+    from mountfs.backends.s3_settings import S3Settings
+
+    settings = S3Settings(bucket="data-bucket", endpoint_url=url, region="eu-west-1")
+    base, host, path = object_url(settings, None)
+    assert path == ("/data-bucket" if url else "/")
+    params = {"list-type": "2", "prefix": "dir/a b+c~é%/", "delimiter": "/", "max-keys": "1000",
+              "continuation-token": "tok/+=x", "encoding-type": "url"}
+    query = canonical_query(params)
+    when = datetime.datetime(2026, 11, 22, 1, 2, 3, tzinfo=datetime.UTC)
+    ours = Signer("eu-west-1").sign("GET", host, path, {}, Credentials("AKID", "SECRET"), when, query)
+    request = AWSRequest(method="GET", url=f"{base}{path}?{query}")
+    request.context["payload_signing_enabled"] = True
+    signer = S3SigV4Auth(BotoCredentials("AKID", "SECRET"), "s3", "eu-west-1")
+    with unittest.mock.patch("botocore.auth.get_current_datetime", return_value=when.replace(tzinfo=None)):
+        signer.add_auth(request)
+    assert ours["authorization"] == request.headers["Authorization"]
+
+
+def test_list_answers_are_parsed_and_url_decoded() -> None:
+    from mountfs.backends.s3_get import _parse_listing
+
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+            b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><EncodingType>url</EncodingType>'
+            b'<IsTruncated>true</IsTruncated><NextContinuationToken>t+1</NextContinuationToken>'
+            b'<Contents><Key>a+b%2Bc%C3%A9</Key><Size>5</Size><ETag>&quot;e1&quot;</ETag>'
+            b'<LastModified>2026-11-22T00:54:55.000Z</LastModified></Contents>'
+            b'<CommonPrefixes><Prefix>sub%20dir/</Prefix></CommonPrefixes></ListBucketResult>')
+    page = _parse_listing(body)
+    assert [(o.key, o.size, o.etag) for o in page.objects] == [("a b+cé", 5, '"e1"')]
+    assert page.prefixes == ["sub dir/"] and page.next_token == "t+1"
+    plain = _parse_listing(b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>a+b</Key>"
+                           b"<Size>1</Size></Contents></ListBucketResult>")
+    assert [o.key for o in plain.objects] == ["a+b"] and plain.next_token is None
+
+
 def test_session_tokens_reach_the_signer(config) -> None:  # type: ignore[no-untyped-def]
     store = S3Store(resolve(parse_url("s3://special/p"), config), RetryConfig())
     credentials = store.client._request_signer._credentials
     assert (credentials.access_key, credentials.token) == ("bucket-key", "bucket-token")
-    from mountfs.backends.s3 import getter_for
+    from mountfs.backends.s3 import reads_for
 
-    signing = getter_for(store.settings, 30.0).credentials()
+    signing = reads_for(store.settings, 30.0).credentials()
     assert (signing.key, signing.token) == ("bucket-key", "bucket-token"), "ranged GETs sign with them too"
 
 
@@ -314,12 +356,12 @@ def test_fast_timestamps_agree_with_botocore() -> None:
 
 
 def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mountfs.backends.s3_get import Credentials, RangedGetter
+    from mountfs.backends.s3_get import Credentials, S3Reads
     from mountfs.backends.s3_settings import S3Settings
 
     def bundle(verify: bool | str) -> str | None:
         settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=verify)
-        return RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).ca_certs
+        return S3Reads(settings, lambda: Credentials("k", "s"), 5.0).ca_certs
 
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/corp.pem")
     assert bundle(True) == "/etc/ssl/corp.pem"
@@ -328,7 +370,7 @@ def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pyt
     monkeypatch.delenv("AWS_CA_BUNDLE")
     assert str(bundle(True)).endswith("cacert.pem")
     settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=False)
-    tls = RangedGetter(settings, lambda: Credentials("k", "s"), 5.0).endpoint("https://minio:9000").tls
+    tls = S3Reads(settings, lambda: Credentials("k", "s"), 5.0).endpoint("https://minio:9000").tls
     assert tls is not None and tls.verify_mode == ssl.CERT_NONE and not tls.check_hostname
 
 
