@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
 OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
 EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
+COMMIT_DELAY = 0.05  # records of blocks written are committed together, at most this much later...
+COMMIT_BATCH = 64  # ...unless this many are waiting
 
 
 @dataclass
@@ -72,6 +75,7 @@ class BlockCache:
         # (a fast store must not pile up blocks in memory behind a slower cache disk).
         self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
+        self._commit_lock = threading.Lock()
         self._commit_wanted = trio.Event()
         # Eviction, off until the daemon calls enable_eviction().
         self._evictor: Evictor | None = None
@@ -273,6 +277,8 @@ class BlockCache:
         """Forever: commit the records of blocks written to disk, all pending ones in one go."""
         while True:
             await self._commit_wanted.wait()
+            if len(self._to_commit) < COMMIT_BATCH:
+                await trio.sleep(COMMIT_DELAY)  # gather more: each commit is one fdatasync
             self._commit_wanted = trio.Event()
             with trio.CancelScope(shield=True):
                 wanted = await self._io(self._commit_and_check)
@@ -288,8 +294,9 @@ class BlockCache:
         return self._limits.over(totals) or self._evictor.free_deficit(self._limits.min_free) > 0
 
     def _commit_pending(self) -> IndexTotals | None:
-        batch, self._to_commit = self._to_commit, []
-        return self.index.commit_many(batch) if batch else None
+        with self._commit_lock:  # the committer and `totals` may both be here
+            batch, self._to_commit = self._to_commit, []
+            return self.index.commit_many(batch) if batch else None
 
     def _load_many(self, keys: dict[int, bytes]) -> dict[int, bytes]:
         """Of the blocks `keys` names (by index), those found whole and sound on disk."""
@@ -402,7 +409,12 @@ class BlockCache:
                 self._memory_bytes -= len(data)
 
     async def totals(self) -> IndexTotals:
-        return await self._io(self.index.totals)
+        """What the index holds, the blocks written but not yet committed included."""
+        return await self._io(self._committed_totals)
+
+    def _committed_totals(self) -> IndexTotals:
+        self._commit_pending()
+        return self.index.totals()
 
     async def startup(self) -> int:
         """Clear what a killed predecessor left half-written."""

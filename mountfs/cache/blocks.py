@@ -29,6 +29,7 @@ class BlockFiles:
     def __init__(self, cache_dir: str) -> None:
         self.root = os.path.join(cache_dir, "blocks")
         os.makedirs(self.root, exist_ok=True)
+        self._made: set[str] = set()  # subdirectories known to exist: no mkdir per block
 
     def path(self, key: bytes) -> str:
         name = key.hex()
@@ -37,11 +38,23 @@ class BlockFiles:
     def write(self, key: bytes, data: bytes | memoryview) -> tuple[int, ...]:
         """Write the block and return its chunk checksums. The final name appears only once whole."""
         final = self.path(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
+        folder = os.path.dirname(final)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
         try:
-            with open(temp, "wb") as f:
-                f.write(data)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
             os.rename(temp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):

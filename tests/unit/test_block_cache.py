@@ -361,3 +361,24 @@ async def test_a_failed_run_reaches_the_readers_waiting_on_any_of_its_blocks(
 async def _expect_stale(call: Awaitable[None]) -> None:
     with pytest.raises(Stale):
         await call
+
+
+async def test_commits_are_gathered_and_totals_count_what_waits(tmp_path: os.PathLike[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records of blocks just written are committed together (one fdatasync for many), a moment
+    later; `totals` (what `mountfs status` shows) counts those still waiting too."""
+    from mountfs.cache import block_cache
+
+    monkeypatch.setattr(block_cache, "COMMIT_DELAY", 30.0)
+    cache = make_cache(str(tmp_path))
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery
+        nursery.start_soon(cache.run_committer)
+        assert await cache.read(OBJ, len(DATA), 0, len(DATA), Source().fetch) == DATA
+        with trio.fail_after(10):
+            while len(cache._to_commit) < 4:  # written; the committer waits for more
+                await trio.sleep(0.01)
+        assert len(cache._to_commit) == 4 and cache.index.totals().blocks == 0
+        assert (await cache.totals()).blocks == 4
+        nursery.cancel_scope.cancel()
+    cache.close()
