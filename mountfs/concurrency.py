@@ -7,6 +7,7 @@ cannot starve the others of threads.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,41 @@ import outcome
 import trio
 
 T = TypeVar("T")
+
+
+class Slots:
+    """At most `total` holders at once, the rest waiting in turn: trio.CapacityLimiter without its
+    bookkeeping. Each thread hop takes a slot, and `async with CapacityLimiter` (a checkpoint, a
+    parking lot, borrower sets) was a fifth of the event loop's time in warm random reads."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._waiting: collections.deque[trio.lowlevel.Task] = collections.deque()
+
+    async def acquire(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        task = trio.lowlevel.current_task()
+        self._waiting.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiting.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)  # woken by release(), the slot handed over
+
+    def release(self) -> None:
+        if self._waiting:
+            trio.lowlevel.reschedule(self._waiting.popleft())
+        else:
+            self.free += 1
+
+    @property
+    def in_use(self) -> int:
+        return self.total - self.free
 
 
 class BlockingRunner:
@@ -28,10 +64,11 @@ class BlockingRunner:
     """
 
     def __init__(self, threads: int) -> None:
-        self.limiter = trio.CapacityLimiter(threads)
+        self.slots = Slots(threads)
 
     async def __call__(self, fn: Callable[..., T], *args: object) -> T:
-        async with self.limiter:
+        await self.slots.acquire()
+        try:
             task = trio.lowlevel.current_task()
             token = trio.lowlevel.current_trio_token()
 
@@ -42,6 +79,8 @@ class BlockingRunner:
             trio.lowlevel.start_thread_soon(functools.partial(fn, *args), deliver)
             value: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
             return value
+        finally:
+            self.slots.release()
 
 
 async def gather(*calls: Callable[[], Awaitable[T]]) -> list[T]:
