@@ -6,6 +6,9 @@ import contextlib
 import errno
 import os
 import zlib
+from collections.abc import Callable
+
+import google_crc32c
 
 from mountfs.errors import NoSpace
 from mountfs.processes import process_alive
@@ -16,9 +19,39 @@ CHUNK = 64 * 1024  # checksum granularity: a 4 KiB random read verifies 64 KiB, 
 Buffer = bytes | bytearray | memoryview
 
 
-def chunk_crcs(data: bytes | memoryview) -> tuple[int, ...]:
+Checksum = Callable[[Buffer], int]
+
+
+def _crc32c(data: Buffer) -> int:
+    """CRC-32C with the CPU's instruction: about 2.6 us per 64 KiB chunk here, zlib's crc32 8.8.
+    (google_crc32c takes bytes only: a view is copied first, which still leaves it far ahead.)"""
+    return int(google_crc32c.value(data if isinstance(data, bytes) else bytes(data)))
+
+
+CHECKSUMS: dict[str, Checksum] = {"crc32": zlib.crc32, "crc32c": _crc32c}
+CHECKSUM_FILE = "CHECKSUM"  # in blocks/: which of CHECKSUMS this cache dir's records hold
+
+
+def chunk_crcs(data: Buffer, checksum: Checksum = _crc32c) -> tuple[int, ...]:
     view = memoryview(data)
-    return tuple(zlib.crc32(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK))
+    return tuple(checksum(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK))
+
+
+def checksum_of_dir(root: str) -> str:
+    """The checksum a blocks dir uses: what its CHECKSUM file says; crc32c for a new dir; crc32
+    for one written before the file existed (mountfs 0.1 caches keep working as they are)."""
+    path = os.path.join(root, CHECKSUM_FILE)
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
+        return f.read().strip()
+    kind = "crc32" if any(len(name) == 2 for name in os.listdir(root)) else "crc32c"
+    try:  # the first daemon to get here decides; a second one reads what it wrote
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(path) as f:
+            return f.read().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(kind + "\n")
+    return kind
 
 
 class CorruptBlock(Exception):
@@ -30,6 +63,10 @@ class BlockFiles:
         self.root = os.path.join(cache_dir, "blocks")
         os.makedirs(self.root, exist_ok=True)
         self._made: set[str] = set()  # subdirectories known to exist: no mkdir per block
+        kind = checksum_of_dir(self.root)
+        if kind not in CHECKSUMS:
+            raise ValueError(f"{self.root}: unknown block checksum {kind!r} (a newer mountfs?)")
+        self.checksum = CHECKSUMS[kind]
 
     def path(self, key: bytes) -> str:
         name = key.hex()
@@ -62,7 +99,7 @@ class BlockFiles:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cache disk full writing {final}") from exc
             raise
-        return chunk_crcs(data)
+        return chunk_crcs(data, self.checksum)
 
     def open(self, key: bytes, length: int, crcs: tuple[int, ...]) -> OpenBlock:
         """The block file, open and checked for length, ready for many small reads."""
@@ -70,7 +107,7 @@ class BlockFiles:
             fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise CorruptBlock(f"block file {key.hex()} is missing") from exc
-        block = OpenBlock(key, fd, length, crcs)
+        block = OpenBlock(key, fd, length, crcs, self.checksum)
         if os.fstat(fd).st_size != length:
             block.close()
             raise CorruptBlock(f"block file {key.hex()} has the wrong length (expected {length})")
@@ -127,8 +164,10 @@ class OpenBlock:
     which is what lets the event loop serve hot blocks without a worker thread.
     """
 
-    def __init__(self, key: bytes, fd: int, length: int, crcs: tuple[int, ...]) -> None:
+    def __init__(self, key: bytes, fd: int, length: int, crcs: tuple[int, ...],
+                 checksum: Checksum = _crc32c) -> None:
         self.key = key
+        self.checksum = checksum
         self.fd = fd
         self.length = length
         self.crcs = crcs
@@ -175,7 +214,7 @@ class OpenBlock:
         view = memoryview(data)
         for number in unverified:
             offset = number * CHUNK - span_start
-            if number >= len(self.crcs) or zlib.crc32(view[offset:offset + CHUNK]) != self.crcs[number]:
+            if number >= len(self.crcs) or self.checksum(view[offset:offset + CHUNK]) != self.crcs[number]:
                 raise CorruptBlock(f"block file {self.key.hex()} fails its checksum (chunk {number})")
             self._verified |= 1 << number
         if span_start == start and span_end == end:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from mountfs.cache.blocks import CHUNK, TEMP_SUFFIX, BlockFiles
+from mountfs.cache.blocks import CHECKSUM_FILE, CHUNK, TEMP_SUFFIX, BlockFiles
 from mountfs.cache.eviction import CacheLimits, Evictor
 from mountfs.cache.index import KEY_LENGTH, BlockRecord, CacheIndex, IndexTotals, lru_key
 
@@ -180,7 +179,7 @@ def check_block(files: BlockFiles, key: bytes, record: BlockRecord) -> str:
             return "corrupt"
         for number, crc in enumerate(record.crcs):
             data = os.pread(fd, CHUNK, number * CHUNK)
-            if zlib.crc32(data) != crc:
+            if files.checksum(data) != crc:
                 return "corrupt"
         return "ok"
     except OSError:  # an unreadable sector is as bad as a wrong checksum
@@ -245,7 +244,7 @@ def _remove_orphans(index: CacheIndex, files: BlockFiles, older_than: float) -> 
     with os.scandir(files.root) as subdirs:
         for sub in subdirs:
             if not sub.is_dir(follow_symlinks=False):
-                unknown += 1
+                unknown += sub.name != CHECKSUM_FILE
                 continue
             candidates: list[tuple[bytes, str]] = []
             with os.scandir(sub.path) as entries:

@@ -27,6 +27,8 @@ def files_on_disk(files: BlockFiles) -> dict[str, int]:
     """Every block file (not temp files) under blocks/, with its size."""
     found = {}
     for sub in os.scandir(files.root):
+        if not sub.is_dir():  # the CHECKSUM file
+            continue
         for entry in os.scandir(sub.path):
             if not entry.name.endswith(".tmp"):
                 found[entry.name] = entry.stat().st_size

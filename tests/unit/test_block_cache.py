@@ -382,3 +382,28 @@ async def test_commits_are_gathered_and_totals_count_what_waits(tmp_path: os.Pat
         assert (await cache.totals()).blocks == 4
         nursery.cancel_scope.cancel()
     cache.close()
+
+
+def test_new_caches_use_crc32c_and_old_ones_keep_crc32(tmp_path: os.PathLike[str]) -> None:
+    import zlib
+    from pathlib import Path
+
+    import google_crc32c
+
+    fresh = BlockFiles(os.path.join(tmp_path, "new"))
+    key = block_key(OBJ, 0)
+    expected = (google_crc32c.value(b"x" * 65536), google_crc32c.value(b"x" * 4464))
+    assert fresh.write(key, b"x" * 70_000) == expected
+    assert BlockFiles(os.path.join(tmp_path, "new")).checksum is fresh.checksum  # the CHECKSUM file says so
+
+    old_root = Path(tmp_path, "old", "blocks")  # a cache written before the CHECKSUM file: crc32
+    (old_root / key.hex()[:2]).mkdir(parents=True)
+    (old_root / key.hex()[:2] / key.hex()).write_bytes(b"y" * 100)
+    old = BlockFiles(os.path.join(tmp_path, "old"))
+    assert old.checksum is zlib.crc32
+    assert old.read(key, 100, (zlib.crc32(b"y" * 100),)) == b"y" * 100
+    assert (old_root / "CHECKSUM").read_text().strip() == "crc32"
+
+    (old_root / "CHECKSUM").write_text("sha999\n")
+    with pytest.raises(ValueError, match="unknown block checksum 'sha999'"):
+        BlockFiles(os.path.join(tmp_path, "old"))
