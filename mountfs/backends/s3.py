@@ -21,6 +21,7 @@ import datetime
 import email.utils
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -159,7 +160,11 @@ def translate(exc: Exception, what: str) -> Exception:
                             "[[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE)")
     if isinstance(exc, botocore.exceptions.ProfileNotFound):
         return AccessDenied(f"{what}: {exc} (check AWS_PROFILE and the shared credentials file)")
-    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+    if isinstance(exc, ssl.SSLCertVerificationError):  # retrying cannot help: say what to set
+        return StoreUnavailable(f"{what}: the server's TLS certificate is not trusted "
+                                f"({exc.verify_message}); name its CA bundle with verify = \"/path/ca.pem\" "
+                                f"in its [[s3.credentials]] entry (or verify = false)")
+    if isinstance(exc, (*TRANSIENT_EXCEPTIONS, ssl.SSLError)):
         return Transient(f"{what}: {exc}")
     return exc
 

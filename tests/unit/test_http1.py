@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +154,40 @@ def test_nobody_listening_is_a_connection_error() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(ConnectionError):
         Endpoint("http", "127.0.0.1", port, timeout=1).get("/k", {}, 64)
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_verifies_the_server_against_the_bundle(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+                with server_tls.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(65536)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+            except (OSError, ssl.SSLError):
+                continue  # the client refused our certificate
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):  # the default bundle does not know it
+            Endpoint("https", "127.0.0.1", port, timeout=5).get("/k", {}, 64)
+        trusting = Endpoint("https", "127.0.0.1", port, timeout=5,
+                            tls=ssl.create_default_context(cafile=cert))
+        assert trusting.get("/k", {}, 64).body == b"secret"
+    finally:
+        listener.close()

@@ -400,3 +400,14 @@ def test_a_wrong_region_names_the_right_one(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_untrusted_tls_certificate_is_a_clear_error_not_a_retry() -> None:
+    from mountfs.backends.s3 import translate
+
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_message = "self-signed certificate"
+    error = translate(refused, "GET s3://b/k")
+    assert isinstance(error, StoreUnavailable) and not isinstance(error, Transient)
+    assert "not trusted (self-signed certificate)" in str(error) and 'verify = "/path/ca.pem"' in str(error)
+    assert isinstance(translate(ssl.SSLError(1, "handshake reset"), "GET s3://b/k"), Transient)
