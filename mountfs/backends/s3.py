@@ -23,6 +23,8 @@ import logging
 import os
 import ssl
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,7 +37,7 @@ import botocore.utils
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
-from mountfs.backends.s3_get import Credentials, S3Error, S3Reads
+from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
 from mountfs.errors import (
@@ -147,6 +149,14 @@ def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
     return current
 
 
+def _behind_proxy(settings: S3Settings) -> bool:
+    base, host, _ = object_url(settings, None)
+    proxies = urllib.request.getproxies()
+    if base.partition("://")[0] not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(urllib.parse.urlsplit(base).hostname or host)
+
+
 def translate(exc: Exception, what: str) -> Exception:
     """The mountfs error for a boto3/botocore (or s3_get) failure of the request `what`."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -190,6 +200,9 @@ class S3Store(ObjectStore):
         self.retry = retry
         self.bucket = settings.bucket
         self.store_id = f"s3://{settings.endpoint_url or 'aws'}"
+        # GETs and LISTs go out over mountfs's own connections, which know no proxies: through
+        # an HTTP(S)_PROXY (that NO_PROXY does not exempt) they go with botocore, as it would.
+        self.proxied = _behind_proxy(settings)
 
     @property
     def supports_multipart(self) -> bool:
@@ -231,14 +244,38 @@ class S3Store(ObjectStore):
             return []
 
         def do() -> builtins.list[bytes]:
+            if self.proxied:
+                return self._get_with_sdk(key, start, length, piece, etag)
             reads = reads_for(self.settings, self.retry.request_timeout)
             return reads.get_pieces(key, start, length, piece, etag)
 
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
 
+    def _get_with_sdk(self, key: str, start: int, length: int, piece: int,
+                      etag: str | None) -> builtins.list[bytes]:
+        """A ranged GET through botocore: for endpoints reached through an HTTP proxy."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
+                                "Range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            args["IfMatch"] = f'"{etag}"'
+        try:
+            body = self.client.get_object(**args)["Body"]
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")) == "416":
+                return []  # the range starts at or past the end of the object
+            raise
+        pieces = []
+        while chunk := body.read(piece):
+            while len(chunk) < piece and (more := body.read(piece - len(chunk))):
+                chunk += more
+            pieces.append(chunk)
+        return pieces
+
     def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
              max_keys: int = 1000) -> ListPage:
         def do() -> ListPage:
+            if self.proxied:
+                return self._list_with_sdk(prefix, delimiter, token, max_keys)
             page = reads_for(self.settings, self.retry.request_timeout).list_page(
                 prefix, delimiter, token, max_keys)
             objects = [ObjectMeta(o.key, o.size, _etag(o.etag),
@@ -247,6 +284,22 @@ class S3Store(ObjectStore):
             return ListPage(objects, page.prefixes, page.next_token)
 
         return self._call(f"LIST {self._name(prefix)}", do)
+
+    def _list_with_sdk(self, prefix: str, delimiter: str | None, token: str | None,
+                       max_keys: int) -> ListPage:
+        """A listing through botocore: for endpoints reached through an HTTP proxy."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        if token:
+            args["ContinuationToken"] = token
+        reply = self.client.list_objects_v2(**args)
+        objects = [ObjectMeta(o["Key"], o["Size"], _etag(o.get("ETag", "")),
+                              _ns(o["LastModified"].timestamp()), last_modified_only=True)
+                   for o in reply.get("Contents", [])]
+        prefixes = [p["Prefix"] for p in reply.get("CommonPrefixes", [])]
+        more = reply.get("IsTruncated") and reply.get("NextContinuationToken")
+        return ListPage(objects, prefixes, str(more) if more else None)
 
     def check_access(self) -> None:
         def do() -> None:

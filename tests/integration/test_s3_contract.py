@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import urllib.error
+import urllib.request
 from typing import Any
 
 import botocore.exceptions
@@ -188,3 +192,69 @@ def test_credentials_from_the_environment_and_from_a_profile(
     with pytest.raises(AccessDenied, match="The config profile \\(nobody\\) could not be found"):
         S3Store(settings, RETRY).check_access()
     _clients.clear()
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on 127.0.0.1 that counts what passes through it."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                proxy.seen.append(self.path)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                request = urllib.request.Request(self.path, headers=headers, method=self.command)
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                try:
+                    reply = opener.open(request, timeout=30)
+                    status, body, reply_headers = reply.status, reply.read(), reply.headers
+                except urllib.error.HTTPError as exc:
+                    status, body, reply_headers = exc.code, exc.read(), exc.headers
+                self.send_response(status)
+                for name, value in reply_headers.items():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", reply_headers.get("Content-Length", str(len(body))))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_reads_and_listings_go_through_an_http_proxy(s3_server: Any, s3_bucket: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTP_PROXY set (and NO_PROXY not exempting the endpoint) GETs and LISTs go the way
+    botocore goes, through the proxy; without it they take mountfs's own connections."""
+    proxy = ForwardProxy()
+    try:
+        s3_server.client().put_object(Bucket=s3_bucket, Key="dir/k", Body=b"through the proxy")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        store = s3_store(s3_server, s3_bucket)
+        assert store.proxied
+        assert [o.key for o in store.list("dir/", "/").objects] == ["dir/k"]
+        meta = store.head("dir/k")
+        assert store.get_pieces("dir/k", 0, meta.size, 8, meta.etag) == [b"through ", b"the prox", b"y"]
+        assert store.get_pieces("dir/k", 100, 5, 8, meta.etag) == []
+        assert sum("list-type=2" in path for path in proxy.seen) == 1
+        assert sum(path.endswith("/dir/k") for path in proxy.seen) >= 2
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert not s3_store(s3_server, s3_bucket).proxied
+    finally:
+        proxy.close()
