@@ -26,6 +26,11 @@ FILES = 12  # of one block each (the mounts use 1 MiB blocks)
 BUCKET = "limits"
 
 
+def block_files(cache_dir: str | Path) -> list[Path]:
+    """The block files under blocks/ (in its two-hex-digit subdirectories: not the CHECKSUM file)."""
+    return [p for p in Path(cache_dir, "blocks").glob("*/*") if p.is_file()]
+
+
 @pytest.fixture(scope="module")
 def objects(seaweedfs: S3Server) -> dict[str, bytes]:
     rng = random.Random(11)
@@ -188,7 +193,7 @@ def test_two_daemons_share_one_cache_dir_under_load(mounter: Mounter, seaweedfs:
     stats = mounter.run("cache", "stats", "--json", "-o", f"cache_dir={cache}")
     assert stats.returncode == 0, stats.stderr
     figures = json.loads(stats.stdout)
-    on_disk = [p for p in Path(cache, "blocks").rglob("*") if p.is_file()]
+    on_disk = block_files(cache)
     assert figures["files"] == len(on_disk)
     assert figures["bytes"] == sum(p.stat().st_size for p in on_disk)
     assert figures["bytes"] <= 6 * MiB
@@ -201,7 +206,7 @@ def test_a_corrupted_block_is_detected_and_refetched(mounter: Mounter, seaweedfs
     assert read_direct(mnt.join("b", "f09.bin")) == objects["f09.bin"]
     wait_for(mounter, mnt, lambda s: s["cache"]["blocks"] == 1)
     mounter.umount(mnt)
-    (block,) = [p for p in Path(mnt.cache_dir, "blocks").rglob("*") if p.is_file()]
+    (block,) = block_files(mnt.cache_dir)
     with open(block, "r+b") as f:  # one flipped byte, same length
         f.seek(12345)
         byte = f.read(1)
@@ -215,8 +220,7 @@ def test_a_corrupted_block_is_detected_and_refetched(mounter: Mounter, seaweedfs
     assert read_direct(again.join("b", "f10.bin")) == objects["f10.bin"]
     wait_for(mounter, again, lambda s: s["cache"]["blocks"] == 2)
     mounter.umount(again)
-    blocks = sorted(Path(mnt.cache_dir, "blocks").rglob("*"), key=lambda p: p.stat().st_mtime)
-    newest = [p for p in blocks if p.is_file()][-1]
+    newest = sorted(block_files(mnt.cache_dir), key=lambda p: p.stat().st_mtime)[-1]
     with open(newest, "r+b") as f:
         f.write(b"\0" * 16)
     verify = mounter.run("cache", "verify", "--cache-dir", mnt.cache_dir)

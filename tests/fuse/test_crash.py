@@ -60,7 +60,8 @@ def test_kill_9_while_filling_the_cache_never_serves_a_partial_block(
     # Plant what a writer killed between write and rename leaves: a half block under a temp name
     # of a dead pid. It must never be served, and the next daemon removes it.
     blocks_dir = os.path.join(first.cache_dir, "blocks")
-    some_block = next(os.path.join(d, n) for d, _s, names in os.walk(blocks_dir) for n in names)
+    some_block = next(os.path.join(d, n) for d, _s, names in os.walk(blocks_dir) for n in names
+                      if d != blocks_dir)  # a block, not the CHECKSUM file
     with open(f"{some_block}.999999999.1.tmp", "wb") as f:
         f.write(b"\xff" * 1000)
 

@@ -240,6 +240,11 @@ def test_reads_and_listings_go_through_an_http_proxy(s3_server: Any, s3_bucket: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """With HTTP_PROXY set (and NO_PROXY not exempting the endpoint) GETs and LISTs go the way
     botocore goes, through the proxy; without it they take mountfs's own connections."""
+    import mountfs.backends.s3 as s3_module
+
+    # Clients made here see the proxy for good: keep them out of the process-wide caches.
+    monkeypatch.setattr(s3_module, "_clients", {})
+    monkeypatch.setattr(s3_module, "_readers", {})
     proxy = ForwardProxy()
     try:
         s3_server.client().put_object(Bucket=s3_bucket, Key="dir/k", Body=b"through the proxy")
