@@ -187,6 +187,7 @@ class Uploader:
         # holds a slot, so this also bounds memory to max_concurrency * part_size.
         self._slots = trio.CapacityLimiter(self.max_concurrency)
         self._uploads: dict[str, StagedUpload] = {}
+        self._by_key: dict[str, dict[str, StagedUpload]] = {}  # key -> its uploads by id, oldest first
         self._nursery: trio.Nursery | None = None
         self._retry_wanted = trio.Event()
         # Told of every upload that reached the store (flush or background retry), so the mount can
@@ -269,15 +270,39 @@ class Uploader:
                     await self._io(file.remove)
                 await self._io(self.journal.remove, staging_id)
             raise
-        self._uploads[staging_id] = staged
+        self._add(staged)
         return staged
 
     def staged_for(self, key: str) -> StagedUpload | None:
-        """The live staged upload of `key`, if any (for a reader that wants the newest bytes)."""
-        for staged in self._uploads.values():
-            if staged.key == key and not staged.discarded:
+        """The live staged upload of `key`, if any (for a reader that wants the newest bytes).
+        Asked on every lookup and listing entry: by key, not a walk of every pending upload."""
+        for staged in self._by_key.get(key, {}).values():
+            if not staged.discarded:
                 return staged
         return None
+
+    def _add(self, staged: StagedUpload) -> None:
+        self._uploads[staged.id] = staged
+        self._by_key.setdefault(staged.key, {})[staged.id] = staged
+
+    def _rekey(self, staged: StagedUpload, key: str) -> None:
+        same_key = self._by_key.get(staged.key, {})
+        known = same_key.pop(staged.id, None) is not None
+        if known and not same_key:
+            del self._by_key[staged.key]
+        staged.key = key
+        if known:
+            self._by_key.setdefault(key, {})[staged.id] = staged
+
+    def _remove(self, staged: StagedUpload) -> bool:
+        """False if it was not there."""
+        if self._uploads.pop(staged.id, None) is None:
+            return False
+        same_key = self._by_key.get(staged.key, {})
+        same_key.pop(staged.id, None)
+        if not same_key:
+            self._by_key.pop(staged.key, None)
+        return True
 
     def staged_uploads(self) -> list[StagedUpload]:
         """Every live staged upload that is not discarded (open files and uploads still pending)."""
@@ -608,7 +633,7 @@ class Uploader:
     async def _drop(self, staged: StagedUpload) -> None:
         """Forget the upload: record first, file second (a file without a record is swept by
         recovery; a record without a file would be reported as lost data)."""
-        if self._uploads.pop(staged.id, None) is None:
+        if not self._remove(staged):
             return
         staged.dropped = True
         with trio.CancelScope(shield=True):
@@ -649,7 +674,7 @@ class Uploader:
             await self._wait_streams(staged)
             if staged.upload_id is not None:
                 await self._reset_multipart(staged, abort=True)
-            staged.key = key
+            self._rekey(staged, key)
             staged.base = staged.meta = None
             staged.uploaded_clock = -1
             staged.mtime_sent = None
@@ -711,7 +736,7 @@ class Uploader:
                 if await self._io(file.md5, offset, length) == part.etag:
                     staged.parts[part.number - 1] = _Part(part.number, part.etag, offset, length,
                                                           file.version(offset, length))
-        self._uploads[staged.id] = staged
+        self._add(staged)
         await self._sync(staged)
         return staged
 
