@@ -75,6 +75,8 @@ class BlockCache:
         # (a fast store must not pile up blocks in memory behind a slower cache disk).
         self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
+        # The same records by key until committed: a block on disk is found before its commit.
+        self._pending: dict[bytes, BlockRecord] = {}
         self._commit_lock = threading.Lock()
         self._commit_wanted = trio.Event()
         # Eviction, off until the daemon calls enable_eviction().
@@ -143,7 +145,7 @@ class BlockCache:
     def _open_and_read(self, key: bytes, block: OpenBlock | None, start: int,
                        stop: int) -> tuple[OpenBlock | None, Buffer | None]:
         if block is None:
-            record = self.index.lookup(key)
+            record = self._record(key)
             if record is None:
                 return None, None
             block = self.files.open(key, record.length, record.crcs)
@@ -270,7 +272,9 @@ class BlockCache:
                 return
             finally:
                 self._persist_slots.release()
-            self._to_commit.append((obj, key, BlockRecord(len(data), crcs, time.time())))
+            record = BlockRecord(len(data), crcs, time.time())
+            self._pending[key] = record
+            self._to_commit.append((obj, key, record))
             self._commit_wanted.set()
 
     async def run_committer(self) -> None:
@@ -296,7 +300,17 @@ class BlockCache:
     def _commit_pending(self) -> IndexTotals | None:
         with self._commit_lock:  # the committer and `totals` may both be here
             batch, self._to_commit = self._to_commit, []
-            return self.index.commit_many(batch) if batch else None
+            if not batch:
+                return None
+            totals = self.index.commit_many(batch)
+            for _, key, record in batch:
+                if self._pending.get(key) is record:
+                    del self._pending[key]
+            return totals
+
+    def _record(self, key: bytes) -> BlockRecord | None:
+        """The block's record: written and waiting for its commit, or in the index."""
+        return self._pending.get(key) or self.index.lookup(key)
 
     def _load_many(self, keys: dict[int, bytes]) -> dict[int, bytes]:
         """Of the blocks `keys` names (by index), those found whole and sound on disk."""
@@ -308,7 +322,7 @@ class BlockCache:
         return found
 
     def _load(self, key: bytes) -> bytes | None:
-        record = self.index.lookup(key)
+        record = self._record(key)
         if record is None:
             return None
         try:
@@ -318,9 +332,10 @@ class BlockCache:
             return None
 
     def _drop_corrupt(self, key: bytes, exc: CorruptBlock) -> None:
-        if self.index.lookup(key) is None:
+        if self._record(key) is None:
             return  # evicted (here or by another daemon) between lookup and read: a plain miss
         log.warning("dropping cached block: %s", exc)
+        self._pending.pop(key, None)
         self.stats.corrupt += 1
         self.index.remove(key)
         self.files.remove(key)
