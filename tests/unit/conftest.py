@@ -1,11 +1,29 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from mountfs.backends.async_store import AsyncStore
+from mountfs.backends.base import ObjectMeta
 from mountfs.backends.memory import MemoryStore
 from mountfs.namespace.inodes import MountRoot
 from mountfs.namespace.tree import Namespace
+
+
+class GatedStore(MemoryStore):
+    """PUT waits for the test to open the gate: a window in which the test acts while an upload is
+    in flight (writes again, sets an mtime)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+        self.entered.set()
+        assert self.gate.wait(10)
+        return super().put(key, data, mtime_ns)
 
 
 class FakeClock:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +18,6 @@ import trio
 import trio.testing
 
 from mountfs.backends.async_store import AsyncStore
-from mountfs.backends.base import ObjectMeta
 from mountfs.backends.memory import MemoryStore
 from mountfs.cache.block_cache import BlockCache
 from mountfs.config import WriteConfig
@@ -30,7 +28,7 @@ from mountfs.namespace.tree import Namespace
 from mountfs.upload.journal import UploadJournal
 from mountfs.upload.staging import StagedFile
 from mountfs.upload.uploader import Uploader
-from tests.unit.conftest import FakeClock
+from tests.unit.conftest import FakeClock, GatedStore
 
 BLOCK = 64 * 1024
 PART = 1024
@@ -134,20 +132,6 @@ async def listing(ops: Operations, path: str, monkeypatch: pytest.MonkeyPatch) -
     await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
     await ops.releasedir(fh)
     return sorted(names)
-
-
-class GatedStore(MemoryStore):
-    """PUT waits for the test to open the gate: a window in which utimens arrives."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
-        self.entered.set()
-        assert self.gate.wait(10)
-        return super().put(key, data, mtime_ns)
 
 
 def setattr_fields(**updates: bool) -> Any:

@@ -31,6 +31,7 @@ from mountfs.errors import (
 from mountfs.upload.journal import CLEAN, FAILED, STAGING, UploadJournal
 from mountfs.upload.staging import Reader
 from mountfs.upload.uploader import PendingUpload, StagedUpload, Uploader
+from tests.unit.conftest import GatedStore
 
 PART = 1024
 DATA = bytes(range(251)) * 25  # 6275 bytes: six full parts and a tail
@@ -478,20 +479,6 @@ async def test_rename_while_staged_uploads_under_the_new_key(uploader: Uploader,
     await uploader.flush(staged)
     assert store.keys() == ["final.bin"] and stored(store, "final.bin") == DATA
     assert uploader.staged_for("final.bin") is staged and uploader.staged_for("tmp.part") is None
-
-
-class GatedStore(MemoryStore):
-    """PUT waits for the test to open the gate: a window in which the application writes again."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
-        self.entered.set()
-        assert self.gate.wait(10)
-        return super().put(key, data, mtime_ns)
 
 
 async def test_a_write_during_an_upload_leaves_the_file_dirty(journal: UploadJournal) -> None:
