@@ -167,15 +167,6 @@ class Namespace:
         self._grafts[(id(owner), key)] = node
         return node
 
-    def graft_at(self, mount: MountRoot, prefix: str) -> Node | None:
-        """The root of the mount grafted at directory `prefix` of `mount`, if there is one."""
-        return self._grafts.get((id(mount), prefix))
-
-    def holds_graft(self, mount: MountRoot, prefix: str) -> bool:
-        """Is a mount grafted at or below directory `prefix` of `mount` (so it cannot be removed
-        or renamed)?"""
-        return any(m == id(mount) and key.startswith(prefix) for m, key in self._grafts)
-
     def _grafted_names(self, mount: MountRoot, prefix: str) -> list[str]:
         """The subdirectory prefixes of `prefix` that lead to a graft: shown even if the store
         has nothing there."""
