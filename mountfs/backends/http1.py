@@ -68,12 +68,6 @@ class Endpoint:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-
     def get(self, target: str, headers: dict[str, str], piece: int) -> Response:
         """GET `target` (an encoded path) with `headers` (Host is added); a 2xx body comes in
         `piece`-sized pieces, any other in one."""

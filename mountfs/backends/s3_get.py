@@ -151,12 +151,6 @@ class S3Reads:
         self._endpoints: dict[str, http1.Endpoint] = {}
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        with self._lock:
-            endpoints, self._endpoints = list(self._endpoints.values()), {}
-        for endpoint in endpoints:
-            endpoint.close()
-
     def endpoint(self, base: str) -> http1.Endpoint:
         """The connections to `base` ("https://host:port"), made on first use."""
         endpoint = self._endpoints.get(base)
