@@ -62,9 +62,9 @@ class Node:
     pinned: bool = False  # part of the fixed tree: never forgotten
     children: dict[bytes, Node] = field(default_factory=dict)  # virtual directories only
     staged: StagedUpload | None = None  # written in this mount and not yet settled in the store
-    mtime_pin: tuple[str | None, int] | None = None
+    mtime_pin: tuple[str, int] | None = None
     """The object's own mtime as last seen whole (a HEAD, an upload, utimens): (the ETag of that
-    version, or None for the next upload, mtime_ns). A listing that shows only the store's time of
+    version, mtime_ns). A listing that shows only the store's time of
     last write (S3's: `ObjectMeta.last_modified_only`) does not override it while the ETag holds."""
     unlinked: bool = False  # removed from the tree; lives on while the kernel holds it
     written_etag: str | None = None  # the version this mount uploaded last: open handles follow it

@@ -442,13 +442,7 @@ class Namespace:
             self._negative = {slot: t for slot, t in self._negative.items()
                               if slot[0] != id(mount) or not slot[1].startswith(new_key)}
         self.inodes.move(node, new_parent, new_name, new_key)
-        pin = node.mtime_pin
-        if pin is not None and not node.is_dir:  # the same bytes under a new name: keep the user's mtime
-            if node.live_staged() is not None:
-                node.mtime_pin = (None, pin[1])
-            elif meta is not None and meta.etag:
-                node.mtime_pin = (meta.etag, pin[1])
-        if meta is not None:
+        if meta is not None:  # a copy keeps the source's metadata, its mtime with it
             self._set_meta(node, meta)
         listing = self._listings.get((id(mount), new_parent.key))
         if listing is not None:
