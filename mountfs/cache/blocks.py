@@ -81,11 +81,12 @@ class BlockFiles:
             self._made.add(folder)
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
         try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                fd = os.open(temp, flags, 0o644)
             except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
                 os.makedirs(folder, exist_ok=True)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                fd = os.open(temp, flags, 0o644)
             try:
                 view = memoryview(data)
                 while view:
