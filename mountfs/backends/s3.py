@@ -382,15 +382,24 @@ class S3Store(ObjectStore):
         if not self._call(f"COPY {self._name(src_key)} to {dst_key}", do):
             source = self._head(src_key)
             meta = _head_meta(src_key, source)
-            kept: dict[str, Any] = {field: source[field] for field in _KEPT_ON_COPY if source.get(field)}
-            kept |= self._sse()
             self._copy_in_parts(src_key, meta.size, f'"{meta.etag}"', dict(source.get("Metadata") or {}),
-                                kept, dst_key=dst_key)
+                                self._kept_on_copy(source), dst_key=dst_key)
         return self.head(dst_key)
 
     # --- modification time: a copy in place with new metadata -------------------------------
 
     copy_limit = 5 << 30  # the largest object one CopyObject copies
+
+    def _kept_on_copy(self, head: dict[str, Any]) -> dict[str, Any]:
+        """What a copy that sets its own metadata (REPLACE, or a multipart copy) must repeat from
+        the source's HEAD: content headers, storage class and SSE-KMS key."""
+        kept: dict[str, Any] = {field: head[field] for field in _KEPT_ON_COPY if head.get(field)}
+        if head.get("StorageClass") not in (None, "STANDARD"):
+            kept["StorageClass"] = head["StorageClass"]
+        kept |= self._sse()
+        if not kept.get("SSEKMSKeyId") and head.get("ServerSideEncryption") == "aws:kms":
+            kept |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": head.get("SSEKMSKeyId")}
+        return kept
     copy_part_size = 512 << 20  # parts of a multipart copy above it
     copy_concurrency = 8
 
@@ -403,12 +412,7 @@ class S3Store(ObjectStore):
             if mtime.from_metadata(reply.get("Metadata")) == mtime_ns:
                 return meta  # already there (a retried request that had gone through)
             metadata[mtime.MTIME_KEY] = mtime.format_seconds(mtime_ns)
-            kept: dict[str, Any] = {field: reply[field] for field in _KEPT_ON_COPY if reply.get(field)}
-            if reply.get("StorageClass") not in (None, "STANDARD"):
-                kept["StorageClass"] = reply["StorageClass"]
-            kept |= self._sse()
-            if not kept.get("SSEKMSKeyId") and reply.get("ServerSideEncryption") == "aws:kms":
-                kept |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": reply.get("SSEKMSKeyId")}
+            kept = self._kept_on_copy(reply)
             if_match = f'"{meta.etag}"'
             try:
                 if meta.size > self.copy_limit:
