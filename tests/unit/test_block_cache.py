@@ -384,7 +384,7 @@ async def test_commits_are_gathered_and_totals_count_what_waits(tmp_path: os.Pat
     cache.close()
 
 
-def test_new_caches_use_crc32c_and_old_ones_keep_crc32(tmp_path: os.PathLike[str]) -> None:
+def test_new_caches_use_crc32c_in_16k_chunks_and_old_ones_keep_theirs(tmp_path: os.PathLike[str]) -> None:
     import zlib
     from pathlib import Path
 
@@ -392,9 +392,19 @@ def test_new_caches_use_crc32c_and_old_ones_keep_crc32(tmp_path: os.PathLike[str
 
     fresh = BlockFiles(os.path.join(tmp_path, "new"))
     key = block_key(OBJ, 0)
-    expected = (google_crc32c.value(b"x" * 65536), google_crc32c.value(b"x" * 4464))
+    expected = (google_crc32c.value(b"x" * 16384),) * 4 + (google_crc32c.value(b"x" * 4464),)
     assert fresh.write(key, b"x" * 70_000) == expected
-    assert BlockFiles(os.path.join(tmp_path, "new")).checksum is fresh.checksum  # the CHECKSUM file says so
+    again = BlockFiles(os.path.join(tmp_path, "new"))  # the CHECKSUM file says so
+    assert (again.checksum, again.chunk) == (fresh.checksum, 16384)
+
+    earlier = Path(tmp_path, "earlier", "blocks")  # crc32c in 64 KiB chunks, as mountfs wrote before
+    earlier.mkdir(parents=True)
+    (earlier / "CHECKSUM").write_text("crc32c\n")
+    sixty_four = BlockFiles(os.path.join(tmp_path, "earlier"))
+    assert sixty_four.chunk == 65536
+    assert sixty_four.write(key, b"x" * 70_000) == (google_crc32c.value(b"x" * 65536),
+                                                     google_crc32c.value(b"x" * 4464))
+    assert sixty_four.read(key, 70_000, sixty_four.write(key, b"x" * 70_000), 65530, 65540) == b"x" * 10
 
     old_root = Path(tmp_path, "old", "blocks")  # a cache written before the CHECKSUM file: crc32
     (old_root / key.hex()[:2]).mkdir(parents=True)
@@ -429,4 +439,99 @@ async def test_a_block_written_but_not_yet_committed_is_read_from_disk(tmp_path:
         assert await cache.read(OBJ, len(DATA), 0, len(DATA), again.fetch) == DATA
         assert again.fetches == []
         nursery.cancel_scope.cancel()
+    cache.close()
+
+
+async def _opened_cache(tmp_path: os.PathLike[str], data: bytes, block_size: int) -> BlockCache:
+    """A cache whose blocks of `data` are on disk, with no memory layer, each block opened once."""
+    first = BlockCache(str(tmp_path), block_size, 8 << 20)
+    await first.read(OBJ, len(data), 0, len(data), Source(data, piece=block_size).fetch)
+    first.close()
+    cache = BlockCache(str(tmp_path), block_size, 0)
+    for offset in range(0, len(data), block_size):
+        await cache.read(OBJ, len(data), offset, 10, Source().fetch)
+    return cache
+
+
+def _count_threads(cache: BlockCache, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    real_io = cache._io
+
+    async def counted_io(*args: object) -> object:
+        calls[0] += 1
+        return await real_io(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache, "_io", counted_io)
+    return calls
+
+
+async def test_a_small_read_that_misses_the_page_cache_waits_for_it_on_the_loop(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.cache import blocks
+
+    data = os.urandom(2 * BLOCK)
+    cache = await _opened_cache(tmp_path, data, BLOCK)
+    threads = _count_threads(cache, monkeypatch)
+    misses = {"left": 0}
+    real_nowait = blocks.OpenBlock.read_nowait
+
+    def slow_disk(self: blocks.OpenBlock, start: int, end: int) -> object:
+        if misses["left"]:
+            misses["left"] -= 1
+            return None  # the disk read is still under way
+        return real_nowait(self, start, end)
+
+    monkeypatch.setattr(blocks.OpenBlock, "read_nowait", slow_disk)
+    for offset in (100, BLOCK + 5000, 30_000):
+        misses["left"] = 3
+        assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
+        assert misses["left"] == 0
+    assert threads[0] == 0, "the pages came while polling: no worker thread"
+
+    cache.poll.budget = 0.0  # a disk slower than the budget: read in a thread, then stop polling
+    misses["left"] = 10**6
+    assert await cache.read(OBJ, len(data), 200, 4096, Source().fetch) == data[200:4296]
+    assert threads[0] == 1
+    asked = misses["left"]
+    assert await cache.read(OBJ, len(data), 300, 4096, Source().fetch) == data[300:4396]
+    assert threads[0] == 2 and asked - misses["left"] == 1, "one page-cache check, then the thread"
+    cache.close()
+
+
+async def test_a_large_read_that_misses_the_page_cache_goes_to_a_thread_at_once(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.cache import blocks
+
+    big_block = 1 << 20
+    data = os.urandom(big_block)
+    cache = await _opened_cache(tmp_path, data, big_block)
+    threads = _count_threads(cache, monkeypatch)
+    buffers: list[object] = []
+    real_preadv = os.preadv
+
+    def uncached(fd: int, buffers_: list[bytearray], offset: int, flags: int = 0) -> int:
+        buffers.append(buffers_[0])
+        if flags & os.RWF_NOWAIT:
+            raise BlockingIOError
+        return real_preadv(fd, buffers_, offset, flags)
+
+    monkeypatch.setattr(blocks.os, "preadv", uncached)
+    assert await cache.read(OBJ, len(data), 4096, 512 * 1024, Source().fetch) == data[4096:4096 + 512 * 1024]
+    assert threads[0] == 1
+    assert len(buffers) == 2 and buffers[0] is buffers[1], "the missed read's buffer is read into"
+    cache.close()
+
+
+async def test_a_read_cancelled_while_polling_keeps_its_block_open(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.cache import blocks
+
+    data = os.urandom(BLOCK)
+    cache = await _opened_cache(tmp_path, data, BLOCK)
+    monkeypatch.setattr(blocks.OpenBlock, "read_nowait", lambda self, start, end: None)
+    cache.poll.budget = 60.0
+    with trio.move_on_after(0.05):
+        await cache.read(OBJ, len(data), 100, 4096, Source().fetch)
+    (block,) = cache._open_blocks.values()
+    assert not block.closed
     cache.close()
