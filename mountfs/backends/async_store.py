@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
+from mountfs.buffers import Piece
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import Offline, StoreUnavailable, Transient
 
@@ -77,7 +78,7 @@ class AsyncStore:
         return data
 
     async def get_pieces(self, key: str, start: int, length: int, piece: int,
-                         etag: str | None) -> list[bytes]:
+                         etag: str | None) -> list[Piece]:
         pieces = await self._counted("get", self.store.get_pieces, key, start, length, piece, etag)
         self.stats.bytes_fetched += sum(map(len, pieces))
         return pieces

@@ -10,6 +10,7 @@ import abc
 import builtins
 from dataclasses import dataclass, field
 
+from mountfs.buffers import Piece
 from mountfs.errors import Unsupported
 
 
@@ -96,7 +97,7 @@ class ObjectStore(abc.ABC):
         """
 
     def get_pieces(self, key: str, start: int, length: int, piece: int,
-                   etag: str | None = None) -> builtins.list[bytes]:
+                   etag: str | None = None) -> builtins.list[Piece]:
         """`get_range` as consecutive `piece`-byte parts (the last may be shorter): one request
         fills several cache blocks, each its own buffer. Adapters that can stream override this
         to avoid the copy made here."""

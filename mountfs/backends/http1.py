@@ -9,11 +9,14 @@ failures are raised as ConnectionError or TimeoutError, which the retry policy t
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import BinaryIO, cast
+from typing import cast
+
+from mountfs.buffers import Piece, aligned
 
 MAX_LINE = 65536  # longest status or header line accepted
 MAX_HEADERS = 200
@@ -32,7 +35,7 @@ class _ClosedIdle(ConnectionError):
 class Response:
     status: int
     headers: dict[str, str]  # names in lower case
-    pieces: list[bytes] = field(default_factory=list)  # the body, in pieces of the size asked for
+    pieces: list[Piece] = field(default_factory=list)  # the body, in pieces of the size asked for
 
     @property
     def body(self) -> bytes:
@@ -42,7 +45,7 @@ class Response:
 class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = cast(BinaryIO, sock.makefile("rb", buffering=MAX_LINE))
+        self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=MAX_LINE))
 
     def close(self) -> None:
         try:
@@ -142,8 +145,8 @@ class Endpoint:
             except ValueError:
                 raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
             if 200 <= status < 300 and piece > 0:
-                return Response(status, headers, _exactly(reader, length, piece)), keep
-            body = _exactly(reader, length, max(1, length))[0] if length else b""
+                return Response(status, headers, _aligned_pieces(reader, length, piece)), keep
+            body = _exactly(reader, length) if length else b""
         else:
             body, keep = reader.read(), False  # to the end of the connection
         return Response(status, headers, _split(body, piece) if 200 <= status < 300 else [body]), keep
@@ -160,7 +163,7 @@ def _status(line: bytes) -> tuple[int, str]:
     return int(parts[1]), parts[0].decode("latin-1")
 
 
-def _headers(reader: BinaryIO) -> dict[str, str]:
+def _headers(reader: io.BufferedReader) -> dict[str, str]:
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS):
         line = reader.readline(MAX_LINE + 1)
@@ -174,21 +177,32 @@ def _headers(reader: BinaryIO) -> dict[str, str]:
     raise ProtocolError(f"more than {MAX_HEADERS} header lines")
 
 
-def _exactly(reader: BinaryIO, length: int, piece: int) -> list[bytes]:
-    """`length` body bytes in pieces of `piece` (the last may be shorter)."""
-    pieces = []
-    remaining = length
-    while remaining > 0:
-        data = reader.read(min(piece, remaining))  # a buffered read: all of it, or the end
-        if len(data) < min(piece, remaining):
-            got = length - remaining + len(data)
-            raise ProtocolError(f"the connection closed after {got} of {length} body bytes")
-        pieces.append(data)
-        remaining -= len(data)
+def _exactly(reader: io.BufferedReader, length: int) -> bytes:
+    data = reader.read(length)  # a buffered read: all of it, or the end
+    if len(data) < length:
+        raise ProtocolError(f"the connection closed after {len(data)} of {length} body bytes")
+    return data
+
+
+def _aligned_pieces(reader: io.BufferedReader, length: int, piece: int) -> list[Piece]:
+    """`length` body bytes in pieces of `piece` (the last may be shorter), each page-aligned so
+    the block cache can write it to disk with O_DIRECT as it is."""
+    pieces: list[Piece] = []
+    done = 0
+    while done < length:
+        view = aligned(min(piece, length - done))
+        filled = 0
+        while filled < len(view):
+            got = reader.readinto(view[filled:])
+            if not got:
+                raise ProtocolError(f"the connection closed after {done + filled} of {length} body bytes")
+            filled += got
+        pieces.append(view)
+        done += filled
     return pieces
 
 
-def _chunked(reader: BinaryIO) -> bytes:
+def _chunked(reader: io.BufferedReader) -> bytes:
     parts: list[bytes] = []
     while True:
         line = reader.readline(MAX_LINE + 1)
@@ -199,12 +213,12 @@ def _chunked(reader: BinaryIO) -> bytes:
         if size == 0:
             _headers(reader)  # trailers, then the blank line
             return b"".join(parts)
-        parts.append(_exactly(reader, size, size)[0])
+        parts.append(_exactly(reader, size))
         if reader.readline(MAX_LINE + 1) not in (b"\r\n", b"\n"):
             raise ProtocolError("a chunk did not end with CRLF")
 
 
-def _split(body: bytes, piece: int) -> list[bytes]:
+def _split(body: bytes, piece: int) -> list[Piece]:
     if not body:
         return []
     if piece <= 0 or len(body) <= piece:

@@ -39,6 +39,7 @@ from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
 from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
 from mountfs.backends.s3_settings import S3Settings
+from mountfs.buffers import Piece
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
@@ -236,14 +237,14 @@ class S3Store(ObjectStore):
 
     def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
         pieces = self.get_pieces(key, start, length, max(length, 1), etag)
-        return pieces[0] if pieces else b""
+        return bytes(pieces[0]) if pieces else b""
 
     def get_pieces(self, key: str, start: int, length: int, piece: int,
-                   etag: str | None = None) -> builtins.list[bytes]:
+                   etag: str | None = None) -> builtins.list[Piece]:
         if length <= 0:
             return []
 
-        def do() -> builtins.list[bytes]:
+        def do() -> builtins.list[Piece]:
             if self.proxied:
                 return self._get_with_sdk(key, start, length, piece, etag)
             reads = reads_for(self.settings, self.retry.request_timeout)
@@ -252,7 +253,7 @@ class S3Store(ObjectStore):
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
 
     def _get_with_sdk(self, key: str, start: int, length: int, piece: int,
-                      etag: str | None) -> builtins.list[bytes]:
+                      etag: str | None) -> builtins.list[Piece]:
         """A ranged GET through botocore: for endpoints reached through an HTTP proxy."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
                                 "Range": f"bytes={start}-{start + length - 1}"}
@@ -264,7 +265,7 @@ class S3Store(ObjectStore):
             if str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")) == "416":
                 return []  # the range starts at or past the end of the object
             raise
-        pieces = []
+        pieces: builtins.list[Piece] = []
         while chunk := body.read(piece):
             while len(chunk) < piece and (more := body.read(piece - len(chunk))):
                 chunk += more

@@ -26,6 +26,7 @@ import botocore.httpsession
 
 from mountfs.backends import http1
 from mountfs.backends.s3_settings import S3Settings
+from mountfs.buffers import Piece
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET's payload, signed as botocore does over http
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
@@ -174,7 +175,7 @@ class S3Reads:
             return endpoint
 
     def get_pieces(self, key: str, start: int, length: int, piece: int, etag: str | None,
-                   now: Callable[[], datetime.datetime] | None = None) -> list[bytes]:
+                   now: Callable[[], datetime.datetime] | None = None) -> list[Piece]:
         """Bytes [start, start + length) in `piece`-sized parts; [] when `start` is past the end.
         Raises S3Error for an error answer, ConnectionError or TimeoutError for a failed connection."""
         base, host, path = object_url(self.settings, key)

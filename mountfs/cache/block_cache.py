@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import trio
 
 from mountfs.backends.base import ObjectId
-from mountfs.cache.blocks import BlockFiles, Buffer, CorruptBlock, OpenBlock
+from mountfs.buffers import Buffer, Piece
+from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
 from mountfs.concurrency import BlockingRunner
@@ -26,7 +27,7 @@ from mountfs.errors import NoSpace, Stale
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[int, int], Awaitable[list[bytes]]]
+Fetch = Callable[[int, int], Awaitable[list[Piece]]]
 """fetch(start, length) -> the object's bytes in that range, from the store, as block-sized pieces."""
 
 TOUCH_FLUSH_INTERVAL = 5.0
@@ -75,7 +76,7 @@ class CacheStats:
 class _InFlight:
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.data: bytes | None = None
+        self.data: Piece | None = None
         self.error: BaseException | None = None
 
 
@@ -88,7 +89,7 @@ class BlockCache:
         self.stats = CacheStats()
         self._io = BlockingRunner(io_threads)
         self.poll = PageCachePoll()
-        self._memory: OrderedDict[bytes, bytes] = OrderedDict()
+        self._memory: OrderedDict[bytes, Piece] = OrderedDict()
         self._memory_bytes = 0
         self._memory_limit = memory_bytes
         self._in_flight: dict[bytes, _InFlight] = {}
@@ -218,7 +219,7 @@ class BlockCache:
         return key in self._memory or key in self._in_flight
 
     async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch,
-                        on_disk_checked: bool = False) -> bytes:
+                        on_disk_checked: bool = False) -> Piece:
         """The whole block, fetched at most once however many readers ask at the same time.
         `on_disk_checked`: the caller just found it missing on disk, so go straight to the store."""
         key = block_key(obj, index)
@@ -256,10 +257,10 @@ class BlockCache:
             await self._fill(obj, object_size, claimed, fetch, on_disk_checked=False)
 
     async def _fill(self, obj: ObjectId, object_size: int, claimed: dict[int, tuple[bytes, _InFlight]],
-                    fetch: Fetch, on_disk_checked: bool) -> dict[int, bytes]:
+                    fetch: Fetch, on_disk_checked: bool) -> dict[int, Piece]:
         """Settle every claimed flight: with its block from disk or from the store, or with the
         error that stopped it (a cancelled fill leaves no error: its waiters try on their own)."""
-        filled: dict[int, bytes] = {}
+        filled: dict[int, Piece] = {}
         pending = dict(claimed)
         try:
             if not on_disk_checked:
@@ -278,9 +279,9 @@ class BlockCache:
                 if got != length or any(len(piece) != self.block_size for piece in pieces[:-1]):
                     # The object is shorter than its metadata said: it changed under us.
                     raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {got}")
-                for index, data in zip(run, pieces, strict=True):
+                for index, piece in zip(run, pieces, strict=True):
                     key, flight = pending.pop(index)
-                    filled[index] = self._settle(key, flight, data)  # readers first, then the disk
+                    filled[index] = self._settle(key, flight, piece)  # readers first, then the disk
                 with trio.CancelScope(shield=True):  # a closed file must not leave blocks unwritten
                     for index in run:
                         await self._keep(obj, block_key(obj, index), filled[index])
@@ -293,14 +294,14 @@ class BlockCache:
             raise
         return filled
 
-    def _settle(self, key: bytes, flight: _InFlight, data: bytes) -> bytes:
+    def _settle(self, key: bytes, flight: _InFlight, data: Piece) -> Piece:
         flight.data = data
         self._remember(key, data)
         del self._in_flight[key]
         flight.done.set()
         return data
 
-    async def _keep(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+    async def _keep(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         """Write a fetched block to disk: in the background when the daemon gave us a nursery."""
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
@@ -308,7 +309,7 @@ class BlockCache:
             await self._persist_slots.acquire()
             self.nursery.start_soon(self._persist, obj, key, data)
 
-    async def _persist(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+    async def _persist(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         # Shielded: a block being written when the daemon stops is finished and committed.
         with trio.CancelScope(shield=True):
             try:
@@ -388,11 +389,11 @@ class BlockCache:
         self.index.remove(key)
         self.files.remove(key)
 
-    def _store(self, obj: ObjectId, key: bytes, data: bytes) -> None:
+    def _store(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         crcs = self.files.write(key, data)
         self.index.commit(obj, key, BlockRecord(len(data), crcs, time.time()))
 
-    def _remember(self, key: bytes, data: bytes) -> None:
+    def _remember(self, key: bytes, data: Piece) -> None:
         if len(data) > self._memory_limit:
             return
         self._memory[key] = data

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import mmap
 import os
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import google_crc32c
+import crc32c
 
+from mountfs.buffers import ALIGN, Buffer, is_aligned
 from mountfs.errors import NoSpace
 from mountfs.processes import process_alive
+
+log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
 # Checksum granularity of new cache dirs. A small read must read and check whole chunks: measured
@@ -23,17 +29,16 @@ TEMP_SUFFIX = ".tmp"
 CHUNK = 16 * 1024
 LEGACY_CHUNK = 64 * 1024
 SPARE_BYTES = 256 * 1024  # a missed read_nowait this large hands its buffer to the blocking read
-
-Buffer = bytes | bytearray | memoryview
-
+DIRECT_PIECE = 1024 * 1024  # bytes per O_DIRECT write through a writer thread's staging buffer
 
 Checksum = Callable[[Buffer], int]
 
 
 def _crc32c(data: Buffer) -> int:
-    """CRC-32C with the CPU's instruction: about 2.6 us per 64 KiB chunk here, zlib's crc32 8.8.
-    (google_crc32c takes bytes only: a view is copied first, which still leaves it far ahead.)"""
-    return int(google_crc32c.value(data if isinstance(data, bytes) else bytes(data)))
+    """CRC-32C with the CPU's instruction, from the crc32c package, which takes any buffer: a 4 MiB
+    block in 16 KiB chunks in about 0.24 ms here. google_crc32c took 0.35 ms, as it takes bytes
+    only and a view of a block had to be copied first; zlib's crc32 is about 3x slower."""
+    return int(crc32c.crc32c(data))
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,13 @@ CHECKSUM_FILE = "CHECKSUM"  # in blocks/: which of CHECKSUMS this cache dir's re
 
 
 def chunk_crcs(data: Buffer, checksum: Checksum = _crc32c, chunk: int = CHUNK) -> tuple[int, ...]:
-    """One checksum per chunk. Slices of bytes are bytes already: no view to copy again."""
-    sliced: Buffer = data if isinstance(data, bytes) else memoryview(data)
-    return tuple(checksum(sliced[i:i + chunk]) for i in range(0, len(sliced), chunk))
+    view = memoryview(data)
+    return tuple(checksum(view[i:i + chunk]) for i in range(0, len(view), chunk))
 
 
 def checksum_of_dir(root: str) -> str:
-    """The checksum a blocks dir uses: what its CHECKSUM file says; crc32c for a new dir; crc32
-    for one written before the file existed (mountfs 0.1 caches keep working as they are)."""
+    """The checksum a blocks dir uses: what its CHECKSUM file says; crc32c in 16 KiB chunks for a
+    new dir; crc32 for one written before the file existed (old caches keep working as they are)."""
     path = os.path.join(root, CHECKSUM_FILE)
     with contextlib.suppress(FileNotFoundError), open(path) as f:
         return f.read().strip()
@@ -72,6 +76,24 @@ def checksum_of_dir(root: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(kind + "\n")
     return kind
+
+
+def _write_direct(fd: int, data: memoryview, staging: mmap.mmap) -> None:
+    """`data` to an O_DIRECT file: as it is if it is page-aligned (blocks from S3 are received into
+    aligned buffers), else through the page-aligned `staging` buffer a piece at a time. The part
+    past the last whole ALIGN bytes goes through `staging` too, padded, and is cut back."""
+    size = len(data)
+    whole = size - size % ALIGN if is_aligned(data) else 0
+    if whole and os.pwrite(fd, data[:whole], 0) != whole:
+        raise OSError(errno.EIO, "short O_DIRECT write")
+    for offset in range(whole, size, len(staging)):
+        piece = min(len(staging), size - offset)
+        staging[:piece] = data[offset:offset + piece]
+        padded = -(-piece // ALIGN) * ALIGN
+        if os.pwrite(fd, memoryview(staging)[:padded], offset) != padded:
+            raise OSError(errno.EIO, "short O_DIRECT write")
+    if size % ALIGN:
+        os.ftruncate(fd, size)
 
 
 class CorruptBlock(Exception):
@@ -88,12 +110,19 @@ class BlockFiles:
             raise ValueError(f"{self.root}: unknown block checksum {kind!r} (a newer mountfs?)")
         self.checksum = CHECKSUMS[kind].function
         self.chunk = CHECKSUMS[kind].chunk
+        # Blocks are written with O_DIRECT (turned off for good where the file system refuses it):
+        # through the page cache, a cold read kept every byte twice in memory (the reader's pages
+        # of the file and the block file's), and on this VM, whose free memory goes back to the
+        # host, filling fresh page-cache pages cost 1.2-2.5 s of system time per GiB written
+        # against 0.15 s direct.
+        self.direct = True
+        self._local = threading.local()
 
     def path(self, key: bytes) -> str:
         name = key.hex()
         return os.path.join(self.root, name[:2], name)
 
-    def write(self, key: bytes, data: bytes | memoryview) -> tuple[int, ...]:
+    def write(self, key: bytes, data: Buffer) -> tuple[int, ...]:
         """Write the block and return its chunk checksums. The final name appears only once whole."""
         final = self.path(key)
         folder = os.path.dirname(final)
@@ -102,18 +131,15 @@ class BlockFiles:
             self._made.add(folder)
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
             try:
-                fd = os.open(temp, flags, 0o644)
-            except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
-                os.makedirs(folder, exist_ok=True)
-                fd = os.open(temp, flags, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+                self._write_file(temp, data, direct=self.direct)
+            except OSError as exc:
+                if not self.direct or exc.errno != errno.EINVAL:
+                    raise
+                log.info("%s: no O_DIRECT here (%s): cache blocks go through the page cache", self.root,
+                         exc.strerror)
+                self.direct = False
+                self._write_file(temp, data, direct=False)
             os.rename(temp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -122,6 +148,30 @@ class BlockFiles:
                 raise NoSpace(f"cache disk full writing {final}") from exc
             raise
         return chunk_crcs(data, self.checksum, self.chunk)
+
+    def _write_file(self, path: str, data: Buffer, direct: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        try:
+            view = memoryview(data)
+            if direct:
+                _write_direct(fd, view, self._staging())
+            else:
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _staging(self) -> mmap.mmap:
+        """This thread's page-aligned buffer for O_DIRECT writes (one per writer thread, reused)."""
+        buffer: mmap.mmap | None = getattr(self._local, "staging", None)
+        if buffer is None:
+            buffer = self._local.staging = mmap.mmap(-1, DIRECT_PIECE)
+        return buffer
 
     def open(self, key: bytes, length: int, crcs: tuple[int, ...]) -> OpenBlock:
         """The block file, open and checked for length, ready for many small reads."""

@@ -22,6 +22,7 @@ import trio
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectId
+from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import IsADirectory, MountfsError, NotPermitted, errno_for
@@ -87,7 +88,7 @@ class _OpenFile:
 
 
 def _fetcher(store: AsyncStore, obj: ObjectId, block_size: int) -> Fetch:
-    async def fetch(start: int, length: int) -> list[bytes]:
+    async def fetch(start: int, length: int) -> list[Piece]:
         return await store.get_pieces(obj.key, start, length, block_size, obj.etag)
 
     return fetch

@@ -26,6 +26,7 @@ import trio
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta
 from mountfs.backends.local import LocalStore, error_from_os, meta_from_stat
+from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
 from mountfs.concurrency import BlockingRunner, gather
 from mountfs.errors import (
@@ -60,7 +61,7 @@ def _reader(store: AsyncStore, cache: BlockCache, meta: ObjectMeta) -> Reader:
     obj = store.store.object_id(meta)
     block_size = cache.block_size
 
-    async def fetch(start: int, length: int) -> list[bytes]:
+    async def fetch(start: int, length: int) -> list[Piece]:
         return await store.get_pieces(obj.key, start, length, block_size, obj.etag)
 
     async def read(offset: int, length: int) -> bytes | memoryview:

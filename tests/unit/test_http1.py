@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -92,6 +93,16 @@ def test_bodies_come_in_pieces_over_one_kept_alive_connection(serve: Serve) -> N
     assert server.connections == 1
     assert server.requests[0].startswith(b"GET /b/k%20x HTTP/1.1\r\nHost: h:1\r\nrange: bytes=0-9\r\n")
     assert b"Host: 127.0.0.1\r\n" in server.requests[1]
+
+
+def test_body_pieces_are_page_aligned_for_direct_writes(serve: Serve) -> None:
+    from mountfs.buffers import is_aligned
+
+    body = os.urandom(3 * 65536 + 5)
+    server = serve([body_answer(body)])
+    pieces = endpoint(server).get("/b/k", {}, 65536).pieces
+    assert [bytes(p) for p in pieces] == [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    assert all(is_aligned(p) for p in pieces)
 
 
 def test_an_idle_connection_the_server_closed_is_replaced_silently(
