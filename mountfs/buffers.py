@@ -18,6 +18,10 @@ import ctypes.util
 import weakref
 
 ALIGN = 4096  # a multiple of any device's O_DIRECT alignment
+# Blocks smaller than this are received as plain bytes and written through the page cache: for
+# 128 KiB files, an aligned buffer and a synchronous O_DIRECT write each cost about 7% of the
+# files/s here (5,000 small files: 590 -> 530 files/s with both).
+DIRECT_MIN = 1024 * 1024
 
 Buffer = bytes | bytearray | memoryview
 Piece = bytes | memoryview  # a block's bytes as a store returned them

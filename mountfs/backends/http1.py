@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import cast
 
-from mountfs.buffers import Piece, aligned
+from mountfs.buffers import DIRECT_MIN, Piece, aligned
 
 MAX_LINE = 65536  # longest status or header line accepted
 MAX_HEADERS = 200
@@ -186,19 +186,25 @@ def _exactly(reader: io.BufferedReader, length: int) -> bytes:
 
 def _aligned_pieces(reader: io.BufferedReader, length: int, piece: int) -> list[Piece]:
     """`length` body bytes in pieces of `piece` (the last may be shorter), each page-aligned so
-    the block cache can write it to disk with O_DIRECT as it is."""
+    the block cache can write it to disk with O_DIRECT as it is (pieces below DIRECT_MIN are
+    plain bytes)."""
     pieces: list[Piece] = []
     done = 0
     while done < length:
-        view = aligned(min(piece, length - done))
-        filled = 0
-        while filled < len(view):
-            got = reader.readinto(view[filled:])
-            if not got:
-                raise ProtocolError(f"the connection closed after {done + filled} of {length} body bytes")
-            filled += got
+        size = min(piece, length - done)
+        view: Piece
+        if size < DIRECT_MIN:
+            view = reader.read(size)  # a buffered read: all of it, or the end
+            filled = len(view)
+        else:
+            view = aligned(size)
+            filled = 0
+            while filled < size and (got := reader.readinto(view[filled:])):
+                filled += got
+        if filled < size:
+            raise ProtocolError(f"the connection closed after {done + filled} of {length} body bytes")
         pieces.append(view)
-        done += filled
+        done += size
     return pieces
 
 

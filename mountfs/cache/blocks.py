@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import crc32c
 
-from mountfs.buffers import ALIGN, Buffer, is_aligned
+from mountfs.buffers import ALIGN, DIRECT_MIN, Buffer, is_aligned
 from mountfs.errors import NoSpace
 from mountfs.processes import process_alive
 
@@ -110,11 +110,11 @@ class BlockFiles:
             raise ValueError(f"{self.root}: unknown block checksum {kind!r} (a newer mountfs?)")
         self.checksum = CHECKSUMS[kind].function
         self.chunk = CHECKSUMS[kind].chunk
-        # Blocks are written with O_DIRECT (turned off for good where the file system refuses it):
-        # through the page cache, a cold read kept every byte twice in memory (the reader's pages
-        # of the file and the block file's), and on this VM, whose free memory goes back to the
-        # host, filling fresh page-cache pages cost 1.2-2.5 s of system time per GiB written
-        # against 0.15 s direct.
+        # Blocks of DIRECT_MIN and more are written with O_DIRECT (turned off for good where the
+        # file system refuses it). Through the page cache, a cold read kept every byte twice in
+        # memory (the reader's pages of the file and the block file's), and on this VM, whose
+        # free memory goes back to the host, filling fresh page-cache pages cost 1.2-2.5 s of
+        # system time per GiB written against 0.15 s direct.
         self.direct = True
         self._local = threading.local()
 
@@ -132,7 +132,7 @@ class BlockFiles:
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
         try:
             try:
-                self._write_file(temp, data, direct=self.direct)
+                self._write_file(temp, data, direct=self.direct and len(data) >= DIRECT_MIN)
             except OSError as exc:
                 if not self.direct or exc.errno != errno.EINVAL:
                     raise

@@ -95,14 +95,14 @@ def test_bodies_come_in_pieces_over_one_kept_alive_connection(serve: Serve) -> N
     assert b"Host: 127.0.0.1\r\n" in server.requests[1]
 
 
-def test_body_pieces_are_page_aligned_for_direct_writes(serve: Serve) -> None:
-    from mountfs.buffers import is_aligned
+def test_large_body_pieces_are_page_aligned_for_direct_writes(serve: Serve) -> None:
+    from mountfs.buffers import DIRECT_MIN, is_aligned
 
-    body = os.urandom(3 * 65536 + 5)
+    body = os.urandom(3 * DIRECT_MIN + 5)
     server = serve([body_answer(body)])
-    pieces = endpoint(server).get("/b/k", {}, 65536).pieces
-    assert [bytes(p) for p in pieces] == [body[i:i + 65536] for i in range(0, len(body), 65536)]
-    assert all(is_aligned(p) for p in pieces)
+    pieces = endpoint(server).get("/b/k", {}, DIRECT_MIN).pieces
+    assert [bytes(p) for p in pieces] == [body[i:i + DIRECT_MIN] for i in range(0, len(body), DIRECT_MIN)]
+    assert [is_aligned(p) for p in pieces] == [True, True, True, False], "a 5-byte tail is plain bytes"
 
 
 def test_an_idle_connection_the_server_closed_is_replaced_silently(
