@@ -179,7 +179,7 @@ def check_block(files: BlockFiles, key: bytes, record: BlockRecord) -> str:
         chunk = files.chunk
         if os.fstat(fd).st_size != record.length or len(record.crcs) != -(-record.length // chunk):
             return "corrupt"
-        per_read = max(1, VERIFY_READ // chunk)  # chunks of 4 KiB: a pread each would crawl
+        per_read = max(1, VERIFY_READ // chunk)  # a pread per 16 KiB chunk would crawl
         for first in range(0, len(record.crcs), per_read):
             data = os.pread(fd, per_read * chunk, first * chunk)
             if record.crcs[first:first + per_read] != chunk_crcs(data, files.checksum, chunk):
