@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             run.dataset = workloads.fill_bucket(client, scale, local_big, print)
         ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
                                 repeat=args.repeat, timeout=timeout, tools=args.tools, run=run,
-                                skipped=skipped)
+                                skipped=skipped, server_data=Path(server.data_dir))
         _declare_rows(ctx, selected)
         if selected & {"cold-seq", "warm-seq", "hot-seq"}:
             workloads.run_sequential(ctx, selected)

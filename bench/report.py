@@ -272,7 +272,9 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         machine_markdown(run),
         "",
         "How: one SeaweedFS `weed mini` on 127.0.0.1 serves every tool. Each cold figure is a fresh "
-        "mount with an empty cache dir after `sync; echo 3 > /proc/sys/vm/drop_caches`; reads through "
+        "mount with an empty cache dir after `sync; echo 3 > /proc/sys/vm/drop_caches`, with the "
+        "server's data files read back in, so every tool, boto3 too, reads from the same warm "
+        "server (before, only boto3 did); reads through "
         "a mount are plain 1 MiB `read`s into a page-aligned buffer (sequential), `pread` at seeded "
         "4 KiB-aligned offsets (random, one reader), 8 reader threads (small files), os.walk + "
         "os.stat (metadata). rclone runs with `--vfs-cache-mode full --use-server-modtime`, s3fs "

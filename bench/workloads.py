@@ -171,6 +171,11 @@ class Context:
     run: Run
     skipped: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    server_data: Path | None = None  # kept in the page cache when a cold figure drops it
+
+    def drop_caches(self) -> None:
+        """A cold client in front of a warm server (see `harness.drop_caches`)."""
+        drop_caches(self.server_data)
 
     def metric(self, name: str) -> Metric:
         if name not in self.run.metrics:
@@ -428,11 +433,11 @@ def _seq_mount(ctx: Context, tool: str, metrics: list[str], samples: list[int],
             record(metric, size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
                    counters=_delta(mount.counters(), before), **base)
 
-        drop_caches()
+        ctx.drop_caches()
         measure("cold-seq")
         verify(path, ctx.local_big, samples)
         if "warm-seq" in metrics and tool in specs["warm-seq"][4]:
-            drop_caches()
+            ctx.drop_caches()
             measure("warm-seq")
         if "hot-seq" in metrics and tool in specs["hot-seq"][4]:  # the last read left it in the page cache
             measure("hot-seq")
@@ -446,6 +451,7 @@ def _seq_boto3(ctx: Context, record: Callable[..., None]) -> None:
         with open(os.devnull, "wb") as sink:  # seekable, so s3transfer writes parts as they come
             ctx.client.download_fileobj(BUCKET, BIG_KEY, sink, Config=config)
 
+    ctx.drop_caches()  # as before every mounted tool's cold read: the same warm server
     _, seconds = timed(download, ctx.timeout, lambda: None)
     record("cold-seq", size / seconds / MB, seconds=seconds)
 
@@ -478,7 +484,7 @@ def _check_small(count: int, nbytes: int, scale: Scale) -> None:
 def _small_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
         folder = mount.mountpoint / SMALL_PREFIX
-        drop_caches()
+        ctx.drop_caches()
         before = mount.counters()
 
         def work() -> tuple[int, int]:
@@ -504,6 +510,7 @@ def _small_boto3(ctx: Context, record: Callable[..., None]) -> None:
         with ThreadPoolExecutor(SMALL_READERS) as pool:
             return len(keys), sum(pool.map(get, keys))
 
+    ctx.drop_caches()
     (count, nbytes), seconds = timed(work, ctx.timeout, lambda: None)
     _check_small(count, nbytes, ctx.scale)
     record("small-files", count / seconds, seconds=seconds)
@@ -528,7 +535,7 @@ def _random_mount(ctx: Context, tool: str, metrics: list[str], offsets: list[int
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
         path = mount.mountpoint / BIG_KEY
         for metric in metrics:  # cold on the fresh mount, then warm: the same offsets again
-            drop_caches()
+            ctx.drop_caches()
             before = mount.counters()
             _, seconds = timed(lambda: read_random(path, offsets, io_size), ctx.timeout, mount.abort)
             record(metric, len(offsets) / seconds, mount.peak_rss_kib(), seconds=seconds,
@@ -550,6 +557,7 @@ def _random_boto3(ctx: Context, metrics: list[str], offsets: list[int], io_size:
                 raise BenchError(f"short ranged GET: {len(body)} of {io_size} bytes at {offset}")
 
     for metric in metrics:  # no cache: warm is simply a second pass
+        ctx.drop_caches()
         _, seconds = timed(work, ctx.timeout, lambda: None)
         record(metric, len(offsets) / seconds, seconds=seconds)
 
@@ -630,7 +638,7 @@ def run_metadata(ctx: Context) -> None:
 
 def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
-        drop_caches()
+        ctx.drop_caches()
         before = mount.counters()
         count, seconds = timed(lambda: walk_stat(mount.mountpoint / TREE_PREFIX), ctx.timeout, mount.abort)
         if count != ctx.scale.tree_count:
