@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from mountfs.backends.base import ObjectId
-from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.block_cache import BlockCache, PageCachePoll
 from mountfs.cache.blocks import TEMP_SUFFIX, BlockFiles
 from mountfs.cache.index import block_key
 from mountfs.errors import Stale
@@ -496,6 +496,26 @@ async def test_a_small_read_that_misses_the_page_cache_waits_for_it_on_the_loop(
     assert await cache.read(OBJ, len(data), 300, 4096, Source().fetch) == data[300:4396]
     assert threads[0] == 2 and asked - misses["left"] == 1, "one page-cache check, then the thread"
     cache.close()
+
+
+def test_page_cache_polling_pauses_briefly_after_one_slow_read_and_longer_after_many() -> None:
+    poll = PageCachePoll(min_backoff=2, max_backoff=8)
+
+    def polled_reads(n: int) -> int:
+        return sum(poll.wanted(4096) for _ in range(n))
+
+    assert polled_reads(3) == 3 and not poll.wanted(1 << 20), "large reads never poll"
+    poll.timed_out()  # one outlier of a fast disk: two reads in threads, then polling again
+    assert polled_reads(3) == 1
+    poll.succeeded()
+    poll.timed_out()
+    assert polled_reads(3) == 1, "a success in between keeps the pause short"
+    for _ in range(4):  # a slow disk: every poll times out, the pause doubles up to the maximum
+        poll.timed_out()
+    assert polled_reads(9) == 1
+    poll.succeeded()
+    poll.timed_out()
+    assert polled_reads(3) == 1
 
 
 async def test_a_large_read_that_misses_the_page_cache_goes_to_a_thread_at_once(
