@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import trio
 
 from mountfs.backends.base import ObjectId
-from mountfs.buffers import Buffer, Piece
+from mountfs.buffers import DIRECT_MIN, Buffer, Piece
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
@@ -32,6 +32,7 @@ Fetch = Callable[[int, int], Awaitable[list[Piece]]]
 
 TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
+PERSIST_WRITERS = 4  # tasks writing blocks to disk at once, each a batch per worker-thread call
 OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
 EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
 COMMIT_DELAY = 0.05  # records of blocks written are committed together, at most this much later...
@@ -114,6 +115,8 @@ class BlockCache:
         # Blocks fetched but not yet on disk: past this many, readers wait for the disk to catch up
         # (a fast store must not pile up blocks in memory behind a slower cache disk).
         self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
+        self._to_persist: list[tuple[ObjectId, bytes, Piece]] = []
+        self._writers = 0  # tasks writing the blocks in _to_persist
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
         # The same records by key until committed: a block on disk is found before its commit.
         self._pending: dict[bytes, BlockRecord] = {}
@@ -318,26 +321,56 @@ class BlockCache:
         """Write a fetched block to disk: in the background when the daemon gave us a nursery."""
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
-        else:
-            await self._persist_slots.acquire()
-            self.nursery.start_soon(self._persist, obj, key, data)
+            return
+        await self._persist_slots.acquire()
+        self._to_persist.append((obj, key, data))
+        # Small blocks wait for the writer already running and go in its next batch; large ones
+        # get writers of their own: one writer of 4 MiB O_DIRECT blocks held cold reads back
+        # (620-636 -> 548-603 MB/s here).
+        if self._writers == 0 or (self._writers < PERSIST_WRITERS and len(data) >= DIRECT_MIN):
+            self._writers += 1
+            self.nursery.start_soon(self._persist_queued)
 
-    async def _persist(self, obj: ObjectId, key: bytes, data: Piece) -> None:
-        # Shielded: a block being written when the daemon stops is finished and committed.
+    async def _persist_queued(self) -> None:
+        """Write the blocks waiting, all of them in one worker-thread call, until none are left.
+        A thread hop per block was most of what persisting cost: with 8 readers of 128 KiB files,
+        skipping the writes altogether took the daemon from about 1.75 to 1.3 ms of CPU per file,
+        while the writes themselves cost about 50 us each (one native call instead of five
+        syscalls saved nothing)."""
+        # Shielded: blocks being written when the daemon stops are finished and committed.
         with trio.CancelScope(shield=True):
             try:
-                crcs = await self._io(self.files.write, key, data)
-            except Exception as exc:
-                log.warning("block of %s not cached: %s", obj.key, exc)
-                if isinstance(exc, NoSpace):
-                    self._eviction_wanted.set()
-                return
+                while self._to_persist:
+                    batch, self._to_persist = self._to_persist, []
+                    try:
+                        results = await self._io(self._write_many, [(key, data) for _, key, data in batch])
+                    except BaseException:
+                        for _ in batch:
+                            self._persist_slots.release()
+                        raise
+                    for (obj, key, data), result in zip(batch, results, strict=True):
+                        self._persist_slots.release()
+                        if isinstance(result, Exception):
+                            log.warning("block of %s not cached: %s", obj.key, result)
+                            if isinstance(result, NoSpace):
+                                self._eviction_wanted.set()
+                            continue
+                        record = BlockRecord(len(data), result, time.time())
+                        self._pending[key] = record
+                        self._to_commit.append((obj, key, record))
+                    self._commit_wanted.set()
             finally:
-                self._persist_slots.release()
-            record = BlockRecord(len(data), crcs, time.time())
-            self._pending[key] = record
-            self._to_commit.append((obj, key, record))
-            self._commit_wanted.set()
+                self._writers -= 1
+
+    def _write_many(self, blocks: list[tuple[bytes, Piece]]) -> list[tuple[int, ...] | Exception]:
+        """Each block's chunk checksums, or the error that kept it off the disk."""
+        results: list[tuple[int, ...] | Exception] = []
+        for key, data in blocks:
+            try:
+                results.append(self.files.write(key, data))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def run_committer(self) -> None:
         """Forever: commit the records of blocks written to disk, all pending ones in one go."""

@@ -211,6 +211,60 @@ async def test_background_persistence_commits_in_batches_and_survives_restart(
     again.close()
 
 
+async def test_small_blocks_waiting_for_the_disk_are_written_in_one_worker_call(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    cache = make_cache(str(tmp_path))
+    threads = _count_threads(cache, monkeypatch)
+    first_write_may_end = threading.Event()
+    real_write = cache.files.write
+
+    def slow_first_write(key: bytes, data: object) -> tuple[int, ...]:
+        if key == block_key(objects[0], 0):
+            first_write_may_end.wait(10)
+        return real_write(key, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache.files, "write", slow_first_write)
+    objects = [ObjectId("memory", "mem", f"small/{i}", "etag-1") for i in range(6)]
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery  # no committer: the records stay pending, in memory
+        for obj in objects:
+            await cache.get_block(obj, len(DATA), 0, Source().fetch, on_disk_checked=True)
+            await trio.sleep(0.01)  # the writer, busy with the first block, leaves the rest queued
+        first_write_may_end.set()
+    assert threads[0] == 2, "the first block, then the five that waited for it, in one hop"
+    assert len(cache._to_commit) == 6 and cache._writers == 0
+    cache.close()
+    again, fresh = make_cache(str(tmp_path)), Source()
+    for obj in objects:
+        assert await again.read(obj, len(DATA), 0, 10, fresh.fetch) == DATA[:10]
+    assert fresh.fetches == []
+    again.close()
+
+
+async def test_a_block_that_cannot_be_written_frees_its_slot_and_is_left_out(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mountfs.cache import block_cache
+
+    cache = make_cache(str(tmp_path))
+    real_write = cache.files.write
+
+    def full_disk_for_block_1(key: bytes, data: object) -> tuple[int, ...]:
+        if key == block_key(OBJ, 1):
+            raise block_cache.NoSpace("cache disk full")
+        return real_write(key, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache.files, "write", full_disk_for_block_1)
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery
+        assert await cache.read(OBJ, len(DATA), 0, len(DATA), Source().fetch) == DATA
+    assert sorted(key for _, key, _ in cache._to_commit) == sorted(
+        block_key(OBJ, i) for i in (0, 2, 3))
+    assert cache._persist_slots.value == block_cache.PERSIST_BACKLOG and cache._eviction_wanted.is_set()
+    cache.close()
+
+
 async def test_records_still_pending_at_close_are_committed(tmp_path: os.PathLike[str]) -> None:
     cache = make_cache(str(tmp_path))
     async with trio.open_nursery() as nursery:
