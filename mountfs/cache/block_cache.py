@@ -344,12 +344,10 @@ class BlockCache:
                     batch, self._to_persist = self._to_persist, []
                     try:
                         results = await self._io(self._write_many, [(key, data) for _, key, data in batch])
-                    except BaseException:
+                    finally:
                         for _ in batch:
                             self._persist_slots.release()
-                        raise
                     for (obj, key, data), result in zip(batch, results, strict=True):
-                        self._persist_slots.release()
                         if isinstance(result, Exception):
                             log.warning("block of %s not cached: %s", obj.key, result)
                             if isinstance(result, NoSpace):
