@@ -134,11 +134,12 @@ class BlockFiles:
             os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
         temp = f"{final}.{os.getpid()}.{id(data):x}{TEMP_SUFFIX}"
+        direct = self._direct_for(len(data))
         try:
             try:
-                self._write_file(temp, data, direct=self._direct_for(len(data)))
+                self._write_file(temp, data, direct=direct)
             except OSError as exc:
-                if not self.direct or exc.errno != errno.EINVAL:
+                if not direct or exc.errno != errno.EINVAL:  # only O_DIRECT's refusal falls back
                     raise
                 log.info("%s: no O_DIRECT here (%s): cache blocks go through the page cache", self.root,
                          exc.strerror)

@@ -649,6 +649,20 @@ def test_a_file_system_without_o_direct_gets_buffered_block_writes(
     assert files.read(key, size, crcs) == b"z" * size
 
 
+def test_an_error_writing_a_small_block_does_not_turn_o_direct_off(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def failing_write(fd: int, data: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    files = BlockFiles(str(tmp_path))
+    monkeypatch.setattr(os, "write", failing_write)  # small blocks are written buffered
+    with pytest.raises(OSError):
+        files.write(block_key(OBJ, 0), b"z" * 4096)
+    assert files.direct, "only a refused O_DIRECT write turns direct writes off"
+
+
 def test_whole_large_blocks_are_read_directly_and_still_checked(tmp_path: os.PathLike[str]) -> None:
     from mountfs.cache.blocks import CorruptBlock
 
