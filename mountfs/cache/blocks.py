@@ -7,6 +7,7 @@ import errno
 import logging
 import mmap
 import os
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable
@@ -68,13 +69,19 @@ def checksum_of_dir(root: str) -> str:
     with contextlib.suppress(FileNotFoundError), open(path) as f:
         return f.read().strip()
     kind = "crc32" if any(len(name) == 2 for name in os.listdir(root)) else NEW_CACHE_CHECKSUM
-    try:  # the first daemon to get here decides; a second one reads what it wrote
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        with open(path) as f:
-            return f.read().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(kind + "\n")
+    # Written whole to a temp file, then linked into place: a second daemon never reads it half-written.
+    fd, temp = tempfile.mkstemp(prefix=".checksum-", dir=root)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(kind + "\n")
+        os.chmod(temp, 0o644)
+        try:  # the first daemon to get here decides; a second one reads what it wrote
+            os.link(temp, path)
+        except FileExistsError:
+            with open(path) as f:
+                return f.read().strip()
+    finally:
+        os.unlink(temp)
     return kind
 
 
