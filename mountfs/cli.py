@@ -364,6 +364,7 @@ def format_verify(r: Any, cache_dir: str) -> str:
              + ("clean" if r.clean else "repaired")]
     repairs = [(r.corrupt, "corrupt blocks dropped (refetched when next read)"),
                (r.missing, "records without a block file dropped"),
+               (r.outdated, "blocks of an older cache format (or of no known object) dropped"),
                (r.orphans, "block files without a record removed"),
                (r.temps, "half-written temp files removed"),
                (r.objects_dropped, "object entries without blocks dropped"),

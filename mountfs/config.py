@@ -44,6 +44,7 @@ __all__ = [
     "S3Credentials",
     "StoreUrl",
     "WriteConfig",
+    "block_size_problem",
     "config_from_url",
     "default_cache_dir",
     "format_size",
@@ -758,7 +759,8 @@ def _at_least_one(v: int) -> str | None:
     return None if v >= 1 else f"must be at least 1, got {v}"
 
 
-def _block_size_problem(v: int) -> str | None:
+def block_size_problem(v: int) -> str | None:
+    """What is wrong with a block size (the config key and `-o block_size=` share this rule)."""
     if 64 * KiB <= v <= 64 * MiB and v & (v - 1) == 0:
         return None
     return f"must be a power of two from 64KiB to 64MiB, got {format_size(v)}"
@@ -1091,7 +1093,7 @@ class _Loader:
                     "the daemon runs from /, so a relative cache dir would move",
                 )
                 cache_dir = None
-        block_size = self.size(t, path, "block_size", default.block_size, _block_size_problem)
+        block_size = self.size(t, path, "block_size", default.block_size, block_size_problem)
         max_size = self.size(t, path, "max_size", default.max_size)
         if max_size < block_size:
             self.error((*path, "max_size"), f"must hold at least one block ({format_size(block_size)})")

@@ -34,7 +34,16 @@ from mountfs.backends.registry import open_store
 from mountfs.cache.block_cache import EVICTION_INTERVAL, BlockCache
 from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.prefetch import PrefetchScheduler
-from mountfs.config import Config, InvalidValue, MountConfig, load_source, parse_size, parse_url
+from mountfs.config import (
+    Config,
+    InvalidValue,
+    MountConfig,
+    block_size_problem,
+    format_size,
+    load_source,
+    parse_size,
+    parse_url,
+)
 from mountfs.errors import MountfsError
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
@@ -114,12 +123,22 @@ def parse_options(values: list[str]) -> MountOptions:
             cache_local=flags.get("cache_local", False),
             debug=flags.get("debug", False),
             cache_dir=settings.get("cache_dir"),
-            block_size=parse_size(settings["block_size"]) if "block_size" in settings else None,
+            block_size=_block_size(settings["block_size"]) if "block_size" in settings else None,
             log_file=settings.get("log"),
             fsname=settings.get("fsname"),
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
+
+
+def _block_size(text: str) -> int:
+    """`-o block_size=`, held to the rule of the config key: a block size of a byte or a TiB
+    would make the cache useless (millions of files) or a daemon hold blocks it cannot."""
+    value = parse_size(text)
+    problem = block_size_problem(value)
+    if problem is not None:
+        raise MountSetupError(f"bad mount option block_size={text}: {problem}")
+    return value
 
 
 @dataclass
@@ -146,7 +165,11 @@ def load_config_with(source: str, options: MountOptions) -> Config:
     cache = config.cache
     if options.cache_dir:
         cache = dataclasses.replace(cache, dir=os.path.abspath(options.cache_dir))
-    if options.block_size:
+    if options.block_size is not None:
+        if cache.max_size < options.block_size:
+            size, room = format_size(options.block_size), format_size(cache.max_size)
+            raise MountSetupError(f"bad mount option block_size={size}: the cache's max_size ({room}) "
+                                  "must hold at least one block")
         cache = dataclasses.replace(cache, block_size=options.block_size)
     mounts = config.mounts
     if options.read_only:

@@ -2,7 +2,8 @@
 
 Single-flight: while one task fetches a block, every other reader of that block waits for
 the same result instead of fetching it again, whichever file handle or process-local reader
-it comes from. Keys carry the ETag (see `index.block_key`), so a changed object starts afresh.
+it comes from. Keys carry the ETag and the block size (see `index.block_key`), so a changed
+object, or a cache dir shared with mounts of another block size, starts afresh.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mountfs.backends.base import ObjectId
 from mountfs.buffers import DIRECT_MIN, Buffer, Piece
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
-from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key
+from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import NoSpace, Stale
 
@@ -98,6 +99,9 @@ class BlockCache:
         self.cache_dir = cache_dir
         self.block_size = block_size
         self.index = CacheIndex(cache_dir)
+        if self.index.older_format:
+            log.warning("%s holds blocks cached by an older mountfs: they are never served (each is "
+                        "fetched again) and age out; `mountfs cache verify` drops them now", cache_dir)
         self.files = BlockFiles(cache_dir)
         self.stats = CacheStats()
         self._io = BlockingRunner(io_threads)
@@ -157,7 +161,7 @@ class BlockCache:
                              fetch: Fetch) -> Buffer:
         """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
         the chunks needed, so a small random read stays small), else fetched whole from the store."""
-        key = block_key(obj, index)
+        key = block_key(obj, self.block_size, index)
         on_disk_checked = False
         if key not in self._memory and key not in self._in_flight:
             part = await self._read_from_disk(key, start, stop)
@@ -231,14 +235,14 @@ class BlockCache:
 
     def is_resident(self, obj: ObjectId, index: int) -> bool:
         """In memory, or being fetched or loaded right now."""
-        key = block_key(obj, index)
+        key = block_key(obj, self.block_size, index)
         return key in self._memory or key in self._in_flight
 
     async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch,
                         on_disk_checked: bool = False) -> Piece:
         """The whole block, fetched at most once however many readers ask at the same time.
         `on_disk_checked`: the caller just found it missing on disk, so go straight to the store."""
-        key = block_key(obj, index)
+        key = block_key(obj, self.block_size, index)
         while True:
             data = self._memory.get(key)
             if data is not None:
@@ -265,7 +269,7 @@ class BlockCache:
         the CPU per byte (botocore spends about a millisecond on each request)."""
         claimed: dict[int, tuple[bytes, _InFlight]] = {}
         for index in range(first, first + count):
-            key = block_key(obj, index)
+            key = block_key(obj, self.block_size, index)
             if key not in self._memory and key not in self._in_flight:
                 claimed[index] = (key, _InFlight())
                 self._in_flight[key] = claimed[index][1]
@@ -300,7 +304,7 @@ class BlockCache:
                     filled[index] = self._settle(key, flight, piece)  # readers first, then the disk
                 with trio.CancelScope(shield=True):  # a closed file must not leave blocks unwritten
                     for index in run:
-                        await self._keep(obj, block_key(obj, index), filled[index])
+                        await self._keep(obj, block_key(obj, self.block_size, index), filled[index])
         except BaseException as exc:
             for key, flight in pending.values():
                 if isinstance(exc, Exception):
@@ -395,7 +399,8 @@ class BlockCache:
             batch, self._to_commit = self._to_commit, []
             if not batch:
                 return None
-            totals = self.index.commit_many(batch)
+            totals = self.index.commit_many(
+                (identity(obj, self.block_size), key, record) for obj, key, record in batch)
             for _, key, record in batch:
                 if self._pending.get(key) is record:
                     del self._pending[key]
@@ -435,7 +440,7 @@ class BlockCache:
 
     def _store(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         crcs = self.files.write(key, data)
-        self.index.commit(obj, key, BlockRecord(len(data), crcs, time.time()))
+        self.index.commit(identity(obj, self.block_size), key, BlockRecord(len(data), crcs, time.time()))
 
     def _remember(self, key: bytes, data: Piece) -> None:
         if len(data) > self._memory_limit:

@@ -35,6 +35,7 @@ _RECORD = struct.Struct("<QdI")  # length, last access (unix seconds), number of
 _TOTALS = struct.Struct("<QQ")  # blocks, bytes
 _TOTALS_KEY = b"totals"
 _LRU_READY_KEY = b"lru-v1"  # in meta: the lru sub-db holds every record
+_FORMAT_KEY = b"format"  # in meta: the newest CACHE_FORMAT that wrote to this cache dir
 _LRU_TIME = struct.Struct(">d")  # big-endian: non-negative doubles sort as their bytes
 KEY_LENGTH = 28  # object digest (20) + block index (8)
 
@@ -48,17 +49,56 @@ def split_lru_key(raw: bytes) -> tuple[float, bytes]:
     return _LRU_TIME.unpack_from(raw)[0], bytes(raw[_LRU_TIME.size:])
 
 
+CACHE_FORMAT = 2
+"""What a block key covers and how a block file is laid out. Format 1 keyed blocks by store,
+bucket, key and ETag only, so a cache dir reused with another block size served the bytes of
+another block; its records are never looked up and `cache verify` drops them."""
+
+
+@functools.lru_cache(maxsize=1024)
+def identity(obj: ObjectId, block_size: int) -> bytes:
+    """Everything that decides the bytes of an object's blocks, as canonical JSON: the store
+    (its endpoint), bucket, key and version (ETag, generation; a local file's size, mtime_ns and
+    inode), the block size and the cache format. Stored in the "objects" sub-db, so `verify`
+    can tell a record of this format from an older one by hashing it again."""
+    return json.dumps({"format": CACHE_FORMAT, "store": obj.store, "bucket": obj.bucket, "key": obj.key,
+                       "etag": obj.etag, "block_size": block_size}, sort_keys=True).encode("ascii")
+
+
+def digest_of(ident: bytes) -> bytes:
+    return hashlib.blake2b(ident, digest_size=20).digest()
+
+
 @functools.lru_cache(maxsize=16384)
-def object_digest(obj: ObjectId) -> bytes:
-    """20 bytes naming one version of one object: ETag included, so a changed object never
-    shares blocks with its old self. Hashed because store keys can be longer than LMDB's 511.
-    Remembered: every block lookup of an open file asks for it again."""
-    text = "\0".join((obj.store, obj.bucket, obj.key, obj.etag))
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=20).digest()
+def object_digest(obj: ObjectId, block_size: int) -> bytes:
+    """20 bytes naming one layout of one version of one object: a changed object, or the same
+    one cut into blocks of another size, never shares blocks with the other. Hashed because
+    store keys can be longer than LMDB's 511. Remembered: every block lookup asks again."""
+    return digest_of(identity(obj, block_size))
 
 
-def block_key(obj: ObjectId, index: int) -> bytes:
-    return object_digest(obj) + index.to_bytes(8, "big")
+def block_key(obj: ObjectId, block_size: int, index: int) -> bytes:
+    return object_digest(obj, block_size) + index.to_bytes(8, "big")
+
+
+def current_identity(digest: bytes, ident: bytes | None) -> bool:
+    """Whether `ident` (an "objects" entry) is what this format writes for `digest`. Records of an
+    older format, or without an entry, fail: they are never served, and `verify` drops them."""
+    if ident is None or digest_of(ident) != digest:
+        return False
+    try:
+        fields = json.loads(ident)
+    except ValueError:
+        return False
+    return isinstance(fields, dict) and fields.get("format") == CACHE_FORMAT
+
+
+def _format_of(raw: bytes | None) -> int:
+    """The format a meta entry names; 1 (the first, which wrote none) when absent or unreadable."""
+    try:
+        return int(raw) if raw is not None else 1
+    except ValueError:
+        return 1
 
 
 @dataclass(frozen=True)
@@ -103,6 +143,8 @@ class CacheIndex:
         self.meta = self.env.open_db(b"meta")
         self.lru = self.env.open_db(b"lru")
         self._ensure_lru()
+        # Records of an older format were here: blocks this mountfs never serves.
+        self.older_format = self._mark_format()
 
     def _ensure_lru(self) -> None:
         """Build the lru sub-db of a cache written before it existed (once: the check and the
@@ -115,6 +157,17 @@ class CacheIndex:
                 return
             self.rebuild_lru(txn)
             txn.put(_LRU_READY_KEY, b"1", db=self.meta)
+
+    def _mark_format(self) -> bool:
+        """Record CACHE_FORMAT in meta; True if records were there before it was recorded."""
+        with self.env.begin(db=self.meta) as txn:
+            if _format_of(txn.get(_FORMAT_KEY)) >= CACHE_FORMAT:
+                return False
+        with self.env.begin(write=True) as txn:
+            if _format_of(txn.get(_FORMAT_KEY, db=self.meta)) >= CACHE_FORMAT:
+                return False
+            txn.put(_FORMAT_KEY, str(CACHE_FORMAT).encode(), db=self.meta)
+            return int(txn.stat(self.blocks)["entries"]) > 0
 
     def rebuild_lru(self, txn: lmdb.Transaction[bytes]) -> None:
         """Refill the lru sub-db from the records, inside the caller's write transaction."""
@@ -130,15 +183,15 @@ class CacheIndex:
             raw = txn.get(key)
         return None if raw is None else BlockRecord.unpack(raw)
 
-    def commit(self, obj: ObjectId, key: bytes, record: BlockRecord) -> None:
-        """Record a block whose file is already in place."""
-        self.commit_many([(obj, key, record)])
+    def commit(self, ident: bytes, key: bytes, record: BlockRecord) -> None:
+        """Record a block whose file is already in place; `ident` is `identity()` of its object."""
+        self.commit_many([(ident, key, record)])
 
-    def commit_many(self, blocks: Iterable[tuple[ObjectId, bytes, BlockRecord]]) -> IndexTotals:
+    def commit_many(self, blocks: Iterable[tuple[bytes, bytes, BlockRecord]]) -> IndexTotals:
         """Record blocks whose files are already in place, in one transaction (one sync).
         Returns the totals after it, so the caller can tell whether a limit was crossed."""
         with self.env.begin(write=True) as txn:
-            for obj, key, record in blocks:
+            for ident, key, record in blocks:
                 previous = txn.get(key, db=self.blocks)
                 if previous is not None:
                     txn.delete(lru_key(key, BlockRecord.unpack(previous).last_access), db=self.lru)
@@ -146,8 +199,7 @@ class CacheIndex:
                 txn.put(lru_key(key, record.last_access), b"", db=self.lru)
                 digest = key[:20]
                 if txn.get(digest, db=self.objects) is None:
-                    ident = {"store": obj.store, "bucket": obj.bucket, "key": obj.key, "etag": obj.etag}
-                    txn.put(digest, json.dumps(ident).encode("utf-8", "surrogateescape"), db=self.objects)
+                    txn.put(digest, ident, db=self.objects)
                 added_blocks, added_bytes = 1, record.length
                 if previous is not None:
                     added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length

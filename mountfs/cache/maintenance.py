@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import lmdb
+
 from mountfs.cache.blocks import CHECKSUM_FILE, TEMP_SUFFIX, BlockFiles, chunk_crcs
 from mountfs.cache.eviction import CacheLimits, Evictor
-from mountfs.cache.index import KEY_LENGTH, BlockRecord, CacheIndex, IndexTotals, lru_key
+from mountfs.cache.index import KEY_LENGTH, BlockRecord, CacheIndex, IndexTotals, current_identity, lru_key
 
 # A block file written but whose record a daemon has not committed yet looks like an orphan: leave
 # files this young alone (records are committed within moments of the rename).
@@ -54,6 +56,7 @@ class VerifyReport:
     checked: int  # records whose file was read in full
     corrupt: int  # wrong length or a failed checksum: record and file dropped
     missing: int  # record without a file: record dropped
+    outdated: int  # records of an older cache format, or of no known object: record and file dropped
     orphans: int  # block files without a record, removed
     temps: int  # temp files of dead writers, removed
     unknown: int  # files under blocks/ that mountfs did not write: left alone
@@ -65,7 +68,7 @@ class VerifyReport:
     @property
     def clean(self) -> bool:
         """Nothing needed repair."""
-        return not (self.corrupt or self.missing or self.orphans or self.lru_rebuilt
+        return not (self.corrupt or self.missing or self.outdated or self.orphans or self.lru_rebuilt
                     or self.objects_dropped or self.totals_before != self.totals_after)
 
 
@@ -146,8 +149,9 @@ def prune_index(index: CacheIndex, files: BlockFiles, *, all: bool = False,
 def verify(cache_dir: str, *, orphan_grace: float = ORPHAN_GRACE,
            clock: Callable[[], float] = time.time) -> VerifyReport:
     """Check every block (length and every chunk's checksum) and repair what is wrong: records of
-    bad or missing blocks dropped, orphan block files and dead writers' temp files removed, the
-    lru sub-db checked, the totals recounted."""
+    bad or missing blocks dropped, records of an older cache format (whose key lacks part of what
+    decides a block's bytes, such as the block size) dropped, orphan block files and dead writers'
+    temp files removed, the lru sub-db checked, the totals recounted."""
     with open_cache(cache_dir) as (index, files):
         return verify_index(index, files, orphan_grace=orphan_grace, clock=clock)
 
@@ -157,16 +161,20 @@ def verify_index(index: CacheIndex, files: BlockFiles, *, orphan_grace: float = 
     totals_before = index.totals()
     checked = 0
     bad: list[tuple[bytes, BlockRecord]] = []
+    current = _CurrentObjects(index)
     for key, record in _records(index):
+        if not current(key):
+            bad.append((key, record))  # never served: not worth reading
+            continue
         checked += 1
         if check_block(files, key, record) != "ok":
             bad.append((key, record))
-    corrupt, missing = _drop_bad(index, files, bad)
+    corrupt, missing, outdated = _drop_bad(index, files, bad)
     orphans, unknown = _remove_orphans(index, files, clock() - orphan_grace)
     temps = files.remove_orphan_temps()
     lru_rebuilt, objects_dropped, totals_after = _recount(index)
-    return VerifyReport(checked, corrupt, missing, orphans, temps, unknown, lru_rebuilt, objects_dropped,
-                        totals_before, totals_after)
+    return VerifyReport(checked, corrupt, missing, outdated, orphans, temps, unknown, lru_rebuilt,
+                        objects_dropped, totals_before, totals_after)
 
 
 def check_block(files: BlockFiles, key: bytes, record: BlockRecord) -> str:
@@ -213,10 +221,34 @@ def _records(index: CacheIndex) -> Iterator[tuple[bytes, BlockRecord]]:
             return
 
 
-def _drop_bad(index: CacheIndex, files: BlockFiles, bad: list[tuple[bytes, BlockRecord]]) -> tuple[int, int]:
+class _CurrentObjects:
+    """Whether a block key's object entry is one this cache format writes (remembered per object:
+    records come in key order, so an object's blocks come together)."""
+
+    def __init__(self, index: CacheIndex) -> None:
+        self.index = index
+        self._digest = b""
+        self._current = False
+
+    def __call__(self, key: bytes, txn: lmdb.Transaction[bytes] | None = None) -> bool:
+        digest = key[:20]
+        if txn is not None:
+            return current_identity(digest, txn.get(digest, db=self.index.objects))
+        if digest != self._digest:
+            with self.index.env.begin(db=self.index.objects) as read:
+                raw = read.get(digest)
+                self._current = current_identity(digest, None if raw is None else bytes(raw))
+            self._digest = digest
+        return self._current
+
+
+def _drop_bad(index: CacheIndex, files: BlockFiles,
+              bad: list[tuple[bytes, BlockRecord]]) -> tuple[int, int, int]:
     """Drop bad blocks: record, then file. A daemon may have replaced a block since it was read
-    (a refetch writes a new file and record), so each is checked again against its current record."""
-    corrupt = missing = 0
+    (a refetch writes a new file and record), so each is checked again against its current record.
+    Returns (corrupt, missing, outdated)."""
+    current = _CurrentObjects(index)
+    corrupt = missing = outdated = 0
     for start in range(0, len(bad), _REMOVE_BATCH):
         dropped: list[bytes] = []
         with index.env.begin(write=True) as txn:
@@ -225,7 +257,10 @@ def _drop_bad(index: CacheIndex, files: BlockFiles, bad: list[tuple[bytes, Block
                 raw = txn.get(key, db=index.blocks)
                 if raw is None:
                     continue
-                verdict = check_block(files, key, BlockRecord.unpack(raw))
+                if current(key, txn):
+                    verdict = check_block(files, key, BlockRecord.unpack(raw))
+                else:
+                    verdict = "outdated"
                 if verdict == "ok":
                     continue
                 record = index.remove_in(txn, key)
@@ -234,10 +269,11 @@ def _drop_bad(index: CacheIndex, files: BlockFiles, bad: list[tuple[bytes, Block
                 dropped.append(key)
                 corrupt += verdict == "corrupt"
                 missing += verdict == "missing"
+                outdated += verdict == "outdated"
             index.add_totals(txn, -len(dropped), -removed_bytes)
         for key in dropped:
             files.remove(key)
-    return corrupt, missing
+    return corrupt, missing, outdated
 
 
 def _remove_orphans(index: CacheIndex, files: BlockFiles, older_than: float) -> tuple[int, int]:

@@ -118,3 +118,37 @@ def test_two_cat_processes_at_once(mounter: Mounter, bucket: Bucket) -> None:
     assert status["cache"]["misses"] == blocks, status["cache"]
     assert status["store"]["gets"] <= blocks, status["store"]  # read-ahead fetches 16 MiB at once
     assert status["store"]["bytes_fetched"] == bucket.BIG_SIZE
+
+
+def test_one_cache_dir_serves_mounts_of_two_block_sizes(mounter: Mounter, tmp_path: Path) -> None:
+    """A local folder through the block cache, read with 4 MiB blocks, then with 1 MiB blocks on the
+    same cache dir: each block size gets its own blocks (never a 4 MiB block's bytes as a 1 MiB
+    block), and both stay cached side by side."""
+    mib = 1 << 20
+    root = tmp_path / "folder"
+    root.mkdir()
+    source = root / "twelve.bin"
+    source.write_bytes(os.urandom(12 * mib))
+
+    def cmp(mnt: str) -> None:
+        result = subprocess.run(["cmp", str(source), os.path.join(mnt, "twelve.bin")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    first = mounter.mount(root, block_size="4MiB")
+    cmp(first.path)
+    mounter.umount(first)
+
+    second = mounter.mount(root, cache_dir=first.cache_dir, block_size="1MiB")
+    cmp(second.path)
+    status = mounter.run.status(second)
+    assert status["cache"]["block_size"] == mib
+    assert status["store"]["bytes_fetched"] == 12 * mib, "the 1 MiB blocks were fetched, not found"
+    mounter.umount(second)
+
+    third = mounter.mount(root, cache_dir=first.cache_dir, block_size="4MiB")
+    assert mounter.run.status(third)["cache"]["blocks"] == 3 + 12
+    cmp(third.path)
+    status = mounter.run.status(third)
+    assert status["store"]["bytes_fetched"] == 0, "the 4 MiB blocks are still served"
+    assert status["cache"]["blocks"] == 3 + 12

@@ -128,6 +128,19 @@ def test_bad_mount_option(mountfs: Runner, bucket: Bucket, mnt: str, cache_opt: 
     assert unmounted(tools, mnt)
 
 
+@pytest.mark.parametrize("size", ["0", "1", "3MiB", "1TiB", "128MiB"])
+def test_a_block_size_option_is_held_to_the_config_keys_rule(mountfs: Runner, tmp_path: Path, mnt: str,
+                                                             size: str, tools: Any) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cache = tmp_path / "cache"
+    line = assert_refused(mountfs(f"file://{folder}", mnt, "-o", f"cache_dir={cache},block_size={size}"),
+                          f"block_size={size}", "must be a power of two from 64KiB to 64MiB")
+    assert "Traceback" not in line
+    assert unmounted(tools, mnt)
+    assert not cache.exists(), "nothing was set up"
+
+
 def test_unknown_option_message(mountfs: Runner, bucket: Bucket, mnt: str, cache_opt: str,
                                 tools: Any) -> None:
     assert_refused(mountfs(bucket.url, mnt, "-o", f"{cache_opt},bogus"), "unknown mount option", "bogus")

@@ -6,20 +6,27 @@ import os
 
 from mountfs.backends.base import ObjectId
 from mountfs.cache.blocks import BlockFiles
-from mountfs.cache.index import BlockRecord, CacheIndex, block_key
+from mountfs.cache.index import BlockRecord, CacheIndex, block_key, identity
+
+BLOCK_SIZE = 1 << 20  # the block size these blocks are keyed with (their lengths are the tests' own)
 
 
 def obj(name: str) -> ObjectId:
     return ObjectId("memory", "mem", name, "etag-1")
 
 
+def ident(name: str) -> bytes:
+    """The object entry the block cache commits with a block of `name`."""
+    return identity(obj(name), BLOCK_SIZE)
+
+
 def add_block(index: CacheIndex, files: BlockFiles, name: str, block: int, size: int,
               when: float) -> bytes:
     """Write a block file and commit its record, as the block cache does (file first)."""
-    key = block_key(obj(name), block)
+    key = block_key(obj(name), BLOCK_SIZE, block)
     data = (name.encode() * (size // max(1, len(name)) + 1))[:size]
     crcs = files.write(key, data)
-    index.commit(obj(name), key, BlockRecord(len(data), crcs, when))
+    index.commit(ident(name), key, BlockRecord(len(data), crcs, when))
     return key
 
 

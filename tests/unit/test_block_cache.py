@@ -113,7 +113,7 @@ async def test_a_new_etag_never_serves_old_bytes(tmp_path: os.PathLike[str]) -> 
     source = Source(new_data)
     assert await cache.read(changed, len(new_data), 0, 10, source.fetch) == b"x" * 10
     assert source.fetches == [(0, BLOCK)]
-    assert block_key(OBJ, 0) != block_key(changed, 0)
+    assert block_key(OBJ, BLOCK, 0) != block_key(changed, BLOCK, 0)
     cache.close()
 
 
@@ -127,7 +127,7 @@ async def test_a_short_fetch_is_stale_not_served(tmp_path: os.PathLike[str]) -> 
 async def test_a_block_file_without_its_record_is_never_served(tmp_path: os.PathLike[str]) -> None:
     # What kill -9 between writing a block and committing it leaves: bytes but no record.
     files = BlockFiles(str(tmp_path))
-    files.write(block_key(OBJ, 0), b"\0" * BLOCK)
+    files.write(block_key(OBJ, BLOCK, 0), b"\0" * BLOCK)
     cache, source = make_cache(str(tmp_path)), Source()
     assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
     assert source.fetches == [(0, BLOCK)]
@@ -136,7 +136,7 @@ async def test_a_block_file_without_its_record_is_never_served(tmp_path: os.Path
 
 async def test_orphan_temp_files_of_dead_writers_are_removed(tmp_path: os.PathLike[str]) -> None:
     files = BlockFiles(str(tmp_path))
-    path = files.path(block_key(OBJ, 0))
+    path = files.path(block_key(OBJ, BLOCK, 0))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     dead = f"{path}.999999999.1{TEMP_SUFFIX}"
     alive = f"{path}.1.2{TEMP_SUFFIX}"  # pid 1 is always running
@@ -153,7 +153,7 @@ async def test_a_corrupt_block_is_dropped_and_fetched_again(tmp_path: os.PathLik
     first = make_cache(str(tmp_path))
     await first.read(OBJ, len(DATA), 0, 10, Source().fetch)
     first.close()
-    path = BlockFiles(str(tmp_path)).path(block_key(OBJ, 0))
+    path = BlockFiles(str(tmp_path)).path(block_key(OBJ, BLOCK, 0))
     with open(path, "r+b") as f:
         f.write(b"garbage")
     second, source = make_cache(str(tmp_path)), Source()
@@ -180,7 +180,7 @@ async def test_access_times_are_batched_into_the_index(tmp_path: os.PathLike[str
     await second.read(OBJ, len(DATA), 0, 10, Source().fetch)
     second.close()
     after = dict(make_cache_index_records(str(tmp_path)))
-    key = block_key(OBJ, 0)
+    key = block_key(OBJ, BLOCK, 0)
     assert after[key].last_access > before[key].last_access
 
 
@@ -221,7 +221,7 @@ async def test_small_blocks_waiting_for_the_disk_are_written_in_one_worker_call(
     real_write = cache.files.write
 
     def slow_first_write(key: bytes, data: object) -> tuple[int, ...]:
-        if key == block_key(objects[0], 0):
+        if key == block_key(objects[0], BLOCK, 0):
             first_write_may_end.wait(10)
         return real_write(key, data)  # type: ignore[arg-type]
 
@@ -251,7 +251,7 @@ async def test_a_block_that_cannot_be_written_frees_its_slot_and_is_left_out(
     real_write = cache.files.write
 
     def full_disk_for_block_1(key: bytes, data: object) -> tuple[int, ...]:
-        if key == block_key(OBJ, 1):
+        if key == block_key(OBJ, BLOCK, 1):
             raise block_cache.NoSpace("cache disk full")
         return real_write(key, data)  # type: ignore[arg-type]
 
@@ -260,7 +260,7 @@ async def test_a_block_that_cannot_be_written_frees_its_slot_and_is_left_out(
         cache.nursery = nursery
         assert await cache.read(OBJ, len(DATA), 0, len(DATA), Source().fetch) == DATA
     assert sorted(key for _, key, _ in cache._to_commit) == sorted(
-        block_key(OBJ, i) for i in (0, 2, 3))
+        block_key(OBJ, BLOCK, i) for i in (0, 2, 3))
     assert cache._persist_slots.value == block_cache.PERSIST_BACKLOG and cache._eviction_wanted.is_set()
     cache.close()
 
@@ -284,7 +284,7 @@ def test_block_files_verify_only_the_chunks_a_read_touches(tmp_path: os.PathLike
 
     files = BlockFiles(str(tmp_path))
     data = os.urandom(4 * CHUNK + 100)
-    key = block_key(OBJ, 7)
+    key = block_key(OBJ, BLOCK, 7)
     crcs = files.write(key, data)
     assert len(crcs) == 5
     assert files.read(key, len(data), crcs) == data
@@ -356,7 +356,7 @@ async def test_corruption_found_in_an_open_block_drops_it_and_fetches_again(
     first.close()
     cache, source = BlockCache(str(tmp_path), len(data), 0), Source(data, piece=len(data))
     assert await cache.read(OBJ, len(data), 10, 100, source.fetch) == data[10:110]  # opens the block
-    with open(cache.files.path(block_key(OBJ, 0)), "r+b") as f:
+    with open(cache.files.path(block_key(OBJ, BLOCK, 0)), "r+b") as f:
         f.seek(2 * CHUNK + 10)
         f.write(b"\0garbage\0")
     assert await cache.read(OBJ, len(data), 2 * CHUNK, 100, source.fetch) == data[2 * CHUNK:2 * CHUNK + 100]
@@ -445,7 +445,7 @@ def test_new_caches_use_crc32c_in_16k_chunks_and_old_ones_keep_theirs(tmp_path: 
     import google_crc32c
 
     fresh = BlockFiles(os.path.join(tmp_path, "new"))
-    key = block_key(OBJ, 0)
+    key = block_key(OBJ, BLOCK, 0)
     expected = (google_crc32c.value(b"x" * 16384),) * 4 + (google_crc32c.value(b"x" * 4464),)
     assert fresh.write(key, b"x" * 70_000) == expected
     again = BlockFiles(os.path.join(tmp_path, "new"))  # the CHECKSUM file says so
@@ -622,7 +622,7 @@ def test_blocks_written_directly_read_back_whole(tmp_path: os.PathLike[str], siz
     if kind == "aligned":  # as S3 GETs deliver them: written without a staging copy
         data = aligned(size)
         data[:] = payload
-    key = block_key(OBJ, size)
+    key = block_key(OBJ, BLOCK, size)
     crcs = files.write(key, data)
     if not files.direct:
         pytest.skip("this file system refuses O_DIRECT: only the buffered fallback was tested")
@@ -643,7 +643,7 @@ def test_a_file_system_without_o_direct_gets_buffered_block_writes(
 
     files = BlockFiles(str(tmp_path))
     monkeypatch.setattr(os, "open", no_direct)
-    key, size = block_key(OBJ, 0), (2 << 20) + 3
+    key, size = block_key(OBJ, BLOCK, 0), (2 << 20) + 3
     crcs = files.write(key, b"z" * size)
     assert not files.direct
     assert files.read(key, size, crcs) == b"z" * size
@@ -659,7 +659,7 @@ def test_an_error_writing_a_small_block_does_not_turn_o_direct_off(
     files = BlockFiles(str(tmp_path))
     monkeypatch.setattr(os, "write", failing_write)  # small blocks are written buffered
     with pytest.raises(OSError):
-        files.write(block_key(OBJ, 0), b"z" * 4096)
+        files.write(block_key(OBJ, BLOCK, 0), b"z" * 4096)
     assert files.direct, "only a refused O_DIRECT write turns direct writes off"
 
 
@@ -669,7 +669,7 @@ def test_whole_large_blocks_are_read_directly_and_still_checked(tmp_path: os.Pat
     files = BlockFiles(str(tmp_path))
     size = (2 << 20) + 100
     payload = os.urandom(size)
-    key = block_key(OBJ, 0)
+    key = block_key(OBJ, BLOCK, 0)
     crcs = files.write(key, payload)
     assert bytes(files.read_whole(key, size, crcs)) == payload
     with open(files.path(key), "r+b") as f:

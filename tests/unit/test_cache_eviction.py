@@ -22,7 +22,7 @@ from mountfs.cache.blocks import BlockFiles
 from mountfs.cache.eviction import CacheLimits, Evictor
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, split_lru_key
 from mountfs.config import CacheConfig, MinFree
-from tests.unit.cache_helpers import add_block, files_on_disk, obj
+from tests.unit.cache_helpers import add_block, files_on_disk, ident, obj
 
 KB = 1000
 NOW = 1_000_000.0
@@ -66,7 +66,7 @@ def test_lru_follows_commits_touches_and_removals(cache: tuple[CacheIndex, Block
     assert lru_order(index) == [b, c, a]
     index.touch([a], when=NOW + 5)  # never moved back: another daemon may have used it later
     assert index.lookup(a).last_access == NOW + 10  # type: ignore[union-attr]
-    index.commit(obj("f1"), b, BlockRecord(KB, index.lookup(b).crcs, NOW + 20))  # type: ignore[union-attr]
+    index.commit(ident("f1"), b, BlockRecord(KB, index.lookup(b).crcs, NOW + 20))  # type: ignore[union-attr]
     assert lru_order(index) == [c, a, b]
     index.remove(c)
     assert lru_order(index) == [a, b]
@@ -287,7 +287,7 @@ async def test_a_commit_over_the_limit_wakes_eviction_and_blocks_in_use_survive(
         await wait_for(lambda: block_cache.stats.evicted >= 4 and not block_cache._to_commit)
         await wait_for(lambda: block_cache.index.totals().blocks <= 4)
         in_memory = set(block_cache._memory)
-        assert in_memory == {block_key(target, 6), block_key(target, 7)}
+        assert in_memory == {block_key(target, BLOCK, 6), block_key(target, BLOCK, 7)}
         records = {key for key, _ in block_cache.index.iter_blocks()}
         assert in_memory <= records, "blocks in memory are in use: kept"
         nursery.cancel_scope.cancel()
@@ -308,7 +308,7 @@ async def test_the_eviction_loop_expires_blocks_on_a_fake_clock(tmp_path: Path) 
         nursery.start_soon(block_cache.run_eviction)
         await wait_for(lambda: block_cache.index.totals().blocks == 1)
         nursery.cancel_scope.cancel()
-    assert [key for key, _ in block_cache.index.iter_blocks()] == [block_key(target, 0)]
+    assert [key for key, _ in block_cache.index.iter_blocks()] == [block_key(target, BLOCK, 0)]
     assert block_cache.stats.evicted == 7
     block_cache.close()
 
@@ -319,11 +319,11 @@ async def test_an_evicted_block_is_dropped_from_memory_and_its_file_closed(tmp_p
     await block_cache.read(target, len(OBJ_DATA), 0, 2 * BLOCK, fetch)
     await block_cache.read(target, len(OBJ_DATA), 0, 10, fetch)
     await block_cache.read(target, len(OBJ_DATA), BLOCK, 10, fetch)
-    assert set(block_cache._open_blocks) == {block_key(target, 0), block_key(target, 1)}
+    assert set(block_cache._open_blocks) == {block_key(target, BLOCK, 0), block_key(target, BLOCK, 1)}
     block_cache.enable_eviction(CacheLimits(max_files=0))
     # As if both became in use after the pass took its snapshot of what is in use:
     block_cache.in_use = frozenset  # type: ignore[method-assign]
-    open_block = block_cache._open_blocks[block_key(target, 0)]
+    open_block = block_cache._open_blocks[block_key(target, BLOCK, 0)]
     report = await block_cache.evict_now()
     assert report.removed_blocks == 2
     assert block_cache._open_blocks == {} and open_block.fd == -1

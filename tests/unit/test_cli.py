@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from mountfs import cli, control
-from mountfs.mount import MountSetupError, parse_options, prepare
+from mountfs.mount import MountSetupError, load_config_with, parse_options, prepare
 
 
 def test_options_as_mount_fuse3_passes_them() -> None:
@@ -25,6 +25,27 @@ def test_unknown_and_bad_options_are_named() -> None:
         parse_options(["colour=blue"])
     with pytest.raises(MountSetupError, match="bad mount option value"):
         parse_options(["uid=alice"])
+
+
+@pytest.mark.parametrize("size", ["0", "1", "3MiB", "1TiB", "128MiB", "48KiB"])
+def test_a_block_size_option_is_held_to_the_config_keys_rule(size: str) -> None:
+    with pytest.raises(MountSetupError, match=f"bad mount option block_size={size}: must be a power "
+                                              "of two from 64KiB to 64MiB"):
+        parse_options([f"block_size={size}"])
+
+
+@pytest.mark.parametrize(("size", "value"), [("64KiB", 1 << 16), ("4M", 4 << 20), ("64MiB", 64 << 20)])
+def test_block_sizes_the_config_key_takes_are_taken(size: str, value: int) -> None:
+    assert parse_options([f"block_size={size}"]).block_size == value
+
+
+def test_a_block_size_option_must_fit_the_configs_max_size(tmp_path: Path, bucket: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cache]\nmax_size = "2MiB"\nblock_size = "64KiB"\n\n[[mount]]\npath = "d"\n'
+                      f'url = "file://{bucket}"\n')
+    with pytest.raises(MountSetupError, match=r"block_size=4MiB: the cache's max_size \(2MiB\) must hold"):
+        load_config_with(str(config), parse_options(["block_size=4MiB"]))
+    assert load_config_with(str(config), parse_options(["block_size=1MiB"])).cache.block_size == 1 << 20
 
 
 @pytest.fixture
