@@ -8,7 +8,9 @@ hits one request, not a whole connection:
 - `fail_next(n)`: the next n requests are answered 503 SlowDown;
 - `slow_down`: that fraction of requests is answered 503 SlowDown;
 - `reset_bodies`: that fraction of GET answers with a body is cut after half of the body, and the
-  connection reset (RST), as a flaky network or load balancer does.
+  connection reset (RST), as a flaky network or load balancer does;
+- `corrupt_bodies`: that fraction of GET answers with a body has its middle byte flipped, as a bad
+  NIC or a broken middlebox does (only a checksum can tell).
 
 The random draws come from a `random.Random(seed)`, so a test sees the same mix run after run (the
 order in which concurrent requests draw still varies).
@@ -37,17 +39,19 @@ class _Closed(Exception):
 
 class FaultProxy:
     def __init__(self, upstream_port: int, host: str = "127.0.0.1", *, seed: int = 0,
-                 slow_down: float = 0.0, reset_bodies: float = 0.0) -> None:
+                 slow_down: float = 0.0, reset_bodies: float = 0.0, corrupt_bodies: float = 0.0) -> None:
         self.upstream = (host, upstream_port)
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.host_port = f"{host}:{self.port}"
         self.slow_down = slow_down
         self.reset_bodies = reset_bodies
+        self.corrupt_bodies = corrupt_bodies
         self.failures_left = 0
         self.requests = 0
         self.failures_served = 0  # 503 SlowDown answers
         self.resets_served = 0  # answers cut mid-body
+        self.corruptions_served = 0  # answers with a byte flipped
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -81,7 +85,8 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _decide(self, method: str) -> str | None:
-        """The fault for the next request: "slow_down", "reset" (if its answer has a body) or None."""
+        """The fault for the next request: "slow_down", "reset" or "corrupt" (if its answer has a
+        body), or None."""
         with self._lock:
             self.requests += 1
             if self.failures_left > 0:
@@ -93,6 +98,8 @@ class FaultProxy:
                 return "slow_down"
             if method == "GET" and self.reset_bodies and self._rng.random() < self.reset_bodies:
                 return "reset"
+            if method == "GET" and self.corrupt_bodies and self._rng.random() < self.corrupt_bodies:
+                return "corrupt"
             return None
 
     def _track(self, sock: socket.socket) -> None:
@@ -153,7 +160,16 @@ class FaultProxy:
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return  # closed below: with SO_LINGER 0 that sends RST
                 client.sendall(b"".join(answer))
-                if not bodyless:
+                if fault == "corrupt" and 200 <= status < 300 and length:
+                    _copy_exactly(up_reader, client, length // 2)
+                    byte = up_reader.read(1)
+                    if not byte:
+                        raise _Closed()
+                    client.sendall(bytes([byte[0] ^ 0xFF]))
+                    _copy_exactly(up_reader, client, length - length // 2 - 1)
+                    with self._lock:
+                        self.corruptions_served += 1
+                elif not bodyless:
                     _copy_body(up_reader, client, answer_headers, to_close=True)
                 if answer_headers.get("connection", "").lower() == "close" or (
                         not bodyless and length is None and "chunked" not in
