@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 from mountfs.backends.s3 import S3Store, translate
 from mountfs.backends.s3_settings import resolve
 from mountfs.config import RetryConfig, load_config, parse_url
-from mountfs.errors import AccessDenied, NotFound, Stale, StoreUnavailable, Transient
+from mountfs.errors import AccessDenied, NotFound, Stale, StoreUnavailable, Throttled, Transient
 
 CONFIG = """
 [s3]
@@ -107,12 +107,14 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
     ("NoSuchKey", 404, NotFound), ("404", 404, NotFound), ("NoSuchBucket", 404, NotFound),
     ("AccessDenied", 403, AccessDenied), ("InvalidAccessKeyId", 403, AccessDenied),
     ("SignatureDoesNotMatch", 403, AccessDenied), ("PreconditionFailed", 412, Stale),
-    ("SlowDown", 503, Transient), ("InternalError", 500, Transient), ("ServiceUnavailable", 503, Transient),
-    ("RequestTimeout", 400, Transient), ("Throttling", 400, Transient), ("WeirdError", 400, StoreUnavailable),
+    ("SlowDown", 503, Throttled), ("InternalError", 500, Transient), ("ServiceUnavailable", 503, Throttled),
+    ("RequestTimeout", 400, Transient), ("Throttling", 400, Throttled), ("WeirdError", 400, StoreUnavailable),
+    ("TooManyRequests", 429, Throttled),
 ])
 def test_client_errors_map_to_one_hierarchy(code: str, status: int, kind: type) -> None:
     error = translate(client_error(code, status), "GET s3://b/k")
     assert isinstance(error, kind) and str(error).startswith("GET s3://b/k")
+    assert isinstance(error, Throttled) == (kind is Throttled)
 
 
 def test_connection_failures_are_transient() -> None:
