@@ -25,6 +25,10 @@ class Transient(MountfsError):
     """A failure worth retrying: throttling, 5xx, a reset connection, a timeout."""
 
 
+class Throttled(Transient):
+    """The store asked us to slow down (SlowDown, 429, 503): retried after a pause that is never short."""
+
+
 class StoreUnavailable(MountfsError):
     """The store cannot be reached (after retries), or is not readable at all."""
 

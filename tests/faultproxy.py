@@ -1,49 +1,80 @@
-"""A TCP proxy in front of a real S3 server that can answer 503 Slow Down on demand.
+"""An HTTP/1.1 proxy in front of a real S3 server that injects faults request by request.
 
-Real servers do not throttle when asked to, so tests put this between mountfs and the server to
-produce real throttling responses and reset connections over the wire, with no SDK mocked.
+Real servers do not throttle or drop connections when asked to, so tests put this between mountfs
+and the server to produce real throttling answers and connections reset mid-body over the wire,
+with no SDK mocked. It reads each request and each answer on kept-alive connections, so a fault
+hits one request, not a whole connection:
+
+- `fail_next(n)`: the next n requests are answered 503 SlowDown;
+- `slow_down`: that fraction of requests is answered 503 SlowDown;
+- `reset_bodies`: that fraction of GET answers with a body is cut after half of the body, and the
+  connection reset (RST), as a flaky network or load balancer does;
+- `corrupt_bodies`: that fraction of GET answers with a body has its middle byte flipped, as a bad
+  NIC or a broken middlebox does (only a checksum can tell).
+
+The random draws come from a `random.Random(seed)`, so a test sees the same mix run after run (the
+order in which concurrent requests draw still varies).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import random
 import socket
+import struct
 import threading
+from typing import cast
 
-SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
              b"Content-Length: %d\r\n\r\n%s")
 SLOW_DOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                   b"<Message>Please reduce your request rate.</Message></Error>")
+CHUNK = 262144
+
+
+class _Closed(Exception):
+    """One side of the exchange went away: drop the pair of connections."""
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1", *, seed: int = 0,
+                 slow_down: float = 0.0, reset_bodies: float = 0.0, corrupt_bodies: float = 0.0) -> None:
         self.upstream = (host, upstream_port)
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.host_port = f"{host}:{self.port}"
+        self.slow_down = slow_down
+        self.reset_bodies = reset_bodies
+        self.corrupt_bodies = corrupt_bodies
         self.failures_left = 0
-        self.failures_served = 0
+        self.requests = 0
+        self.failures_served = 0  # 503 SlowDown answers
+        self.resets_served = 0  # answers cut mid-body
+        self.corruptions_served = 0  # answers with a byte flipped
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def fail_next(self, count: int) -> None:
-        """Answer the next `count` requests with 503; cut pooled connections so they reconnect."""
+        """Answer the next `count` requests with 503 SlowDown."""
         with self._lock:
             self.failures_left = count
-            pooled, self._open = self._open, set()
-        for sock in pooled:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
 
     def close(self) -> None:
         self._closed = True
-        self.fail_next(0)
+        with self._lock:
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
         with contextlib.suppress(OSError):
             self.listener.close()
+
+    # --- internals -------------------------------------------------------------------------
 
     def _accept(self) -> None:
         while not self._closed:
@@ -53,43 +84,184 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _take_failure(self) -> bool:
+    def _decide(self, method: str) -> str | None:
+        """The fault for the next request: "slow_down", "reset" or "corrupt" (if its answer has a
+        body), or None."""
         with self._lock:
+            self.requests += 1
             if self.failures_left > 0:
                 self.failures_left -= 1
                 self.failures_served += 1
-                return True
-            return False
+                return "slow_down"
+            if self.slow_down and self._rng.random() < self.slow_down:
+                self.failures_served += 1
+                return "slow_down"
+            if method == "GET" and self.reset_bodies and self._rng.random() < self.reset_bodies:
+                return "reset"
+            if method == "GET" and self.corrupt_bodies and self._rng.random() < self.corrupt_bodies:
+                return "corrupt"
+            return None
 
-    def _serve(self, client: socket.socket) -> None:
-        if self._take_failure():
-            with contextlib.suppress(OSError), client:
-                client.settimeout(5)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        break
-                    head += chunk
-                client.sendall(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
-            return
-        try:
-            upstream = socket.create_connection(self.upstream, timeout=10)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
+    def _track(self, sock: socket.socket) -> None:
         with self._lock:
-            self._open.update((client, upstream))
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-        self._pipe(client, upstream)
+            self._open.add(sock)
 
-    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(262144):
-                target.sendall(chunk)
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+    def _drop(self, *socks: socket.socket | None) -> None:
+        for sock in socks:
+            if sock is None:
+                continue
             with self._lock:
                 self._open.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        self._track(client)
+        reader = _reader(client)
+        upstream: socket.socket | None = None
+        up_reader: io.BufferedReader | None = None
+        try:
+            while not self._closed:
+                head = _read_head(reader)
+                if head is None:
+                    return
+                method = head[0].split(b" ", 1)[0].decode("latin-1")
+                headers = _parse_headers(head)
+                expect = headers.get("expect", "").lower() == "100-continue"
+                fault = self._decide(method)
+                if fault == "slow_down":
+                    if expect:
+                        client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    _copy_body(reader, None, headers)  # read and dropped: the connection stays usable
+                    client.sendall(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
+                    continue
+                if upstream is None:
+                    upstream = socket.create_connection(self.upstream, timeout=30)
+                    self._track(upstream)
+                    up_reader = _reader(upstream)
+                assert up_reader is not None
+                upstream.sendall(b"".join(line for line in head if not line.lower().startswith(b"expect:")))
+                if expect:
+                    client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                _copy_body(reader, upstream, headers)
+                answer = _read_head(up_reader)
+                while answer is not None and _status(answer) in range(100, 200):
+                    answer = _read_head(up_reader)  # interim answers: the client got its own
+                if answer is None:
+                    return  # the server closed: so does the client's connection
+                status, answer_headers = _status(answer), _parse_headers(answer)
+                bodyless = method == "HEAD" or status in (204, 304)
+                length = 0 if bodyless else _length(answer_headers)
+                if fault == "reset" and 200 <= status < 300 and length is not None and length > 1:
+                    client.sendall(b"".join(answer))
+                    _copy_exactly(up_reader, client, length // 2)
+                    with self._lock:
+                        self.resets_served += 1
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return  # closed below: with SO_LINGER 0 that sends RST
+                client.sendall(b"".join(answer))
+                if fault == "corrupt" and 200 <= status < 300 and length:
+                    _copy_exactly(up_reader, client, length // 2)
+                    byte = up_reader.read(1)
+                    if not byte:
+                        raise _Closed()
+                    client.sendall(bytes([byte[0] ^ 0xFF]))
+                    _copy_exactly(up_reader, client, length - length // 2 - 1)
+                    with self._lock:
+                        self.corruptions_served += 1
+                elif not bodyless:
+                    _copy_body(up_reader, client, answer_headers, to_close=True)
+                if answer_headers.get("connection", "").lower() == "close" or (
+                        not bodyless and length is None and "chunked" not in
+                        answer_headers.get("transfer-encoding", "").lower()):
+                    return
+        except (OSError, _Closed, ValueError):
+            return
+        finally:
+            self._drop(client, upstream)
+
+
+def _reader(sock: socket.socket) -> io.BufferedReader:
+    return cast(io.BufferedReader, sock.makefile("rb", buffering=CHUNK))
+
+
+def _read_head(reader: io.BufferedReader) -> list[bytes] | None:
+    """The request or status line and the header lines (CRLFs kept); None at a clean end."""
+    lines: list[bytes] = []
+    while True:
+        line = reader.readline(65537)
+        if not line:
+            if lines:
+                raise _Closed()
+            return None
+        lines.append(line)
+        if line in (b"\r\n", b"\n"):
+            return lines
+
+
+def _parse_headers(head: list[bytes]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return headers
+
+
+def _status(head: list[bytes]) -> int:
+    return int(head[0].split()[1])
+
+
+def _length(headers: dict[str, str]) -> int | None:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return None
+    value = headers.get("content-length")
+    return None if value is None else int(value)
+
+
+def _copy_exactly(source: io.BufferedReader, target: socket.socket | None, length: int) -> None:
+    while length > 0:
+        data = source.read1(min(length, CHUNK))
+        if not data:
+            raise _Closed()
+        if target is not None:
+            target.sendall(data)
+        length -= len(data)
+
+
+def _copy_body(source: io.BufferedReader, target: socket.socket | None, headers: dict[str, str],
+               to_close: bool = False) -> None:
+    """One message body, as it came (chunked, sized, or, for answers, up to the end)."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            line = source.readline(65537)
+            if not line:
+                raise _Closed()
+            if target is not None:
+                target.sendall(line)
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                trailer = _read_head_lines(source)
+                if target is not None:
+                    target.sendall(trailer)
+                return
+            _copy_exactly(source, target, size + 2)  # the chunk and its CRLF
+    length = _length(headers)
+    if length is not None:
+        _copy_exactly(source, target, length)
+    elif to_close:
+        while data := source.read1(CHUNK):
+            if target is not None:
+                target.sendall(data)
+
+
+def _read_head_lines(source: io.BufferedReader) -> bytes:
+    """Trailer lines after the last chunk, up to and including the blank line."""
+    out = b""
+    while True:
+        line = source.readline(65537)
+        if not line:
+            raise _Closed()
+        out += line
+        if line in (b"\r\n", b"\n"):
+            return out

@@ -4,10 +4,14 @@ while the store is known to be down.
 The counters are what `mountfs status` reports as store requests and bytes fetched, and what
 the tests read to prove that a warm read did not touch the store.
 
-Offline: once a call has used up its retries on transient failures, the store counts as offline;
-until it answers again, calls fail at once (EIO) instead of each waiting out the retry budget,
-except one call every PROBE_INTERVAL, which goes through and brings it back when it succeeds.
-Cached data and metadata keep being served meanwhile: they never reach this layer.
+Offline means consistently down, not merely flaky: OFFLINE_AFTER_FAILURES calls in a row have used
+up their retries on transient failures, over at least OFFLINE_AFTER_SECONDS, with no answer from the
+store in between (any answer, even an error such as NotFound, starts the count again). A store that
+still answers now and then stays online, and each call keeps retrying on its own budget: one unlucky
+call must not make every other call fail at once. Once offline, calls fail at once (EIO) instead of
+each waiting out the retry budget, except one call every PROBE_INTERVAL, which goes through and
+brings the store back when it gets an answer. Cached data and metadata keep being served meanwhile:
+they never reach this layer.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PROBE_INTERVAL = 5.0  # seconds between calls let through to an offline store
+OFFLINE_AFTER_FAILURES = 3  # calls in a row out of retries, with no answer in between...
+OFFLINE_AFTER_SECONDS = 5.0  # ...over at least this long, before the store counts as offline
 
 
 @dataclass
@@ -49,6 +55,9 @@ class AsyncStore:
         self._clock = clock
         self.offline_since: float | None = None  # on self._clock
         self._next_probe = 0.0
+        self._failures_in_row = 0  # calls out of retries since the last answer
+        self._failing_since = 0.0  # when the first of them started (not before the last answer)
+        self._last_answer = float("-inf")
 
     @property
     def store_id(self) -> str:
@@ -127,12 +136,13 @@ class AsyncStore:
     async def _counted(self, op: str, fn: Callable[..., T], *args: object) -> T:
         self._refuse_while_offline(op)  # a refused call is no request: counted in failed_fast
         self.stats.requests[op] += 1
+        started = self._clock()
         try:
             result = await self._run(fn, *args)
         except StoreUnavailable as exc:
             self.stats.errors[op] += 1
             if isinstance(exc.__cause__, Transient):  # retries used up: not a one-off refusal
-                self._went_offline(exc)
+                self._failed(started, exc)
             raise
         except Exception:
             self.stats.errors[op] += 1
@@ -154,15 +164,26 @@ class AsyncStore:
         raise Offline(f"{self.store_id}/{self.bucket} is offline (no answer for {down:.0f} s); "
                       f"trying again every {PROBE_INTERVAL:.0f} s")
 
-    def _went_offline(self, exc: StoreUnavailable) -> None:
+    def _failed(self, started: float, exc: StoreUnavailable) -> None:
+        """One more call out of retries: offline once enough of them in a row span long enough."""
         now = self._clock()
+        if self._failures_in_row == 0:
+            self._failing_since = max(started, self._last_answer)
+        self._failures_in_row += 1
         if self.offline_since is None:
-            self.offline_since = now
-            log.warning("%s/%s is offline: %s; cached data is still served", self.store_id, self.bucket, exc)
+            if (self._failures_in_row < OFFLINE_AFTER_FAILURES
+                    or now - self._failing_since < OFFLINE_AFTER_SECONDS):
+                return  # maybe only flaky: the next call retries on its own budget
+            self.offline_since = self._failing_since
+            log.warning("%s/%s is offline (%d calls in a row failed over %.0f s, none answered): %s; "
+                        "cached data is still served", self.store_id, self.bucket, self._failures_in_row,
+                        now - self._failing_since, exc)
         self._next_probe = now + PROBE_INTERVAL
 
     def _answered(self) -> None:
+        self._failures_in_row = 0
+        self._last_answer = self._clock()
         if self.offline_since is not None:
             log.warning("%s/%s answers again after %.0f s offline", self.store_id, self.bucket,
-                        self._clock() - self.offline_since)
+                        self._last_answer - self.offline_since)
             self.offline_since = None

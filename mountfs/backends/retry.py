@@ -1,8 +1,9 @@
 """Retrying transient store failures, the same way for every adapter.
 
 Full-jitter exponential backoff (so many clients hitting one throttled bucket spread out), bounded
-both by a number of attempts and by a time budget. What is still failing then becomes
-StoreUnavailable (EIO) with a log line naming the request.
+both by a number of attempts and by a time budget. When the store said to slow down (Throttled),
+the pause is at least half the backoff: full jitter alone would send some retries straight back.
+What is still failing then becomes StoreUnavailable (EIO) with a log line naming the request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mountfs.config import RetryConfig
-from mountfs.errors import MountfsError, StoreUnavailable, Transient
+from mountfs.errors import MountfsError, StoreUnavailable, Throttled, Transient
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,12 @@ T = TypeVar("T")
 ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
 
 
-def backoff_delay(attempt: int, policy: RetryConfig, rng: Callable[[], float] = random.random) -> float:
+def backoff_delay(attempt: int, policy: RetryConfig, rng: Callable[[], float] = random.random,
+                  throttled: bool = False) -> float:
     """The pause after failed attempt number `attempt` (1-based)."""
     cap = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
+    if throttled:
+        return cap / 2 * (1 + rng())
     return cap * rng()
 
 
@@ -43,7 +47,7 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
         try:
             return fn()
         except Transient as exc:
-            delay = backoff_delay(attempt, policy, rng)
+            delay = backoff_delay(attempt, policy, rng, isinstance(exc, Throttled))
             if attempt >= policy.attempts or clock() - started + delay > policy.budget:
                 log.error("%s failed after %d attempt(s): %s", what, attempt, exc)
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc

@@ -46,6 +46,7 @@ from mountfs.errors import (
     NotFound,
     Stale,
     StoreUnavailable,
+    Throttled,
     Transient,
     Unsupported,
 )
@@ -65,6 +66,8 @@ STALE_CODES = {"412", "PreconditionFailed"}
 TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError", "ServiceUnavailable",
                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException",
                    "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted"}
+THROTTLED_CODES = {"503", "429", "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                   "BandwidthLimitExceeded"}
 TRANSIENT_EXCEPTIONS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectionClosedError,
@@ -190,6 +193,8 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
         return Stale(f"{what}: the object changed ({detail})")
     if code in DENIED_CODES or status == "403":
         return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
+    if code in THROTTLED_CODES or status in THROTTLED_CODES:
+        return Throttled(f"{what}: {detail}")
     if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
         return Transient(f"{what}: {detail}")
     return StoreUnavailable(f"{what}: {detail}")

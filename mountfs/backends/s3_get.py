@@ -10,6 +10,7 @@ stays with boto3; this module signs with the credentials boto3 resolved, so refr
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -18,11 +19,13 @@ import re
 import ssl
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
 import botocore.httpsession
+import crc32c
 
 from mountfs.backends import http1
 from mountfs.backends.s3_settings import S3Settings
@@ -31,6 +34,7 @@ from mountfs.buffers import Piece
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET's payload, signed as botocore does over http
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass(frozen=True)
@@ -177,9 +181,12 @@ class S3Reads:
     def get_pieces(self, key: str, start: int, length: int, piece: int, etag: str | None,
                    now: Callable[[], datetime.datetime] | None = None) -> list[Piece]:
         """Bytes [start, start + length) in `piece`-sized parts; [] when `start` is past the end.
-        Raises S3Error for an error answer, ConnectionError or TimeoutError for a failed connection."""
+        Raises S3Error for an error answer, ConnectionError or TimeoutError for a failed connection
+        or for a body that is not the one asked for (see `check_body`): retried, never served."""
         base, host, path = object_url(self.settings, key)
-        headers = {"range": f"bytes={start}-{start + length - 1}"}
+        # Checksums come back only for answers that cover the whole object (AWS gives none for
+        # ranges at all); what comes is checked.
+        headers = {"range": f"bytes={start}-{start + length - 1}", "x-amz-checksum-mode": "ENABLED"}
         if etag:
             headers["if-match"] = f'"{etag}"'
         when = now() if now else datetime.datetime.now(datetime.UTC)
@@ -188,6 +195,7 @@ class S3Reads:
         if reply.status == 416:  # the range starts at or past the end of the object
             return []
         _raise_for_status(reply)
+        check_body(reply, start, length)
         return reply.pieces
 
     def list_page(self, prefix: str, delimiter: str | None, token: str | None, max_keys: int,
@@ -207,6 +215,71 @@ class S3Reads:
         reply = self.endpoint(base).get(f"{path}?{query}", {"host": host, **headers}, 0)
         _raise_for_status(reply)
         return _parse_listing(reply.body)
+
+
+class BadBody(http1.ProtocolError):
+    """An answer whose body is not the bytes asked for: another range, or failing its checksum."""
+
+
+def check_body(reply: http1.Response, start: int, length: int) -> None:
+    """That `reply` holds bytes [start, start + length) of the object (fewer at its end): its
+    Content-Range says so and matches the body, and the object's checksum, when the answer covers
+    the whole object and the store sent one, matches too. A proxy or server that mixed up
+    answers, or a body damaged on the way, must never reach the cache."""
+    got = sum(map(len, reply.pieces))
+    asked = f"bytes {start}-{start + length - 1}"
+    if reply.status == 206:
+        found = _CONTENT_RANGE.fullmatch(reply.headers.get("content-range", "").strip())
+        if found is None:
+            raise BadBody(f"asked for {asked}, the answer's Content-Range is "
+                          f"{reply.headers.get('content-range')!r}")
+        first, last, total = int(found[1]), int(found[2]), found[3]
+        if first != start or last >= start + length or last - first + 1 != got:
+            raise BadBody(f"asked for {asked}, got {got} bytes as {found[0]}")
+        whole = first == 0 and total.isdigit() and last == int(total) - 1
+    elif reply.status == 200:  # the Range was ignored: the whole object came
+        if start != 0 or got > length:
+            raise BadBody(f"asked for {asked}, got the whole object ({got} bytes)")
+        whole = True
+    else:
+        raise BadBody(f"asked for {asked}, got an answer {reply.status} without an error")
+    if whole:
+        _check_checksum(reply)
+
+
+_CHECKSUMS: dict[str, Callable[[list[Piece]], bytes]] = {
+    "crc32c": lambda pieces: _crc(crc32c.crc32c, pieces),
+    "crc32": lambda pieces: _crc(zlib.crc32, pieces),
+    "sha256": lambda pieces: _digest(hashlib.sha256(), pieces),
+    "sha1": lambda pieces: _digest(hashlib.sha1(), pieces),
+}
+
+
+def _crc(update: Callable[[Piece, int], int], pieces: list[Piece]) -> bytes:
+    value = 0
+    for piece in pieces:
+        value = update(piece, value)
+    return value.to_bytes(4, "big")
+
+
+def _digest(hasher: hashlib._Hash, pieces: list[Piece]) -> bytes:
+    for piece in pieces:
+        hasher.update(piece)
+    return hasher.digest()
+
+
+def _check_checksum(reply: http1.Response) -> None:
+    """The first full-object checksum the store sent (those of multipart uploads made of the
+    parts' checksums, "...-N", cannot be checked against the bytes)."""
+    if reply.headers.get("x-amz-checksum-type", "FULL_OBJECT").upper() != "FULL_OBJECT":
+        return
+    for name, compute in _CHECKSUMS.items():
+        sent = reply.headers.get(f"x-amz-checksum-{name}")
+        if not sent or "-" in sent:
+            continue
+        if base64.b64encode(compute(reply.pieces)).decode() != sent:
+            raise BadBody(f"the body fails its {name.upper()} checksum")
+        return
 
 
 def _raise_for_status(reply: http1.Response) -> None:

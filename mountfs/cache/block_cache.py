@@ -24,7 +24,7 @@ from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
 from mountfs.concurrency import BlockingRunner
-from mountfs.errors import NoSpace, Stale
+from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,15 @@ class CacheStats:
     evicted: int = 0  # blocks this daemon evicted (limits, expiry, free space)
 
 
+def _worth_asking_again(error: BaseException) -> bool:
+    """A store that did not answer (retries used up) may answer the next call; one known to be
+    offline, or that answered with an error, will not."""
+    return isinstance(error, StoreUnavailable) and not isinstance(error, Offline)
+
+
 class _InFlight:
-    def __init__(self) -> None:
+    def __init__(self, ahead: bool = False) -> None:
+        self.ahead = ahead  # fetched ahead of any reader (prefetch), not for the one waiting on it
         self.done = trio.Event()
         self.data: Piece | None = None
         self.error: BaseException | None = None
@@ -243,6 +250,7 @@ class BlockCache:
         """The whole block, fetched at most once however many readers ask at the same time.
         `on_disk_checked`: the caller just found it missing on disk, so go straight to the store."""
         key = block_key(obj, self.block_size, index)
+        asked_itself = False
         while True:
             data = self._memory.get(key)
             if data is not None:
@@ -257,6 +265,10 @@ class BlockCache:
             if flight.data is not None:
                 return flight.data
             if flight.error is not None:
+                if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
+                    # A fetch ahead ran out of retries on a flaky store: this read gets its own.
+                    asked_itself = True
+                    continue
                 raise flight.error
             # The fetching task was cancelled: its readers try again on their own.
         flight = self._in_flight[key] = _InFlight()
@@ -271,7 +283,7 @@ class BlockCache:
         for index in range(first, first + count):
             key = block_key(obj, self.block_size, index)
             if key not in self._memory and key not in self._in_flight:
-                claimed[index] = (key, _InFlight())
+                claimed[index] = (key, _InFlight(ahead=True))
                 self._in_flight[key] = claimed[index][1]
         if claimed:
             await self._fill(obj, object_size, claimed, fetch, on_disk_checked=False)

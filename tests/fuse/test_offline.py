@@ -64,10 +64,17 @@ def test_a_stopped_store_serves_the_cache_then_recovers(mounter: Mounter, server
     assert read_file(os.path.join(root, "sub", "inner.txt")) == b"inner"
     with pytest.raises(FileNotFoundError):  # not in the complete (stale) listing
         os.stat(os.path.join(root, "never-there"))
-    for _ in range(2):  # the first one spends the retries, the second fails fast
+    deadline = time.monotonic() + 60
+    while not mounter.run.status(mnt)["stores"][0]["offline"]:
+        # Each read spends its retries: offline takes several failed calls in a row over some seconds.
         with pytest.raises(OSError) as info:
             read_file(os.path.join(root, "uncached.bin"))
         assert info.value.errno == errno.EIO
+        assert time.monotonic() < deadline, "never counted as offline"
+        time.sleep(0.3)
+    with pytest.raises(OSError) as info:  # now refused at once
+        read_file(os.path.join(root, "uncached.bin"))
+    assert info.value.errno == errno.EIO
     status = mounter.run.status(mnt)
     store = status["stores"][0]
     assert store["offline"] is True and store["failed_fast"] > 0, store

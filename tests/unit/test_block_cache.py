@@ -12,7 +12,7 @@ from mountfs.backends.base import ObjectId
 from mountfs.cache.block_cache import BlockCache, PageCachePoll
 from mountfs.cache.blocks import TEMP_SUFFIX, BlockFiles
 from mountfs.cache.index import block_key
-from mountfs.errors import Stale
+from mountfs.errors import Offline, Stale, StoreUnavailable
 
 BLOCK = 64 * 1024
 DATA = bytes(range(256)) * (BLOCK * 3 // 256) + b"tail"  # three blocks and a bit
@@ -409,6 +409,41 @@ async def test_a_failed_run_reaches_the_readers_waiting_on_any_of_its_blocks(
         nursery.start_soon(reader)
     assert not cache._in_flight
     assert await cache.read(OBJ, len(DATA), 2 * BLOCK, 10, Source().fetch) == DATA[2 * BLOCK:2 * BLOCK + 10]
+    cache.close()
+
+
+@pytest.mark.parametrize("error", [StoreUnavailable("GET: 503 SlowDown (gave up after 6 attempt(s))"),
+                                   Offline("the store is offline")])
+async def test_a_reader_waiting_on_a_fetch_ahead_that_ran_out_of_retries_asks_the_store_itself(
+        tmp_path: os.PathLike[str], error: StoreUnavailable) -> None:
+    cache, source = make_cache(str(tmp_path)), Source()
+    started = trio.Event()
+
+    async def failing(start: int, length: int) -> list[bytes]:
+        started.set()
+        await trio.sleep(0.01)
+        raise error
+
+    async def ahead() -> None:
+        with pytest.raises(StoreUnavailable):
+            await cache.get_run(OBJ, len(DATA), 0, 4, failing)
+
+    got: list[bytes | BaseException] = []
+
+    async def reader() -> None:
+        try:
+            got.append(bytes(await cache.read(OBJ, len(DATA), 2 * BLOCK, 10, source.fetch)))
+        except StoreUnavailable as exc:
+            got.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead)
+        await started.wait()
+        nursery.start_soon(reader)
+    if isinstance(error, Offline):  # known down: asking again would only wait to fail
+        assert got == [error] and source.fetches == []
+    else:  # the prefetch's bad luck is not the reader's: it retries on its own budget
+        assert got == [DATA[2 * BLOCK:2 * BLOCK + 10]] and source.fetches == [(2 * BLOCK, BLOCK)]
     cache.close()
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mountfs.backends.retry import backoff_delay, call_with_retry
 from mountfs.config import RetryConfig
-from mountfs.errors import NotFound, StoreUnavailable, Transient
+from mountfs.errors import NotFound, StoreUnavailable, Throttled, Transient
 
 POLICY = RetryConfig(attempts=5, base_delay=0.1, max_delay=1.0, budget=60.0)
 
@@ -39,6 +39,24 @@ def flaky(failures: int) -> tuple[list[int], object]:
 def test_backoff_doubles_up_to_the_cap_with_full_jitter() -> None:
     assert [backoff_delay(n, POLICY, lambda: 1.0) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert backoff_delay(3, POLICY, lambda: 0.5) == pytest.approx(0.2)
+
+
+def test_a_store_that_says_slow_down_gets_at_least_half_the_backoff_never_an_instant_retry() -> None:
+    assert [backoff_delay(n, POLICY, lambda: 0.0, throttled=True) for n in range(1, 6)] == \
+        [0.05, 0.1, 0.2, 0.4, 0.5]
+    assert backoff_delay(2, POLICY, lambda: 1.0, throttled=True) == pytest.approx(0.2)
+    clock = Clock()
+    calls: list[int] = []
+
+    def throttled() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise Throttled("GET s3://b/k: SlowDown")
+        return "data"
+
+    assert call_with_retry(throttled, POLICY, "GET", sleep=clock.sleep, clock=clock, rng=lambda: 0.0) \
+        == "data"
+    assert clock.sleeps == [0.05, 0.1]
 
 
 def test_transient_failures_are_retried_until_success() -> None:

@@ -4,13 +4,17 @@ tested against real servers in tests/integration."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import http.server
 import ssl
 import threading
 import unittest.mock
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import botocore.exceptions
 import pytest
@@ -19,7 +23,7 @@ from botocore.stub import Stubber
 from mountfs.backends.s3 import S3Store, translate
 from mountfs.backends.s3_settings import resolve
 from mountfs.config import RetryConfig, load_config, parse_url
-from mountfs.errors import AccessDenied, NotFound, Stale, StoreUnavailable, Transient
+from mountfs.errors import AccessDenied, NotFound, Stale, StoreUnavailable, Throttled, Transient
 
 CONFIG = """
 [s3]
@@ -103,12 +107,14 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
     ("NoSuchKey", 404, NotFound), ("404", 404, NotFound), ("NoSuchBucket", 404, NotFound),
     ("AccessDenied", 403, AccessDenied), ("InvalidAccessKeyId", 403, AccessDenied),
     ("SignatureDoesNotMatch", 403, AccessDenied), ("PreconditionFailed", 412, Stale),
-    ("SlowDown", 503, Transient), ("InternalError", 500, Transient), ("ServiceUnavailable", 503, Transient),
-    ("RequestTimeout", 400, Transient), ("Throttling", 400, Transient), ("WeirdError", 400, StoreUnavailable),
+    ("SlowDown", 503, Throttled), ("InternalError", 500, Transient), ("ServiceUnavailable", 503, Throttled),
+    ("RequestTimeout", 400, Transient), ("Throttling", 400, Throttled), ("WeirdError", 400, StoreUnavailable),
+    ("TooManyRequests", 429, Throttled),
 ])
 def test_client_errors_map_to_one_hierarchy(code: str, status: int, kind: type) -> None:
     error = translate(client_error(code, status), "GET s3://b/k")
     assert isinstance(error, kind) and str(error).startswith("GET s3://b/k")
+    assert isinstance(error, Throttled) == (kind is Throttled)
 
 
 def test_connection_failures_are_transient() -> None:
@@ -129,7 +135,7 @@ class ScriptedServer:
     """An HTTP server on 127.0.0.1 that gives scripted answers and records each request: for the
     answers a real S3 server cannot be made to give on demand (throttling, 500s)."""
 
-    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
+    def __init__(self, answers: list[tuple[int, bytes]] | list[tuple[int, bytes, dict[str, str]]]) -> None:
         self.answers = answers
         self.requests: list[dict[str, str]] = []
         script = self
@@ -137,9 +143,15 @@ class ScriptedServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 script.requests.append({k.lower(): v for k, v in self.headers.items()})
-                status, body = script.answers.pop(0)
+                status, body, *extra = script.answers.pop(0)
+                headers = dict(extra[0]) if extra else {}
+                if status == 206 and "content-range" not in headers:  # the range asked, as long as the body
+                    first = int(self.headers["range"].removeprefix("bytes=").split("-")[0])
+                    headers["content-range"] = f"bytes {first}-{first + len(body) - 1}/{first + len(body)}"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -164,10 +176,10 @@ def s3_error(code: str) -> bytes:
 
 
 @pytest.fixture
-def scripted(tmp_path: Path) -> Iterator[Callable[[list[tuple[int, bytes]]], S3Store]]:
+def scripted(tmp_path: Path) -> Iterator[Callable[[list[Any]], S3Store]]:
     servers: list[ScriptedServer] = []
 
-    def make(answers: list[tuple[int, bytes]]) -> S3Store:
+    def make(answers: list[Any]) -> S3Store:
         server = ScriptedServer(answers)
         servers.append(server)
         path = tmp_path / "s.toml"
@@ -215,6 +227,42 @@ def test_get_answers_map_like_sdk_errors(scripted) -> None:  # type: ignore[no-u
         store.get_range("k", 0, 3)
     with pytest.raises(NotFound, match="bucket does not exist"):
         store.get_range("k", 0, 3)
+
+
+def crc32_of(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_a_body_for_another_range_is_retried_never_served(scripted) -> None:  # type: ignore[no-untyped-def]
+    store = scripted([(206, b"xyz", {"content-range": "bytes 5-7/100"}),  # a mixed-up answer
+                      (206, b"ab", {"content-range": "bytes 0-2/100"}),  # says 3 bytes, sends 2
+                      (206, b"abc", {"content-range": "bytes 0-2"}),  # not a Content-Range
+                      (206, b"abc")])
+    assert store.get_range("k", 0, 3) == b"abc"
+    assert len(store.scripted.requests) == 4
+
+
+def test_a_whole_object_for_a_range_is_served_only_from_its_start(scripted) -> None:  # type: ignore[no-untyped-def]
+    store = scripted([(200, b"abc")] + [(200, b"abcdef")] * 4)
+    assert store.get_range("k", 0, 10) == b"abc"  # the Range ignored, but it is all that was asked
+    with pytest.raises(StoreUnavailable, match=r"asked for bytes 2-4, got the whole object \(6 bytes\)"):
+        store.get_range("k", 2, 3)
+
+
+def test_a_whole_object_failing_its_checksum_is_retried_never_served(scripted) -> None:  # type: ignore[no-untyped-def]
+    good = {"x-amz-checksum-crc32": crc32_of(b"abc")}
+    sha = {"x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(b"abc").digest()).decode()}
+    store = scripted([(206, b"abX", good), (206, b"abc", good),
+                      (206, b"abX", sha), (206, b"abc", sha),
+                      (206, b"abX", {"x-amz-checksum-crc32": crc32_of(b"abc") + "-2"}),  # of the parts
+                      (206, b"ab", {"x-amz-checksum-crc32": crc32_of(b"abc"),  # not the whole object
+                                    "content-range": "bytes 0-1/3"})])
+    assert store.get_range("k", 0, 3) == b"abc"
+    assert store.get_range("k", 0, 3) == b"abc"
+    assert len(store.scripted.requests) == 4
+    assert store.get_range("k", 0, 3) == b"abX", "a composite checksum cannot be checked"
+    assert store.get_range("k", 0, 2) == b"ab"
+    assert all(r["x-amz-checksum-mode"] == "ENABLED" for r in store.scripted.requests)
 
 
 @pytest.mark.parametrize("url,key,token", [
