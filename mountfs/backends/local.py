@@ -225,10 +225,19 @@ class LocalStore(ObjectStore):
 
     real_folders = True
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, within: str | None = None) -> None:
+        """`within`: a folder holding `root` that the part of `root` below it must not lead out of by
+        a symlink (a path_substitution's local prefix: the rest comes from a store URL)."""
         self.store_id = "file"
         self.bucket = os.path.abspath(root)
         self._root = os.fsencode(self.bucket).rstrip(b"/")  # b"" when the folder is "/"
+        self._base: bytes | None = None
+        self._below = b""
+        if within is not None:
+            base = os.fsencode(os.path.abspath(within)).rstrip(b"/")
+            if self._root != base and not self._root.startswith(base + b"/"):
+                raise ValueError(f"{self.bucket} is not inside {within}")
+            self._base, self._below = base or b"/", self._root[len(base) + 1:]
 
     # --- paths -----------------------------------------------------------------------------------
 
@@ -258,7 +267,13 @@ class LocalStore(ObjectStore):
         return os.fsdecode(self._abs(self._key_rel(key, write=write)))
 
     def _open_root(self) -> int:
-        return os.open(self._root or b"/", _ROOT_FLAGS)
+        if not self._below or self._base is None:
+            return os.open(self._root or b"/", _ROOT_FLAGS)
+        base = os.open(self._base, _ROOT_FLAGS)
+        try:
+            return open_folder(base, self._below)
+        finally:
+            os.close(base)
 
     @contextlib.contextmanager
     def _folder(self, rel: bytes, *, make: bool = False) -> Iterator[int]:
@@ -389,7 +404,11 @@ class LocalStore(ObjectStore):
             if parent is not None:
                 return open_beneath(parent, folder, _LIST_FLAGS)
             if not folder:
-                return os.open(self._root or b"/", _LIST_FLAGS)
+                root = self._open_root()
+                try:
+                    return os.open(".", _LIST_FLAGS, dir_fd=root)
+                finally:
+                    os.close(root)
             return self._open(folder, _LIST_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -533,6 +552,13 @@ class LocalStore(ObjectStore):
         except PermissionError as exc:
             raise AccessDenied(f"bucket folder {root} is not readable (permission denied)") from exc
         except OSError as exc:
+            raise _error(exc, root) from exc
+        try:
+            os.close(self._open_root())
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise AccessDenied(f"bucket folder {root} is reached through a symlink below "
+                                   f"{os.fsdecode(self._base or b'/')}, which it must not leave") from exc
             raise _error(exc, root) from exc
 
     # --- writes ----------------------------------------------------------------------------------

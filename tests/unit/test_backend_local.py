@@ -357,6 +357,28 @@ def test_the_staging_folder_of_uploads_cannot_lead_outside(root: Path, linked: P
     assert sorted(p.name for p in linked.iterdir()) == ["secret"]
 
 
+def test_a_root_within_a_folder_is_reached_without_symlinks(root: Path, linked: Path,
+                                                             resolution: str) -> None:
+    """`within` (a path_substitution's local prefix): the root's path below it follows no symlink."""
+    escaped = LocalStore(str(root / "dir_link"), within=str(root))
+    with pytest.raises(AccessDenied, match="through a symlink"):
+        escaped.check_access()
+    with pytest.raises(AccessDenied):
+        escaped.get_range("secret", 0, 100)
+    with pytest.raises(AccessDenied):
+        escaped.put("new", b"x")
+    assert escaped.list("", "/") == escaped.list("", None) == escaped.list("x/", "/")
+    assert escaped.list("", "/").objects == []
+    assert sorted(p.name for p in linked.iterdir()) == ["secret"]
+    inside = LocalStore(str(root / "d"), within=str(root))
+    inside.check_access()
+    assert inside.get_range("f", 0, 100) == b"in d"
+    assert [(o.key, o.link) for o in inside.list("", "/").objects] == [
+        ("f", None), ("loop", ".."), ("up_link", "../../elsewhere/secret")]
+    with pytest.raises(ValueError, match="is not inside"):
+        LocalStore(str(linked), within=str(root))
+
+
 def test_non_utf8_names_round_trip_and_sort_by_bytes(root: Path, store: LocalStore) -> None:
     base = os.fsencode(root)
     for name, data in [(b"caf\xe9", b"latin-1"), (b"\xff", b"ff"), ("😀".encode(), b"emoji"), (b"z", b"z")]:
