@@ -9,6 +9,7 @@ could anyway. Before, the daemon followed them as root and served what was outsi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -143,3 +144,33 @@ def test_links_are_removed_and_renamed_as_links(public: Path, layout: dict[str, 
     os.unlink(f"{mnt}/dir_link")
     assert not os.path.lexists(local / "abs_link") and not os.path.lexists(local / "dir_link")
     outside_untouched(public)
+
+
+def test_a_folder_swapped_for_a_symlink_after_lookup_leads_nowhere(public: Path, layout: dict[str, str],
+                                                                   mounter: Mounter, mode: str) -> None:
+    """The kernel knows `x` as a directory; then `x` becomes a symlink to a folder outside: what the
+    daemon opens below it is resolved afresh inside the folder, and refused."""
+    local, elsewhere = public / "local", public / "elsewhere"
+    (local / "x").mkdir()
+    (local / "x" / "secret").write_bytes(b"mine\n")
+    (elsewhere / "dir" / "secret").write_bytes(SECRET)
+    mnt = mount_public(mounter, public, mode)
+    assert os.listdir(f"{mnt}/x") == ["secret"]
+    assert stat.S_ISREG(os.stat(f"{mnt}/x/secret").st_mode)
+    shutil.rmtree(local / "x")
+    (local / "x").symlink_to(elsewhere / "dir")
+    with pytest.raises(OSError) as info:
+        Path(f"{mnt}/x/secret").read_bytes()
+    assert info.value.errno in (errno.EACCES, errno.ENOENT), info.value
+    with pytest.raises(OSError):
+        with open(f"{mnt}/x/secret", "r+b") as f:
+            f.write(b"overwritten")
+    with pytest.raises(OSError):
+        with open(f"{mnt}/x/new", "wb") as f:
+            f.write(b"created")
+    # A cached mount keeps what it could not upload (close said EIO) and retries it: drop it.
+    for name in ("new", "secret"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{mnt}/x/{name}")
+    assert sorted(p.name for p in (elsewhere / "dir").iterdir()) == ["secret"]
+    assert (elsewhere / "dir" / "secret").read_bytes() == SECRET
