@@ -297,9 +297,11 @@ def test_no_write_follows_a_symlink(root: Path, linked: Path, store: LocalStore,
             store.put(key + "/", b"")  # mkdir
         with pytest.raises(AccessDenied):
             store.rename("target", key)
-    for key in ["abs_link", "d/up_link", "dir_link/secret"]:
+    for key in ["abs_link", "d/up_link", "dir_link/secret", "broken"]:
         with pytest.raises(AccessDenied):
             store.open_file(key, os.O_WRONLY | os.O_TRUNC, write=True)
+        with pytest.raises(AccessDenied):
+            store.open_file(key, os.O_WRONLY | os.O_CREAT, write=True)  # a dangling link too
         with pytest.raises(AccessDenied):
             store.truncate(key, 0)
     store.delete("dir_link/secret")  # nothing of the folder's is there: nothing happens
@@ -312,6 +314,7 @@ def test_no_write_follows_a_symlink(root: Path, linked: Path, store: LocalStore,
         store.set_mtime("dir_link/secret", 1)
     assert sorted(p.name for p in linked.iterdir()) == before
     assert (linked / "secret").read_bytes() == b"secret bytes"
+    assert not os.path.lexists(root / "nowhere")
 
     # Writing over a link replaces the link; removing one removes the link.
     store.put("abs_link", b"replaced")
