@@ -256,8 +256,10 @@ def unreachable_globs(config: Config) -> list[str]:
 def open_stores(config: Config) -> list[ObjectStore]:
     """One store per mount entry, each checked for access; the cache dir made."""
     stores = []
+    rules = Passthrough.from_config(config)
     for entry in config.mounts:
-        store = open_store(entry.url, config)
+        within = rules.substitution_base(entry.substituted_for) if entry.substituted_for else None
+        store = open_store(entry.url, config, within=within)
         try:
             store.check_access()
         except MountfsError as exc:

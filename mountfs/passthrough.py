@@ -71,9 +71,28 @@ def _normal_url(url: str) -> str | None:
 def substitute(url: str, rules: Sequence[PathSubstitution]) -> str:
     """`url` with the longest matching registered prefix replaced by its local prefix; unchanged
     when no rule matches."""
+    found = _rule_for(url, rules)
+    if found is None:
+        return url
+    prefix, local, rest = found
+    local_parts = _normal_prefix(local)
+    if local_parts is None:
+        return url
+    return f"{local_parts[0]}://{local_parts[1]}{rest[len(prefix):]}"
+
+
+def substitution_base(url: str, rules: Sequence[PathSubstitution]) -> str | None:
+    """The local folder (a path) of the rule that substitutes `url`, when it is a file:// one: what
+    `url`'s substitute must stay inside, whatever symlinks the part below it holds."""
+    found = _rule_for(url, rules)
+    return None if found is None else local_path(found[1])
+
+
+def _rule_for(url: str, rules: Sequence[PathSubstitution]) -> tuple[str, str, str] | None:
+    """(registered rest, local prefix, `url`'s rest) of the longest registered prefix covering `url`."""
     parts = _split(url)
     if parts is None:
-        return url
+        return None
     scheme, rest = parts
     best: tuple[int, str, str] | None = None  # (length of the registered rest, its rest, local prefix)
     for rule in rules:
@@ -84,13 +103,7 @@ def substitute(url: str, rules: Sequence[PathSubstitution]) -> str:
         covered = rest == prefix or rest.startswith(prefix + "/")
         if covered and (best is None or len(prefix) > best[0]):
             best = (len(prefix), prefix, rule.local_prefix)
-    if best is None:
-        return url
-    _, prefix, local = best
-    local_parts = _normal_prefix(local)
-    if local_parts is None:
-        return url
-    return f"{local_parts[0]}://{local_parts[1]}{rest[len(prefix):]}"
+    return None if best is None else (best[1], best[2], rest)
 
 
 def _compile(globs: Sequence[DirectAccess]) -> list[re.Pattern[str]]:
@@ -140,6 +153,9 @@ class Passthrough:
 
     def substitute(self, url: str) -> str:
         return substitute(url, self.path_substitution)
+
+    def substitution_base(self, url: str) -> str | None:
+        return substitution_base(url, self.path_substitution)
 
     def is_direct(self, url: str) -> bool:
         return _matches(url, self._patterns)

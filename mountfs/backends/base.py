@@ -30,6 +30,9 @@ class ObjectMeta:
     last_modified_only: bool = field(default=False, compare=False)
     """From a listing that cannot carry metadata (S3's ListObjectsV2): `mtime_ns` is the store's
     last-modified time even when a HEAD would show an mtime kept in the object's metadata."""
+    link: str | None = None
+    """A symlink of a `file://` folder, not an object: its target as stored (`size` is the target's
+    length, as lstat gives it). No store follows one; the mount shows it as a symlink."""
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from mountfs.errors import Unsupported
 SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
 
 
-def open_store(url: StoreUrl, config: Config) -> ObjectStore:
-    """The adapter for `url`. Constructing it does no I/O; call `check_access` for that."""
+def open_store(url: StoreUrl, config: Config, *, within: str | None = None) -> ObjectStore:
+    """The adapter for `url`. Constructing it does no I/O; call `check_access` for that. `within`:
+    a folder a file:// URL must not lead out of by a symlink (its path_substitution local prefix)."""
     if url.scheme == "file":
         from mountfs.backends.local import LocalStore
 
-        return LocalStore(url.bucket)
+        return LocalStore(url.bucket, within=within)
     if url.scheme == "s3":
         from mountfs.backends import s3_settings
         from mountfs.backends.s3 import S3Store

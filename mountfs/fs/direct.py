@@ -3,9 +3,11 @@ staged upload (issue 7.5; which files is decided by `mountfs.passthrough` at mou
 `MountRoot.is_direct`).
 
 Listings and lookups still come from the mount's LocalStore; only file data and file attributes
-come from here: open is an os.open of the file, reads and writes are pread/pwrite, fsync is fsync,
-truncate is ftruncate/truncate, and every write or getattr re-stats the file so the size and mtime
-shown are the file's own. Every call runs in a worker thread (the trio loop never blocks).
+come from here: open is an open of the file, reads and writes are pread/pwrite, fsync is fsync,
+truncate is ftruncate, and every write or getattr re-stats the file so the size and mtime shown are
+the file's own. Files are opened, stated and truncated through the store (`LocalStore.open_file`),
+which never follows a symlink nor leaves the folder. Every call runs in a worker thread (the trio
+loop never blocks).
 """
 
 from __future__ import annotations
@@ -53,14 +55,11 @@ def _stat(fd: int, key: str, path: str) -> ObjectMeta:
         raise error_from_os(exc, path) from exc
 
 
-def _open(path: str, flags: int, key: str, create: bool = False) -> tuple[int, ObjectMeta]:
+def _open(store: LocalStore, key: str, flags: int, create: bool = False) -> tuple[int, ObjectMeta]:
     write = create or (flags & os.O_ACCMODE) != os.O_RDONLY
+    fd = store.open_file(key, flags | _OPEN_FLAGS | (os.O_CREAT if create else 0), write=write)
     try:
-        fd = os.open(path, flags | _OPEN_FLAGS | (os.O_CREAT if create else 0), 0o666)
-    except OSError as exc:
-        raise error_from_os(exc, path, write=write) from exc
-    try:
-        return fd, _stat(fd, key, path)
+        return fd, _stat(fd, key, store.file_path(key))
     except BaseException:
         os.close(fd)
         raise
@@ -99,27 +98,12 @@ def _fsync(fd: int, datasync: bool, path: str) -> None:
         raise error_from_os(exc, path, write=True) from exc
 
 
-def _truncate(target: int | str, size: int, key: str, path: str) -> ObjectMeta:
+def _ftruncate(fd: int, size: int, key: str, path: str) -> ObjectMeta:
     try:
-        os.truncate(target, size)
-        return meta_from_stat(key, os.stat(target))
+        os.ftruncate(fd, size)
+        return meta_from_stat(key, os.fstat(fd))
     except OSError as exc:
         raise error_from_os(exc, path, write=True) from exc
-
-
-def _utime(path: str, mtime_ns: int, key: str) -> ObjectMeta:
-    try:
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-        return meta_from_stat(key, os.stat(path))
-    except OSError as exc:
-        raise error_from_os(exc, path, write=True) from exc
-
-
-def _head(path: str, key: str) -> ObjectMeta:
-    try:
-        return meta_from_stat(key, os.stat(path))
-    except OSError as exc:
-        raise error_from_os(exc, path) from exc
 
 
 class DirectFiles:
@@ -149,16 +133,17 @@ class DirectFiles:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             _check_writable(node)
-        path = _store_of(node.mount).file_path(node.key)
-        fd, meta = await self._io(_open, path, flags, node.key)
+        store = _store_of(node.mount)
+        fd, meta = await self._io(_open, store, node.key, flags)
         self._updated(node, meta)
-        return DirectHandle(node, fd, path, writable)
+        return DirectHandle(node, fd, store.file_path(node.key), writable)
 
     async def create(self, parent: Node, name: bytes, flags: int) -> tuple[Node, DirectHandle]:
         mount = _check_writable(parent)
         key = parent.key + os.fsdecode(name)
-        path = _store_of(mount).file_path(key, write=True)
-        fd, meta = await self._io(_open, path, (flags & os.O_TRUNC) | os.O_RDWR, key, True)
+        store = _store_of(mount)
+        path = store.file_path(key, write=True)
+        fd, meta = await self._io(_open, store, key, (flags & os.O_TRUNC) | os.O_RDWR, True)
         node = self.namespace.add_entry(parent, name, False, meta)
         self._updated(node, meta)
         return node, DirectHandle(node, fd, path, True)
@@ -184,19 +169,19 @@ class DirectFiles:
         mount = _check_writable(node)
         if node.is_dir:
             raise IsADirectory(node.key)
-        path = handle.path if handle is not None else _store_of(mount).file_path(node.key)
-        target: int | str = handle.fd if handle is not None and handle.writable else path
-        self._updated(node, await self._io(_truncate, target, size, node.key, path))
+        if handle is not None and handle.writable:
+            meta = await self._io(_ftruncate, handle.fd, size, node.key, handle.path)
+        else:
+            meta = await self._io(_store_of(mount).truncate, node.key, size)
+        self._updated(node, meta)
 
     async def set_mtime(self, node: Node, mtime_ns: int) -> None:
         mount = _check_writable(node)
-        path = _store_of(mount).file_path(node.key)
-        self._updated(node, await self._io(_utime, path, mtime_ns, node.key))
+        self._updated(node, await self._io(_store_of(mount).set_mtime, node.key, mtime_ns))
 
     async def refresh(self, node: Node) -> Node:
-        """The file's own size and mtime, now (getattr of a direct file)."""
+        """The file's own size and mtime (a symlink's own), now (getattr of a direct file)."""
         if node.unlinked or node.mount is None:
             return node
-        path = _store_of(node.mount).file_path(node.key)
-        self._updated(node, await self._io(_head, path, node.key))
+        self._updated(node, await self._io(_store_of(node.mount).head, node.key))
         return node

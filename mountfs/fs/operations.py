@@ -25,7 +25,7 @@ from mountfs.backends.base import ObjectId
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
-from mountfs.errors import IsADirectory, MountfsError, NotPermitted, errno_for
+from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
 from mountfs.namespace.inodes import Node
 from mountfs.namespace.listing import DirSnapshot
@@ -135,6 +135,10 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             mode = stat.S_IFDIR | (0o777 & ~self.ownership.umask)
             attr.st_nlink = 2
+        elif node.link is not None:  # a symlink of a file:// folder: the kernel follows it, not us
+            mode = stat.S_IFLNK | 0o777
+            attr.st_nlink = 1
+            read_only = False  # a symlink's own bits are always rwx
         else:
             mode = stat.S_IFREG | (0o666 & ~self.ownership.umask)
             attr.st_nlink = 1
@@ -163,10 +167,21 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def getattr(self, inode: pyfuse3.InodeT,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attributes(await self._current(inode))
+
+    async def _current(self, inode: int) -> Node:
+        """The node with its attributes as they are now (a direct file's re-read from the folder)."""
         node = self.namespace.node(inode)
         if DirectFiles.covers(node):
-            return self.attributes(await self.direct.refresh(node))
-        return self.attributes(await self.namespace.attributes(inode))
+            return await self.direct.refresh(node)
+        return await self.namespace.attributes(inode)
+
+    @_fuse_errors
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileNameT:
+        node = await self._current(inode)
+        if node.link is None:
+            raise InvalidArgument(f"{node.key or 'the root'} is not a symlink")
+        return pyfuse3.FileNameT(os.fsencode(node.link))
 
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
         for inode, count in inode_list:
@@ -313,7 +328,7 @@ class Operations(pyfuse3.Operations):
         skip = pattern.fetched_through - position
         pattern.fetched_through = max(pattern.fetched_through, position + SIBLINGS_AHEAD)
         for at, meta in self.namespace.files_after(node, SIBLINGS_AHEAD, skip):
-            if node.mount.is_direct(meta.key):
+            if node.mount.is_direct(meta.key) or meta.link is not None:
                 continue
             obj = store.store.object_id(meta)
             if not self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0,

@@ -77,6 +77,11 @@ class Node:
         return staged
 
     @property
+    def link(self) -> str | None:
+        """The target of a symlink (of a file:// folder) as stored; None for files and directories."""
+        return self.meta.link if self.meta is not None and not self.is_dir else None
+
+    @property
     def size(self) -> int:
         staged = self.live_staged()
         if staged is not None:

@@ -25,7 +25,7 @@ import trio
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta
-from mountfs.backends.local import LocalStore, error_from_os, meta_from_stat
+from mountfs.backends.local import LocalStore
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
 from mountfs.concurrency import BlockingRunner, gather
@@ -356,7 +356,7 @@ class Writes:
             # direct access: the folder's own rename, atomic, and open files keep their descriptors
             if node.is_dir and target is not None:
                 await self._check_empty(mount, target.key)
-            meta = await self._local_io(_rename_local, mount.store.store, node.key, new_key)
+            meta = await self._local_io(mount.store.store.rename, node.key, new_key)
         elif node.is_dir:
             if new_key.startswith(node.key):
                 raise InvalidArgument(f"cannot move {node.key} into itself")
@@ -492,13 +492,3 @@ def _slashes(key: str, start: int) -> list[int]:
 def _batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
-
-def _rename_local(store: LocalStore, old_key: str, new_key: str) -> ObjectMeta | None:
-    """os.rename of a key's file or folder in a direct-access mount; the new file's metadata."""
-    old = store.file_path(old_key.rstrip("/"))
-    new = store.file_path(new_key.rstrip("/"), write=True)
-    try:
-        os.rename(old, new)
-        return None if new_key.endswith("/") else meta_from_stat(new_key, os.stat(new))
-    except OSError as exc:
-        raise error_from_os(exc, new, write=True) from exc

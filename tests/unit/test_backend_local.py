@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mountfs.backends import beneath
 from mountfs.backends.local import UPLOADS_DIR, LocalStore
 from mountfs.errors import (
     AccessDenied,
@@ -222,29 +223,163 @@ def test_folders_and_special_files_are_not_objects(root: Path, store: LocalStore
         assert [o.key for o in store.list("", None).objects] == ["file"]
 
 
-def test_symlinks(root: Path, tmp_path: Path, store: LocalStore) -> None:
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "data").write_bytes(b"linked bytes")
-    (root / "target").write_bytes(b"12345")
-    (root / "to-file").symlink_to("target")
-    (root / "to-outside-dir").symlink_to(tmp_path / "outside")
-    (root / "broken").symlink_to("nowhere")
-    (root / "d").mkdir()
-    (root / "d" / "up").symlink_to("..")  # a loop back to the root
+@pytest.fixture(params=["openat2", "walk"])
+def resolution(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both ways of staying inside the folder: openat2, and the walk used where it is missing."""
+    if request.param == "openat2" and not beneath.openat2_available():
+        pytest.skip("openat2 is not available here")
+    beneath.use_openat2(request.param == "openat2")
+    yield request.param
+    beneath.use_openat2(None)
 
-    meta = store.head("to-file")
-    assert (meta.size, meta.etag) == (5, store.head("target").etag)
-    assert store.get_range("to-file", 1, 3) == b"234"
+
+@pytest.fixture
+def linked(root: Path, tmp_path: Path) -> Path:
+    """A folder with symlinks of every kind, and a folder outside it with a secret."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret bytes")
+    (root / "target").write_bytes(b"12345")
+    (root / "d").mkdir()
+    (root / "d" / "f").write_bytes(b"in d")
+    (root / "to-file").symlink_to("target")
+    (root / "abs_link").symlink_to(outside / "secret")
+    (root / "d" / "up_link").symlink_to("../../elsewhere/secret")
+    (root / "dir_link").symlink_to(outside)
+    (root / "broken").symlink_to("nowhere")
+    (root / "d" / "loop").symlink_to("..")
+    return outside
+
+
+def test_symlinks_are_listed_as_links_with_their_target(root: Path, linked: Path, store: LocalStore,
+                                                        resolution: str) -> None:
+    meta = store.head("abs_link")
+    assert (meta.link, meta.size) == (str(linked / "secret"), len(str(linked / "secret")))
+    assert store.head("to-file").link == "target"
+    assert store.head("d/up_link").link == "../../elsewhere/secret"
+    assert store.head("broken").link == "nowhere"
+    assert store.head("target").link is None
     with pytest.raises(NotFound):
-        store.head("broken")
+        store.head("dir_link/")  # a link to a folder is not a folder
 
     page = store.list("", "/")
-    assert [o.key for o in page.objects] == ["target", "to-file"]
-    assert page.prefixes == ["d/", "to-outside-dir/"]
-    assert store.get_range("to-outside-dir/data", 0, 100) == b"linked bytes"
+    assert page.prefixes == ["d/"]
+    links = {o.key: o.link for o in page.objects}
+    assert links == {"abs_link": str(linked / "secret"), "broken": "nowhere", "dir_link": str(linked),
+                     "target": None, "to-file": "target"}
+    assert store.list("dir_link/", "/") == store.list("dir_link/", None) == store.list("dir_link/x", "/")
+    assert store.list("dir_link/", "/").objects == []
+    objects, _ = list_all(store, "", None, max_keys=2)  # links are leaves: d/loop is no loop
+    assert objects == ["abs_link", "broken", "d/f", "d/loop", "d/up_link", "dir_link", "target", "to-file"]
 
-    objects, _ = list_all(store, "", None, max_keys=2)  # terminates despite d/up -> ..
-    assert objects == ["target", "to-file", "to-outside-dir/data"]
+
+def test_no_read_follows_a_symlink(root: Path, linked: Path, store: LocalStore, resolution: str) -> None:
+    for key in ["abs_link", "d/up_link", "dir_link/secret", "to-file", "d/loop/target"]:
+        with pytest.raises(AccessDenied, match="symlink"):
+            store.get_range(key, 0, 100)
+        with pytest.raises(AccessDenied):
+            store.open_file(key, os.O_RDONLY)
+    with pytest.raises(AccessDenied):
+        store.head("dir_link/secret")
+    with pytest.raises(AccessDenied):
+        store.copy("abs_link/x", "copied")
+    assert store.get_range("d/f", 0, 100) == b"in d"
+
+
+def test_no_write_follows_a_symlink(root: Path, linked: Path, store: LocalStore, resolution: str) -> None:
+    before = sorted(p.name for p in linked.iterdir())
+    for key in ["dir_link/new", "d/loop/new"]:
+        with pytest.raises(AccessDenied):
+            store.put(key, b"x")
+        with pytest.raises(AccessDenied):
+            store.open_file(key, os.O_WRONLY | os.O_CREAT, write=True)
+        with pytest.raises(AccessDenied):
+            store.put(key + "/", b"")  # mkdir
+        with pytest.raises(AccessDenied):
+            store.rename("target", key)
+    for key in ["abs_link", "d/up_link", "dir_link/secret", "broken"]:
+        with pytest.raises(AccessDenied):
+            store.open_file(key, os.O_WRONLY | os.O_TRUNC, write=True)
+        with pytest.raises(AccessDenied):
+            store.open_file(key, os.O_WRONLY | os.O_CREAT, write=True)  # a dangling link too
+        with pytest.raises(AccessDenied):
+            store.truncate(key, 0)
+    store.delete("dir_link/secret")  # nothing of the folder's is there: nothing happens
+    store.delete("dir_link/")
+    old_mtime = (linked / "secret").stat().st_mtime_ns
+    meta = store.set_mtime("abs_link", 1_000_000_000)  # the link's own mtime, as lutimes
+    assert meta.link == str(linked / "secret") and meta.mtime_ns == 1_000_000_000
+    assert (linked / "secret").stat().st_mtime_ns == old_mtime
+    with pytest.raises(AccessDenied):
+        store.set_mtime("dir_link/secret", 1)
+    assert sorted(p.name for p in linked.iterdir()) == before
+    assert (linked / "secret").read_bytes() == b"secret bytes"
+    assert not os.path.lexists(root / "nowhere")
+
+    # Writing over a link replaces the link; removing one removes the link.
+    store.put("abs_link", b"replaced")
+    assert not (root / "abs_link").is_symlink() and (root / "abs_link").read_bytes() == b"replaced"
+    store.delete("d/up_link")
+    assert not os.path.lexists(root / "d" / "up_link")
+    assert (linked / "secret").read_bytes() == b"secret bytes"
+
+
+def test_links_are_copied_and_renamed_as_links(root: Path, linked: Path, store: LocalStore,
+                                               resolution: str) -> None:
+    meta = store.copy("dir_link", "d/copied")
+    assert meta.link == str(linked) and os.readlink(root / "d" / "copied") == str(linked)
+    assert store.head("d/copied") == meta
+    moved = store.rename("to-file", "d/moved")
+    assert moved is not None and moved.link == "target"
+    assert os.readlink(root / "d" / "moved") == "target" and not os.path.lexists(root / "to-file")
+    assert store.rename("d/", "e/") is None
+    assert (root / "e" / "f").read_bytes() == b"in d"
+
+
+def test_a_folder_swapped_for_a_symlink_is_not_followed(root: Path, linked: Path, store: LocalStore,
+                                                        resolution: str) -> None:
+    """What was checked a moment ago proves nothing: each open resolves the path again, beneath."""
+    (root / "x").mkdir()
+    (root / "x" / "secret").write_bytes(b"mine")
+    assert store.head("x/secret").size == 4
+    (root / "x" / "secret").unlink()
+    (root / "x").rmdir()
+    (root / "x").symlink_to(linked)
+    with pytest.raises(AccessDenied):
+        store.get_range("x/secret", 0, 100)
+    with pytest.raises(AccessDenied):
+        store.put("x/secret", b"overwritten")
+    assert (linked / "secret").read_bytes() == b"secret bytes"
+
+
+def test_the_staging_folder_of_uploads_cannot_lead_outside(root: Path, linked: Path, store: LocalStore,
+                                                           resolution: str) -> None:
+    (root / UPLOADS_DIR).symlink_to(linked)
+    with pytest.raises(AccessDenied):
+        store.create_multipart("big")
+    assert sorted(p.name for p in linked.iterdir()) == ["secret"]
+
+
+def test_a_root_within_a_folder_is_reached_without_symlinks(root: Path, linked: Path,
+                                                             resolution: str) -> None:
+    """`within` (a path_substitution's local prefix): the root's path below it follows no symlink."""
+    escaped = LocalStore(str(root / "dir_link"), within=str(root))
+    with pytest.raises(AccessDenied, match="through a symlink"):
+        escaped.check_access()
+    with pytest.raises(AccessDenied):
+        escaped.get_range("secret", 0, 100)
+    with pytest.raises(AccessDenied):
+        escaped.put("new", b"x")
+    assert escaped.list("", "/") == escaped.list("", None) == escaped.list("x/", "/")
+    assert escaped.list("", "/").objects == []
+    assert sorted(p.name for p in linked.iterdir()) == ["secret"]
+    inside = LocalStore(str(root / "d"), within=str(root))
+    inside.check_access()
+    assert inside.get_range("f", 0, 100) == b"in d"
+    assert [(o.key, o.link) for o in inside.list("", "/").objects] == [
+        ("f", None), ("loop", ".."), ("up_link", "../../elsewhere/secret")]
+    with pytest.raises(ValueError, match="is not inside"):
+        LocalStore(str(linked), within=str(root))
 
 
 def test_non_utf8_names_round_trip_and_sort_by_bytes(root: Path, store: LocalStore) -> None:

@@ -67,6 +67,29 @@ def test_mount_urls_under_a_registered_prefix_are_substituted(tmp_path: Path) ->
     assert urls[2].raw == "s3://127.0.0.1:1/datasets/research2" and urls[2].scheme == "s3"
 
 
+def test_a_substituted_url_cannot_leave_the_local_prefix_by_a_symlink(tmp_path: Path) -> None:
+    """The part of a mount URL below the registered prefix is an object path, not a way out of the
+    local copy: a symlink on it (here to a folder outside) fails the mount, and nothing is served."""
+    local, outside = tmp_path / "nfs", tmp_path / "outside"
+    (local / "real").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"no")
+    (local / "escape").symlink_to(outside)
+    (local / "real" / "inner").symlink_to("..")
+    rule = ('[[path_substitution]]\nregistered_prefix = "s3://127.0.0.1:1/datasets/research/"\n'
+            f'local_prefix = "file://{local}"\n')
+    for rest in ["escape", "real/inner/escape", "real/inner"]:
+        config = tmp_path / "c.toml"
+        config.write_text(f'[cache]\ndir = "{tmp_path / "c"}"\n{rule}'
+                          f'[[mount]]\npath = "m"\nurl = "s3://127.0.0.1:1/datasets/research/{rest}"\n')
+        loaded = load_config_with(str(config), parse_options([]))
+        with pytest.raises(MountSetupError, match="through a symlink"):
+            open_stores(loaded)
+    config.write_text(f'[cache]\ndir = "{tmp_path / "c"}"\n{rule}'
+                      '[[mount]]\npath = "m"\nurl = "s3://127.0.0.1:1/datasets/research/real"\n')
+    (store,) = open_stores(load_config_with(str(config), parse_options([])))
+    assert [o.key for o in store.list("", "/").objects] == ["inner"]
+
 
 def test_a_registered_prefix_inside_a_mount_is_grafted_there(tmp_path: Path) -> None:
     research, deeper = tmp_path / "nfs-research", tmp_path / "nfs-deeper"

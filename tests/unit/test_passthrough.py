@@ -15,6 +15,7 @@ from mountfs.passthrough import (
     is_direct,
     local_path,
     substitute,
+    substitution_base,
 )
 
 RULES = (
@@ -46,6 +47,18 @@ RULES = (
 ])
 def test_substitute(url: str, expected: str) -> None:
     assert substitute(url, RULES) == expected
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("s3://bucket/research/a/b", "/mnt/nfs/research"),  # the local folder the substitute must stay in
+    ("s3://bucket/research/deep/x", "/mnt/ssd/deep"),
+    ("file:///data/x", "/chroot"),
+    ("gs://other/k", None),  # substituted by another store: no folder
+    ("s3://bucket/elsewhere", None),  # not substituted
+])
+def test_substitution_base(url: str, expected: str | None) -> None:
+    assert substitution_base(url, RULES) == expected
+    assert Passthrough(path_substitution=RULES).substitution_base(url) == expected
 
 
 def test_substitute_ignores_the_order_of_rules_and_trailing_slashes() -> None:
