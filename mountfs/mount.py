@@ -234,8 +234,8 @@ def open_stores(config: Config) -> list[ObjectStore]:
     """One store per mount entry, each checked for access; the cache dir made."""
     stores = []
     for entry in config.mounts:
-        store = open_store(entry.url, config)
         try:
+            store = open_store(entry.url, config)
             store.check_access()
         except MountfsError as exc:
             raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc
@@ -554,6 +554,7 @@ class Daemon:
         for root in self.operations.namespace.mounts:
             store_stats = root.store.stats
             stores.append({"path": root.path, "url": _url_of(self.prepared, root.path),
+                           "endpoint": root.store.endpoint, "endpoint_source": root.store.endpoint_source,
                            "requests": dict(store_stats.requests), "errors": dict(store_stats.errors),
                            "bytes_fetched": store_stats.bytes_fetched,
                            "offline": root.store.offline, "offline_for": round(root.store.offline_for, 1),
