@@ -324,8 +324,8 @@ class S3Store(ObjectStore):
         try:
             self._call(f"LIST {self._name('')}", do, ACCESS_CHECK_RETRY)
         except NotFound as exc:
-            raise NotFound(f"bucket {self.bucket} does not exist at "
-                           f"{self.settings.endpoint_url or 'AWS'}") from exc
+            where = self.settings.describe().partition(" at ")[2]
+            raise NotFound(f"bucket {self.bucket} does not exist at {where}") from exc
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {root_cause(exc)}") from exc
 

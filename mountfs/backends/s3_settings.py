@@ -56,37 +56,44 @@ class S3Settings:
 
     def describe(self) -> str:
         """Where this is, for messages; never a secret."""
-        where = self.endpoint_url or f"AWS {self.region}"
-        return f"s3://{self.bucket} at {where}"
+        if self.endpoint_url is None:
+            return f"s3://{self.bucket} at AWS {self.region}"
+        source = "" if self.endpoint_source == "URL" else f" (from {self.endpoint_source})"
+        return f"s3://{self.bucket} at {self.endpoint_url}{source}"
 
 
-def _entry_for(url: StoreUrl, entries: tuple[S3Credentials, ...]) -> S3Credentials | None:
+def _entry_for(bucket: str, host: str | None, entries: tuple[S3Credentials, ...]) -> S3Credentials | None:
     for entry in entries:  # a bucket entry wins over a host entry
-        if entry.bucket == url.bucket and entry.host in (None, url.host):
+        if entry.bucket == bucket and entry.host in (None, host):
             return entry
     for entry in entries:
-        if entry.bucket is None and entry.host is not None and entry.host == url.host:
+        if entry.bucket is None and entry.host is not None and entry.host == host:
             return entry
     return None
 
 
 def resolve(url: StoreUrl, config: Config) -> S3Settings:
     s3 = config.s3
-    entry = _entry_for(url, s3.credentials)
+    entry = _entry_for(url.bucket, url.host, s3.credentials)
+    session = botocore.session.Session()  # AWS_PROFILE, AWS_CONFIG_FILE and the environment, read now
+    try:
+        def region_of(entry: S3Credentials | None) -> str:
+            return ((entry.region if entry else None) or s3.region or os.environ.get("AWS_REGION")
+                    or session.get_config_variable("region") or DEFAULT_REGION)
+
+        endpoint, source = _endpoint(url, entry, config, session, region_of(entry))
+        if url.host is None and endpoint is not None:  # the entries for the endpoint's host:port apply too
+            entry = _entry_for(url.bucket, urllib.parse.urlsplit(endpoint).netloc, s3.credentials)
+        region = region_of(entry)
+        profile_s3: dict[str, Any] = session.get_scoped_config().get("s3") or {}
+    except botocore.exceptions.BotoCoreError as exc:  # a missing profile or services section
+        raise StoreUnavailable(f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}") from None
     key = secret = token = None
     if not s3.use_credentials_chain:
         if entry is not None and entry.key:
             key, secret, token = entry.key, entry.secret, entry.token
         elif s3.key:
             key, secret, token = s3.key, s3.secret, s3.token
-    session = botocore.session.Session()  # AWS_PROFILE, AWS_CONFIG_FILE and the environment, read now
-    try:
-        region = ((entry.region if entry else None) or s3.region or os.environ.get("AWS_REGION")
-                  or session.get_config_variable("region") or DEFAULT_REGION)
-        endpoint, source = _endpoint(url, entry, config, session, region)
-        profile_s3: dict[str, Any] = session.get_scoped_config().get("s3") or {}
-    except botocore.exceptions.BotoCoreError as exc:  # a missing profile or services section
-        raise StoreUnavailable(f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}") from None
     # the profile's style is for the profile's endpoints: one named in mountfs's config is path-style
     # unless the config says otherwise, as every S3-compatible server serves it
     own = source in _OWN_SOURCES

@@ -208,3 +208,29 @@ def test_bad_endpoint_settings_are_config_errors(tmp_path: Path, toml: str, mess
 def test_settings_made_by_hand_use_botocores_defaults() -> None:
     plain = S3Settings(bucket="b", endpoint_url="http://127.0.0.1:1", region="us-east-1")
     assert object_url(plain, "k")[0] + object_url(plain, "k")[2] == "http://127.0.0.1:1/b/k"
+
+
+def test_the_entries_for_a_configured_endpoints_host_apply(aws: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    entries = """
+    [[s3.credentials]]
+    host = "minio.example:9000"
+    key = "host-key"
+    secret = "host-secret"
+    region = "minio-region"
+
+    [[s3.credentials]]
+    host = "minio.example:9000"
+    bucket = "pinned"
+    key = "pinned-key"
+    secret = "pinned-secret"
+    """
+    config = config_of(tmp_path, '[s3]\nendpoint = "http://minio.example:9000"\n' + textwrap.dedent(entries))
+    plain = resolve(parse_url("s3://bkt"), config)
+    assert (plain.key, plain.region, plain.addressing_style) == ("host-key", "minio-region", "path")
+    assert resolve(parse_url("s3://pinned"), config).key == "pinned-key"
+    aws.setenv("AWS_ENDPOINT_URL", "http://minio.example:9000")
+    by_env = resolve(parse_url("s3://bkt"), config_of(tmp_path, textwrap.dedent(entries)))
+    assert (by_env.endpoint_source, by_env.key, by_env.region) == (
+        "AWS_ENDPOINT_URL", "host-key", "minio-region")
+    aws.setenv("AWS_ENDPOINT_URL", "http://elsewhere.example:9000")
+    assert resolve(parse_url("s3://bkt"), config_of(tmp_path, textwrap.dedent(entries))).key is None
