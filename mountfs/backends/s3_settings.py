@@ -86,8 +86,11 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
             entry = _entry_for(url.bucket, urllib.parse.urlsplit(endpoint).netloc, s3.credentials)
         region = region_of(entry)
         profile_s3: dict[str, Any] = session.get_scoped_config().get("s3") or {}
-    except botocore.exceptions.BotoCoreError as exc:  # a missing profile or services section
-        raise StoreUnavailable(f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}") from None
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:  # no such profile, a bad endpoint
+        hint = (" (see AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url)"
+                if isinstance(exc, ValueError) else "")
+        raise StoreUnavailable(
+            f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}{hint}") from None
     key = secret = token = None
     if not s3.use_credentials_chain:
         if entry is not None and entry.key:
@@ -99,7 +102,7 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
     own = source in _OWN_SOURCES
     style = ((entry.addressing_style if entry else None) or s3.addressing_style
              or ("path" if own else str(profile_s3.get("addressing_style") or "auto")))
-    return S3Settings(
+    settings = S3Settings(
         bucket=url.bucket, endpoint_url=endpoint, region=region, key=key, secret=secret, token=token,
         verify=entry.verify if entry else True,
         multipart=entry.multipart if entry else True,
@@ -108,6 +111,11 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
         addressing_style=cast(AddressingStyle, style) if style in ("path", "virtual") else "auto",
         endpoint_source=source,
     )
+    try:
+        bucket_url(settings)  # the bucket's URL, decided now: a bad endpoint fails the mount, not a read
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+        raise StoreUnavailable(f"{settings.describe()}: the endpoint cannot be used: {exc}") from None
+    return settings
 
 
 def _endpoint(url: StoreUrl, entry: S3Credentials | None, config: Config,

@@ -188,9 +188,17 @@ def test_store_names_are_urls_and_old_names_are_kept_for_recovery(aws: pytest.Mo
     assert by_env.endpoint == "http://127.0.0.1:9000" and by_env.endpoint_source == "AWS_ENDPOINT_URL"
 
 
-def test_a_missing_profile_is_a_clear_error(aws: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_missing_profile_or_a_bad_endpoint_is_a_clear_error(aws: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
     aws.setenv("AWS_PROFILE", "nosuch")
     with pytest.raises(StoreUnavailable, match="nosuch"):
+        resolve(parse_url("s3://bkt"), config_of(tmp_path, ""))
+    aws.delenv("AWS_PROFILE")
+    aws.setenv("AWS_ENDPOINT_URL", "minio:9000")
+    with pytest.raises(StoreUnavailable, match=r"Invalid endpoint: minio:9000 \(see AWS_ENDPOINT_URL_S3"):
+        resolve(parse_url("s3://bkt"), config_of(tmp_path, ""))
+    aws.setenv("AWS_ENDPOINT_URL", "ftp://minio:9000")
+    with pytest.raises(StoreUnavailable, match=r"ftp://minio:9000 \(from AWS_ENDPOINT_URL\): the endpoint"):
         resolve(parse_url("s3://bkt"), config_of(tmp_path, ""))
 
 
