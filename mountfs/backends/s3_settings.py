@@ -30,7 +30,7 @@ from mountfs.config import Config, S3Credentials, StoreUrl
 from mountfs.errors import StoreUnavailable
 
 DEFAULT_REGION = "us-east-1"
-AWS = "AWS"  # the endpoint source when no endpoint is configured anywhere
+AWS = "AWS default"  # the endpoint source when no endpoint is configured anywhere
 AddressingStyle = Literal["auto", "path", "virtual"]
 _OWN_SOURCES = ("URL", "[[s3.credentials]]", "[s3] endpoint")  # endpoints named in mountfs's config
 

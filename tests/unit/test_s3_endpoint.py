@@ -95,11 +95,11 @@ def test_the_endpoint_most_specific_first(aws: pytest.MonkeyPatch, tmp_path: Pat
     aws.setenv("AWS_PROFILE", "svc")
     assert where("s3://other", bare) == ("http://services.example:7001", "AWS profile svc")
     aws.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")  # as botocore itself honours it
-    assert where("s3://other", bare) == (None, "AWS")
+    assert where("s3://other", bare) == (None, "AWS default")
     aws.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
     aws.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-credentials"))  # empty
     aws.delenv("AWS_PROFILE")
-    assert where("s3://other", bare) == (None, "AWS")
+    assert where("s3://other", bare) == (None, "AWS default")
 
 
 def test_the_region_most_specific_first(aws: pytest.MonkeyPatch, tmp_path: Path) -> None:
