@@ -242,3 +242,27 @@ def test_the_entries_for_a_configured_endpoints_host_apply(aws: pytest.MonkeyPat
         "AWS_ENDPOINT_URL", "host-key", "minio-region")
     aws.setenv("AWS_ENDPOINT_URL", "http://elsewhere.example:9000")
     assert resolve(parse_url("s3://bkt"), config_of(tmp_path, textwrap.dedent(entries))).key is None
+
+
+async def test_uploads_staged_under_a_former_store_name_are_recovered(tmp_path: Path) -> None:
+    from mountfs.backends.async_store import AsyncStore
+    from mountfs.backends.memory import MemoryStore
+    from mountfs.config import WriteConfig
+    from mountfs.upload.journal import UploadJournal
+    from mountfs.upload.recovery import UPLOADED, recover
+    from mountfs.upload.uploader import Uploader
+
+    journal = UploadJournal(str(tmp_path))
+    old_store = MemoryStore("bkt", "s3://http://minio.example:9000")
+    before = Uploader(AsyncStore(old_store, 2), journal, WriteConfig())
+    staged = await before.open_staged("model.bin", None)
+    await before.write(staged, 0, b"staged by the version before")
+    journal.close()  # the daemon dies; the next one names the store "s3://minio.example:9000"
+
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore("bkt", "s3://minio.example:9000")
+    store.former_ids = ("s3://http://minio.example:9000",)
+    [item] = await recover(journal, [Uploader(AsyncStore(store, 2), journal, WriteConfig())])
+    assert item.outcome == UPLOADED
+    assert store.get_range("model.bin", 0, 100) == b"staged by the version before"
+    journal.close()
