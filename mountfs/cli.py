@@ -539,6 +539,10 @@ def format_status(s: dict[str, Any]) -> str:
     if cache.get("evicted"):
         lines[1] += f"; {cache['evicted']} evicted"
     for entry in s.get("stores", []):
+        if entry.get("endpoint"):
+            source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""
+            lines.append(f"  store {entry['path'] or '/'}: {entry.get('url', '')} "
+                         f"at {entry['endpoint']}{source}")
         if entry.get("offline") or entry.get("failed_fast"):
             state = f"offline for {entry['offline_for']:.0f}s" if entry.get("offline") else "back online"
             lines.append(f"  store {entry['path'] or '/'}: {state}, "

@@ -201,6 +201,8 @@ class S3Credentials:
     verify: bool | str = True
     multipart: bool = True
     kms_key_id: str | None = None
+    endpoint: str | None = None  # for a bucket entry: the server the bucket is on
+    addressing_style: str | None = None  # "path", "virtual" or "auto"
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ class S3Config:
     secret: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     region: str | None = None
+    endpoint: str | None = None
+    addressing_style: str | None = None
     use_credentials_chain: bool = False
     credentials: tuple[S3Credentials, ...] = ()
     boto3: S3Boto3 = field(default_factory=S3Boto3)
@@ -718,9 +722,13 @@ _READ_KEYS = (
 _WRITE_KEYS = ("part_size", "max_concurrency", "drain_timeout")
 _RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
 _MOUNT_KEYS = ("path", "url", "read_only")
-_S3_KEYS = ("key", "secret", "token", "region", "use_credentials_chain", "credentials", "boto3")
+_S3_KEYS = (
+    "key", "secret", "token", "region", "endpoint", "addressing_style", "use_credentials_chain",
+    "credentials", "boto3",
+)
 _S3_CRED_KEYS = (
-    "host", "bucket", "key", "secret", "token", "region", "secure", "verify", "multipart", "kms_key_id",
+    "host", "bucket", "key", "secret", "token", "region", "endpoint", "addressing_style", "secure", "verify",
+    "multipart", "kms_key_id",
 )  # fmt: skip
 _S3_BOTO3_KEYS = ("pool_connections", "max_multipart_concurrency")
 _GCS_KEYS = ("project", "credentials_json", "endpoint", "credentials")
@@ -1260,6 +1268,13 @@ class _Loader:
                 )
             seen.setdefault((host, bucket), ipath)
             ckey, csecret, ctoken = (self.str_(c, ipath, k) for k in ("key", "secret", "token"))
+            endpoint = self.checked_str(c, ipath, "endpoint", _check_endpoint)
+            if endpoint is not None and host is not None:
+                self.error(
+                    (*ipath, "endpoint"),
+                    "an entry for a host is for s3://host:port/... URLs, which name their endpoint",
+                    "drop host, or drop endpoint",
+                )
             self.key_pair(c, ipath, ckey, csecret, ctoken)
             creds.append(S3Credentials(
                 host=host,
@@ -1272,6 +1287,8 @@ class _Loader:
                 verify=self.verify(c, ipath),
                 multipart=self.bool_(c, ipath, "multipart", True),
                 kms_key_id=self.str_(c, ipath, "kms_key_id"),
+                endpoint=endpoint,
+                addressing_style=self.checked_str(c, ipath, "addressing_style", _check_addressing_style),
             ))  # fmt: skip
         bpath, b = self.sub(t, path, "boto3", _S3_BOTO3_KEYS)
         boto_default = S3Boto3()
@@ -1280,6 +1297,8 @@ class _Loader:
             secret=secret,
             token=token,
             region=self.str_(t, path, "region"),
+            endpoint=self.checked_str(t, path, "endpoint", _check_endpoint),
+            addressing_style=self.checked_str(t, path, "addressing_style", _check_addressing_style),
             use_credentials_chain=self.bool_(t, path, "use_credentials_chain", False),
             credentials=tuple(creds),
             boto3=S3Boto3(
@@ -1364,6 +1383,17 @@ def _check_plain_name(text: str) -> None:
 def _check_endpoint(text: str) -> None:
     if not re.match(r"https?://[^/\s]+", text):
         raise InvalidValue(f'endpoint "{text}" is not an http:// or https:// URL')
+
+
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+def _check_addressing_style(text: str) -> None:
+    if text not in ADDRESSING_STYLES:
+        raise InvalidValue(
+            f'addressing_style "{text}" is not one of {", ".join(ADDRESSING_STYLES)}',
+            '"path" (https://host/bucket/key) suits most S3-compatible servers',
+        )
 
 
 def _load_text(text: str, source: str) -> Config:

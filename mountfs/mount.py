@@ -259,8 +259,8 @@ def open_stores(config: Config) -> list[ObjectStore]:
     rules = Passthrough.from_config(config)
     for entry in config.mounts:
         within = rules.substitution_base(entry.substituted_for) if entry.substituted_for else None
-        store = open_store(entry.url, config, within=within)
         try:
+            store = open_store(entry.url, config, within=within)
             store.check_access()
         except MountfsError as exc:
             raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc
@@ -579,6 +579,7 @@ class Daemon:
         for root in self.operations.namespace.mounts:
             store_stats = root.store.stats
             stores.append({"path": root.path, "url": _url_of(self.prepared, root.path),
+                           "endpoint": root.store.endpoint, "endpoint_source": root.store.endpoint_source,
                            "requests": dict(store_stats.requests), "errors": dict(store_stats.errors),
                            "bytes_fetched": store_stats.bytes_fetched,
                            "offline": root.store.offline, "offline_for": round(root.store.offline_for, 1),

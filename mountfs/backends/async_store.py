@@ -68,6 +68,18 @@ class AsyncStore:
         return self.store.bucket
 
     @property
+    def former_ids(self) -> tuple[str, ...]:
+        return self.store.former_ids
+
+    @property
+    def endpoint(self) -> str:
+        return self.store.endpoint
+
+    @property
+    def endpoint_source(self) -> str:
+        return self.store.endpoint_source
+
+    @property
     def offline(self) -> bool:
         return self.offline_since is not None
 

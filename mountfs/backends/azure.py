@@ -191,6 +191,7 @@ class AzureStore(ObjectStore):
         self.retry = retry
         self.bucket = settings.container
         self.store_id = f"az://{settings.account_url}"
+        self.endpoint = settings.account_url
         self._container: tuple[BlobServiceClient, ContainerClient] | None = None
 
     @property

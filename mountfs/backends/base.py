@@ -74,6 +74,13 @@ class ObjectStore(abc.ABC):
 
     store_id: str
     bucket: str
+    former_ids: tuple[str, ...] = ()
+    """What earlier versions of mountfs called this store: upload journal records staged under
+    one of these names are still this store's."""
+    endpoint = ""
+    """Where its requests go, as a URL (for `mountfs status`); "" for a local folder."""
+    endpoint_source = ""
+    """Where `endpoint` was configured (a config key, an environment variable, a profile)."""
     real_folders = False
     """Folders exist on their own (a local folder): one stays when its last file goes, and a
     directory marker ("dir/") is the folder itself. Object stores only imply prefixes."""

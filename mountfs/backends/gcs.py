@@ -161,6 +161,7 @@ class GcsStore(ObjectStore):
         self.retry = retry
         self.bucket = settings.bucket
         self.store_id = f"gs://{settings.endpoint or 'google'}"
+        self.endpoint = settings.endpoint or "https://storage.googleapis.com"
 
     @property
     def client(self) -> Any:

@@ -103,9 +103,11 @@ def fast_timestamp(text: str) -> datetime.datetime:
 
 
 def client_for(settings: S3Settings, timeout: float) -> S3Client:
-    """One thread-safe client per endpoint and credentials in each process (made anew after fork)."""
+    """One thread-safe client per endpoint and credentials in each process (made anew after fork).
+    The endpoint, region and addressing style are the ones `s3_settings.resolve` decided, given
+    explicitly: botocore must not decide them again differently from mountfs's own GETs."""
     ident = (os.getpid(), settings.endpoint_url, settings.region, settings.key, settings.secret,
-             settings.token, settings.verify, settings.pool_connections, settings.path_style, timeout)
+             settings.token, settings.verify, settings.pool_connections, settings.addressing_style, timeout)
     with _clients_lock:
         client = _clients.get(ident)
         if client is None:
@@ -122,7 +124,7 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
                     retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=timeout, read_timeout=timeout,
                     signature_version="s3v4",
-                    s3={"addressing_style": "path" if settings.path_style else "auto"}))
+                    s3={"addressing_style": settings.addressing_style}))
             _clients[ident] = client
     return client
 
@@ -151,6 +153,15 @@ def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     return current
+
+
+def store_id(settings: S3Settings) -> str:
+    """The store's name in cache keys, upload journals and log lines: "s3://host:port" (the start
+    of the object's s3:// URL) for an endpoint of its own, "s3://aws" for AWS."""
+    if settings.endpoint_url is None:
+        return "s3://aws"
+    parts = urllib.parse.urlsplit(settings.endpoint_url)
+    return f"s3://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def _behind_proxy(settings: S3Settings) -> bool:
@@ -205,7 +216,11 @@ class S3Store(ObjectStore):
         self.settings = settings
         self.retry = retry
         self.bucket = settings.bucket
-        self.store_id = f"s3://{settings.endpoint_url or 'aws'}"
+        self.store_id = store_id(settings)
+        self.endpoint = settings.endpoint_url or object_url(settings, None)[0]
+        self.endpoint_source = settings.endpoint_source
+        old_id = f"s3://{settings.endpoint_url or 'aws'}"  # up to this version: "s3://http://host:port"
+        self.former_ids = (old_id,) if settings.endpoint_source == "URL" else ()
         # GETs and LISTs go out over mountfs's own connections, which know no proxies: through
         # an HTTP(S)_PROXY (that NO_PROXY does not exempt) they go with botocore, as it would.
         self.proxied = _behind_proxy(settings)
@@ -314,8 +329,8 @@ class S3Store(ObjectStore):
         try:
             self._call(f"LIST {self._name('')}", do, ACCESS_CHECK_RETRY)
         except NotFound as exc:
-            raise NotFound(f"bucket {self.bucket} does not exist at "
-                           f"{self.settings.endpoint_url or 'AWS'}") from exc
+            where = self.settings.describe().partition(" at ")[2]
+            raise NotFound(f"bucket {self.bucket} does not exist at {where}") from exc
         except StoreUnavailable as exc:
             raise StoreUnavailable(f"cannot reach {self.settings.describe()}: {root_cause(exc)}") from exc
 

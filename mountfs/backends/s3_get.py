@@ -28,7 +28,7 @@ import botocore.httpsession
 import crc32c
 
 from mountfs.backends import http1
-from mountfs.backends.s3_settings import S3Settings
+from mountfs.backends.s3_settings import S3Settings, bucket_url
 from mountfs.buffers import Piece
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET's payload, signed as botocore does over http
@@ -112,18 +112,16 @@ def ca_bundle(verify: bool | str) -> str:
 
 
 def object_url(settings: S3Settings, key: str | None) -> tuple[str, str, str]:
-    """(base URL, Host header, encoded path) of one object, or of the bucket itself for None: path
-    style on custom endpoints and for bucket names that are not DNS labels, virtual-hosted on AWS
-    (as botocore's "auto" does)."""
-    quoted = "" if key is None else "/" + urllib.parse.quote(key, safe="/~")
-    if settings.endpoint_url:
-        parts = urllib.parse.urlsplit(settings.endpoint_url)
-        return f"{parts.scheme}://{parts.netloc}", parts.netloc, f"/{settings.bucket}{quoted}"
-    regional = f"s3.{settings.region}.amazonaws.com"
-    if re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", settings.bucket):
-        host = f"{settings.bucket}.{regional}"
-        return f"https://{host}", host, quoted or "/"
-    return f"https://{regional}", regional, f"/{settings.bucket}{quoted}"
+    """(base URL, Host header, encoded path) of one object, or of the bucket itself for None: the
+    endpoint and addressing style (path or virtual-hosted) boto3 uses for the same settings."""
+    base, host, bucket_path = bucket_url(settings)
+    return base, host, _path(bucket_path, key)
+
+
+def _path(bucket_path: str, key: str | None) -> str:
+    if key is None:
+        return bucket_path or "/"
+    return f"{bucket_path}/{urllib.parse.quote(key, safe='/~')}"
 
 
 @dataclass(frozen=True)
@@ -152,6 +150,7 @@ class S3Reads:
         self.credentials = credentials
         self.signer = Signer(settings.region)
         self.timeout = timeout
+        self.base, self.host, self.bucket_path = bucket_url(settings)  # decided once, as boto3 does
         self.ca_certs: str | None = None if settings.verify is False else ca_bundle(settings.verify)
         self._endpoints: dict[str, http1.Endpoint] = {}
         self._lock = threading.Lock()
@@ -183,7 +182,7 @@ class S3Reads:
         """Bytes [start, start + length) in `piece`-sized parts; [] when `start` is past the end.
         Raises S3Error for an error answer, ConnectionError or TimeoutError for a failed connection
         or for a body that is not the one asked for (see `check_body`): retried, never served."""
-        base, host, path = object_url(self.settings, key)
+        host, path = self.host, _path(self.bucket_path, key)
         # Checksums come back only for answers that cover the whole object (AWS gives none for
         # ranges at all); what comes is checked.
         headers = {"range": f"bytes={start}-{start + length - 1}", "x-amz-checksum-mode": "ENABLED"}
@@ -191,7 +190,7 @@ class S3Reads:
             headers["if-match"] = f'"{etag}"'
         when = now() if now else datetime.datetime.now(datetime.UTC)
         headers = self.signer.sign("GET", host, path, headers, self.credentials(), when)
-        reply = self.endpoint(base).get(path, {"host": host, **headers}, piece)
+        reply = self.endpoint(self.base).get(path, {"host": host, **headers}, piece)
         if reply.status == 416:  # the range starts at or past the end of the object
             return []
         _raise_for_status(reply)
@@ -203,7 +202,7 @@ class S3Reads:
         """One ListObjectsV2 page, keys URL-encoded on the wire (any byte survives XML) and decoded
         here, as botocore does. botocore's own LIST cost about 55 ms of CPU per 1,000 keys (most
         of it looking for errors in the answer and its model-driven parse), this about 5 ms."""
-        base, host, path = object_url(self.settings, None)
+        host, path = self.host, _path(self.bucket_path, None)
         params = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys), "encoding-type": "url"}
         if delimiter:
             params["delimiter"] = delimiter
@@ -212,7 +211,7 @@ class S3Reads:
         query = canonical_query(params)
         when = now() if now else datetime.datetime.now(datetime.UTC)
         headers = self.signer.sign("GET", host, path, {}, self.credentials(), when, query)
-        reply = self.endpoint(base).get(f"{path}?{query}", {"host": host, **headers}, 0)
+        reply = self.endpoint(self.base).get(f"{path}?{query}", {"host": host, **headers}, 0)
         _raise_for_status(reply)
         return _parse_listing(reply.body)
 

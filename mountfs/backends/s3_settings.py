@@ -1,19 +1,38 @@
 """Which endpoint, credentials and options one s3:// URL gets, most specific first.
 
-Order, as ClearML users expect: the `[[s3.credentials]]` entry for the bucket (on that host, when
-the entry names one), then the entry for the host, then the `[s3]` defaults, then boto3's own
+Credentials, as ClearML users expect: the `[[s3.credentials]]` entry for the bucket (on that host,
+when the entry names one), then the entry for the host, then the `[s3]` defaults, then boto3's own
 chain (environment, AWS_PROFILE and shared files, container and instance roles) when
 `use_credentials_chain` is set or no key is given anywhere.
+
+Endpoint, decided once per store so that every request of a mount (boto3's HEAD, PUT, COPY, ...
+and mountfs's own GETs and LISTs) goes to the same server: the URL's `host:port`, the entry's
+`endpoint`, `[s3] endpoint`, then what botocore itself would use (`AWS_ENDPOINT_URL_S3`,
+`AWS_ENDPOINT_URL`, the profile's `endpoint_url` or its services section), else AWS. Region and
+addressing style likewise: the entry, `[s3]`, then the environment and the profile as botocore reads
+them (`AWS_REGION` first, which botocore ignores but other AWS SDKs honour).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import botocore
+import botocore.config
+import botocore.exceptions
+import botocore.session
 
 from mountfs.config import Config, S3Credentials, StoreUrl
+from mountfs.errors import StoreUnavailable
 
 DEFAULT_REGION = "us-east-1"
+AWS = "AWS default"  # the endpoint source when no endpoint is configured anywhere
+AddressingStyle = Literal["auto", "path", "virtual"]
+_OWN_SOURCES = ("URL", "[[s3.credentials]]", "[s3] endpoint")  # endpoints named in mountfs's config
 
 
 @dataclass(frozen=True)
@@ -28,7 +47,8 @@ class S3Settings:
     multipart: bool = True
     kms_key_id: str | None = None
     pool_connections: int = 32
-    path_style: bool = False
+    addressing_style: AddressingStyle = "auto"  # "auto": botocore decides (path on own endpoints)
+    endpoint_source: str = AWS  # where endpoint_url came from, for `mountfs status` and messages
 
     @property
     def uses_chain(self) -> bool:
@@ -36,40 +56,124 @@ class S3Settings:
 
     def describe(self) -> str:
         """Where this is, for messages; never a secret."""
-        where = self.endpoint_url or f"AWS {self.region}"
-        return f"s3://{self.bucket} at {where}"
+        if self.endpoint_url is None:
+            return f"s3://{self.bucket} at AWS {self.region}"
+        source = "" if self.endpoint_source == "URL" else f" (from {self.endpoint_source})"
+        return f"s3://{self.bucket} at {self.endpoint_url}{source}"
 
 
-def _entry_for(url: StoreUrl, entries: tuple[S3Credentials, ...]) -> S3Credentials | None:
+def _entry_for(bucket: str, host: str | None, entries: tuple[S3Credentials, ...]) -> S3Credentials | None:
     for entry in entries:  # a bucket entry wins over a host entry
-        if entry.bucket == url.bucket and entry.host in (None, url.host):
+        if entry.bucket == bucket and entry.host in (None, host):
             return entry
     for entry in entries:
-        if entry.bucket is None and entry.host is not None and entry.host == url.host:
+        if entry.bucket is None and entry.host is not None and entry.host == host:
             return entry
     return None
 
 
 def resolve(url: StoreUrl, config: Config) -> S3Settings:
     s3 = config.s3
-    entry = _entry_for(url, s3.credentials)
+    entry = _entry_for(url.bucket, url.host, s3.credentials)
+    session = botocore.session.Session()  # AWS_PROFILE, AWS_CONFIG_FILE and the environment, read now
+    try:
+        def region_of(entry: S3Credentials | None) -> str:
+            return ((entry.region if entry else None) or s3.region or os.environ.get("AWS_REGION")
+                    or session.get_config_variable("region") or DEFAULT_REGION)
+
+        endpoint, source = _endpoint(url, entry, config, session, region_of(entry))
+        if url.host is None and endpoint is not None:  # the entries for the endpoint's host:port apply too
+            entry = _entry_for(url.bucket, urllib.parse.urlsplit(endpoint).netloc, s3.credentials)
+        region = region_of(entry)
+        profile_s3: dict[str, Any] = session.get_scoped_config().get("s3") or {}
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:  # no such profile, a bad endpoint
+        hint = (" (see AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url)"
+                if isinstance(exc, ValueError) else "")
+        raise StoreUnavailable(
+            f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}{hint}") from None
     key = secret = token = None
     if not s3.use_credentials_chain:
         if entry is not None and entry.key:
             key, secret, token = entry.key, entry.secret, entry.token
         elif s3.key:
             key, secret, token = s3.key, s3.secret, s3.token
-    region = ((entry.region if entry else None) or s3.region or os.environ.get("AWS_REGION")
-              or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION)
-    endpoint = None
-    if url.host:
-        scheme = "https" if (entry.secure if entry else True) else "http"
-        endpoint = f"{scheme}://{url.host}"
-    return S3Settings(
+    # the profile's style is for the profile's endpoints: one named in mountfs's config is path-style
+    # unless the config says otherwise, as every S3-compatible server serves it
+    own = source in _OWN_SOURCES
+    style = ((entry.addressing_style if entry else None) or s3.addressing_style
+             or ("path" if own else str(profile_s3.get("addressing_style") or "auto")))
+    settings = S3Settings(
         bucket=url.bucket, endpoint_url=endpoint, region=region, key=key, secret=secret, token=token,
         verify=entry.verify if entry else True,
         multipart=entry.multipart if entry else True,
         kms_key_id=entry.kms_key_id if entry else None,
         pool_connections=s3.boto3.pool_connections,
-        path_style=url.host is not None,
+        addressing_style=cast(AddressingStyle, style) if style in ("path", "virtual") else "auto",
+        endpoint_source=source,
     )
+    try:
+        bucket_url(settings)  # the bucket's URL, decided now: a bad endpoint fails the mount, not a read
+    except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+        raise StoreUnavailable(f"{settings.describe()}: the endpoint cannot be used: {exc}") from None
+    return settings
+
+
+def _endpoint(url: StoreUrl, entry: S3Credentials | None, config: Config,
+              session: botocore.session.Session, region: str) -> tuple[str | None, str]:
+    """(endpoint URL or None for AWS, where it came from)."""
+    if url.host:
+        scheme = "https" if (entry.secure if entry else True) else "http"
+        return f"{scheme}://{url.host}", "URL"
+    if entry is not None and entry.endpoint:
+        return entry.endpoint, "[[s3.credentials]]"
+    if config.s3.endpoint:
+        return config.s3.endpoint, "[s3] endpoint"
+    configured = _client(session, None, region, "auto").meta.endpoint_url
+    unconfigured = _client(session, None, region, "auto", ignore_configured=True).meta.endpoint_url
+    if configured == unconfigured:
+        return None, AWS
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name, "").strip() == configured:
+            return configured, name
+    return configured, f"AWS profile {session.profile or 'default'}"
+
+
+def _client(session: botocore.session.Session, endpoint_url: str | None, region: str, style: AddressingStyle,
+            *, ignore_configured: bool = False) -> Any:
+    """An unsigned client that is never sent anywhere: botocore's own view of the endpoint."""
+    config = botocore.config.Config(  # type: ignore[call-arg]  # the stubs lack the endpoint switch
+        signature_version=botocore.UNSIGNED, ignore_configured_endpoint_urls=ignore_configured or None,
+        s3={"addressing_style": style})
+    return session.create_client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+class _Captured(Exception):
+    """Not an error: carries a request's URL out of botocore."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+@functools.lru_cache(maxsize=64)
+def bucket_url(settings: S3Settings) -> tuple[str, str, str]:
+    """(base "scheme://host:port", Host header, path of the bucket without a trailing "/") of the
+    bucket's requests, exactly as boto3 sends them with these settings: botocore builds a
+    ListObjectsV2 request, which is caught before it is signed or sent."""
+    client = _client(botocore.session.Session(), settings.endpoint_url, settings.region,
+                     settings.addressing_style)
+
+    def capture(request: Any, **_: Any) -> None:
+        raise _Captured(request.url)
+
+    client.meta.events.register("before-sign.s3.ListObjectsV2", capture)
+    try:
+        client.list_objects_v2(Bucket=settings.bucket)
+    except _Captured as done:
+        parts = urllib.parse.urlsplit(done.url)
+    else:  # pragma: no cover -- botocore always signs before sending
+        raise AssertionError("the ListObjectsV2 request was not captured")
+    host = parts.netloc
+    if (parts.scheme, parts.port) in (("http", 80), ("https", 443)):
+        host = parts.hostname or host  # as botocore signs it: no default port
+    return f"{parts.scheme}://{parts.netloc}", host, parts.path.rstrip("/")

@@ -57,7 +57,8 @@ async def recover(journal: UploadJournal, uploaders: Iterable[Uploader],
     """Upload what dead sessions left staged; one `Recovered` per journal record (and per stray
     staged file), for the caller to log or print."""
     run = io or BlockingRunner(2)
-    by_store = {(u.store.store_id, u.store.bucket): u for u in uploaders}
+    by_store = {(store_id, u.store.bucket): u for u in uploaders
+                for store_id in (*u.store.former_ids, u.store.store_id)}
     staged_files = await run(_list_dir, journal.staging_dir)  # before reading records: see _sweep
     records = await run(journal.adopt_orphans)
     report: list[Recovered] = []

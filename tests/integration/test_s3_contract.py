@@ -28,7 +28,7 @@ def s3_store(server: Any, bucket: str, key: str | None = None, secret: str | Non
              host_port: str | None = None) -> S3Store:
     settings = S3Settings(bucket=bucket, endpoint_url=f"http://{host_port or server.host_port}",
                           region="us-east-1", key=key or server.access_key,
-                          secret=secret or server.secret_key, path_style=True)
+                          secret=secret or server.secret_key, addressing_style="path")
     return S3Store(settings, RETRY)
 
 
@@ -169,7 +169,7 @@ def test_credentials_from_the_environment_and_from_a_profile(
 
     seaweedfs.create_bucket("chain-check")
     settings = S3Settings(bucket="chain-check", endpoint_url=seaweedfs.endpoint, region="us-east-1",
-                          path_style=True)
+                          addressing_style="path")
     assert settings.uses_chain
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)

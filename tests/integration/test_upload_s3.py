@@ -28,7 +28,7 @@ RETRY = RetryConfig(attempts=2, base_delay=0.05, max_delay=0.1, budget=5, reques
 
 def s3_store(server: S3Server, bucket: str) -> AsyncStore:
     settings = S3Settings(bucket=bucket, endpoint_url=server.endpoint, region="us-east-1",
-                          key=server.access_key, secret=server.secret_key, path_style=True)
+                          key=server.access_key, secret=server.secret_key, addressing_style="path")
     return AsyncStore(S3Store(settings, RETRY), 16)
 
 

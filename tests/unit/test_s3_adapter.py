@@ -68,11 +68,11 @@ def config(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_credentials_most_specific_first(config) -> None:  # type: ignore[no-untyped-def]
     plain = resolve(parse_url("s3://other/p"), config)
-    assert (plain.key, plain.region, plain.endpoint_url, plain.path_style) == (
-        "default-key", "eu-west-1", None, False)
+    assert (plain.key, plain.region, plain.endpoint_url, plain.addressing_style) == (
+        "default-key", "eu-west-1", None, "auto")
     host = resolve(parse_url("s3://minio.internal:9000/data"), config)
-    assert (host.key, host.secret, host.endpoint_url, host.path_style) == (
-        "host-key", "host-secret", "http://minio.internal:9000", True)
+    assert (host.key, host.secret, host.endpoint_url, host.addressing_style) == (
+        "host-key", "host-secret", "http://minio.internal:9000", "path")
     bucket = resolve(parse_url("s3://special/p"), config)
     assert (bucket.key, bucket.token, bucket.kms_key_id) == ("bucket-key", "bucket-token", bucket.kms_key_id)
     assert bucket.kms_key_id == "arn:aws:kms:eu-west-1:1:key/k"
