@@ -626,8 +626,14 @@ class Uploader:
         staged.released = True
         if staged.discarded or not staged.dirty:
             async with staged.flush_lock:
-                await self._drop(staged)
-        elif staged.retry_at is None:
+                # Waiting for the lock let others run: a reopen revived it (its new handle writes
+                # on), or a write made it dirty. Only what is still released and clean goes.
+                if not staged.released:
+                    return
+                if staged.discarded or not staged.dirty:
+                    await self._drop(staged)
+                    return
+        if staged.retry_at is None:
             self._schedule_retry(staged, 0.0)
 
     async def _drop(self, staged: StagedUpload) -> None:

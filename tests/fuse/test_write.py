@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,6 +242,51 @@ def test_random_writes_overwrite_truncate_rename_rmdir(mounter: Mounter, seaweed
     assert sorted(objects(seaweedfs, "edits")) == ["existing.bin", "renamed.bin"]
     os.unlink(mnt.join("renamed.bin"))
     assert sorted(os.listdir(mnt.path)) == ["existing.bin"]
+
+
+def test_close_and_reopen_for_append_at_once_under_read_load(mounter: Mounter, seaweedfs: S3Server,
+                                                             tmp_path: Path) -> None:
+    """A log written by open(O_APPEND), write, close, again and again, while readers read it: the
+    kernel sends the release of a close after close returns, so the next open can come while that
+    release is still at work; every write must land, none fail with EIO."""
+    mnt = s3_mount(mounter, seaweedfs, "appends", tmp_path)
+    path = mnt.join("app.log")
+    with open(path, "wb"):
+        pass
+    stop = threading.Event()
+    read_errors: list[BaseException] = []
+
+    def read_load() -> None:
+        while not stop.is_set():
+            try:
+                with open(path, "rb") as f:
+                    f.read()
+            except OSError as exc:
+                read_errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read_load) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    expected = bytearray()
+    try:
+        for i in range(200):
+            line = f"line {i}\n".encode()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                assert os.write(fd, line) == len(line)
+            finally:
+                os.close(fd)
+            expected += line
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert read_errors == []
+    with open(path, "rb") as f:
+        assert f.read() == expected
+    assert objects(seaweedfs, "appends")["app.log"] == expected
+    assert "already released" not in Path(mnt.log).read_text()
 
 
 # --- multipart ----------------------------------------------------------------------------------

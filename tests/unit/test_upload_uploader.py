@@ -532,6 +532,29 @@ async def test_uploads_are_announced_and_a_released_upload_can_be_reopened(uploa
     assert stored(store, "again") == b"one two"
 
 
+async def test_a_reopen_while_release_waits_for_the_flush_lock_keeps_the_upload(
+        uploader: Uploader, store: MemoryStore, journal: UploadJournal) -> None:
+    """close, then open(O_APPEND) at once: the release of the clean file waits for the flush lock
+    (held here as a flush of another handle would hold it), the open revives it meanwhile; the new
+    handle's writes must land, not fail because the release dropped the upload under it."""
+    staged = await uploader.open_staged("log", None)
+    await uploader.write(staged, 0, b"first\n")
+    await uploader.flush(staged)
+    async with trio.open_nursery() as nursery:
+        await staged.flush_lock.acquire()
+        nursery.start_soon(uploader.release, staged)
+        await trio.testing.wait_all_tasks_blocked()
+        assert staged.released, "the release is waiting for the lock"
+        assert uploader.reopen(staged)
+        staged.flush_lock.release()
+    assert uploader.staged_uploads() == [staged] and os.path.exists(staged.path)
+    assert await uploader.write(staged, 6, b"second\n") == 7
+    await uploader.flush(staged)
+    await uploader.release(staged)
+    assert stored(store, "log") == b"first\nsecond\n"
+    assert uploader.staged_uploads() == [] and journal.records() == [] and staged_files(journal) == []
+
+
 # --- the user's mtime (utimens while staged) --------------------------------------------------------
 
 MTIME = 1_600_000_000_123_456_789
