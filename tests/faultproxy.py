@@ -1,4 +1,4 @@
-"""A TCP proxy in front of a real S3 server that can answer 503 Slow Down on demand.
+"""A TCP proxy in front of a real S3 server that can answer 503 Slow Down (or any other reply) on demand.
 
 Real servers do not throttle when asked to, so tests put this between mountfs and the server to
 produce real throttling responses and reset connections over the wire, with no SDK mocked.
@@ -16,6 +16,14 @@ SLOW_DOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown<
                   b"<Message>Please reduce your request rate.</Message></Error>")
 
 
+def error_reply(status: str, code: str, message: str) -> bytes:
+    """A whole S3 error answer, as a server sends it (e.g. SeaweedFS's 400 KeyTooLongError)."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>").encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 class FaultProxy:
     def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
         self.upstream = (host, upstream_port)
@@ -24,15 +32,19 @@ class FaultProxy:
         self.host_port = f"{host}:{self.port}"
         self.failures_left = 0
         self.failures_served = 0
+        self.reply = SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def fail_next(self, count: int) -> None:
-        """Answer the next `count` requests with 503; cut pooled connections so they reconnect."""
+    def fail_next(self, count: int, reply: bytes | None = None) -> None:
+        """Answer the next `count` requests with 503 (or `reply`); cut pooled connections so they
+        reconnect."""
         with self._lock:
             self.failures_left = count
+            if reply is not None:
+                self.reply = reply
             pooled, self._open = self._open, set()
         for sock in pooled:
             with contextlib.suppress(OSError):
@@ -71,7 +83,7 @@ class FaultProxy:
                     if not chunk:
                         break
                     head += chunk
-                client.sendall(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
+                client.sendall(self.reply)
             return
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)

@@ -69,12 +69,14 @@ from urllib3.util.retry import Retry
 from mountfs.backends import mtime
 from mountfs.backends.azure_settings import AzureSettings
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, refused_for_good, root_cause
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
+    NameTooLong,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Transient,
@@ -89,6 +91,8 @@ T = TypeVar("T")
 
 UPLOADS = ".mountfs-uploads/"
 MAX_BLOCKS = 50_000
+MAX_NAME_CHARS = 1024
+MAX_SEGMENTS = 254
 _UPLOAD_ID = re.compile(r"[0-9a-f]{16}")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _SIGNATURE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
@@ -179,6 +183,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
         if code in TRANSIENT_CODES or status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
+        if refused_for_good(status):
+            return Rejected(f"{what}: refused by the store ({detail})")
         return StoreUnavailable(f"{what}: {detail}")
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return Transient(f"{what}: {scrub(str(exc))}")
@@ -186,6 +192,13 @@ def translate(exc: Exception, what: str) -> Exception:
 
 
 class AzureStore(ObjectStore):
+    def check_key(self, key: str) -> None:
+        """Blob names: at most 1024 characters and 254 path segments."""
+        segments = len(key.rstrip("/").split("/"))
+        if len(key) > MAX_NAME_CHARS or segments > MAX_SEGMENTS:
+            raise NameTooLong(f"{key[:60]}...: {len(key)} characters in {segments} segments; Azure takes "
+                              f"at most {MAX_NAME_CHARS} characters and {MAX_SEGMENTS} segments")
+
     def __init__(self, settings: AzureSettings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry

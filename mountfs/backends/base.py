@@ -11,7 +11,7 @@ import builtins
 from dataclasses import dataclass, field
 
 from mountfs.buffers import Piece
-from mountfs.errors import Unsupported
+from mountfs.errors import NameTooLong, Unsupported
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ class ObjectStore(abc.ABC):
 
     store_id: str
     bucket: str
+    max_key_bytes: int | None = None
+    """The longest key the store takes, in bytes of UTF-8 (None: no limit of its own)."""
     real_folders = False
     """Folders exist on their own (a local folder): one stays when its last file goes, and a
     directory marker ("dir/") is the folder itself. Object stores only imply prefixes."""
@@ -79,6 +81,14 @@ class ObjectStore(abc.ABC):
     def supports_multipart(self) -> bool:
         """False when multipart uploads are switched off for this store (`multipart = false`)."""
         return True
+
+    def check_key(self, key: str) -> None:
+        """NameTooLong for a key the store would refuse for its length, before anything is staged
+        under it (a refused upload could only be kept, never sent)."""
+        size = len(key.encode("utf-8", "surrogateescape"))
+        if self.max_key_bytes is not None and size > self.max_key_bytes:
+            raise NameTooLong(f"{key[:60]}...: a key of {size} bytes; {type(self).__name__} takes at "
+                              f"most {self.max_key_bytes}")
 
     def object_id(self, meta: ObjectMeta) -> ObjectId:
         return ObjectId(self.store_id, self.bucket, meta.key, meta.etag)

@@ -71,12 +71,13 @@ from google.cloud.storage import exceptions as storage_exceptions
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.gcs_settings import GcsSettings, load_credentials
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Transient,
@@ -143,6 +144,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return AccessDenied(f"{what}: access denied ({detail}); check the credentials")
         if status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
+        if refused_for_good(status):
+            return Rejected(f"{what}: refused by the store ({detail})")
         return StoreUnavailable(f"{what}: {detail}")
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
         return AccessDenied(
@@ -156,6 +159,7 @@ def translate(exc: Exception, what: str) -> Exception:
 
 
 class GcsStore(ObjectStore):
+    max_key_bytes = 1024  # object names: 1-1024 bytes of UTF-8
     def __init__(self, settings: GcsSettings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry

@@ -58,6 +58,8 @@ class MemoryStore(ObjectStore):
     bypass faults, latency and counters.
     """
 
+    max_key_bytes = 1024  # as S3
+
     def __init__(self, bucket: str = "mem", store_id: str = "memory") -> None:
         self.store_id = store_id
         self.bucket = bucket

@@ -36,7 +36,7 @@ import botocore.utils
 
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.buffers import Piece
@@ -44,6 +44,7 @@ from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Transient,
@@ -64,7 +65,8 @@ DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMa
 STALE_CODES = {"412", "PreconditionFailed"}
 TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError", "ServiceUnavailable",
                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException",
-                   "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted"}
+                   "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted",
+                   "IncompleteBody", "BadDigest", "XAmzContentSHA256Mismatch"}  # 400s: hurt in transit
 TRANSIENT_EXCEPTIONS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectionClosedError,
@@ -192,10 +194,13 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
         return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
     if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
         return Transient(f"{what}: {detail}")
+    if status.isdigit() and refused_for_good(int(status)):
+        return Rejected(f"{what}: refused by the store ({detail})")
     return StoreUnavailable(f"{what}: {detail}")
 
 
 class S3Store(ObjectStore):
+    max_key_bytes = 1024
     def __init__(self, settings: S3Settings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry

@@ -39,7 +39,11 @@ UPLOADING = "uploading"
 """An upload is running."""
 FAILED = "failed"
 """The last upload failed after the store's retries; retried in the background."""
-STATES = (CLEAN, STAGING, UPLOADING, FAILED)
+REJECTED = "rejected"
+"""The store refused the upload for good (a 4xx that retrying cannot fix, e.g. a key too long): not
+retried; the staged file stays, shown by `mountfs status`, until the file is renamed, written again
+or removed (in the mount, or the staged file itself)."""
+STATES = (CLEAN, STAGING, UPLOADING, FAILED, REJECTED)
 
 
 @dataclass(frozen=True)

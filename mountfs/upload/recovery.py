@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import UploadFailed
-from mountfs.upload.journal import CLEAN, JournalRecord, UploadJournal
+from mountfs.upload.journal import CLEAN, REJECTED, JournalRecord, UploadJournal
 from mountfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ UNCHANGED = "unchanged"
 """Nothing was written after the file was staged: record and staged file dropped."""
 NO_STORE = "no-store"
 """No configured store matches the record: kept for a mount that has it."""
+REFUSED = "rejected"
+"""The store refused this upload for good earlier (a key too long, ...): not tried again; the staged
+file stays until the file is renamed or removed in the mount, or the staged file is removed."""
+CLEARED = "cleared"
+"""A refused upload whose staged file was removed by hand: its record is dropped."""
 ORPHAN = "orphan"
 """A staged file with no record (the crash came between dropping the two): removed."""
 
@@ -66,7 +71,7 @@ async def recover(journal: UploadJournal, uploaders: Iterable[Uploader],
         report.append(await _recover_one(journal, uploader, record, run))
     report.extend(await _sweep(journal, staged_files, run))
     for item in report:
-        (log.warning if item.outcome in (FAILED, MISSING, NO_STORE) else log.info)(
+        (log.warning if item.outcome in (FAILED, MISSING, NO_STORE, REFUSED) else log.info)(
             "recovery: %s", item.describe())
     return report
 
@@ -80,6 +85,9 @@ async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record
     if uploader is None:
         return outcome(NO_STORE, f"no mounted store is {record.store_id} bucket {record.bucket}; "
                                  f"kept staged at {record.path}", size or 0)
+    if size is None and record.state == REJECTED:
+        await run(journal.remove, record.id)
+        return outcome(CLEARED, f"the staged file {record.path} of the refused upload was removed")
     if size is None:
         await run(journal.remove, record.id)
         return outcome(MISSING, f"staged file {record.path} is gone; the write is lost")
@@ -88,6 +96,10 @@ async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record
         await run(_unlink, record.path)
         return outcome(UNCHANGED, "no changes to upload", size)
     staged = await uploader.adopt(record)
+    if record.state == REJECTED:  # the same request would be refused again: kept for the user
+        return outcome(REFUSED, f"the store refused it ({record.error}); kept staged at {record.path}: "
+                                f"rename the file to a name the store takes, or copy it from there and "
+                                f"remove the file", size)
     try:
         meta = await uploader.flush(staged)
     except UploadFailed as exc:

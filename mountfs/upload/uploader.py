@@ -11,7 +11,10 @@ stamps of `StagedFile` decide which parts are still current: a later write into 
 makes it go up again before completion, and nothing else is re-sent.
 
 A failed upload (after the store's own retries) makes flush raise `UploadFailed` (EIO), marks the
-record failed, keeps the staged file and is retried by `run()` with exponential backoff.
+record failed, keeps the staged file and is retried by `run()` with exponential backoff. One the
+store refuses for good (`Rejected`: a 4xx that retrying cannot fix) is not retried: the record says
+rejected, the staged file stays where `mountfs status` shows it, and only a change to the file (a
+write, a truncate, a rename, an mtime) makes it try again.
 
 An mtime set while the file is staged (`set_mtime`: `cp -p` sets it before close) is journalled and
 goes up as the object's metadata with the upload itself. When the upload could not carry it (it
@@ -37,10 +40,11 @@ from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta, UploadPart
 from mountfs.concurrency import BlockingRunner, gather
 from mountfs.config import WriteConfig
-from mountfs.errors import MountfsError, NotFound, Offline, Unsupported, UploadFailed
+from mountfs.errors import MountfsError, NotFound, Offline, Rejected, Unsupported, UploadFailed
 from mountfs.upload.journal import (
     CLEAN,
     FAILED,
+    REJECTED,
     STAGING,
     UPLOADING,
     JournalRecord,
@@ -117,6 +121,7 @@ class StagedUpload:
         self.error: str | None = record.error
         self.attempts = record.attempts
         self.retry_at: float | None = None
+        self.rejected = record.state == REJECTED  # refused for good: no retry until it changes
         self.released = False
         self.discarded = False
         self.dropped = False
@@ -164,6 +169,8 @@ class StagedUpload:
             return CLEAN
         if self.uploading:
             return UPLOADING
+        if self.rejected:
+            return REJECTED
         return FAILED if self.error else STAGING
 
 
@@ -335,6 +342,7 @@ class Uploader:
         self._check_live(staged)
         staged.writers += 1
         staged.mtime_ns = None  # a write after utimens: the file's mtime is the write's again
+        staged.rejected = False  # changed: the store may take it now
         try:
             journalled = staged.journalled
             if (journalled is None or journalled.state == CLEAN or journalled.mtime_ns is not None
@@ -353,6 +361,7 @@ class Uploader:
         that fails, and it is retried in the background like an upload."""
         self._check_live(staged)
         staged.mtime_ns = mtime_ns
+        staged.rejected = False
         if staged.discarded:
             return
         await self._sync(staged)
@@ -532,6 +541,8 @@ class Uploader:
         staged.attempts += 1
         staged.error = f"{type(exc).__name__}: {exc}"
         self.stats.failed += 1
+        if isinstance(exc, Rejected):
+            return await self._rejected(staged)
         delay = min(self.max_retry_delay, self.retry_delay * 2 ** (staged.attempts - 1))
         self._schedule_retry(staged, delay)
         log.error("upload of %s failed (attempt %d): %s; the data stays staged at %s, retrying in %.0fs",
@@ -543,6 +554,21 @@ class Uploader:
             log.error("could not journal the failed upload of %s: %s", self._name(staged), journal_exc)
         return UploadFailed(f"{self._name(staged)}: upload failed ({staged.error}); the data stays "
                             f"staged at {staged.path} and is retried in the background")
+
+    async def _rejected(self, staged: StagedUpload) -> UploadFailed:
+        """The store will never take this upload as it is: stop, say so, keep the data."""
+        staged.rejected, staged.retry_at = True, None
+        log.error("the store refused the upload of %s for good (%s); it is not retried. The data stays "
+                  "staged at %s: rename the file to a name the store takes, or copy it from there and "
+                  "remove the file", self._name(staged), staged.error, staged.path)
+        try:
+            if staged.upload_id is not None:  # nothing must stay open on the server for it
+                await self._reset_multipart(staged, abort=True)
+            await self._sync(staged)
+        except Exception as journal_exc:
+            log.error("could not journal the refused upload of %s: %s", self._name(staged), journal_exc)
+        return UploadFailed(f"{self._name(staged)}: the store refused the upload ({staged.error}); the "
+                            f"data stays staged at {staged.path} and is not retried")
 
     async def _upload(self, staged: StagedUpload) -> ObjectMeta:
         for _ in range(CHANGED_RETRIES):
@@ -633,7 +659,7 @@ class Uploader:
                 if staged.discarded or not staged.dirty:
                     await self._drop(staged)
                     return
-        if staged.retry_at is None:
+        if staged.retry_at is None and not staged.rejected:
             self._schedule_retry(staged, 0.0)
 
     async def _drop(self, staged: StagedUpload) -> None:
@@ -681,6 +707,7 @@ class Uploader:
             if staged.upload_id is not None:
                 await self._reset_multipart(staged, abort=True)
             self._rekey(staged, key)
+            staged.rejected = False
             staged.base = staged.meta = None
             staged.uploaded_clock = -1
             staged.mtime_sent = None
@@ -707,7 +734,7 @@ class Uploader:
         """
         with trio.move_on_after(self.config.drain_timeout if timeout is None else timeout):
             while True:
-                todo = [s for s in self._uploads.values() if s.dirty and not s.discarded]
+                todo = [s for s in self._uploads.values() if s.dirty and not s.discarded and not s.rejected]
                 if not todo:
                     break
                 async with trio.open_nursery() as nursery:

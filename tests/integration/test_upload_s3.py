@@ -17,7 +17,7 @@ from mountfs.backends.s3 import S3Store
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig, WriteConfig
 from mountfs.errors import UploadFailed, errno_for
-from mountfs.upload.journal import FAILED, UploadJournal
+from mountfs.upload.journal import FAILED, REJECTED, UploadJournal
 from mountfs.upload.uploader import Uploader
 from tests.servers import S3Server
 
@@ -113,3 +113,31 @@ async def test_a_stopped_server_fails_the_flush_and_the_retry_finishes(
     else:  # moto lost the upload and answers 500 for it: abandoned and started again
         assert store.stats.requests["create_multipart"] == 2
     assert journal.records() == [] and os.listdir(journal.staging_dir) == []
+
+
+async def test_a_key_the_server_refuses_ends_the_upload_not_retried(
+        seaweedfs: S3Server, journal: UploadJournal) -> None:
+    """SeaweedFS answers 400 KeyTooLongError for a path component over 255 bytes (the mount refuses
+    such names at create; here the uploader is given one directly): the upload ends at once, as
+    rejected, the data staged, and the background retries leave it alone."""
+    bucket = f"t-{os.urandom(4).hex()}"
+    seaweedfs.create_bucket(bucket)
+    store = s3_store(seaweedfs, bucket)
+    uploader = Uploader(store, journal, WriteConfig(part_size=8 * MiB), retry_delay=0.01)
+    key = "dir/" + "n" * 256
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uploader.run)
+        staged = await uploader.open_staged(key, None)
+        await uploader.write(staged, 0, b"refused bytes")
+        with pytest.raises(UploadFailed) as caught:
+            await uploader.flush(staged)
+        assert errno_for(caught.value) == errno.EIO and "KeyTooLongError" in str(caught.value)
+        await uploader.release(staged)
+        await trio.sleep(0.2)  # several retry delays: none may be spent on it
+        assert store.stats.requests["put"] == 1
+        [pending] = uploader.pending()
+        assert (pending.state, pending.staging_path) == (REJECTED, staged.path)
+        with trio.fail_after(10):
+            assert [p.key for p in await uploader.drain(timeout=60)] == [key]
+        assert journal.records()[0].state == REJECTED and os.path.exists(staged.path)
+        nursery.cancel_scope.cancel()

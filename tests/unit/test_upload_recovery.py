@@ -14,9 +14,19 @@ import trio
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.memory import MemoryStore
 from mountfs.config import WriteConfig
-from mountfs.errors import StoreUnavailable, UploadFailed
-from mountfs.upload.journal import FAILED, UploadJournal
-from mountfs.upload.recovery import MISSING, NO_STORE, ORPHAN, UNCHANGED, UPLOADED, Recovered, recover
+from mountfs.errors import Rejected, StoreUnavailable, UploadFailed
+from mountfs.upload.journal import FAILED, REJECTED, UploadJournal
+from mountfs.upload.recovery import (
+    CLEARED,
+    MISSING,
+    NO_STORE,
+    ORPHAN,
+    REFUSED,
+    UNCHANGED,
+    UPLOADED,
+    Recovered,
+    recover,
+)
 from mountfs.upload.staging import Reader
 from mountfs.upload.uploader import Uploader
 
@@ -147,6 +157,39 @@ async def test_records_of_a_missing_store_are_kept_and_failures_retried(tmp_path
     await uploader.drain(timeout=5)
     assert store.get_range("failing", 0, 10) == b"y"
     assert [r.key for r in journal.records()] == ["elsewhere"]
+    journal.close()
+
+
+async def test_an_upload_the_store_refused_is_kept_not_retried(tmp_path: Path) -> None:
+    """A record the store refused for good: each recovery says where its data is and does not send
+    it again; once the staged file is removed by hand, the record goes too."""
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore()
+    uploader = make_uploader(store, journal)
+    staged = await uploader.open_staged("refused", None)
+    await uploader.write(staged, 0, b"kept")
+    store.inject("put", Rejected("PUT: refused by the store (KeyTooLongError 400)"))
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    journal.close()
+
+    for _ in range(2):
+        journal = UploadJournal(str(tmp_path))
+        store.reset_counters()
+        uploader = make_uploader(store, journal)
+        [item] = await recover(journal, [uploader])
+        assert (item.key, item.outcome) == ("refused", REFUSED)
+        assert staged.path in item.detail and "KeyTooLongError" in item.detail
+        assert store.calls["put"] == 0, "not sent again"
+        [pending] = uploader.pending()
+        assert (pending.key, pending.state, pending.staging_path) == ("refused", REJECTED, staged.path)
+        assert await uploader.drain(timeout=5) == uploader.pending()
+        journal.close()
+
+    os.unlink(staged.path)
+    journal = UploadJournal(str(tmp_path))
+    [item] = await recover(journal, [make_uploader(store, journal)])
+    assert item.outcome == CLEARED and journal.records() == []
     journal.close()
 
 

@@ -23,12 +23,13 @@ from mountfs.errors import (
     NoSpace,
     NotFound,
     Offline,
+    Rejected,
     StoreUnavailable,
     Unsupported,
     UploadFailed,
     errno_for,
 )
-from mountfs.upload.journal import CLEAN, FAILED, STAGING, UploadJournal
+from mountfs.upload.journal import CLEAN, FAILED, REJECTED, STAGING, UploadJournal
 from mountfs.upload.staging import Reader
 from mountfs.upload.uploader import PendingUpload, StagedUpload, Uploader
 from tests.unit.conftest import GatedStore
@@ -363,6 +364,48 @@ async def test_failed_upload_keeps_the_data_and_is_retried(running: Uploader, st
     await wait_for(lambda: running.pending() == [] and journal.records() == [] and not staged_files(journal))
     assert store.calls["put"] == 4, "two background retries failed, the third succeeded"
     assert stored(store, "precious") == b"do not lose me"
+
+
+async def test_an_upload_the_store_refuses_for_good_ends_and_keeps_the_data(
+        running: Uploader, store: MemoryStore, journal: UploadJournal,
+        mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A 4xx that retrying cannot fix (here SeaweedFS's answer to a key too long): EIO, the record
+    says rejected, the staged file stays and shows in `pending`, nothing retries it, and a drain at
+    unmount does not wait for it. A change to the file (here a rename) lets it try again."""
+    staged = await running.open_staged("refused", None)
+    await running.write(staged, 0, b"keep me")
+    store.inject("put", Rejected("PUT s3://mem/refused: refused by the store (KeyTooLongError 400 "
+                                 "Your key is too long.)"), times=1000)
+    with pytest.raises(UploadFailed) as caught:
+        await running.flush(staged)
+    assert errno_for(caught.value) == errno.EIO and "not retried" in str(caught.value)
+    assert "refused the upload of memory/mem/refused for good" in caplog.text and staged.path in caplog.text
+    record = journal.get(staged.id)
+    assert record is not None and record.state == REJECTED and "KeyTooLongError" in (record.error or "")
+    await running.release(staged)
+    [pending] = running.pending()
+    assert (pending.key, pending.state, pending.staging_path) == ("refused", REJECTED, staged.path)
+    assert os.path.exists(staged.path) and staged.retry_at is None
+    mock_clock.jump(3600)
+    await trio.testing.wait_all_tasks_blocked()
+    assert store.calls["put"] == 1, "never retried by itself"
+    with trio.fail_after(5):  # (the mock clock only moves when jumped: no time passes in a drain)
+        left = await running.drain(timeout=3600)
+    assert [(p.key, p.state) for p in left] == [("refused", REJECTED)] and store.calls["put"] == 1
+    store.clear_faults()
+    await running.rename(staged, "accepted")
+    await wait_for(lambda: running.pending() == [] and journal.records() == [] and not staged_files(journal))
+    assert stored(store, "accepted") == b"keep me"
+
+
+async def test_a_refused_multipart_upload_is_aborted(uploader: Uploader, store: MemoryStore) -> None:
+    staged = await uploader.open_staged("refused-big", None)
+    await write_all(uploader, staged, DATA)
+    store.inject("complete_multipart", Rejected("COMPLETE MULTIPART: refused by the store (400)"))
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    assert staged.state == REJECTED and staged.upload_id is None
+    assert store.calls["abort_multipart"] == 1, "nothing stays open on the server"
 
 
 async def test_release_of_an_unflushed_file_uploads_it_in_the_background(
