@@ -77,6 +77,9 @@ class ObjectStore(abc.ABC):
     """Folders exist on their own (a local folder): one stays when its last file goes, and a
     directory marker ("dir/") is the folder itself. Object stores only imply prefixes."""
 
+    lists_multipart_uploads = False
+    """`multipart_uploads` works: recovery can find an upload a dead process never journalled."""
+
     @property
     def supports_multipart(self) -> bool:
         """False when multipart uploads are switched off for this store (`multipart = false`)."""
@@ -146,6 +149,12 @@ class ObjectStore(abc.ABC):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """The multipart uploads of exactly `key` still in progress, as (upload id, time it was
+        created in seconds since the epoch by the store's clock), so that recovery can find one a
+        dead process created but never journalled. Unsupported where the store cannot list them."""
+        raise Unsupported(f"{type(self).__name__} cannot list multipart uploads")
 
     def delete(self, key: str) -> None:
         raise Unsupported(f"{type(self).__name__} does not write yet")

@@ -201,6 +201,7 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
 
 class S3Store(ObjectStore):
     max_key_bytes = 1024
+    lists_multipart_uploads = True
     def __init__(self, settings: S3Settings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry
@@ -364,6 +365,17 @@ class S3Store(ObjectStore):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
         self._call(f"ABORT MULTIPART {self._name(key)}", do)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        def do() -> builtins.list[tuple[str, float]]:
+            found: builtins.list[tuple[str, float]] = []
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+                found.extend((u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])
+                             if u.get("Key") == key and "UploadId" in u and "Initiated" in u)
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def delete(self, key: str) -> None:
         def do() -> None:

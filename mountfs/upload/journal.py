@@ -75,6 +75,13 @@ class JournalRecord:
     attempts: int = 0  # failed upload attempts in a row
     session: str = ""
     mtime_ns: int | None = None  # set by utimens while staged: the object must carry it
+    creating: float | None = None
+    """Set (time.time()) before a multipart upload of `key` is created, kept while it lives: a crash
+    after the store made the upload but before its id was journalled leaves an upload only a
+    listing can find. Recovery aborts those of `key` that are not in `known_uploads`, and that no
+    record names."""
+    known_uploads: tuple[str, ...] = ()
+    """The uploads of `key` in progress just before that create: another writer's, never aborted."""
 
     @property
     def needs_upload(self) -> bool:
@@ -87,6 +94,7 @@ class JournalRecord:
     def unpack(cls, raw: bytes) -> JournalRecord:
         fields: dict[str, Any] = json.loads(raw)
         fields["parts"] = tuple(PartRecord(**p) for p in fields.get("parts", ()))
+        fields["known_uploads"] = tuple(fields.get("known_uploads", ()))
         return cls(**fields)
 
 

@@ -5,6 +5,10 @@ dead sessions are touched (see `UploadJournal.adopt_orphans`), so a second daemo
 dir never uploads the first one's files. Each adopted upload goes through the normal `Uploader`
 path: a multipart upload in progress is resumed where its parts still match the staged bytes, or
 started again; what fails stays journalled and is retried by the uploader in the background.
+
+A record that says a multipart upload was being created (`JournalRecord.creating`) may have left one
+on the server that no record names (the process died between the create and journalling its id):
+the key's uploads are listed and that one is aborted (`Uploader.abort_orphans`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import UploadFailed
@@ -65,9 +69,16 @@ async def recover(journal: UploadJournal, uploaders: Iterable[Uploader],
     by_store = {(u.store.store_id, u.store.bucket): u for u in uploaders}
     staged_files = await run(_list_dir, journal.staging_dir)  # before reading records: see _sweep
     records = await run(journal.adopt_orphans)
+    everyone = await run(journal.records)
+    dead = frozenset(r.id for r in records)
     report: list[Recovered] = []
     for record in sorted(records, key=lambda r: r.created):
         uploader = by_store.get((record.store_id, record.bucket))
+        if uploader is not None and record.creating is not None:
+            await uploader.abort_orphans(record.key, record.creating, record.known_uploads, record.id,
+                                         everyone, dead)
+            if record.upload_id is None:  # nothing of that create lives on: the mark goes
+                record = replace(record, creating=None, known_uploads=())
         report.append(await _recover_one(journal, uploader, record, run))
     report.extend(await _sweep(journal, staged_files, run))
     for item in report:

@@ -223,3 +223,69 @@ async def test_kill_9_while_writing(tmp_path: Path) -> None:
     assert [(r.key, r.outcome, r.size) for r in report] == [("killed.bin", UPLOADED, 5000)]
     assert store.get_range("killed.bin", 0, 5000) == b"".join(bytes([c]) * 1000 for c in b"ABCDE")
     journal.close()
+
+
+class _Died(BaseException):
+    """The process ends here (as os._exit would): nothing after it runs, no handler catches it."""
+
+
+async def test_a_multipart_upload_created_but_never_journalled_is_aborted(tmp_path: Path) -> None:
+    """The process dies right after the store made the multipart upload, before its id was
+    journalled: recovery finds the upload by listing the key's uploads and aborts it; an upload of
+    the same key by another writer, there before, is left alone; the data then goes up."""
+    store = MemoryStore()
+    foreign = store.create_multipart("big.bin")  # another writer's, in progress
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    created: list[str] = []
+    real_create = store.create_multipart
+
+    def create_then_die(key: str, mtime_ns: int | None = None) -> str:
+        created.append(real_create(key, mtime_ns))
+        raise _Died
+
+    store.create_multipart = create_then_die  # type: ignore[method-assign]
+    staged = await uploader.open_staged("big.bin", None)
+    await uploader.write(staged, 0, DATA)
+    with pytest.raises(_Died):
+        await uploader.flush(staged)
+    journal.close()
+    [orphan] = created
+    assert sorted(u for u, _ in store.multipart_uploads("big.bin")) == sorted([foreign, orphan])
+
+    store.create_multipart = real_create  # type: ignore[method-assign]
+    journal = UploadJournal(str(tmp_path))
+    [left] = journal.records()
+    assert left.upload_id is None and left.creating is not None and left.known_uploads == (foreign,)
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert outcomes(report) == {"big.bin": UPLOADED}
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert [u for u, _ in store.multipart_uploads("big.bin")] == [foreign], "the orphan is aborted"
+    assert journal.records() == []
+    journal.close()
+
+
+async def test_a_create_whose_answer_was_lost_leaves_no_upload_behind(tmp_path: Path) -> None:
+    """The server made the upload but its answer never came (a timeout): the retry makes another;
+    once the file is up, the first one is aborted as well."""
+    store = MemoryStore()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    real_create = store.create_multipart
+    made: list[str] = []
+
+    def create_answer_lost(key: str, mtime_ns: int | None = None) -> str:
+        made.append(real_create(key, mtime_ns))
+        raise StoreUnavailable("CREATE MULTIPART: read timeout (gave up after 3 attempt(s))")
+
+    store.create_multipart = create_answer_lost  # type: ignore[method-assign]
+    staged = await uploader.open_staged("big.bin", None)
+    await uploader.write(staged, 0, DATA)
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    store.create_multipart = real_create  # type: ignore[method-assign]
+    await uploader.flush(staged)
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert store.multipart_uploads("big.bin") == [] and len(made) == 1
+    assert journal.get(staged.id) is not None and journal.get(staged.id).creating is None  # type: ignore[union-attr]
+    journal.close()
