@@ -192,6 +192,8 @@ def translate(exc: Exception, what: str) -> Exception:
 
 
 class AzureStore(ObjectStore):
+    lists_multipart_uploads = True
+
     def check_key(self, key: str) -> None:
         """Blob names: at most 1024 characters and 254 path segments."""
         segments = len(key.rstrip("/").split("/"))
@@ -405,6 +407,22 @@ class AzureStore(ObjectStore):
         what = f"ABORT MULTIPART {self._name(key)}"
         self._check_upload(key, upload_id, what)
         self._forget_upload(upload_id)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """From the upload markers: each names the key it is for."""
+        quoted = urllib.parse.quote(key, safe="")
+
+        def do() -> builtins.list[tuple[str, float]]:
+            found: builtins.list[tuple[str, float]] = []
+            for blob in self.container.list_blobs(name_starts_with=UPLOADS, include=["metadata"],
+                                                  timeout=self._timeout):
+                upload_id = blob.name[len(UPLOADS):]
+                if _UPLOAD_ID.fullmatch(upload_id) and (blob.metadata or {}).get("mountfs_key") == quoted:
+                    created = blob.creation_time or blob.last_modified
+                    found.append((upload_id, created.timestamp() if created else 0.0))
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def _forget_upload(self, upload_id: str) -> None:
         try:

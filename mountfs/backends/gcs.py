@@ -160,6 +160,7 @@ def translate(exc: Exception, what: str) -> Exception:
 
 class GcsStore(ObjectStore):
     max_key_bytes = 1024  # object names: 1-1024 bytes of UTF-8
+    lists_multipart_uploads = True
     def __init__(self, settings: GcsSettings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry
@@ -322,6 +323,22 @@ class GcsStore(ObjectStore):
             return str((blob.metadata or {}).get("mountfs-key", ""))
 
         return self._call(f"{what}: HEAD upload", do)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """From the upload markers: each names the key it is for."""
+        def do() -> builtins.list[tuple[str, float]]:
+            blobs = self.client.list_blobs(self.bucket, prefix=UPLOADS, page_size=1000, retry=None,
+                                           timeout=self._timeout)
+            found: builtins.list[tuple[str, float]] = []
+            for blob in blobs:
+                upload_id, _, leaf = blob.name[len(UPLOADS):].partition("/")
+                if (leaf == "upload" and _UPLOAD_ID.fullmatch(upload_id)
+                        and (blob.metadata or {}).get("mountfs-key") == key):
+                    created = blob.time_created or blob.updated
+                    found.append((upload_id, created.timestamp() if created else 0.0))
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def _upload_objects(self, upload_id: str, what: str) -> dict[str, Any]:
         """name -> blob of every object of the upload: its marker, parts and intermediates."""
