@@ -79,6 +79,10 @@ CREATE_WINDOW = 30 * 60.0
 """How long after its `creating` mark a multipart upload may have been made by that create, by the
 store's clock: S3 refuses requests signed 15 minutes off its time, plus the create's own retries.
 An upload of the key made later is another writer's and is left alone."""
+MAX_KNOWN_UPLOADS = 100
+"""More uploads of one key in progress than this (other writers', abandoned): the create is not
+marked, rather than rewrite so long a record with every part (an upload a crash leaves is then left
+to the store's lifecycle rules, as before)."""
 
 
 @dataclass(frozen=True)
@@ -504,6 +508,10 @@ class Uploader:
             return
         except MountfsError as exc:
             log.info("could not list the multipart uploads of %s: %s", self._name(staged), exc)
+            return
+        if len(known) > MAX_KNOWN_UPLOADS:
+            log.info("%d multipart uploads of %s are in progress already; one a crash may leave is not "
+                     "looked for", len(known), self._name(staged))
             return
         staged.creating, staged.known_uploads = time.time(), tuple(sorted(u for u, _ in known))
         staged.create_failed = False

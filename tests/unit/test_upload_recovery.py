@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 import textwrap
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.memory import MemoryStore
 from mountfs.config import WriteConfig
 from mountfs.errors import Rejected, StoreUnavailable, UploadFailed
-from mountfs.upload.journal import FAILED, REJECTED, UploadJournal
+from mountfs.upload.journal import FAILED, REJECTED, JournalRecord, UploadJournal
 from mountfs.upload.recovery import (
     CLEARED,
     MISSING,
@@ -28,7 +30,7 @@ from mountfs.upload.recovery import (
     recover,
 )
 from mountfs.upload.staging import Reader
-from mountfs.upload.uploader import Uploader
+from mountfs.upload.uploader import CREATE_WINDOW, Uploader
 
 PART = 1024
 DATA = bytes(range(251)) * 25  # six full parts and a tail
@@ -288,4 +290,25 @@ async def test_a_create_whose_answer_was_lost_leaves_no_upload_behind(tmp_path: 
     assert store.get_range("big.bin", 0, len(DATA)) == DATA
     assert store.multipart_uploads("big.bin") == [] and len(made) == 1
     assert journal.get(staged.id) is not None and journal.get(staged.id).creating is None  # type: ignore[union-attr]
+    journal.close()
+
+
+async def test_orphan_search_leaves_other_writers_uploads_alone(tmp_path: Path) -> None:
+    """Only an upload made within the window after the mark, named by no record, goes; none at all
+    while another live record of the key is creating one itself (its id not journalled yet)."""
+    store = MemoryStore()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    mark = time.time()
+    orphan, named, later = (store.create_multipart("k") for _ in range(3))
+    store._uploads[later] = store._uploads[later]._replace(created=mark + CREATE_WINDOW + 60)
+    mine = JournalRecord(id="dead", store_id="memory", bucket="mem", key="k", path="p", state=FAILED,
+                         creating=mark)
+    other = replace(mine, id="other", upload_id=named, creating=None)
+    live = replace(mine, id="live", creating=mark)
+    assert await uploader.abort_orphans("k", mark, (), "dead", [mine, other, live], frozenset({"dead"})) == 0
+    assert len(store.multipart_uploads("k")) == 3, "another writer of the key is creating one"
+    assert await uploader.abort_orphans("k", mark, (), "dead", [mine, other], frozenset({"dead"})) == 1
+    assert sorted(u for u, _ in store.multipart_uploads("k")) == sorted([named, later])
+    assert orphan not in {u for u, _ in store.multipart_uploads("k")}
     journal.close()
