@@ -118,7 +118,7 @@ def _recover(source: str, option_values: list[str]) -> int:
         return 0
     for item in report:
         print(item.describe())
-    bad = (recovery.FAILED, recovery.NO_STORE, recovery.MISSING)
+    bad = (recovery.FAILED, recovery.NO_STORE, recovery.MISSING, recovery.REFUSED)
     return 1 if any(item.outcome in bad for item in report) else 0
 
 

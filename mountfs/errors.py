@@ -37,6 +37,11 @@ class Offline(StoreUnavailable):
     """Refused without asking: the store is known to be down (see `AsyncStore`)."""
 
 
+class Rejected(StoreUnavailable):
+    """The store answered that it will not take this request as it is (a 4xx such as a key too
+    long or an argument it refuses): sending it again cannot help, so nothing retries it."""
+
+
 class AccessDenied(MountfsError):
     """The credentials do not allow this operation."""
 
@@ -75,6 +80,10 @@ class InvalidArgument(MountfsError):
 
 class NoSpace(MountfsError):
     """The cache disk is full."""
+
+
+class NameTooLong(MountfsError):
+    """A name the store cannot hold: a path component over 255 bytes, or a key over its limit."""
 
 
 class UploadFailed(MountfsError):
@@ -134,6 +143,7 @@ ERRNO_TABLE: dict[type[MountfsError], int] = {
     CrossDevice: errno.EXDEV,
     InvalidArgument: errno.EINVAL,
     NoSpace: errno.ENOSPC,
+    NameTooLong: errno.ENAMETOOLONG,
     UploadFailed: errno.EIO,
     Unsupported: errno.ENOSYS,
     ConfigError: errno.EINVAL,

@@ -5,7 +5,8 @@ and the server to produce real throttling answers and connections reset mid-body
 with no SDK mocked. It reads each request and each answer on kept-alive connections, so a fault
 hits one request, not a whole connection:
 
-- `fail_next(n)`: the next n requests are answered 503 SlowDown;
+- `fail_next(n[, reply])`: the next n requests are answered 503 SlowDown (or `reply`, a whole
+  answer such as `error_reply(...)`);
 - `slow_down`: that fraction of requests is answered 503 SlowDown;
 - `reset_bodies`: that fraction of GET answers with a body is cut after half of the body, and the
   connection reset (RST), as a flaky network or load balancer does;
@@ -33,6 +34,14 @@ SLOW_DOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown<
 CHUNK = 262144
 
 
+def error_reply(status: str, code: str, message: str) -> bytes:
+    """A whole S3 error answer, as a server sends it (e.g. SeaweedFS's 400 KeyTooLongError)."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>").encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 class _Closed(Exception):
     """One side of the exchange went away: drop the pair of connections."""
 
@@ -48,6 +57,7 @@ class FaultProxy:
         self.reset_bodies = reset_bodies
         self.corrupt_bodies = corrupt_bodies
         self.failures_left = 0
+        self.reply = SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY)  # what fail_next answers
         self.requests = 0
         self.failures_served = 0  # 503 SlowDown answers
         self.resets_served = 0  # answers cut mid-body
@@ -58,10 +68,11 @@ class FaultProxy:
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def fail_next(self, count: int) -> None:
-        """Answer the next `count` requests with 503 SlowDown."""
+    def fail_next(self, count: int, reply: bytes | None = None) -> None:
+        """Answer the next `count` requests with 503 SlowDown, or with `reply`."""
         with self._lock:
             self.failures_left = count
+            self.reply = reply or SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY)
 
     def close(self) -> None:
         self._closed = True
@@ -85,14 +96,14 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _decide(self, method: str) -> str | None:
-        """The fault for the next request: "slow_down", "reset" or "corrupt" (if its answer has a
-        body), or None."""
+        """The fault for the next request: "fail_next", "slow_down", "reset" or "corrupt" (if its
+        answer has a body), or None."""
         with self._lock:
             self.requests += 1
             if self.failures_left > 0:
                 self.failures_left -= 1
                 self.failures_served += 1
-                return "slow_down"
+                return "fail_next"
             if self.slow_down and self._rng.random() < self.slow_down:
                 self.failures_served += 1
                 return "slow_down"
@@ -129,11 +140,12 @@ class FaultProxy:
                 headers = _parse_headers(head)
                 expect = headers.get("expect", "").lower() == "100-continue"
                 fault = self._decide(method)
-                if fault == "slow_down":
+                if fault in ("slow_down", "fail_next"):
                     if expect:
                         client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     _copy_body(reader, None, headers)  # read and dropped: the connection stays usable
-                    client.sendall(SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
+                    client.sendall(self.reply if fault == "fail_next"
+                                   else SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY))
                     continue
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream, timeout=30)

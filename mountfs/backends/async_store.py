@@ -134,6 +134,9 @@ class AsyncStore:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         await self._counted("abort_multipart", self.store.abort_multipart, key, upload_id)
 
+    async def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        return await self._counted("multipart_uploads", self.store.multipart_uploads, key)
+
     async def delete(self, key: str) -> None:
         await self._counted("delete", self.store.delete, key)
 

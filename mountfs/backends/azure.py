@@ -69,12 +69,14 @@ from urllib3.util.retry import Retry
 from mountfs.backends import mtime
 from mountfs.backends.azure_settings import AzureSettings
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, refused_for_good, root_cause
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
+    NameTooLong,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Transient,
@@ -89,6 +91,8 @@ T = TypeVar("T")
 
 UPLOADS = ".mountfs-uploads/"
 MAX_BLOCKS = 50_000
+MAX_NAME_CHARS = 1024
+MAX_SEGMENTS = 254
 _UPLOAD_ID = re.compile(r"[0-9a-f]{16}")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _SIGNATURE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
@@ -179,6 +183,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
         if code in TRANSIENT_CODES or status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
+        if refused_for_good(status):
+            return Rejected(f"{what}: refused by the store ({detail})")
         return StoreUnavailable(f"{what}: {detail}")
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return Transient(f"{what}: {scrub(str(exc))}")
@@ -186,6 +192,15 @@ def translate(exc: Exception, what: str) -> Exception:
 
 
 class AzureStore(ObjectStore):
+    lists_multipart_uploads = True
+
+    def check_key(self, key: str) -> None:
+        """Blob names: at most 1024 characters and 254 path segments."""
+        segments = len(key.rstrip("/").split("/"))
+        if len(key) > MAX_NAME_CHARS or segments > MAX_SEGMENTS:
+            raise NameTooLong(f"{key[:60]}...: {len(key)} characters in {segments} segments; Azure takes "
+                              f"at most {MAX_NAME_CHARS} characters and {MAX_SEGMENTS} segments")
+
     def __init__(self, settings: AzureSettings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry
@@ -393,6 +408,22 @@ class AzureStore(ObjectStore):
         what = f"ABORT MULTIPART {self._name(key)}"
         self._check_upload(key, upload_id, what)
         self._forget_upload(upload_id)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """From the upload markers: each names the key it is for."""
+        quoted = urllib.parse.quote(key, safe="")
+
+        def do() -> builtins.list[tuple[str, float]]:
+            found: builtins.list[tuple[str, float]] = []
+            for blob in self.container.list_blobs(name_starts_with=UPLOADS, include=["metadata"],
+                                                  timeout=self._timeout):
+                upload_id = blob.name[len(UPLOADS):]
+                if _UPLOAD_ID.fullmatch(upload_id) and (blob.metadata or {}).get("mountfs_key") == quoted:
+                    created = blob.creation_time or blob.last_modified
+                    found.append((upload_id, created.timestamp() if created else 0.0))
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def _forget_upload(self, upload_id: str) -> None:
         try:

@@ -11,7 +11,7 @@ import builtins
 from dataclasses import dataclass, field
 
 from mountfs.buffers import Piece
-from mountfs.errors import Unsupported
+from mountfs.errors import NameTooLong, Unsupported
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,27 @@ class ObjectStore(abc.ABC):
     """Where its requests go, as a URL (for `mountfs status`); "" for a local folder."""
     endpoint_source = ""
     """Where `endpoint` was configured (a config key, an environment variable, a profile)."""
+    max_key_bytes: int | None = None
+    """The longest key the store takes, in bytes of UTF-8 (None: no limit of its own)."""
     real_folders = False
     """Folders exist on their own (a local folder): one stays when its last file goes, and a
     directory marker ("dir/") is the folder itself. Object stores only imply prefixes."""
+
+    lists_multipart_uploads = False
+    """`multipart_uploads` works: recovery can find an upload a dead process never journalled."""
 
     @property
     def supports_multipart(self) -> bool:
         """False when multipart uploads are switched off for this store (`multipart = false`)."""
         return True
+
+    def check_key(self, key: str) -> None:
+        """NameTooLong for a key the store would refuse for its length, before anything is staged
+        under it (a refused upload could only be kept, never sent)."""
+        size = len(key.encode("utf-8", "surrogateescape"))
+        if self.max_key_bytes is not None and size > self.max_key_bytes:
+            raise NameTooLong(f"{key[:60]}...: a key of {size} bytes; {type(self).__name__} takes at "
+                              f"most {self.max_key_bytes}")
 
     def object_id(self, meta: ObjectMeta) -> ObjectId:
         return ObjectId(self.store_id, self.bucket, meta.key, meta.etag)
@@ -146,6 +159,12 @@ class ObjectStore(abc.ABC):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         raise Unsupported(f"{type(self).__name__} does not write yet")
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """The multipart uploads of exactly `key` still in progress, as (upload id, time it was
+        created in seconds since the epoch by the store's clock), so that recovery can find one a
+        dead process created but never journalled. Unsupported where the store cannot list them."""
+        raise Unsupported(f"{type(self).__name__} cannot list multipart uploads")
 
     def delete(self, key: str) -> None:
         raise Unsupported(f"{type(self).__name__} does not write yet")

@@ -71,12 +71,13 @@ from google.cloud.storage import exceptions as storage_exceptions
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.gcs_settings import GcsSettings, load_credentials
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Transient,
@@ -143,6 +144,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return AccessDenied(f"{what}: access denied ({detail}); check the credentials")
         if status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
+        if refused_for_good(status):
+            return Rejected(f"{what}: refused by the store ({detail})")
         return StoreUnavailable(f"{what}: {detail}")
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
         return AccessDenied(
@@ -156,6 +159,8 @@ def translate(exc: Exception, what: str) -> Exception:
 
 
 class GcsStore(ObjectStore):
+    max_key_bytes = 1024  # object names: 1-1024 bytes of UTF-8
+    lists_multipart_uploads = True
     def __init__(self, settings: GcsSettings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry
@@ -319,6 +324,22 @@ class GcsStore(ObjectStore):
             return str((blob.metadata or {}).get("mountfs-key", ""))
 
         return self._call(f"{what}: HEAD upload", do)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        """From the upload markers: each names the key it is for."""
+        def do() -> builtins.list[tuple[str, float]]:
+            blobs = self.client.list_blobs(self.bucket, prefix=UPLOADS, page_size=1000, retry=None,
+                                           timeout=self._timeout)
+            found: builtins.list[tuple[str, float]] = []
+            for blob in blobs:
+                upload_id, _, leaf = blob.name[len(UPLOADS):].partition("/")
+                if (leaf == "upload" and _UPLOAD_ID.fullmatch(upload_id)
+                        and (blob.metadata or {}).get("mountfs-key") == key):
+                    created = blob.time_created or blob.updated
+                    found.append((upload_id, created.timestamp() if created else 0.0))
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def _upload_objects(self, upload_id: str, what: str) -> dict[str, Any]:
         """name -> blob of every object of the upload: its marker, parts and intermediates."""

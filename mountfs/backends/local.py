@@ -31,6 +31,7 @@ from mountfs.errors import (
     AccessDenied,
     IsADirectory,
     MountfsError,
+    NameTooLong,
     NoSpace,
     NotADirectory,
     NotFound,
@@ -184,8 +185,8 @@ def _error(exc: OSError, path: bytes | str, *, write: bool = False) -> MountfsEr
             f"{where}: a path component is a file")
     if code == errno.EISDIR:
         return IsADirectory(f"{where}: is a folder") if write else NotFound(f"{where}: is a folder")
-    if code == errno.ENAMETOOLONG and not write:
-        return NotFound(f"{where}: name too long")
+    if code == errno.ENAMETOOLONG:
+        return NameTooLong(f"{where}: name too long") if write else NotFound(f"{where}: name too long")
     if code == errno.ENXIO and not write:
         return NotFound(f"{where}: a socket, not a file")
     if code in (errno.ENOSPC, errno.EDQUOT):

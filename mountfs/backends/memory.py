@@ -33,7 +33,7 @@ from mountfs.errors import NotFound, Stale
 
 OPS = frozenset({
     "head", "get_range", "list", "check_access", "put", "create_multipart", "upload_part",
-    "complete_multipart", "abort_multipart", "delete", "copy", "set_mtime",
+    "complete_multipart", "abort_multipart", "multipart_uploads", "delete", "copy", "set_mtime",
 })
 """Operation names that `inject` and `calls` use: the `ObjectStore` method names."""
 
@@ -49,6 +49,7 @@ class _Upload(NamedTuple):
     key: str
     parts: dict[int, tuple[bytes, str]]  # number -> (data, etag)
     mtime_ns: int | None  # metadata is fixed when the upload is created, as on S3
+    created: float = 0.0
 
 
 class MemoryStore(ObjectStore):
@@ -57,6 +58,9 @@ class MemoryStore(ObjectStore):
     Test helpers `put_object` / `remove_object` play "another client" changing the bucket: they
     bypass faults, latency and counters.
     """
+
+    max_key_bytes = 1024  # as S3
+    lists_multipart_uploads = True
 
     def __init__(self, bucket: str = "mem", store_id: str = "memory") -> None:
         self.store_id = store_id
@@ -236,7 +240,7 @@ class MemoryStore(ObjectStore):
             raise ValueError("an object key cannot be empty")
         upload_id = uuid.uuid4().hex
         with self._lock:
-            self._uploads[upload_id] = _Upload(key, {}, mtime_ns)
+            self._uploads[upload_id] = _Upload(key, {}, mtime_ns, time.time())
         return upload_id
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> UploadPart:
@@ -268,6 +272,12 @@ class MemoryStore(ObjectStore):
                 chunks.append(found[0])
             del self._uploads[upload_id]
             return self._store(key, b"".join(chunks), None, upload.mtime_ns)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        self._enter("multipart_uploads")
+        with self._lock:
+            return [(upload_id, upload.created) for upload_id, upload in self._uploads.items()
+                    if upload.key == key]
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._enter("abort_multipart")

@@ -21,8 +21,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 412, 423, 425, 429})
+"""Client errors that may pass: credentials fixed meanwhile, a timeout, a conflict or a lock that
+ends, throttling; and those the callers handle themselves (not found, precondition failed)."""
+
 # Checking access at mount time must fail fast on an unreachable endpoint.
 ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
+
+
+def refused_for_good(status: int) -> bool:
+    """A 4xx answer that the same request, sent again, can only get again (a key too long, a bad
+    argument, a body too large): the caller gives up on it instead of retrying for ever."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 def backoff_delay(attempt: int, policy: RetryConfig, rng: Callable[[], float] = random.random,

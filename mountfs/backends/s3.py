@@ -36,7 +36,7 @@ import botocore.utils
 
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, root_cause
+from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
 from mountfs.backends.s3_settings import S3Settings
 from mountfs.buffers import Piece
@@ -44,6 +44,7 @@ from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
     NotFound,
+    Rejected,
     Stale,
     StoreUnavailable,
     Throttled,
@@ -65,7 +66,8 @@ DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMa
 STALE_CODES = {"412", "PreconditionFailed"}
 TRANSIENT_CODES = {"500", "502", "503", "504", "429", "SlowDown", "InternalError", "ServiceUnavailable",
                    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException",
-                   "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted"}
+                   "RequestLimitExceeded", "BandwidthLimitExceeded", "OperationAborted",
+                   "IncompleteBody", "BadDigest", "XAmzContentSHA256Mismatch"}  # 400s: hurt in transit
 THROTTLED_CODES = {"503", "429", "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                    "BandwidthLimitExceeded"}
 TRANSIENT_EXCEPTIONS = (
@@ -208,10 +210,15 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
         return Throttled(f"{what}: {detail}")
     if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
         return Transient(f"{what}: {detail}")
+    if status.isdigit() and refused_for_good(int(status)):
+        return Rejected(f"{what}: refused by the store ({detail})")
     return StoreUnavailable(f"{what}: {detail}")
 
 
 class S3Store(ObjectStore):
+    max_key_bytes = 1024
+    lists_multipart_uploads = True
+
     def __init__(self, settings: S3Settings, retry: RetryConfig) -> None:
         self.settings = settings
         self.retry = retry
@@ -379,6 +386,17 @@ class S3Store(ObjectStore):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
         self._call(f"ABORT MULTIPART {self._name(key)}", do)
+
+    def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
+        def do() -> builtins.list[tuple[str, float]]:
+            found: builtins.list[tuple[str, float]] = []
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+                found.extend((u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])
+                             if u.get("Key") == key and "UploadId" in u and "Initiated" in u)
+            return found
+
+        return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
     def delete(self, key: str) -> None:
         def do() -> None:

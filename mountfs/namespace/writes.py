@@ -35,6 +35,7 @@ from mountfs.errors import (
     InvalidArgument,
     IsADirectory,
     MountfsError,
+    NameTooLong,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -50,6 +51,7 @@ from mountfs.upload.uploader import StagedUpload, Uploader
 log = logging.getLogger(__name__)
 
 COPY_CONCURRENCY = 8  # server-side copies (and deletes) in flight during a directory rename
+NAME_MAX = 255  # bytes in one path component, as statfs says (and as SeaweedFS and file systems take)
 
 
 class RenameIncomplete(StoreUnavailable):
@@ -95,6 +97,14 @@ class Writes:
         if mount.read_only or mount.uploader is None:
             raise ReadOnly(f"{mount.path or 'the mount'} is read-only")
         return mount, mount.uploader
+
+    @staticmethod
+    def _check_name(mount: MountRoot, name: bytes, key: str) -> None:
+        """ENAMETOOLONG for a name the store cannot hold, before anything is made under it: a file
+        created under it could be written but never uploaded."""
+        if len(name) > NAME_MAX:
+            raise NameTooLong(f"{os.fsdecode(name)[:60]}...: a name of {len(name)} bytes; at most {NAME_MAX}")
+        mount.store.store.check_key(key)
 
     def _writable_dir(self, parent: Node) -> tuple[MountRoot, Uploader]:
         if not parent.is_dir:
@@ -145,6 +155,7 @@ class Writes:
         mount, uploader = self._writable_dir(parent)
         await self.ready.wait()
         key = parent.key + os.fsdecode(name)
+        self._check_name(mount, name, key)
         async with self._exclusive(mount, key):
             old = self.namespace.staged_at(mount, key)
             if old is not None:  # lost a race with another create of the name: start afresh
@@ -266,10 +277,11 @@ class Writes:
     async def mkdir(self, parent: Node, name: bytes) -> Node:
         mount, _uploader = self._writable_dir(parent)
         await self.ready.wait()
+        key = parent.key + os.fsdecode(name) + "/"
+        self._check_name(mount, name, key)
         with contextlib.suppress(NotFound):
             await self.namespace.child(parent, name)
             raise Exists(parent.key + os.fsdecode(name))
-        key = parent.key + os.fsdecode(name) + "/"
         await mount.store.put(key, b"")
         node = self.namespace.add_entry(parent, name, True, None, new_dir=True)
         node.mtime_ns = time.time_ns()
@@ -336,6 +348,7 @@ class Writes:
         new_key = new_parent.key + os.fsdecode(new_name) + ("/" if node.is_dir else "")
         if new_key == node.key:
             return
+        self._check_name(mount, new_name, new_key)
         try:
             target: Node | None = await self.namespace.child(new_parent, new_name)
         except NotFound:
@@ -403,6 +416,9 @@ class Writes:
         assert uploader is not None
         store = mount.store
         objects, folders = await self._walk(store, old)
+        staged_keys = [s.key for s in self.namespace.staged_under(mount, old)]
+        for key in [*objects, *staged_keys]:  # every key must fit under the new name before one moves
+            store.store.check_key(new + key[len(old):])
         occupied = {key[:cut + 1] for key in objects for cut in _slashes(key, len(old))}
         if objects:
             occupied.add(old)

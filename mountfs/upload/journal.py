@@ -39,7 +39,11 @@ UPLOADING = "uploading"
 """An upload is running."""
 FAILED = "failed"
 """The last upload failed after the store's retries; retried in the background."""
-STATES = (CLEAN, STAGING, UPLOADING, FAILED)
+REJECTED = "rejected"
+"""The store refused the upload for good (a 4xx that retrying cannot fix, e.g. a key too long): not
+retried; the staged file stays, shown by `mountfs status`, until the file is renamed, written again
+or removed (in the mount, or the staged file itself)."""
+STATES = (CLEAN, STAGING, UPLOADING, FAILED, REJECTED)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,13 @@ class JournalRecord:
     attempts: int = 0  # failed upload attempts in a row
     session: str = ""
     mtime_ns: int | None = None  # set by utimens while staged: the object must carry it
+    creating: float | None = None
+    """Set (time.time()) before a multipart upload of `key` is created, kept while it lives: a crash
+    after the store made the upload but before its id was journalled leaves an upload only a
+    listing can find. Recovery aborts those of `key` that are not in `known_uploads`, and that no
+    record names."""
+    known_uploads: tuple[str, ...] = ()
+    """The uploads of `key` in progress just before that create: another writer's, never aborted."""
 
     @property
     def needs_upload(self) -> bool:
@@ -83,6 +94,7 @@ class JournalRecord:
     def unpack(cls, raw: bytes) -> JournalRecord:
         fields: dict[str, Any] = json.loads(raw)
         fields["parts"] = tuple(PartRecord(**p) for p in fields.get("parts", ()))
+        fields["known_uploads"] = tuple(fields.get("known_uploads", ()))
         return cls(**fields)
 
 

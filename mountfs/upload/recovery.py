@@ -5,6 +5,10 @@ dead sessions are touched (see `UploadJournal.adopt_orphans`), so a second daemo
 dir never uploads the first one's files. Each adopted upload goes through the normal `Uploader`
 path: a multipart upload in progress is resumed where its parts still match the staged bytes, or
 started again; what fails stays journalled and is retried by the uploader in the background.
+
+A record that says a multipart upload was being created (`JournalRecord.creating`) may have left one
+on the server that no record names (the process died between the create and journalling its id):
+the key's uploads are listed and that one is aborted (`Uploader.abort_orphans`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import UploadFailed
-from mountfs.upload.journal import CLEAN, JournalRecord, UploadJournal
+from mountfs.upload.journal import CLEAN, REJECTED, JournalRecord, UploadJournal
 from mountfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,11 @@ UNCHANGED = "unchanged"
 """Nothing was written after the file was staged: record and staged file dropped."""
 NO_STORE = "no-store"
 """No configured store matches the record: kept for a mount that has it."""
+REFUSED = "rejected"
+"""The store refused this upload for good earlier (a key too long, ...): not tried again; the staged
+file stays until the file is renamed or removed in the mount, or the staged file is removed."""
+CLEARED = "cleared"
+"""A refused upload whose staged file was removed by hand: its record is dropped."""
 ORPHAN = "orphan"
 """A staged file with no record (the crash came between dropping the two): removed."""
 
@@ -61,13 +70,20 @@ async def recover(journal: UploadJournal, uploaders: Iterable[Uploader],
                 for store_id in (*u.store.former_ids, u.store.store_id)}
     staged_files = await run(_list_dir, journal.staging_dir)  # before reading records: see _sweep
     records = await run(journal.adopt_orphans)
+    everyone = await run(journal.records)
+    dead = frozenset(r.id for r in records)
     report: list[Recovered] = []
     for record in sorted(records, key=lambda r: r.created):
         uploader = by_store.get((record.store_id, record.bucket))
+        if uploader is not None and record.creating is not None:
+            await uploader.abort_orphans(record.key, record.creating, record.known_uploads, record.id,
+                                         everyone, dead)
+            if record.upload_id is None:  # nothing of that create lives on: the mark goes
+                record = replace(record, creating=None, known_uploads=())
         report.append(await _recover_one(journal, uploader, record, run))
     report.extend(await _sweep(journal, staged_files, run))
     for item in report:
-        (log.warning if item.outcome in (FAILED, MISSING, NO_STORE) else log.info)(
+        (log.warning if item.outcome in (FAILED, MISSING, NO_STORE, REFUSED) else log.info)(
             "recovery: %s", item.describe())
     return report
 
@@ -81,6 +97,9 @@ async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record
     if uploader is None:
         return outcome(NO_STORE, f"no mounted store is {record.store_id} bucket {record.bucket}; "
                                  f"kept staged at {record.path}", size or 0)
+    if size is None and record.state == REJECTED:
+        await run(journal.remove, record.id)
+        return outcome(CLEARED, f"the staged file {record.path} of the refused upload was removed")
     if size is None:
         await run(journal.remove, record.id)
         return outcome(MISSING, f"staged file {record.path} is gone; the write is lost")
@@ -89,6 +108,10 @@ async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record
         await run(_unlink, record.path)
         return outcome(UNCHANGED, "no changes to upload", size)
     staged = await uploader.adopt(record)
+    if record.state == REJECTED:  # the same request would be refused again: kept for the user
+        return outcome(REFUSED, f"the store refused it ({record.error}); kept staged at {record.path}: "
+                                f"rename the file to a name the store takes, or copy it from there and "
+                                f"remove the file", size)
     try:
         meta = await uploader.flush(staged)
     except UploadFailed as exc:

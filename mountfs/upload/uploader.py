@@ -11,13 +11,21 @@ stamps of `StagedFile` decide which parts are still current: a later write into 
 makes it go up again before completion, and nothing else is re-sent.
 
 A failed upload (after the store's own retries) makes flush raise `UploadFailed` (EIO), marks the
-record failed, keeps the staged file and is retried by `run()` with exponential backoff.
+record failed, keeps the staged file and is retried by `run()` with exponential backoff. One the
+store refuses for good (`Rejected`: a 4xx that retrying cannot fix) is not retried: the record says
+rejected, the staged file stays where `mountfs status` shows it, and only a change to the file (a
+write, a truncate, a rename, an mtime) makes it try again.
 
 An mtime set while the file is staged (`set_mtime`: `cp -p` sets it before close) is journalled and
 goes up as the object's metadata with the upload itself. When the upload could not carry it (it
 was already under way, or S3 fixed the metadata when its multipart upload was created), a
 `set_mtime` of the store follows the upload; until it succeeds the file counts as not uploaded.
 A write or truncate after it makes the mtime the write's again, as POSIX says.
+
+A multipart upload exists on the server before its id can be journalled. So the record first says
+that one is being created (`creating`), with the uploads of that key already in progress then
+(`known_uploads`, another writer's). Should the process die before the id is journalled, or a create
+fail after the server made the upload, `abort_orphans` finds it by listing the key's uploads.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -37,10 +46,19 @@ from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectMeta, UploadPart
 from mountfs.concurrency import BlockingRunner, gather
 from mountfs.config import WriteConfig
-from mountfs.errors import MountfsError, NotFound, Offline, Unsupported, UploadFailed
+from mountfs.errors import (
+    AccessDenied,
+    MountfsError,
+    NotFound,
+    Offline,
+    Rejected,
+    Unsupported,
+    UploadFailed,
+)
 from mountfs.upload.journal import (
     CLEAN,
     FAILED,
+    REJECTED,
     STAGING,
     UPLOADING,
     JournalRecord,
@@ -57,6 +75,14 @@ RESTART_AFTER_FAILURES = 3
 abandoned and started afresh: some servers answer 500, not NoSuchUpload, for an upload they lost,
 and retrying it would never succeed. Failures while the store is unreachable do not count."""
 CHANGED_RETRIES = 5
+CREATE_WINDOW = 30 * 60.0
+"""How long after its `creating` mark a multipart upload may have been made by that create, by the
+store's clock: S3 refuses requests signed 15 minutes off its time, plus the create's own retries.
+An upload of the key made later is another writer's and is left alone."""
+MAX_KNOWN_UPLOADS = 100
+"""More uploads of one key in progress than this (other writers', abandoned): the create is not
+marked, rather than rewrite so long a record with every part (an upload a crash leaves is then left
+to the store's lifecycle rules, as before)."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +143,14 @@ class StagedUpload:
         self.error: str | None = record.error
         self.attempts = record.attempts
         self.retry_at: float | None = None
+        self.rejected = record.state == REJECTED  # refused for good: no retry until it changes
         self.released = False
         self.discarded = False
         self.dropped = False
         self.upload_id: str | None = record.upload_id
+        self.creating: float | None = record.creating  # see JournalRecord.creating
+        self.known_uploads: tuple[str, ...] = record.known_uploads
+        self.create_failed = False  # a create failed since `creating`: the server may have made it
         self.mtime_ns: int | None = record.mtime_ns  # the user's (utimens), for the object to carry
         self.mtime_sent: int | None = None  # the mtime the store's version carries, when it is the user's
         self.mp_part_size = record.part_size or file.part_size
@@ -164,6 +194,8 @@ class StagedUpload:
             return CLEAN
         if self.uploading:
             return UPLOADING
+        if self.rejected:
+            return REJECTED
         return FAILED if self.error else STAGING
 
 
@@ -335,6 +367,7 @@ class Uploader:
         self._check_live(staged)
         staged.writers += 1
         staged.mtime_ns = None  # a write after utimens: the file's mtime is the write's again
+        staged.rejected = False  # changed: the store may take it now
         try:
             journalled = staged.journalled
             if (journalled is None or journalled.state == CLEAN or journalled.mtime_ns is not None
@@ -353,6 +386,7 @@ class Uploader:
         that fails, and it is retried in the background like an upload."""
         self._check_live(staged)
         staged.mtime_ns = mtime_ns
+        staged.rejected = False
         if staged.discarded:
             return
         await self._sync(staged)
@@ -375,7 +409,8 @@ class Uploader:
                       for _, p in sorted(staged.parts.items())) if multipart else ()
         return replace(staged.record, key=staged.key, state=staged.state, upload_id=staged.upload_id,
                        part_size=staged.mp_part_size if multipart else 0, parts=parts,
-                       error=staged.error, attempts=staged.attempts, mtime_ns=staged.mtime_ns)
+                       error=staged.error, attempts=staged.attempts, mtime_ns=staged.mtime_ns,
+                       creating=staged.creating, known_uploads=staged.known_uploads)
 
     async def _sync(self, staged: StagedUpload) -> None:
         """Write the record as it is now, if it changed. Under a lock, and always the current state,
@@ -440,16 +475,93 @@ class Uploader:
     async def _ensure_upload(self, staged: StagedUpload) -> str:
         async with staged.mp_lock:
             if staged.upload_id is None:
+                if staged.creating is None:
+                    await self._mark_creating(staged)
                 try:
                     upload_id = await self.store.create_multipart(staged.key, staged.mtime_ns)
                 except Unsupported as exc:
                     if self.multipart:
                         log.warning("%s: %s; uploading each file with one PUT", self.store.store_id, exc)
                     self.multipart = False
+                    staged.creating, staged.known_uploads = None, ()
                     raise _NoMultipart(str(exc)) from exc
+                except BaseException:
+                    staged.create_failed = True  # a lost answer may hide an upload the server made
+                    raise
                 staged.upload_id, staged.parts, staged.mp_failures = upload_id, {}, 0
                 await self._sync(staged)  # the id is journalled before any part goes up
             return staged.upload_id
+
+    async def _mark_creating(self, staged: StagedUpload) -> None:
+        """Journal that a multipart upload of the key is about to be made, with the uploads of the
+        key already in progress, before the create: only then can recovery tell which upload a
+        process that died right after the create left behind. Left out where the store cannot list
+        uploads; a failed listing never fails the write."""
+        if not self.store.store.lists_multipart_uploads:
+            return
+        try:
+            known = await self.store.multipart_uploads(staged.key)
+        except (AccessDenied, Rejected, Unsupported) as exc:
+            log.warning("%s cannot list multipart uploads (%s): an upload left by a crash is found only "
+                        "by a lifecycle rule", self.store.store_id, exc)
+            self.store.store.lists_multipart_uploads = False
+            return
+        except MountfsError as exc:
+            log.info("could not list the multipart uploads of %s: %s", self._name(staged), exc)
+            return
+        if len(known) > MAX_KNOWN_UPLOADS:
+            log.info("%d multipart uploads of %s are in progress already; one a crash may leave is not "
+                     "looked for", len(known), self._name(staged))
+            return
+        staged.creating, staged.known_uploads = time.time(), tuple(sorted(u for u, _ in known))
+        staged.create_failed = False
+        await self._sync(staged)
+
+    async def _settle_creating(self, staged: StagedUpload) -> None:
+        """The multipart upload is complete or gone: the mark goes, after an upload a failed create
+        may have made is aborted."""
+        if staged.creating is None:
+            return
+        if staged.create_failed:
+            records = await self._io(self.journal.records)
+            await self.abort_orphans(staged.key, staged.creating, staged.known_uploads, staged.id, records)
+        staged.creating, staged.known_uploads, staged.create_failed = None, (), False
+
+    async def abort_orphans(self, key: str, creating: float, known: tuple[str, ...], record_id: str,
+                            records: list[JournalRecord], dead: frozenset[str] = frozenset()) -> int:
+        """Abort the multipart uploads of `key` that the create marked at `creating` (by record
+        `record_id`) may have made without journalling them: in progress now, not in `known`, named by
+        no record, made within CREATE_WINDOW. Not while another live record of the key is creating
+        one itself (`dead`: records of dead processes, being recovered). How many were aborted."""
+        if any(r.key == key and r.id != record_id and r.creating is not None and r.id not in dead
+               for r in records):
+            log.info("not looking for multipart uploads of %s left by a crash: another writer of the "
+                     "key is creating one", key)
+            return 0
+        try:
+            found = await self.store.multipart_uploads(key)
+        except MountfsError as exc:
+            log.warning("could not list the multipart uploads of %s/%s/%s to abort one left by a crash: "
+                        "%s", self.store.store_id, self.store.bucket, key, exc)
+            return 0
+        named = {r.upload_id for r in records if r.upload_id is not None}
+        aborted = 0
+        for upload_id, created in found:
+            if upload_id in known or upload_id in named or created > creating + CREATE_WINDOW:
+                continue
+            try:
+                await self.store.abort_multipart(key, upload_id)
+            except NotFound:
+                continue
+            except MountfsError as exc:
+                log.warning("could not abort multipart upload %s of %s/%s/%s: %s", upload_id,
+                            self.store.store_id, self.store.bucket, key, exc)
+                continue
+            aborted += 1
+            log.warning("aborted multipart upload %s of %s/%s/%s: created, but never journalled, by a "
+                        "process that died or lost the answer", upload_id, self.store.store_id,
+                        self.store.bucket, key)
+        return aborted
 
     async def _reset_multipart(self, staged: StagedUpload, *, abort: bool) -> None:
         upload_id = staged.upload_id
@@ -461,6 +573,7 @@ class Uploader:
                 await self.store.abort_multipart(staged.key, upload_id)
             except Exception as exc:  # it expires by itself, or a lifecycle rule removes it
                 log.info("could not abort multipart upload %s of %s: %s", upload_id, self._name(staged), exc)
+        await self._settle_creating(staged)
         await self._sync(staged)
 
     async def _upload_part(self, staged: StagedUpload, index: int, length: int) -> None:
@@ -532,6 +645,8 @@ class Uploader:
         staged.attempts += 1
         staged.error = f"{type(exc).__name__}: {exc}"
         self.stats.failed += 1
+        if isinstance(exc, Rejected):
+            return await self._rejected(staged)
         delay = min(self.max_retry_delay, self.retry_delay * 2 ** (staged.attempts - 1))
         self._schedule_retry(staged, delay)
         log.error("upload of %s failed (attempt %d): %s; the data stays staged at %s, retrying in %.0fs",
@@ -543,6 +658,21 @@ class Uploader:
             log.error("could not journal the failed upload of %s: %s", self._name(staged), journal_exc)
         return UploadFailed(f"{self._name(staged)}: upload failed ({staged.error}); the data stays "
                             f"staged at {staged.path} and is retried in the background")
+
+    async def _rejected(self, staged: StagedUpload) -> UploadFailed:
+        """The store will never take this upload as it is: stop, say so, keep the data."""
+        staged.rejected, staged.retry_at = True, None
+        log.error("the store refused the upload of %s for good (%s); it is not retried. The data stays "
+                  "staged at %s: rename the file to a name the store takes, or copy it from there and "
+                  "remove the file", self._name(staged), staged.error, staged.path)
+        try:
+            if staged.upload_id is not None:  # nothing must stay open on the server for it
+                await self._reset_multipart(staged, abort=True)
+            await self._sync(staged)
+        except Exception as journal_exc:
+            log.error("could not journal the refused upload of %s: %s", self._name(staged), journal_exc)
+        return UploadFailed(f"{self._name(staged)}: the store refused the upload ({staged.error}); the "
+                            f"data stays staged at {staged.path} and is not retried")
 
     async def _upload(self, staged: StagedUpload) -> ObjectMeta:
         for _ in range(CHANGED_RETRIES):
@@ -604,6 +734,10 @@ class Uploader:
             staged.upload_id, staged.parts, staged.mp_failures = None, {}, 0
             staged.mp_part_size = staged.file.part_size
             staged.stream_next = 0
+            try:
+                await self._settle_creating(staged)
+            except Exception as exc:  # the object is in the store: never fail the upload now
+                log.warning("after uploading %s: %s", self._name(staged), exc)
             return meta
         raise AssertionError("unreachable")
 
@@ -626,8 +760,14 @@ class Uploader:
         staged.released = True
         if staged.discarded or not staged.dirty:
             async with staged.flush_lock:
-                await self._drop(staged)
-        elif staged.retry_at is None:
+                # Waiting for the lock let others run: a reopen revived it (its new handle writes
+                # on), or a write made it dirty. Only what is still released and clean goes.
+                if not staged.released:
+                    return
+                if staged.discarded or not staged.dirty:
+                    await self._drop(staged)
+                    return
+        if staged.retry_at is None and not staged.rejected:
             self._schedule_retry(staged, 0.0)
 
     async def _drop(self, staged: StagedUpload) -> None:
@@ -674,7 +814,9 @@ class Uploader:
             await self._wait_streams(staged)
             if staged.upload_id is not None:
                 await self._reset_multipart(staged, abort=True)
+            await self._settle_creating(staged)  # (under the old key)
             self._rekey(staged, key)
+            staged.rejected = False
             staged.base = staged.meta = None
             staged.uploaded_clock = -1
             staged.mtime_sent = None
@@ -701,7 +843,7 @@ class Uploader:
         """
         with trio.move_on_after(self.config.drain_timeout if timeout is None else timeout):
             while True:
-                todo = [s for s in self._uploads.values() if s.dirty and not s.discarded]
+                todo = [s for s in self._uploads.values() if s.dirty and not s.discarded and not s.rejected]
                 if not todo:
                     break
                 async with trio.open_nursery() as nursery:

@@ -19,13 +19,16 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mountfs import control
+from tests.faultproxy import FaultProxy, error_reply
 from tests.servers import S3Server, start_seaweedfs
 
 if TYPE_CHECKING:
@@ -241,6 +244,51 @@ def test_random_writes_overwrite_truncate_rename_rmdir(mounter: Mounter, seaweed
     assert sorted(objects(seaweedfs, "edits")) == ["existing.bin", "renamed.bin"]
     os.unlink(mnt.join("renamed.bin"))
     assert sorted(os.listdir(mnt.path)) == ["existing.bin"]
+
+
+def test_close_and_reopen_for_append_at_once_under_read_load(mounter: Mounter, seaweedfs: S3Server,
+                                                             tmp_path: Path) -> None:
+    """A log written by open(O_APPEND), write, close, again and again, while readers read it: the
+    kernel sends the release of a close after close returns, so the next open can come while that
+    release is still at work; every write must land, none fail with EIO."""
+    mnt = s3_mount(mounter, seaweedfs, "appends", tmp_path)
+    path = mnt.join("app.log")
+    with open(path, "wb"):
+        pass
+    stop = threading.Event()
+    read_errors: list[BaseException] = []
+
+    def read_load() -> None:
+        while not stop.is_set():
+            try:
+                with open(path, "rb") as f:
+                    f.read()
+            except OSError as exc:
+                read_errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read_load) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    expected = bytearray()
+    try:
+        for i in range(200):
+            line = f"line {i}\n".encode()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                assert os.write(fd, line) == len(line)
+            finally:
+                os.close(fd)
+            expected += line
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert read_errors == []
+    with open(path, "rb") as f:
+        assert f.read() == expected
+    assert objects(seaweedfs, "appends")["app.log"] == expected
+    assert "already released" not in Path(mnt.log).read_text()
 
 
 # --- multipart ----------------------------------------------------------------------------------
@@ -478,3 +526,62 @@ def test_a_full_cache_disk_is_enospc_for_the_writer(mounter: Mounter, tmp_path: 
         mounter.umount(mnt)
     finally:
         subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
+# --- what the store cannot take -------------------------------------------------------------------
+
+
+def test_a_name_over_255_bytes_is_enametoolong_at_create(mounter: Mounter, seaweedfs: S3Server,
+                                                         tmp_path: Path) -> None:
+    """SeaweedFS refuses such keys (400 KeyTooLongError): the mount says so at once, not at close."""
+    mnt = s3_mount(mounter, seaweedfs, "long-names", tmp_path)
+    for name in ("n" * 256, "é" * 128):
+        for make in (lambda p: os.open(p, os.O_WRONLY | os.O_CREAT, 0o644), os.mkdir):
+            with pytest.raises(OSError) as info:
+                make(mnt.join(name))
+            assert info.value.errno == errno.ENAMETOOLONG
+    with open(mnt.join("n" * 255), "wb") as f:
+        f.write(b"255 bytes are fine")
+    assert objects(seaweedfs, "long-names") == {"n" * 255: b"255 bytes are fine"}
+    assert mounter.run.status(mnt)["uploads"]["pending"] == []
+
+
+def test_an_upload_the_store_refuses_ends_is_kept_and_unmount_does_not_wait(
+        mounter: Mounter, seaweedfs: S3Server, tmp_path: Path) -> None:
+    """The store answers 400 to the upload (SeaweedFS's KeyTooLongError reply, injected by a proxy):
+    close is EIO, the log and `status` say where the data is, nothing retries it, `umount` returns
+    at once (exit 1, naming it) although the drain timeout is long, and `recover` reports it
+    without sending it again."""
+    proxy = FaultProxy(int(seaweedfs.host_port.rsplit(":", 1)[1]))
+    try:
+        through_proxy = SimpleNamespace(host_port=proxy.host_port, access_key=seaweedfs.access_key,
+                                        secret_key=seaweedfs.secret_key,
+                                        create_bucket=seaweedfs.create_bucket)
+        mnt = s3_mount(mounter, through_proxy, "refused", tmp_path,  # type: ignore[arg-type]
+                       extra=FAST_RETRY + '[write]\ndrain_timeout = "10m"\n')
+        config = str(tmp_path / "refused.toml")
+        f = open(mnt.join("refused.bin"), "wb")  # noqa: SIM115 (closed below, while the store refuses)
+        f.write(b"the store will not take this")
+        proxy.fail_next(1000, error_reply("400 Bad Request", "KeyTooLongError", "Your key is too long."))
+        with pytest.raises(OSError) as info:
+            f.close()
+        assert info.value.errno == errno.EIO
+        served = proxy.failures_served
+        proxy.fail_next(0)  # the store would take it now: only a change to the file sends it again
+        [pending] = mounter.run.status(mnt)["uploads"]["pending"]
+        assert (pending["path"], pending["state"]) == ("refused.bin", "rejected")
+        assert "KeyTooLongError" in pending["error"] and os.path.exists(pending["staged"])
+        text = mounter.run("status", mnt.path).stdout
+        assert "refused.bin" in text and "rejected" in text and pending["staged"] in text
+        assert "refused the upload of" in Path(mnt.log).read_text()
+        with open(mnt.join("refused.bin"), "rb") as r:
+            assert r.read() == b"the store will not take this", "still readable in the mount"
+        result = mounter.run("umount", mnt.path, timeout=120)  # far less than the drain timeout
+        assert result.returncode == 1 and "refused.bin" in result.stderr and "rejected" in result.stderr
+        assert proxy.failures_served == served, "never retried"
+        result = mounter.run("recover", config, "-o", f"cache_dir={mnt.cache_dir}", timeout=120)
+        assert result.returncode == 1 and result.stdout.startswith("rejected: "), result.stdout
+        assert pending["staged"] in result.stdout and os.path.exists(pending["staged"])
+        assert "refused.bin" not in objects(seaweedfs, "refused")
+    finally:
+        proxy.close()

@@ -460,6 +460,22 @@ class StoreWriteContract:
         with pytest.raises(NotFound):
             store.head("o")
 
+    def test_multipart_uploads_in_progress_are_listed_by_exact_key(self, store: ObjectStore) -> None:
+        """What recovery lists to find an upload a dead process made but never journalled."""
+        if not store.lists_multipart_uploads:
+            pytest.skip(f"{type(store).__name__} does not list multipart uploads")
+        first, second = store.create_multipart("mpu/o"), store.create_multipart("mpu/o")
+        other = store.create_multipart("mpu/o2")
+        try:
+            assert sorted(u for u, _ in store.multipart_uploads("mpu/o")) == sorted([first, second])
+            store.abort_multipart("mpu/o", first)
+            assert [u for u, _ in store.multipart_uploads("mpu/o")] == [second]
+            assert store.multipart_uploads("mpu/none") == []
+        finally:
+            store.abort_multipart("mpu/o", second)
+            store.abort_multipart("mpu/o2", other)
+        assert store.multipart_uploads("mpu/o") == []
+
     def test_multipart_unknown_upload(self, store: ObjectStore) -> None:
         with pytest.raises(NotFound):
             store.upload_part("o", "0123456789abcdef0123456789abcdef", 1, b"x")

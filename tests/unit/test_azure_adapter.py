@@ -20,7 +20,7 @@ from azure.core.exceptions import (
 from mountfs.backends.azure import scrub, translate
 from mountfs.backends.azure_settings import DEV_KEY, parse_connection_string, resolve
 from mountfs.config import Config, load_config, parse_url
-from mountfs.errors import AccessDenied, ConfigError, NotFound, Stale, StoreUnavailable, Transient
+from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, Transient
 
 CONFIG = """
 [[azure.containers]]
@@ -165,7 +165,7 @@ def error(status: int, code: str, cls: type[HttpResponseError] = HttpResponseErr
     (error(503, "ServerBusy"), Transient),
     (error(500, "InternalError"), Transient),
     (error(500, "OperationTimedOut"), Transient),
-    (error(400, "InvalidHeaderValue"), StoreUnavailable),
+    (error(400, "InvalidHeaderValue"), Rejected),
     (ServiceRequestError("connection refused"), Transient),
     (ServiceResponseError("reset mid-body"), Transient),
     (requests.exceptions.ConnectionError("refused"), Transient),
@@ -178,7 +178,7 @@ def test_messages_are_one_line_and_carry_no_signature() -> None:
     assert str(translate(error(404, "ContainerNotFound"), "LIST az://a/c/")) == (
         "LIST az://a/c/: the container does not exist")
     assert str(translate(error(400, "InvalidHeaderValue"), "GET x")) == (
-        "GET x: InvalidHeaderValue Something went wrong.")
+        "GET x: refused by the store (InvalidHeaderValue Something went wrong.)")
     refused = ServiceRequestError("Max retries exceeded with url: /a/c?restype=container&sv=1&"
                                   "sig=abc%2Fdef%3D (Caused by refused)")
     assert "abc" not in str(translate(refused, "LIST"))

@@ -111,6 +111,7 @@ def test_inject_every_operation(store: MemoryStore) -> None:
         "upload_part": lambda: store.upload_part("m", upload, 2, b""),
         "complete_multipart": lambda: store.complete_multipart("m", upload, [part]),
         "abort_multipart": lambda: store.abort_multipart("m", upload),
+        "multipart_uploads": lambda: store.multipart_uploads("m"),
         "delete": lambda: store.delete("k"),
         "copy": lambda: store.copy("k", "k2"),
         "set_mtime": lambda: store.set_mtime("k", 1),
@@ -237,3 +238,12 @@ def test_thread_safety_smoke(store: MemoryStore) -> None:
     assert len(keys) == len(set(keys))
     assert store.list("", None, None, 1000).objects == [store.head(k) for k in keys]
     assert store.list("t9/", None) == ListPage()
+
+
+def test_multipart_uploads_lists_those_of_exactly_the_key(store: MemoryStore) -> None:
+    first, second = store.create_multipart("k"), store.create_multipart("k")
+    store.create_multipart("k2")
+    assert sorted(u for u, _ in store.multipart_uploads("k")) == sorted([first, second])
+    store.abort_multipart("k", first)
+    [(left, created)] = store.multipart_uploads("k")
+    assert left == second and created > 0

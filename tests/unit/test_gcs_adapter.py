@@ -15,7 +15,7 @@ from google.api_core import exceptions as api_exceptions
 from mountfs.backends.gcs import GcsStore, _decode_token, _encode_token, translate
 from mountfs.backends.gcs_settings import GcsSettings, credentials_info, load_credentials, resolve
 from mountfs.config import Config, RetryConfig, load_config, parse_url
-from mountfs.errors import AccessDenied, ConfigError, NotFound, Stale, StoreUnavailable, Transient
+from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, StoreUnavailable, Transient
 
 CONFIG = """
 [gcs]
@@ -178,7 +178,7 @@ def test_unusable_credentials_json_names_the_key_never_the_content(tmp_path: Pat
     (api_exceptions.ServiceUnavailable("backend"), Transient),
     (api_exceptions.InternalServerError("oops"), Transient),
     (api_exceptions.GatewayTimeout("late"), Transient),
-    (api_exceptions.BadRequest("Invalid argument"), StoreUnavailable),
+    (api_exceptions.BadRequest("Invalid argument"), Rejected),
     (requests.exceptions.ConnectionError("refused"), Transient),
     (requests.exceptions.ReadTimeout("slow"), Transient),
     (google.auth.exceptions.TransportError("token endpoint unreachable"), Transient),

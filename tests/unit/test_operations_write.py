@@ -296,6 +296,37 @@ async def test_a_full_cache_disk_is_enospc(ops: Operations, store: MemoryStore,
     assert stored(store, "full.bin") == b"before", "what was written before stays whole"
 
 
+async def test_names_the_store_cannot_hold_are_enametoolong_at_create(ops: Operations,
+                                                                      store: MemoryStore) -> None:
+    """A component over 255 bytes, or a key over the store's limit (1024 bytes on S3): refused
+    before anything is staged, by create, mkdir and rename alike; 255 bytes is fine."""
+    long_name, fine = "n" * 256, "é" * 127  # 254 bytes
+    await ops.mkdir(ROOT, name("d"), 0o755, CTX)
+    d = (await resolve(ops, "d")).st_ino
+    for parent, leaf in ((ROOT, long_name), (d, "é" * 128)):
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await ops.create(parent, name(leaf), stat.S_IFREG | 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+        assert errno_of(info) == errno.ENAMETOOLONG
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await ops.mkdir(parent, name(leaf), 0o755, CTX)
+        assert errno_of(info) == errno.ENAMETOOLONG
+    deep = "/".join(["p" * 250] * 4)  # 1003 bytes: a key S3 takes
+    for depth in range(1, 5):
+        await ops.mkdir((await resolve(ops, "/".join(deep.split("/")[:depth - 1]))).st_ino,
+                        name("p" * 250), 0o755, CTX)
+    with pytest.raises(pyfuse3.FUSEError) as info:  # 1003 + 1 + 21 bytes: over 1024
+        await create(ops, deep + "/" + "x" * 21)
+    assert errno_of(info) == errno.ENAMETOOLONG
+    await write_file(ops, deep + "/" + "x" * 20, b"fits")
+    await write_file(ops, fine, b"fine")
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await ops.rename(ROOT, name(fine), ROOT, name(long_name), 0, CTX)
+    assert errno_of(info) == errno.ENAMETOOLONG
+    assert stored(store, deep + "/" + "x" * 20) == b"fits" and stored(store, fine) == b"fine"
+    assert not [k for k in keys(store) if "n" * 256 in k or "é" * 128 in k]
+    assert ops.namespace.mounts[0].uploader is not None and ops.namespace.mounts[0].uploader.pending() == []
+
+
 async def test_truncate_by_path_and_by_handle(ops: Operations, store: MemoryStore) -> None:
     store.put_object("t.bin", b"0123456789")
     inode = (await resolve(ops, "t.bin")).st_ino

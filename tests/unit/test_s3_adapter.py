@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 from mountfs.backends.s3 import S3Store, translate
 from mountfs.backends.s3_settings import resolve
 from mountfs.config import RetryConfig, load_config, parse_url
-from mountfs.errors import AccessDenied, NotFound, Stale, StoreUnavailable, Throttled, Transient
+from mountfs.errors import AccessDenied, NotFound, Rejected, Stale, StoreUnavailable, Throttled, Transient
 
 CONFIG = """
 [s3]
@@ -108,13 +108,18 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
     ("AccessDenied", 403, AccessDenied), ("InvalidAccessKeyId", 403, AccessDenied),
     ("SignatureDoesNotMatch", 403, AccessDenied), ("PreconditionFailed", 412, Stale),
     ("SlowDown", 503, Throttled), ("InternalError", 500, Transient), ("ServiceUnavailable", 503, Throttled),
-    ("RequestTimeout", 400, Transient), ("Throttling", 400, Throttled), ("WeirdError", 400, StoreUnavailable),
+    ("RequestTimeout", 400, Transient), ("Throttling", 400, Throttled), ("WeirdError", 400, Rejected),
     ("TooManyRequests", 429, Throttled),
+    ("KeyTooLongError", 400, Rejected), ("InvalidArgument", 400, Rejected), ("EntityTooLarge", 400, Rejected),
+    ("MethodNotAllowed", 405, Rejected), ("IncompleteBody", 400, Transient), ("BadDigest", 400, Transient),
+    ("OperationAborted", 409, Transient), ("BucketNotEmpty", 409, StoreUnavailable),
 ])
 def test_client_errors_map_to_one_hierarchy(code: str, status: int, kind: type) -> None:
+    """A 4xx that the same request would get again is Rejected: the uploader gives up on it."""
     error = translate(client_error(code, status), "GET s3://b/k")
     assert isinstance(error, kind) and str(error).startswith("GET s3://b/k")
     assert isinstance(error, Throttled) == (kind is Throttled)
+    assert isinstance(error, Rejected) == (kind is Rejected)
 
 
 def test_connection_failures_are_transient() -> None:

@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 import textwrap
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,21 @@ import trio
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.memory import MemoryStore
 from mountfs.config import WriteConfig
-from mountfs.errors import StoreUnavailable, UploadFailed
-from mountfs.upload.journal import FAILED, UploadJournal
-from mountfs.upload.recovery import MISSING, NO_STORE, ORPHAN, UNCHANGED, UPLOADED, Recovered, recover
+from mountfs.errors import Rejected, StoreUnavailable, UploadFailed
+from mountfs.upload.journal import FAILED, REJECTED, JournalRecord, UploadJournal
+from mountfs.upload.recovery import (
+    CLEARED,
+    MISSING,
+    NO_STORE,
+    ORPHAN,
+    REFUSED,
+    UNCHANGED,
+    UPLOADED,
+    Recovered,
+    recover,
+)
 from mountfs.upload.staging import Reader
-from mountfs.upload.uploader import Uploader
+from mountfs.upload.uploader import CREATE_WINDOW, Uploader
 
 PART = 1024
 DATA = bytes(range(251)) * 25  # six full parts and a tail
@@ -150,6 +162,39 @@ async def test_records_of_a_missing_store_are_kept_and_failures_retried(tmp_path
     journal.close()
 
 
+async def test_an_upload_the_store_refused_is_kept_not_retried(tmp_path: Path) -> None:
+    """A record the store refused for good: each recovery says where its data is and does not send
+    it again; once the staged file is removed by hand, the record goes too."""
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore()
+    uploader = make_uploader(store, journal)
+    staged = await uploader.open_staged("refused", None)
+    await uploader.write(staged, 0, b"kept")
+    store.inject("put", Rejected("PUT: refused by the store (KeyTooLongError 400)"))
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    journal.close()
+
+    for _ in range(2):
+        journal = UploadJournal(str(tmp_path))
+        store.reset_counters()
+        uploader = make_uploader(store, journal)
+        [item] = await recover(journal, [uploader])
+        assert (item.key, item.outcome) == ("refused", REFUSED)
+        assert staged.path in item.detail and "KeyTooLongError" in item.detail
+        assert store.calls["put"] == 0, "not sent again"
+        [pending] = uploader.pending()
+        assert (pending.key, pending.state, pending.staging_path) == ("refused", REJECTED, staged.path)
+        assert await uploader.drain(timeout=5) == uploader.pending()
+        journal.close()
+
+    os.unlink(staged.path)
+    journal = UploadJournal(str(tmp_path))
+    [item] = await recover(journal, [make_uploader(store, journal)])
+    assert item.outcome == CLEARED and journal.records() == []
+    journal.close()
+
+
 KILLED = textwrap.dedent("""
     import os, signal, sys
     import trio
@@ -179,4 +224,91 @@ async def test_kill_9_while_writing(tmp_path: Path) -> None:
     report = await recover(journal, [make_uploader(store, journal)])
     assert [(r.key, r.outcome, r.size) for r in report] == [("killed.bin", UPLOADED, 5000)]
     assert store.get_range("killed.bin", 0, 5000) == b"".join(bytes([c]) * 1000 for c in b"ABCDE")
+    journal.close()
+
+
+class _Died(BaseException):
+    """The process ends here (as os._exit would): nothing after it runs, no handler catches it."""
+
+
+async def test_a_multipart_upload_created_but_never_journalled_is_aborted(tmp_path: Path) -> None:
+    """The process dies right after the store made the multipart upload, before its id was
+    journalled: recovery finds the upload by listing the key's uploads and aborts it; an upload of
+    the same key by another writer, there before, is left alone; the data then goes up."""
+    store = MemoryStore()
+    foreign = store.create_multipart("big.bin")  # another writer's, in progress
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    created: list[str] = []
+    real_create = store.create_multipart
+
+    def create_then_die(key: str, mtime_ns: int | None = None) -> str:
+        created.append(real_create(key, mtime_ns))
+        raise _Died
+
+    store.create_multipart = create_then_die  # type: ignore[method-assign]
+    staged = await uploader.open_staged("big.bin", None)
+    await uploader.write(staged, 0, DATA)
+    with pytest.raises(_Died):
+        await uploader.flush(staged)
+    journal.close()
+    [orphan] = created
+    assert sorted(u for u, _ in store.multipart_uploads("big.bin")) == sorted([foreign, orphan])
+
+    store.create_multipart = real_create  # type: ignore[method-assign]
+    journal = UploadJournal(str(tmp_path))
+    [left] = journal.records()
+    assert left.upload_id is None and left.creating is not None and left.known_uploads == (foreign,)
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert outcomes(report) == {"big.bin": UPLOADED}
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert [u for u, _ in store.multipart_uploads("big.bin")] == [foreign], "the orphan is aborted"
+    assert journal.records() == []
+    journal.close()
+
+
+async def test_a_create_whose_answer_was_lost_leaves_no_upload_behind(tmp_path: Path) -> None:
+    """The server made the upload but its answer never came (a timeout): the retry makes another;
+    once the file is up, the first one is aborted as well."""
+    store = MemoryStore()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    real_create = store.create_multipart
+    made: list[str] = []
+
+    def create_answer_lost(key: str, mtime_ns: int | None = None) -> str:
+        made.append(real_create(key, mtime_ns))
+        raise StoreUnavailable("CREATE MULTIPART: read timeout (gave up after 3 attempt(s))")
+
+    store.create_multipart = create_answer_lost  # type: ignore[method-assign]
+    staged = await uploader.open_staged("big.bin", None)
+    await uploader.write(staged, 0, DATA)
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    store.create_multipart = real_create  # type: ignore[method-assign]
+    await uploader.flush(staged)
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert store.multipart_uploads("big.bin") == [] and len(made) == 1
+    assert journal.get(staged.id) is not None and journal.get(staged.id).creating is None  # type: ignore[union-attr]
+    journal.close()
+
+
+async def test_orphan_search_leaves_other_writers_uploads_alone(tmp_path: Path) -> None:
+    """Only an upload made within the window after the mark, named by no record, goes; none at all
+    while another live record of the key is creating one itself (its id not journalled yet)."""
+    store = MemoryStore()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    mark = time.time()
+    orphan, named, later = (store.create_multipart("k") for _ in range(3))
+    store._uploads[later] = store._uploads[later]._replace(created=mark + CREATE_WINDOW + 60)
+    mine = JournalRecord(id="dead", store_id="memory", bucket="mem", key="k", path="p", state=FAILED,
+                         creating=mark)
+    other = replace(mine, id="other", upload_id=named, creating=None)
+    live = replace(mine, id="live", creating=mark)
+    assert await uploader.abort_orphans("k", mark, (), "dead", [mine, other, live], frozenset({"dead"})) == 0
+    assert len(store.multipart_uploads("k")) == 3, "another writer of the key is creating one"
+    assert await uploader.abort_orphans("k", mark, (), "dead", [mine, other], frozenset({"dead"})) == 1
+    assert sorted(u for u, _ in store.multipart_uploads("k")) == sorted([named, later])
+    assert orphan not in {u for u, _ in store.multipart_uploads("k")}
     journal.close()

@@ -23,12 +23,13 @@ from mountfs.errors import (
     NoSpace,
     NotFound,
     Offline,
+    Rejected,
     StoreUnavailable,
     Unsupported,
     UploadFailed,
     errno_for,
 )
-from mountfs.upload.journal import CLEAN, FAILED, STAGING, UploadJournal
+from mountfs.upload.journal import CLEAN, FAILED, REJECTED, STAGING, UploadJournal
 from mountfs.upload.staging import Reader
 from mountfs.upload.uploader import PendingUpload, StagedUpload, Uploader
 from tests.unit.conftest import GatedStore
@@ -365,6 +366,48 @@ async def test_failed_upload_keeps_the_data_and_is_retried(running: Uploader, st
     assert stored(store, "precious") == b"do not lose me"
 
 
+async def test_an_upload_the_store_refuses_for_good_ends_and_keeps_the_data(
+        running: Uploader, store: MemoryStore, journal: UploadJournal,
+        mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A 4xx that retrying cannot fix (here SeaweedFS's answer to a key too long): EIO, the record
+    says rejected, the staged file stays and shows in `pending`, nothing retries it, and a drain at
+    unmount does not wait for it. A change to the file (here a rename) lets it try again."""
+    staged = await running.open_staged("refused", None)
+    await running.write(staged, 0, b"keep me")
+    store.inject("put", Rejected("PUT s3://mem/refused: refused by the store (KeyTooLongError 400 "
+                                 "Your key is too long.)"), times=1000)
+    with pytest.raises(UploadFailed) as caught:
+        await running.flush(staged)
+    assert errno_for(caught.value) == errno.EIO and "not retried" in str(caught.value)
+    assert "refused the upload of memory/mem/refused for good" in caplog.text and staged.path in caplog.text
+    record = journal.get(staged.id)
+    assert record is not None and record.state == REJECTED and "KeyTooLongError" in (record.error or "")
+    await running.release(staged)
+    [pending] = running.pending()
+    assert (pending.key, pending.state, pending.staging_path) == ("refused", REJECTED, staged.path)
+    assert os.path.exists(staged.path) and staged.retry_at is None
+    mock_clock.jump(3600)
+    await trio.testing.wait_all_tasks_blocked()
+    assert store.calls["put"] == 1, "never retried by itself"
+    with trio.fail_after(5):  # (the mock clock only moves when jumped: no time passes in a drain)
+        left = await running.drain(timeout=3600)
+    assert [(p.key, p.state) for p in left] == [("refused", REJECTED)] and store.calls["put"] == 1
+    store.clear_faults()
+    await running.rename(staged, "accepted")
+    await wait_for(lambda: running.pending() == [] and journal.records() == [] and not staged_files(journal))
+    assert stored(store, "accepted") == b"keep me"
+
+
+async def test_a_refused_multipart_upload_is_aborted(uploader: Uploader, store: MemoryStore) -> None:
+    staged = await uploader.open_staged("refused-big", None)
+    await write_all(uploader, staged, DATA)
+    store.inject("complete_multipart", Rejected("COMPLETE MULTIPART: refused by the store (400)"))
+    with pytest.raises(UploadFailed):
+        await uploader.flush(staged)
+    assert staged.state == REJECTED and staged.upload_id is None
+    assert store.calls["abort_multipart"] == 1, "nothing stays open on the server"
+
+
 async def test_release_of_an_unflushed_file_uploads_it_in_the_background(
         running: Uploader, store: MemoryStore) -> None:
     staged = await running.open_staged("later", None)
@@ -530,6 +573,29 @@ async def test_uploads_are_announced_and_a_released_upload_can_be_reopened(uploa
     await uploader.release(staged)
     assert uploader.staged_uploads() == [] and not uploader.reopen(staged)
     assert stored(store, "again") == b"one two"
+
+
+async def test_a_reopen_while_release_waits_for_the_flush_lock_keeps_the_upload(
+        uploader: Uploader, store: MemoryStore, journal: UploadJournal) -> None:
+    """close, then open(O_APPEND) at once: the release of the clean file waits for the flush lock
+    (held here as a flush of another handle would hold it), the open revives it meanwhile; the new
+    handle's writes must land, not fail because the release dropped the upload under it."""
+    staged = await uploader.open_staged("log", None)
+    await uploader.write(staged, 0, b"first\n")
+    await uploader.flush(staged)
+    async with trio.open_nursery() as nursery:
+        await staged.flush_lock.acquire()
+        nursery.start_soon(uploader.release, staged)
+        await trio.testing.wait_all_tasks_blocked()
+        assert staged.released, "the release is waiting for the lock"
+        assert uploader.reopen(staged)
+        staged.flush_lock.release()
+    assert uploader.staged_uploads() == [staged] and os.path.exists(staged.path)
+    assert await uploader.write(staged, 6, b"second\n") == 7
+    await uploader.flush(staged)
+    await uploader.release(staged)
+    assert stored(store, "log") == b"first\nsecond\n"
+    assert uploader.staged_uploads() == [] and journal.records() == [] and staged_files(journal) == []
 
 
 # --- the user's mtime (utimens while staged) --------------------------------------------------------
