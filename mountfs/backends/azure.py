@@ -79,6 +79,7 @@ from mountfs.errors import (
     Rejected,
     Stale,
     StoreUnavailable,
+    Throttled,
     Transient,
     Unsupported,
 )
@@ -106,6 +107,7 @@ DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPe
 TRANSIENT_CODES = {"ServerBusy", "InternalError", "OperationTimedOut", "IngressOverAccountLimit",
                    "EgressOverAccountLimit", "TooManyRequests"}
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+THROTTLED_STATUS = {429, 503}  # the store asks to slow down: never an instant retry
 TRANSIENT_EXCEPTIONS = (ServiceRequestError, ServiceResponseError, requests.exceptions.ConnectionError,
                         requests.exceptions.Timeout, ConnectionError, TimeoutError)
 
@@ -181,6 +183,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return Stale(f"{what}: the object changed ({code or status})")
         if isinstance(exc, ClientAuthenticationError) or code in DENIED_CODES or status in (401, 403):
             return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
+        if code == "ServerBusy" or status in THROTTLED_STATUS:
+            return Throttled(f"{what}: {detail}")
         if code in TRANSIENT_CODES or status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
         if refused_for_good(status):

@@ -80,6 +80,7 @@ from mountfs.errors import (
     Rejected,
     Stale,
     StoreUnavailable,
+    Throttled,
     Transient,
 )
 
@@ -92,6 +93,7 @@ COMPOSE_LIMIT = 32  # source objects per compose request
 LIST_FIELDS = "items(name,size,generation,updated,metadata),prefixes,nextPageToken"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+THROTTLED_STATUS = {429, 503}  # the store asks to slow down: never an instant retry
 TRANSIENT_EXCEPTIONS = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -142,6 +144,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return Stale(f"{what}: the object changed ({detail})")
         if status in (401, 403):
             return AccessDenied(f"{what}: access denied ({detail}); check the credentials")
+        if status in THROTTLED_STATUS:
+            return Throttled(f"{what}: {detail}")
         if status in TRANSIENT_STATUS:
             return Transient(f"{what}: {detail}")
         if refused_for_good(status):

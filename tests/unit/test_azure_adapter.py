@@ -20,7 +20,7 @@ from azure.core.exceptions import (
 from mountfs.backends.azure import scrub, translate
 from mountfs.backends.azure_settings import DEV_KEY, parse_connection_string, resolve
 from mountfs.config import Config, load_config, parse_url
-from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, Transient
+from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, Throttled, Transient
 
 CONFIG = """
 [[azure.containers]]
@@ -162,7 +162,8 @@ def error(status: int, code: str, cls: type[HttpResponseError] = HttpResponseErr
     (error(412, "ConditionNotMet", ResourceModifiedError), Stale),
     (error(403, "AuthenticationFailed", ClientAuthenticationError), AccessDenied),
     (error(403, "AuthorizationPermissionMismatch"), AccessDenied),
-    (error(503, "ServerBusy"), Transient),
+    (error(503, "ServerBusy"), Throttled),
+    (error(500, "ServerBusy"), Throttled),
     (error(500, "InternalError"), Transient),
     (error(500, "OperationTimedOut"), Transient),
     (error(400, "InvalidHeaderValue"), Rejected),

@@ -15,7 +15,16 @@ from google.api_core import exceptions as api_exceptions
 from mountfs.backends.gcs import GcsStore, _decode_token, _encode_token, translate
 from mountfs.backends.gcs_settings import GcsSettings, credentials_info, load_credentials, resolve
 from mountfs.config import Config, RetryConfig, load_config, parse_url
-from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, StoreUnavailable, Transient
+from mountfs.errors import (
+    AccessDenied,
+    ConfigError,
+    NotFound,
+    Rejected,
+    Stale,
+    StoreUnavailable,
+    Throttled,
+    Transient,
+)
 
 CONFIG = """
 [gcs]
@@ -174,8 +183,8 @@ def test_unusable_credentials_json_names_the_key_never_the_content(tmp_path: Pat
     (api_exceptions.PreconditionFailed("conditionNotMet"), Stale),
     (api_exceptions.Forbidden("x@y does not have storage.objects.get access"), AccessDenied),
     (api_exceptions.Unauthorized("Invalid Credentials"), AccessDenied),
-    (api_exceptions.TooManyRequests("slow down"), Transient),
-    (api_exceptions.ServiceUnavailable("backend"), Transient),
+    (api_exceptions.TooManyRequests("slow down"), Throttled),
+    (api_exceptions.ServiceUnavailable("backend"), Throttled),
     (api_exceptions.InternalServerError("oops"), Transient),
     (api_exceptions.GatewayTimeout("late"), Transient),
     (api_exceptions.BadRequest("Invalid argument"), Rejected),
