@@ -68,13 +68,18 @@ def checksum_of_dir(root: str) -> str:
     with contextlib.suppress(FileNotFoundError), open(path) as f:
         return f.read().strip()
     kind = "crc32" if any(len(name) == 2 for name in os.listdir(root)) else NEW_CACHE_CHECKSUM
-    try:  # the first daemon to get here decides; a second one reads what it wrote
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # The first daemon to get here decides; a second one reads what it wrote. Written aside and
+    # linked into place, so the file never exists empty for a second one to read.
+    temp = f"{path}.{os.getpid()}{TEMP_SUFFIX}"
+    with open(temp, "w") as f:
+        f.write(kind + "\n")
+    try:
+        os.link(temp, path)
     except FileExistsError:
         with open(path) as f:
             return f.read().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(kind + "\n")
+    finally:
+        os.unlink(temp)
     return kind
 
 
@@ -85,15 +90,21 @@ def _write_direct(fd: int, data: memoryview, staging: mmap.mmap) -> None:
     size = len(data)
     whole = size - size % ALIGN if is_aligned(data) else 0
     if whole and os.pwrite(fd, data[:whole], 0) != whole:
-        raise OSError(errno.EIO, "short O_DIRECT write")
+        raise _short_write()
     for offset in range(whole, size, len(staging)):
         piece = min(len(staging), size - offset)
         staging[:piece] = data[offset:offset + piece]
         padded = -(-piece // ALIGN) * ALIGN
         if os.pwrite(fd, memoryview(staging)[:padded], offset) != padded:
-            raise OSError(errno.EIO, "short O_DIRECT write")
+            raise _short_write()
     if size % ALIGN:
         os.ftruncate(fd, size)
+
+
+def _short_write() -> OSError:
+    """An O_DIRECT write to a new file that wrote less than asked: the disk filled up (a full
+    tmpfs, for one, answers so instead of ENOSPC), which must free space like ENOSPC does."""
+    return OSError(errno.ENOSPC, "short O_DIRECT write: the disk is full")
 
 
 class CorruptBlock(Exception):

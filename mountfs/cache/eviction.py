@@ -100,25 +100,35 @@ class Evictor:
         self.statvfs = statvfs
         self.batch = batch
 
-    def free_deficit(self, min_free: MinFree | None) -> int:
-        """Bytes to free so the cache disk keeps `min_free` available (0 if it does already)."""
-        if min_free is None:
+    def free_deficit(self, min_free: MinFree | None, extra: int = 0) -> int:
+        """Bytes to free so the cache disk keeps `min_free` and `extra` bytes more available
+        (0 if it does already)."""
+        if min_free is None and extra <= 0:
             return 0
         st = self.statvfs(self.files.root)
-        required = min_free.required(st.f_blocks * st.f_frsize)
+        required = (0 if min_free is None else min_free.required(st.f_blocks * st.f_frsize)) + extra
         return max(0, required - st.f_bavail * st.f_frsize)
 
+    def disk_size(self) -> int:
+        st = self.statvfs(self.files.root)
+        return st.f_blocks * st.f_frsize
+
     def evict(self, limits: CacheLimits, in_use: Callable[[bytes], bool] = _nothing_in_use,
-              now: float | None = None, collect_keys: bool = True) -> EvictionReport:
-        """Remove blocks, least recently used first, until every limit holds; blocks for which
-        `in_use(key)` is true are kept. Expired blocks go whatever the totals.
+              now: float | None = None, collect_keys: bool = True, extra_free: int = 0,
+              incoming: int = 0) -> EvictionReport:
+        """Remove blocks, least recently used first, until every limit holds and the disk has
+        `extra_free` bytes available beyond `min_free` (room a staged write is waiting for); blocks
+        for which `in_use(key)` is true are kept. Expired blocks go whatever the totals.
+        `incoming`: bytes of blocks about to be recorded (being written): max_size makes room
+        for them too.
 
         `in_use` is called inside the LMDB write transaction (other daemons wait to commit
         meanwhile): make it a set lookup, not a call back into the event loop or the index."""
         now = self.clock() if now is None else now
         cutoff = None if limits.expiry is None else now - limits.expiry
-        deficit = self.free_deficit(limits.min_free)
-        over = limits.over(self.index.totals())
+        deficit = self.free_deficit(limits.min_free, extra_free)
+        before = self.index.totals()
+        over = limits.over(IndexTotals(before.blocks, before.bytes + incoming))
         max_size = limits._target(limits.max_size) if over else limits.max_size
         max_files = limits._target(limits.max_files) if over else limits.max_files
         removed_blocks = removed_bytes = expired = missing = 0
@@ -128,7 +138,7 @@ class Evictor:
             victims: list[tuple[bytes, BlockRecord]] = []
             with self.index.env.begin(write=True) as txn:
                 totals = self.index.totals_in(txn)
-                need_bytes = max(0 if max_size is None else totals.bytes - max_size,
+                need_bytes = max(0 if max_size is None else totals.bytes + incoming - max_size,
                                  deficit - removed_bytes)
                 need_files = 0 if max_files is None else totals.blocks - max_files
                 stale: list[bytes] = []
@@ -173,7 +183,10 @@ class Evictor:
             if not full:
                 break
         satisfied = need_bytes <= 0 and need_files <= 0
-        if not satisfied:
-            log.warning("cache over its limits after eviction: %d blocks in use kept", len(skipped))
+        if not satisfied and (skipped or deficit <= removed_bytes):  # in use, or being written
+            log.debug("cache over its limits after eviction: %d blocks in use kept", len(skipped))
+        elif not satisfied:
+            log.warning("cache disk short of free space (min_free, room for staged writes) "
+                        "with no cached block left to evict")
         return EvictionReport(removed_blocks, removed_bytes, expired, len(skipped), missing, deficit,
                               totals, satisfied, tuple(keys))
