@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
+import lmdb
 import trio
 
 from mountfs.backends.base import ObjectId
@@ -38,6 +39,7 @@ OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
 EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
 COMMIT_DELAY = 0.05  # records of blocks written are committed together, at most this much later...
 COMMIT_BATCH = 64  # ...unless this many are waiting
+COMMIT_RETRY = 1.0  # seconds before records the index could not take are tried again
 EVICTION_RETRY = 1.0  # seconds before another pass when blocks being read kept the cache over a limit
 ROOM_AHEAD = 32 * 1024 * 1024  # freed beyond what a staged write lacked (at most an eighth of the disk)
 STAGED_CHECK = 8 * 1024 * 1024  # bytes staged between two checks of min_free
@@ -422,8 +424,15 @@ class BlockCache:
             if len(self._to_commit) < COMMIT_BATCH:
                 await trio.sleep(COMMIT_DELAY)  # gather more: each commit is one fdatasync
             self._commit_wanted = trio.Event()
-            with trio.CancelScope(shield=True):
-                wanted = await self._io(self._commit_and_check)
+            try:
+                with trio.CancelScope(shield=True):
+                    wanted = await self._io(self._commit_and_check)
+            except lmdb.Error as exc:  # the index's disk is full: its blocks are kept for the next try
+                log.warning("cache index: cannot record blocks written: %s", exc)
+                self._eviction_wanted.set()
+                await trio.sleep(COMMIT_RETRY)
+                self._commit_wanted.set()
+                continue
             if wanted:
                 self._eviction_wanted.set()
 
@@ -441,7 +450,11 @@ class BlockCache:
             batch, self._to_commit = self._to_commit, []
             if not batch:
                 return None
-            totals = self.index.commit_many(batch)
+            try:
+                totals = self.index.commit_many(batch)
+            except BaseException:
+                self._to_commit[:0] = batch  # still on disk, still pending: committed next time
+                raise
             for _, key, record in batch:
                 if self._pending.get(key) is record:
                     del self._pending[key]
@@ -529,7 +542,10 @@ class BlockCache:
             await trio.sleep(TOUCH_FLUSH_INTERVAL)
             touched, self._touched = self._touched, set()
             if touched:
-                await self._io(self.index.touch, touched)
+                try:
+                    await self._io(self.index.touch, touched)
+                except lmdb.Error as exc:  # a full cache disk: access times are only a hint
+                    log.warning("cache index: access times not recorded: %s", exc)
 
     def enable_eviction(self, limits: CacheLimits, interval: float = EVICTION_INTERVAL, *,
                         clock: Callable[[], float] = time.time,

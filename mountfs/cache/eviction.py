@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import lmdb
+
 from mountfs.cache.blocks import BlockFiles
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, split_lru_key
 from mountfs.config import CacheConfig, MinFree
@@ -134,50 +136,67 @@ class Evictor:
         removed_blocks = removed_bytes = expired = missing = 0
         skipped: set[bytes] = set()
         keys: list[bytes] = []
+        files_first = False
         while True:
             victims: list[tuple[bytes, BlockRecord]] = []
-            with self.index.env.begin(write=True) as txn:
-                totals = self.index.totals_in(txn)
-                need_bytes = max(0 if max_size is None else totals.bytes + incoming - max_size,
-                                 deficit - removed_bytes)
-                need_files = 0 if max_files is None else totals.blocks - max_files
-                stale: list[bytes] = []
-                cursor = txn.cursor(db=self.index.lru)
-                positioned = cursor.first()
-                full = False
-                while positioned:
-                    when, key = split_lru_key(cursor.key())
-                    is_expired = cutoff is not None and when < cutoff
-                    if not is_expired and need_bytes <= 0 and need_files <= 0:
-                        break
-                    if len(victims) >= self.batch:
-                        full = True
-                        break
-                    raw = txn.get(key, db=self.index.blocks)
-                    if raw is None:
-                        stale.append(cursor.key())  # an lru entry without its record: drop it
-                    elif in_use(key):
-                        skipped.add(key)
-                    else:
-                        record = BlockRecord.unpack(raw)
-                        victims.append((key, record))
-                        need_bytes -= record.length
-                        need_files -= 1
-                        expired += is_expired
-                    positioned = cursor.next()
-                for lru_entry in stale:
-                    txn.delete(lru_entry, db=self.index.lru)
+            batch_expired = 0
+            try:
+                with self.index.env.begin(write=True) as txn:
+                    totals = self.index.totals_in(txn)
+                    need_bytes = max(0 if max_size is None else totals.bytes + incoming - max_size,
+                                     deficit - removed_bytes)
+                    need_files = 0 if max_files is None else totals.blocks - max_files
+                    stale: list[bytes] = []
+                    cursor = txn.cursor(db=self.index.lru)
+                    positioned = cursor.first()
+                    full = False
+                    while positioned:
+                        when, key = split_lru_key(cursor.key())
+                        is_expired = cutoff is not None and when < cutoff
+                        if not is_expired and need_bytes <= 0 and need_files <= 0:
+                            break
+                        if len(victims) >= self.batch:
+                            full = True
+                            break
+                        raw = txn.get(key, db=self.index.blocks)
+                        if raw is None:
+                            stale.append(cursor.key())  # an lru entry without its record: drop it
+                        elif in_use(key):
+                            skipped.add(key)
+                        else:
+                            record = BlockRecord.unpack(raw)
+                            victims.append((key, record))
+                            need_bytes -= record.length
+                            need_files -= 1
+                            batch_expired += is_expired
+                        positioned = cursor.next()
+                    for lru_entry in stale:
+                        txn.delete(lru_entry, db=self.index.lru)
+                    for key, _ in victims:
+                        self.index.remove_in(txn, key)
+                    batch_bytes = sum(record.length for _, record in victims)
+                    self.index.add_totals(txn, -len(victims), -batch_bytes)
+                    totals = self.index.totals_in(txn)
+            except lmdb.DiskError:
+                if files_first or not victims:
+                    raise
+                # The index cannot grow on a disk this full, not even to drop records: the files
+                # go first this once (a reader that finds a record without its file fetches the
+                # block again, checksums keep anything else from being served), then the records.
+                log.warning("cache disk full to the last byte: removing %d block files before their "
+                            "records", len(victims))
+                files_first = True
                 for key, _ in victims:
-                    self.index.remove_in(txn, key)
-                batch_bytes = sum(record.length for _, record in victims)
-                self.index.add_totals(txn, -len(victims), -batch_bytes)
-                totals = self.index.totals_in(txn)
+                    self.files.remove(key)
+                continue
             # The records are gone (committed): now the files.
             for key, _ in victims:
-                if not self.files.remove(key):
+                if not self.files.remove(key) and not files_first:
                     missing += 1
+            files_first = False
             removed_blocks += len(victims)
             removed_bytes += batch_bytes
+            expired += batch_expired
             if collect_keys:
                 keys.extend(key for key, _ in victims)
             if not full:

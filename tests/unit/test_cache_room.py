@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmdb
+import pytest
 import trio
 
 from mountfs.cache.block_cache import BlockCache
@@ -131,4 +133,70 @@ async def test_blocks_fetched_ahead_and_evicted_unread_are_counted(tmp_path: Pat
     await cache.evict_now()
     await cache.read(target, len(DATA), 0, 2 * BLOCK, store.fetch)
     assert cache.stats.prefetched_unread == 2
+    cache.close()
+
+
+class FullDisk:
+    """An LMDB environment whose next write commits fail as on a disk full to the last byte
+    (LMDB cannot grow its file even to drop records). Faking it: a test cannot fill a disk."""
+
+    def __init__(self, env: lmdb.Environment, failures: int) -> None:
+        self.env = env
+        self.failures = failures
+
+    def begin(self, **kwargs: object) -> object:
+        txn = self.env.begin(**kwargs)  # type: ignore[arg-type]
+        outer = self
+
+        class Transaction:
+            def __enter__(self) -> lmdb.Transaction:
+                return txn
+
+            def __exit__(self, kind: object, *rest: object) -> None:
+                if kind is None and kwargs.get("write") and outer.failures:
+                    outer.failures -= 1
+                    txn.abort()
+                    raise lmdb.DiskError("mdb_txn_commit: No space left on device")
+                txn.__exit__(kind, *rest)  # type: ignore[arg-type]
+
+        return Transaction()
+
+
+def test_on_a_disk_too_full_for_the_index_the_files_go_first(tmp_path: Path) -> None:
+    index, files = CacheIndex(str(tmp_path)), BlockFiles(str(tmp_path))
+    keys = [add_block(index, files, f"f{n}", 0, KB, 1000.0 + n) for n in range(6)]
+    env = index.env
+    index.env = FullDisk(env, failures=1)  # type: ignore[assignment]
+    report = Evictor(index, files).evict(CacheLimits(max_files=2))
+    index.env = env
+    assert report.removed_blocks == 4 and report.missing_files == 0 and report.satisfied
+    assert {key for key, _ in index.iter_blocks()} == set(keys[4:])
+    assert len(files_on_disk(files)) == 2
+    index.env = FullDisk(env, failures=2)  # type: ignore[assignment]
+    with pytest.raises(lmdb.DiskError):  # files freed and still no room: the pass fails
+        Evictor(index, files).evict(CacheLimits(max_files=0))
+    index.env = env
+    index.close()
+
+
+async def test_records_the_index_could_not_take_are_committed_later(tmp_path: Path) -> None:
+    cache = BlockCache(str(tmp_path), BLOCK, memory_bytes=0)
+    commit_many = cache.index.commit_many
+    failures = [1]
+
+    def full_once(blocks: object) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise lmdb.DiskError("mdb_txn_commit: No space left on device")
+        return commit_many(blocks)  # type: ignore[arg-type]
+
+    cache.index.commit_many = full_once  # type: ignore[method-assign,assignment]
+    store, target = Store(), obj("x")
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery
+        nursery.start_soon(cache.run_committer)
+        await cache.read(target, len(DATA), 0, len(DATA), store.fetch)
+        await wait_for(lambda: not failures[0] and not cache._to_commit and not cache._pending)
+        nursery.cancel_scope.cancel()
+    assert cache.index.totals().blocks == 8
     cache.close()
