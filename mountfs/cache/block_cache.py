@@ -42,7 +42,7 @@ COMMIT_BATCH = 64  # ...unless this many are waiting
 COMMIT_RETRY = 1.0  # seconds before records the index could not take are tried again
 EVICTION_RETRY = 1.0  # seconds before another pass when blocks being read kept the cache over a limit
 ROOM_AHEAD = 32 * 1024 * 1024  # freed beyond what a staged write lacked (at most an eighth of the disk)
-STAGED_CHECK = 8 * 1024 * 1024  # bytes staged between two checks of min_free
+STAGED_CHECK = 32 * 1024 * 1024  # bytes staged between two checks of min_free
 PREFETCH_TRACKED = 65536  # blocks fetched ahead and not read yet that are followed, at most
 
 # Where a block fetched ahead and not read yet is (see BlockCache._ahead).
@@ -277,6 +277,7 @@ class BlockCache:
             data = self._memory.get(key)
             if data is not None:
                 self._memory.move_to_end(key)
+                self._touched.add(key)  # its file too is recently used (eviction goes by the index)
                 self.stats.hits += 1
                 return data
             flight = self._in_flight.get(key)
