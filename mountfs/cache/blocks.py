@@ -78,8 +78,11 @@ def checksum_of_dir(root: str) -> str:
     except FileExistsError:
         with open(path) as f:
             return f.read().strip()
+    except OSError:  # no hard links here: renamed (a daemon starting at the same moment decided alike)
+        os.rename(temp, path)
     finally:
-        os.unlink(temp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
     return kind
 
 
