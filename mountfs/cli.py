@@ -538,6 +538,10 @@ def format_status(s: dict[str, Any]) -> str:
     ]
     if cache.get("evicted"):
         lines[1] += f"; {cache['evicted']} evicted"
+    if cache.get("room_made"):
+        lines[1] += f" ({cache['room_made']} at once for staged writes)"
+    if reads.get("prefetched_unread"):
+        lines[2] += f"; {reads['prefetched_unread']} blocks fetched ahead were evicted unread"
     for entry in s.get("stores", []):
         if entry.get("endpoint"):
             source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""

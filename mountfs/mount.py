@@ -431,6 +431,8 @@ class Daemon:
         interval = EVICTION_INTERVAL if limits.expiry is None else min(EVICTION_INTERVAL,
                                                                         max(1.0, limits.expiry / 4))
         cache.enable_eviction(limits, interval)
+        if operations.prefetch is not None:  # blocks fetched too far ahead would be evicted unread
+            operations.prefetch.ahead_bytes = cache.capacity() // 2
         # Expired metadata is served this long past its TTL while a store is offline.
         operations.namespace.offline_grace = prepared.config.read.offline_grace
         self.draining = False
@@ -591,11 +593,12 @@ class Daemon:
             "uptime": round(time.time() - self.started, 3),
             "cache": {"dir": self.cache.cache_dir, "block_size": self.cache.block_size,
                       "hits": stats.hits, "misses": stats.misses, "shared": stats.shared,
-                      "corrupt": stats.corrupt, "evicted": stats.evicted,
+                      "corrupt": stats.corrupt, "evicted": stats.evicted, "room_made": stats.room_made,
                       "hit_ratio": round(stats.hits / lookups, 4) if lookups else None,
                       "blocks": totals.blocks, "bytes": totals.bytes},
             "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
-                      "prefetched_blocks": prefetch.started if prefetch else 0},
+                      "prefetched_blocks": prefetch.started if prefetch else 0,
+                      "prefetched_unread": stats.prefetched_unread},
             "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written},
             "uploads": self.uploads_status(),
             "store": {"gets": sum(s["requests"].get("get", 0) for s in stores),

@@ -15,7 +15,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
+import lmdb
 import trio
 
 from mountfs.backends.base import ObjectId
@@ -38,6 +40,14 @@ OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
 EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
 COMMIT_DELAY = 0.05  # records of blocks written are committed together, at most this much later...
 COMMIT_BATCH = 64  # ...unless this many are waiting
+COMMIT_RETRY = 1.0  # seconds before records the index could not take are tried again
+EVICTION_RETRY = 1.0  # seconds before another pass when blocks being read kept the cache over a limit
+ROOM_AHEAD = 32 * 1024 * 1024  # freed beyond what a staged write lacked (at most an eighth of the disk)
+STAGED_CHECK = 32 * 1024 * 1024  # bytes staged between two checks of min_free
+PREFETCH_TRACKED = 65536  # blocks fetched ahead and not read yet that are followed, at most
+
+# Where a block fetched ahead and not read yet is (see BlockCache._ahead).
+_CLAIMED, _WRITING, _ON_DISK, _IN_MEMORY = range(4)
 
 
 class PageCachePoll:
@@ -85,6 +95,8 @@ class CacheStats:
     shared: int = 0  # block requests that joined a fetch already in flight
     corrupt: int = 0  # block files dropped for failing their checksum
     evicted: int = 0  # blocks this daemon evicted (limits, expiry, free space)
+    prefetched_unread: int = 0  # blocks fetched ahead that left memory and disk before any read
+    room_made: int = 0  # blocks evicted at once because a staged write found the cache disk full
 
 
 def _worth_asking_again(error: BaseException) -> bool:
@@ -128,6 +140,8 @@ class BlockCache:
         self._persist_slots = trio.Semaphore(PERSIST_BACKLOG)
         self._to_persist: list[tuple[ObjectId, bytes, Piece]] = []
         self._writers = 0  # tasks writing the blocks in _to_persist
+        self._landing = 0  # bytes of blocks queued for the disk or being written
+        self._known_bytes = 0  # the index's byte total as of the last commit or eviction
         self._to_commit: list[tuple[ObjectId, bytes, BlockRecord]] = []
         # The same records by key until committed: a block on disk is found before its commit.
         self._pending: dict[bytes, BlockRecord] = {}
@@ -138,6 +152,16 @@ class BlockCache:
         self._limits = CacheLimits()
         self._eviction_interval = EVICTION_INTERVAL
         self._eviction_wanted = trio.Event()
+        self._eviction_epoch = 0  # changes when a pass starts and ends: a read across it drops its file
+        self._room_lock = trio.Lock()
+        self._staged = 0  # bytes staged since min_free was last checked
+        # Blocks being read from their files right now (the only blocks eviction keeps besides
+        # those being fetched or committed: a copy in memory, or an idle open file, is no reason
+        # to keep a block file).
+        self._reading: dict[bytes, int] = {}
+        # Blocks fetched ahead (get_run) that no reader has asked for yet, and where they are: the
+        # last copy going unread is a fetch wasted, counted in stats.prefetched_unread.
+        self._ahead: OrderedDict[bytes, int] = OrderedDict()
 
     def close(self) -> None:
         for block in self._open_blocks.values():
@@ -169,6 +193,8 @@ class BlockCache:
         """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
         the chunks needed, so a small random read stays small), else fetched whole from the store."""
         key = block_key(obj, self.block_size, index)
+        if self._ahead:
+            self._ahead.pop(key, None)
         on_disk_checked = False
         if key not in self._memory and key not in self._in_flight:
             part = await self._read_from_disk(key, start, stop)
@@ -185,6 +211,8 @@ class BlockCache:
         recently stays open, and its pages are read on the loop when the page cache has them
         (no worker thread, no disk wait); anything else goes to a worker thread."""
         block = self._open_blocks.pop(key, None)
+        epoch = self._eviction_epoch
+        self._reading[key] = self._reading.get(key, 0) + 1
         try:
             part = block.read_nowait(start, stop) if block is not None else None
             if part is None and block is not None and self.poll.wanted(stop - start):
@@ -198,10 +226,14 @@ class BlockCache:
             return None
         except BaseException:  # cancelled while it was taken out: put it back
             if block is not None and not block.closed:
-                self._keep_open(key, block)
+                self._keep_open(key, block, epoch)
             raise
+        finally:
+            left = self._reading.pop(key) - 1
+            if left:
+                self._reading[key] = left
         if block is not None:
-            self._keep_open(key, block)
+            self._keep_open(key, block, epoch)
         return part
 
     async def _poll_page_cache(self, block: OpenBlock, start: int, stop: int) -> Buffer | None:
@@ -231,8 +263,10 @@ class BlockCache:
             block.close()
             raise
 
-    def _keep_open(self, key: bytes, block: OpenBlock) -> None:
-        if key in self._open_blocks:  # another reader opened it meanwhile
+    def _keep_open(self, key: bytes, block: OpenBlock, epoch: int) -> None:
+        """Keep a block file open for the next read, unless an eviction pass ran meanwhile: it may
+        have unlinked the file, whose space an open descriptor would hold."""
+        if key in self._open_blocks or epoch != self._eviction_epoch:  # or another reader opened it
             block.close()
             return
         self._open_blocks[key] = block
@@ -255,6 +289,7 @@ class BlockCache:
             data = self._memory.get(key)
             if data is not None:
                 self._memory.move_to_end(key)
+                self._touched.add(key)  # its file too is recently used (eviction goes by the index)
                 self.stats.hits += 1
                 return data
             flight = self._in_flight.get(key)
@@ -285,6 +320,9 @@ class BlockCache:
             if key not in self._memory and key not in self._in_flight:
                 claimed[index] = (key, _InFlight(ahead=True))
                 self._in_flight[key] = claimed[index][1]
+                self._ahead[key] = _CLAIMED
+                if len(self._ahead) > PREFETCH_TRACKED:
+                    self._ahead.popitem(last=False)
         if claimed:
             await self._fill(obj, object_size, claimed, fetch, on_disk_checked=False)
 
@@ -299,6 +337,7 @@ class BlockCache:
                 loaded = await self._io(self._load_many, {i: key for i, (key, _) in pending.items()})
                 for index, data in loaded.items():
                     key, flight = pending.pop(index)
+                    self._ahead.pop(key, None)  # not fetched: no fetch to waste
                     self.stats.hits += 1
                     self._touched.add(key)
                     filled[index] = self._settle(key, flight, data)
@@ -313,12 +352,14 @@ class BlockCache:
                     raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {got}")
                 for index, piece in zip(run, pieces, strict=True):
                     key, flight = pending.pop(index)
+                    self._moved(key, _WRITING)
                     filled[index] = self._settle(key, flight, piece)  # readers first, then the disk
                 with trio.CancelScope(shield=True):  # a closed file must not leave blocks unwritten
                     for index in run:
                         await self._keep(obj, block_key(obj, self.block_size, index), filled[index])
         except BaseException as exc:
             for key, flight in pending.values():
+                self._ahead.pop(key, None)
                 if isinstance(exc, Exception):
                     flight.error = exc
                 del self._in_flight[key]
@@ -337,9 +378,13 @@ class BlockCache:
         """Write a fetched block to disk: in the background when the daemon gave us a nursery."""
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
+            self._moved(key, _ON_DISK)
             return
         await self._persist_slots.acquire()
         self._to_persist.append((obj, key, data))
+        self._landing += len(data)
+        if self._limits.max_size is not None and self._known_bytes + self._landing > self._limits.max_size:
+            self._eviction_wanted.set()  # older blocks give way before these land, not after
         # Small blocks wait for the writer already running and go in its next batch; large ones
         # get writers of their own: one writer of 4 MiB O_DIRECT blocks held cold reads back
         # (620-636 -> 548-603 MB/s here).
@@ -361,14 +406,17 @@ class BlockCache:
                     try:
                         results = await self._io(self._write_many, [(key, data) for _, key, data in batch])
                     finally:
-                        for _ in batch:
+                        for _, _, data in batch:
                             self._persist_slots.release()
+                            self._landing -= len(data)
                     for (obj, key, data), result in zip(batch, results, strict=True):
                         if isinstance(result, Exception):
                             log.warning("block of %s not cached: %s", obj.key, result)
                             if isinstance(result, NoSpace):
                                 self._eviction_wanted.set()
+                            self._off_disk(key)
                             continue
+                        self._moved(key, _ON_DISK)
                         record = BlockRecord(len(data), result, time.time())
                         self._pending[key] = record
                         self._to_commit.append((obj, key, record))
@@ -393,8 +441,15 @@ class BlockCache:
             if len(self._to_commit) < COMMIT_BATCH:
                 await trio.sleep(COMMIT_DELAY)  # gather more: each commit is one fdatasync
             self._commit_wanted = trio.Event()
-            with trio.CancelScope(shield=True):
-                wanted = await self._io(self._commit_and_check)
+            try:
+                with trio.CancelScope(shield=True):
+                    wanted = await self._io(self._commit_and_check)
+            except lmdb.Error as exc:  # the index's disk is full: its blocks are kept for the next try
+                log.warning("cache index: cannot record blocks written: %s", exc)
+                self._eviction_wanted.set()
+                await trio.sleep(COMMIT_RETRY)
+                self._commit_wanted.set()
+                continue
             if wanted:
                 self._eviction_wanted.set()
 
@@ -404,6 +459,7 @@ class BlockCache:
         totals = self._commit_pending()
         if totals is None or self._evictor is None:
             return False
+        self._known_bytes = totals.bytes
         return self._limits.over(totals) or self._evictor.free_deficit(self._limits.min_free) > 0
 
     def _commit_pending(self) -> IndexTotals | None:
@@ -411,8 +467,12 @@ class BlockCache:
             batch, self._to_commit = self._to_commit, []
             if not batch:
                 return None
-            totals = self.index.commit_many(
-                (identity(obj, self.block_size), key, record) for obj, key, record in batch)
+            try:
+                totals = self.index.commit_many(
+                    (identity(obj, self.block_size), key, record) for obj, key, record in batch)
+            except BaseException:
+                self._to_commit[:0] = batch  # still on disk, still pending: committed next time
+                raise
             for _, key, record in batch:
                 if self._pending.get(key) is record:
                     del self._pending[key]
@@ -460,8 +520,31 @@ class BlockCache:
         self._memory[key] = data
         self._memory_bytes += len(data)
         while self._memory_bytes > self._memory_limit:
-            _, old = self._memory.popitem(last=False)
+            old_key, old = self._memory.popitem(last=False)
             self._memory_bytes -= len(old)
+            if self._ahead.get(old_key) == _IN_MEMORY:
+                self._unread_lost(old_key)
+
+    # --- blocks fetched ahead -----------------------------------------------------------
+
+    def _moved(self, key: bytes, where: int) -> None:
+        """A block fetched ahead, if still unread, is now `where`."""
+        if key in self._ahead:
+            self._ahead[key] = where
+
+    def _off_disk(self, key: bytes) -> None:
+        """A block's file is gone (evicted) or was never written: if it was fetched ahead and not
+        read yet, its copy in memory is the last one, or there is none left."""
+        if self._ahead.get(key, _IN_MEMORY) == _IN_MEMORY:
+            return
+        if key in self._memory:
+            self._ahead[key] = _IN_MEMORY
+        else:
+            self._unread_lost(key)
+
+    def _unread_lost(self, key: bytes) -> None:
+        del self._ahead[key]
+        self.stats.prefetched_unread += 1
 
     # --- housekeeping -------------------------------------------------------------------
 
@@ -477,7 +560,10 @@ class BlockCache:
             await trio.sleep(TOUCH_FLUSH_INTERVAL)
             touched, self._touched = self._touched, set()
             if touched:
-                await self._io(self.index.touch, touched)
+                try:
+                    await self._io(self.index.touch, touched)
+                except lmdb.Error as exc:  # a full cache disk: access times are only a hint
+                    log.warning("cache index: access times not recorded: %s", exc)
 
     def enable_eviction(self, limits: CacheLimits, interval: float = EVICTION_INTERVAL, *,
                         clock: Callable[[], float] = time.time,
@@ -487,29 +573,51 @@ class BlockCache:
         self._limits = limits
         self._eviction_interval = interval
 
+    def capacity(self) -> int:
+        """About how many bytes of blocks stay cached: in memory, or on disk within max_size and
+        the cache disk's size less min_free (blocking: a statvfs)."""
+        disk = self._limits.max_size if self._limits.max_size is not None else 1 << 62
+        if self._evictor is not None:
+            size = self._evictor.disk_size()
+            reserved = self._limits.min_free.required(size) if self._limits.min_free is not None else 0
+            disk = min(disk, max(0, size - reserved))
+        return max(self._memory_limit, disk)
+
     async def run_eviction(self) -> None:
         """Forever: evict at start, every `interval`, and at once when a commit crosses a limit or
-        the cache disk fills up. Returns at once if eviction is not enabled."""
+        the cache disk fills up; again a moment later when blocks being read kept the cache over
+        a limit, so the limits hold at rest. Returns at once if eviction is not enabled."""
         if self._evictor is None:
             return
         while True:
+            wait = self._eviction_interval
             try:
-                await self.evict_now()
+                report = await self.evict_now()
+                if not report.satisfied and report.skipped_in_use:
+                    wait = min(wait, EVICTION_RETRY)
             except Exception as exc:  # a failed pass must not take the mount down; the next one retries
                 log.warning("cache eviction failed: %s", exc)
-            with trio.move_on_after(self._eviction_interval):
+            with trio.move_on_after(wait):
                 await self._eviction_wanted.wait()
             self._eviction_wanted = trio.Event()
 
-    async def evict_now(self) -> EvictionReport:
-        """One eviction pass. Blocks in memory, being fetched, open, or written but not committed
-        are in use and kept; a block evicted anyway (it became in use during the pass) is dropped
-        from memory and its descriptor closed, so nothing keeps serving a block the index lost."""
+    async def evict_now(self, extra_free: int = 0) -> EvictionReport:
+        """One eviction pass (`extra_free`: bytes the disk must have available beyond min_free).
+        Blocks being fetched, read from their files, or written but not committed are in use and
+        kept. A block held in memory is not: its copy in memory stays and is served; an idle open
+        file of an evicted block is closed, as its descriptor would hold the disk space."""
         if self._evictor is None:
             return EvictionReport()
         in_use = self.in_use()
-        with trio.CancelScope(shield=True):  # records removed must have their files removed too
-            report = await self._io(self._evictor.evict, self._limits, in_use.__contains__)
+        incoming = self._landing + sum(record.length for _, _, record in self._to_commit)
+        self._eviction_epoch += 1
+        try:
+            with trio.CancelScope(shield=True):  # records removed must have their files removed too
+                report = await self._io(partial(self._evictor.evict, self._limits, in_use.__contains__,
+                                                extra_free=extra_free, incoming=incoming))
+        finally:
+            self._eviction_epoch += 1
+        self._known_bytes = report.totals.bytes
         self._forget(report.keys)
         self.stats.evicted += report.removed_blocks
         if report.removed_blocks:
@@ -517,10 +625,34 @@ class BlockCache:
                      report.removed_bytes, report.expired)
         return report
 
+    async def make_room(self, needed: int) -> bool:
+        """Evict clean blocks at once for a staged write that found the cache disk full: until it
+        has `needed` bytes available beyond min_free, and some more, so the writes that follow do
+        not each wait for a pass. False if there is no more to gain (nothing left to evict, and
+        no room either): the write's NoSpace stands."""
+        if self._evictor is None:
+            return False
+        async with self._room_lock:  # writers that failed together: the second sees the room made
+            evictor = self._evictor
+            spare = min(ROOM_AHEAD, await self._io(evictor.disk_size) // 8)
+            report = await self.evict_now(needed + spare)
+        self.stats.room_made += report.removed_blocks
+        if report.removed_blocks:
+            log.info("made room for staged writes: %d cached blocks evicted", report.removed_blocks)
+        return report.removed_blocks > 0 or report.free_deficit == 0
+
+    def staged(self, nbytes: int) -> None:
+        """`nbytes` were staged on the cache disk: now and then, have min_free checked at once
+        (blocks give way to staged data without waiting for the periodic pass)."""
+        self._staged += nbytes
+        if self._staged >= STAGED_CHECK:
+            self._staged = 0
+            self._eviction_wanted.set()
+
     def in_use(self) -> frozenset[bytes]:
         """The keys eviction must keep, as of now (taken on the event loop, which owns these maps)."""
-        keys = set(self._memory)
-        keys.update(self._in_flight, self._open_blocks)
+        keys = set(self._in_flight)
+        keys.update(self._reading)
         keys.update(key for _, key, _ in self._to_commit)
         return frozenset(keys)
 
@@ -529,9 +661,7 @@ class BlockCache:
             block = self._open_blocks.pop(key, None)
             if block is not None:
                 block.close()
-            data = self._memory.pop(key, None)
-            if data is not None:
-                self._memory_bytes -= len(data)
+            self._off_disk(key)
 
     async def totals(self) -> IndexTotals:
         """What the index holds, the blocks written but not yet committed included."""

@@ -80,8 +80,11 @@ def checksum_of_dir(root: str) -> str:
         except FileExistsError:
             with open(path) as f:
                 return f.read().strip()
+        except OSError:  # no hard links here: renamed (a daemon starting at the same moment decided alike)
+            os.rename(temp, path)
     finally:
-        os.unlink(temp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
     return kind
 
 
@@ -92,15 +95,21 @@ def _write_direct(fd: int, data: memoryview, staging: mmap.mmap) -> None:
     size = len(data)
     whole = size - size % ALIGN if is_aligned(data) else 0
     if whole and os.pwrite(fd, data[:whole], 0) != whole:
-        raise OSError(errno.EIO, "short O_DIRECT write")
+        raise _short_write()
     for offset in range(whole, size, len(staging)):
         piece = min(len(staging), size - offset)
         staging[:piece] = data[offset:offset + piece]
         padded = -(-piece // ALIGN) * ALIGN
         if os.pwrite(fd, memoryview(staging)[:padded], offset) != padded:
-            raise OSError(errno.EIO, "short O_DIRECT write")
+            raise _short_write()
     if size % ALIGN:
         os.ftruncate(fd, size)
+
+
+def _short_write() -> OSError:
+    """An O_DIRECT write to a new file that wrote less than asked: the disk filled up (a full
+    tmpfs, for one, answers so instead of ENOSPC), which must free space like ENOSPC does."""
+    return OSError(errno.ENOSPC, "short O_DIRECT write: the disk is full")
 
 
 class CorruptBlock(Exception):

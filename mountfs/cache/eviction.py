@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import lmdb
+
 from mountfs.cache.blocks import BlockFiles
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, split_lru_key
 from mountfs.config import CacheConfig, MinFree
@@ -100,80 +102,110 @@ class Evictor:
         self.statvfs = statvfs
         self.batch = batch
 
-    def free_deficit(self, min_free: MinFree | None) -> int:
-        """Bytes to free so the cache disk keeps `min_free` available (0 if it does already)."""
-        if min_free is None:
+    def free_deficit(self, min_free: MinFree | None, extra: int = 0) -> int:
+        """Bytes to free so the cache disk keeps `min_free` and `extra` bytes more available
+        (0 if it does already)."""
+        if min_free is None and extra <= 0:
             return 0
         st = self.statvfs(self.files.root)
-        required = min_free.required(st.f_blocks * st.f_frsize)
+        required = (0 if min_free is None else min_free.required(st.f_blocks * st.f_frsize)) + extra
         return max(0, required - st.f_bavail * st.f_frsize)
 
+    def disk_size(self) -> int:
+        st = self.statvfs(self.files.root)
+        return st.f_blocks * st.f_frsize
+
     def evict(self, limits: CacheLimits, in_use: Callable[[bytes], bool] = _nothing_in_use,
-              now: float | None = None, collect_keys: bool = True) -> EvictionReport:
-        """Remove blocks, least recently used first, until every limit holds; blocks for which
-        `in_use(key)` is true are kept. Expired blocks go whatever the totals.
+              now: float | None = None, collect_keys: bool = True, extra_free: int = 0,
+              incoming: int = 0) -> EvictionReport:
+        """Remove blocks, least recently used first, until every limit holds and the disk has
+        `extra_free` bytes available beyond `min_free` (room a staged write is waiting for); blocks
+        for which `in_use(key)` is true are kept. Expired blocks go whatever the totals.
+        `incoming`: bytes of blocks about to be recorded (being written): max_size makes room
+        for them too.
 
         `in_use` is called inside the LMDB write transaction (other daemons wait to commit
         meanwhile): make it a set lookup, not a call back into the event loop or the index."""
         now = self.clock() if now is None else now
         cutoff = None if limits.expiry is None else now - limits.expiry
-        deficit = self.free_deficit(limits.min_free)
-        over = limits.over(self.index.totals())
+        deficit = self.free_deficit(limits.min_free, extra_free)
+        before = self.index.totals()
+        over = limits.over(IndexTotals(before.blocks, before.bytes + incoming))
         max_size = limits._target(limits.max_size) if over else limits.max_size
         max_files = limits._target(limits.max_files) if over else limits.max_files
         removed_blocks = removed_bytes = expired = missing = 0
         skipped: set[bytes] = set()
         keys: list[bytes] = []
+        files_first = False
         while True:
             victims: list[tuple[bytes, BlockRecord]] = []
-            with self.index.env.begin(write=True) as txn:
-                totals = self.index.totals_in(txn)
-                need_bytes = max(0 if max_size is None else totals.bytes - max_size,
-                                 deficit - removed_bytes)
-                need_files = 0 if max_files is None else totals.blocks - max_files
-                stale: list[bytes] = []
-                cursor = txn.cursor(db=self.index.lru)
-                positioned = cursor.first()
-                full = False
-                while positioned:
-                    when, key = split_lru_key(cursor.key())
-                    is_expired = cutoff is not None and when < cutoff
-                    if not is_expired and need_bytes <= 0 and need_files <= 0:
-                        break
-                    if len(victims) >= self.batch:
-                        full = True
-                        break
-                    raw = txn.get(key, db=self.index.blocks)
-                    if raw is None:
-                        stale.append(cursor.key())  # an lru entry without its record: drop it
-                    elif in_use(key):
-                        skipped.add(key)
-                    else:
-                        record = BlockRecord.unpack(raw)
-                        victims.append((key, record))
-                        need_bytes -= record.length
-                        need_files -= 1
-                        expired += is_expired
-                    positioned = cursor.next()
-                for lru_entry in stale:
-                    txn.delete(lru_entry, db=self.index.lru)
+            batch_expired = 0
+            try:
+                with self.index.env.begin(write=True) as txn:
+                    totals = self.index.totals_in(txn)
+                    need_bytes = max(0 if max_size is None else totals.bytes + incoming - max_size,
+                                     deficit - removed_bytes)
+                    need_files = 0 if max_files is None else totals.blocks - max_files
+                    stale: list[bytes] = []
+                    cursor = txn.cursor(db=self.index.lru)
+                    positioned = cursor.first()
+                    full = False
+                    while positioned:
+                        when, key = split_lru_key(cursor.key())
+                        is_expired = cutoff is not None and when < cutoff
+                        if not is_expired and need_bytes <= 0 and need_files <= 0:
+                            break
+                        if len(victims) >= self.batch:
+                            full = True
+                            break
+                        raw = txn.get(key, db=self.index.blocks)
+                        if raw is None:
+                            stale.append(cursor.key())  # an lru entry without its record: drop it
+                        elif in_use(key):
+                            skipped.add(key)
+                        else:
+                            record = BlockRecord.unpack(raw)
+                            victims.append((key, record))
+                            need_bytes -= record.length
+                            need_files -= 1
+                            batch_expired += is_expired
+                        positioned = cursor.next()
+                    for lru_entry in stale:
+                        txn.delete(lru_entry, db=self.index.lru)
+                    for key, _ in victims:
+                        self.index.remove_in(txn, key)
+                    batch_bytes = sum(record.length for _, record in victims)
+                    self.index.add_totals(txn, -len(victims), -batch_bytes)
+                    totals = self.index.totals_in(txn)
+            except lmdb.DiskError:
+                if files_first or not victims:
+                    raise
+                # The index cannot grow on a disk this full, not even to drop records: the files
+                # go first this once (a reader that finds a record without its file fetches the
+                # block again, checksums keep anything else from being served), then the records.
+                log.warning("cache disk full to the last byte: removing %d block files before their "
+                            "records", len(victims))
+                files_first = True
                 for key, _ in victims:
-                    self.index.remove_in(txn, key)
-                batch_bytes = sum(record.length for _, record in victims)
-                self.index.add_totals(txn, -len(victims), -batch_bytes)
-                totals = self.index.totals_in(txn)
+                    self.files.remove(key)
+                continue
             # The records are gone (committed): now the files.
             for key, _ in victims:
-                if not self.files.remove(key):
+                if not self.files.remove(key) and not files_first:
                     missing += 1
+            files_first = False
             removed_blocks += len(victims)
             removed_bytes += batch_bytes
+            expired += batch_expired
             if collect_keys:
                 keys.extend(key for key, _ in victims)
             if not full:
                 break
         satisfied = need_bytes <= 0 and need_files <= 0
-        if not satisfied:
-            log.warning("cache over its limits after eviction: %d blocks in use kept", len(skipped))
+        if not satisfied and (skipped or deficit <= removed_bytes):  # in use, or being written
+            log.debug("cache over its limits after eviction: %d blocks in use kept", len(skipped))
+        elif not satisfied:
+            log.warning("cache disk short of free space (min_free, room for staged writes) "
+                        "with no cached block left to evict")
         return EvictionReport(removed_blocks, removed_bytes, expired, len(skipped), missing, deficit,
                               totals, satisfied, tuple(keys))

@@ -103,6 +103,9 @@ class PrefetchScheduler:
         self.active = 0
         self.bytes_in_flight = 0
         self.started = 0
+        # How far ahead of its readers a fetched block stays cached (in memory or on disk): the
+        # daemon sets it from the memory cache, max_size and the cache disk's size.
+        self.ahead_bytes = 1 << 62
         self._scheduled: set[tuple[ObjectId, int]] = set()  # started, maybe not yet running
         self.nursery: trio.Nursery | None = None  # set by the daemon; None turns prefetch off
 

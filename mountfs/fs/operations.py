@@ -325,9 +325,13 @@ class Operations(pyfuse3.Operations):
         # Only the files not handed over by an earlier open: a scan then costs one new sibling
         # per open, not a check of all SIBLINGS_AHEAD of them.
         store, block_size = node.mount.store, self.cache.block_size
+        # No further ahead than the cache keeps a block until its reader gets there: the files read
+        # in between (taken to be about this one's size) push it out of memory and off the disk.
+        size = node.meta.size if node.meta is not None else 0
+        ahead = max(1, min(SIBLINGS_AHEAD, self.prefetch.ahead_bytes // max(size, 1)))
         skip = pattern.fetched_through - position
-        pattern.fetched_through = max(pattern.fetched_through, position + SIBLINGS_AHEAD)
-        for at, meta in self.namespace.files_after(node, SIBLINGS_AHEAD, skip):
+        pattern.fetched_through = max(pattern.fetched_through, position + ahead)
+        for at, meta in self.namespace.files_after(node, ahead, skip):
             if node.mount.is_direct(meta.key) or meta.link is not None:
                 continue
             obj = store.store.object_id(meta)

@@ -17,8 +17,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -36,6 +37,7 @@ from mountfs.errors import (
     IsADirectory,
     MountfsError,
     NameTooLong,
+    NoSpace,
     NotADirectory,
     NotEmpty,
     NotFound,
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 COPY_CONCURRENCY = 8  # server-side copies (and deletes) in flight during a directory rename
 NAME_MAX = 255  # bytes in one path component, as statfs says (and as SeaweedFS and file systems take)
+ROOM_TRIES = 8  # a staged change that found the cache disk full is tried again at most this often
+
+T = TypeVar("T")
 
 
 class RenameIncomplete(StoreUnavailable):
@@ -125,6 +130,18 @@ class Writes:
             if users[0] == 0:
                 del self._locks[slot]
 
+    async def _with_room(self, needed: int, change: Callable[[], Awaitable[T]]) -> T:
+        """Make a change that stages data on the cache disk. Staged data is what must not be lost,
+        cached blocks can be fetched again: when the disk is full, clean blocks give way at once
+        and the change is tried again. NoSpace stands only once no block is left to evict."""
+        for _ in range(ROOM_TRIES):
+            try:
+                return await change()
+            except NoSpace:
+                if not await self.cache.make_room(needed):
+                    raise
+        return await change()
+
     # --- files -----------------------------------------------------------------------------
 
     async def open_for_write(self, node: Node, *, truncate: bool) -> StagedUpload:
@@ -141,9 +158,10 @@ class Writes:
             if staged is None:
                 base = node.meta if node.meta is not None and node.meta.etag else None
                 read = None if truncate or base is None else _reader(mount.store, self.cache, base)
-                staged = await uploader.open_staged(node.key, base, read=read)
+                staged = await self._with_room(base.size if read is not None and base is not None else 0,
+                                               partial(uploader.open_staged, node.key, base, read=read))
             elif truncate and staged.size:
-                await uploader.truncate(staged, 0)
+                await self._with_room(0, partial(uploader.truncate, staged, 0))
             node.staged = staged
             self._hold(staged)
         if truncate:
@@ -160,7 +178,7 @@ class Writes:
             old = self.namespace.staged_at(mount, key)
             if old is not None:  # lost a race with another create of the name: start afresh
                 await uploader.discard(old)
-            staged = await uploader.open_staged(key, None)
+            staged = await self._with_room(0, partial(uploader.open_staged, key, None))
             node = self.namespace.add_entry(parent, name, False, staged_meta(staged))
             node.staged = staged
             self._hold(staged)
@@ -169,7 +187,8 @@ class Writes:
 
     async def write(self, node: Node, staged: StagedUpload, offset: int, data: bytes) -> int:
         _mount, uploader = self._writable(node)
-        written = await uploader.write(staged, offset, data)
+        written = await self._with_room(len(data), partial(uploader.write, staged, offset, data))
+        self.cache.staged(written)
         self._touch(node)
         return written
 
@@ -204,11 +223,11 @@ class Writes:
         if node.is_dir:
             raise IsADirectory(node.key)
         if staged is not None:
-            await uploader.truncate(staged, size)
+            await self._with_room(0, partial(uploader.truncate, staged, size))
         else:
             staged = await self.open_for_write(node, truncate=size == 0)
             try:
-                await uploader.truncate(staged, size)
+                await self._with_room(0, partial(uploader.truncate, staged, size))
                 await uploader.flush(staged)
             finally:
                 await self.release(node, staged)

@@ -171,6 +171,17 @@ def test_status_is_readable() -> None:
     assert cli.human_bytes(0) == "0 B" and cli.human_bytes(1536) == "1.5 KiB"
 
 
+def test_status_shows_evictions_for_staged_writes_and_blocks_fetched_ahead_in_vain() -> None:
+    text = cli.format_status({
+        "mountpoint": "/mnt/x", "source": "file:///data", "pid": 7, "uptime": 3.2,
+        "cache": {"hits": 3, "misses": 1, "shared": 0, "hit_ratio": 0.75, "blocks": 4, "bytes": 5 << 20,
+                  "dir": "/c", "evicted": 9, "room_made": 5},
+        "reads": {"opens": 1, "reads": 4, "bytes_served": 1 << 20, "prefetched_unread": 2},
+        "store": {"requests": 6, "gets": 1, "bytes_fetched": 4 << 20}})
+    assert "9 evicted (5 at once for staged writes)" in text
+    assert "2 blocks fetched ahead were evicted unread" in text
+
+
 def test_status_lists_pending_uploads() -> None:
     pending = [{"path": "ckpt/model.bin", "key": "runs/model.bin", "size": 3 << 20, "state": "failed",
                 "error": "StoreUnavailable: 503", "attempts": 2, "staged": "/c/staging/abc"}]

@@ -64,3 +64,25 @@ async def test_files_a_full_prefetcher_turned_away_are_fetched_by_later_opens(tm
         await read_in_order(ops, range(FILES), pause=0.005)
     assert store.calls["get_range"] == FILES
     assert scheduler.started >= FILES - 3, "two at a time, but all but the first few were prefetched"
+
+
+async def test_siblings_are_fetched_no_further_ahead_than_the_cache_keeps_them(tmp_path: Path) -> None:
+    store, ops, scheduler = scan_setup(tmp_path, concurrency=64)
+    scheduler.ahead_bytes = 5 * 1000  # five files of 1000 bytes
+    directory = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), b"d", CTX)
+    fh = await ops.opendir(directory.st_ino, CTX)
+    await ops.namespace.open_dir(directory.st_ino).entry(FILES)
+    await ops.releasedir(fh)
+    async with trio.open_nursery() as nursery:
+        scheduler.nursery = nursery
+        for i in range(20):
+            attr = await ops.lookup(directory.st_ino, f"f{i:03d}".encode(), CTX)
+            info = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
+            pattern = next(iter(ops._directories.values()))
+            assert pattern.fetched_through <= i + 5, "fetched further ahead than the cache keeps"
+            assert len(await ops.read(info.fh, 0, 4096)) == 1000
+            await ops.release(info.fh)
+            await trio.sleep(0)
+    assert pattern.fetched_through == 19 + 5
+    assert store.calls["get_range"] == 20 + 5, "every file fetched once, the next five ahead"
+    assert scheduler.started >= 20 + 5 - 3
