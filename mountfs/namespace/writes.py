@@ -224,8 +224,8 @@ class Writes:
                 return
             old = node.meta
             meta = await mount.store.set_mtime(node.key, mtime_ns)
-            if old is not None and old.etag and node.opened_etag == old.etag:
-                node.opened_etag = meta.etag  # the same bytes: the kernel's cached pages stay right
+            if old is not None and old.etag and node.page_etag == old.etag:
+                node.page_etag = meta.etag  # the same bytes: the kernel's cached pages stay right
             node.written_etag = meta.etag  # open handles follow the new ETag of the same bytes
             self.namespace.set_file_meta(mount, node.key, meta)
 
