@@ -21,6 +21,7 @@ from mountfs.upload.uploader import StagedUpload, Uploader
 log = logging.getLogger(__name__)
 
 ROOT_INODE = int(pyfuse3.ROOT_INODE)
+RETAGGED_MAX = 16  # per file: enough for the mtimes set while a handle stays open
 
 
 class PageUse(enum.Enum):
@@ -80,6 +81,9 @@ class Node:
     last write (S3's: `ObjectMeta.last_modified_only`) does not override it while the ETag holds."""
     unlinked: bool = False  # removed from the tree; lives on while the kernel holds it
     written_etag: str | None = None  # the version this mount uploaded last: open handles follow it
+    retagged: dict[str, str] = field(default_factory=dict)
+    """New ETags this mount gave the same bytes (a copy in place to set the mtime), by the old one:
+    the handles of the old version follow, and no other."""
 
     def live_staged(self) -> StagedUpload | None:
         """The staged upload whose bytes are this file's newest, if it still exists."""
@@ -109,6 +113,21 @@ class Node:
             self.mtime_pin = None if meta.last_modified_only or not meta.etag else (meta.etag, mtime)
         if self.live_staged() is None:
             self.mtime_ns = mtime
+
+    def same_bytes(self, etag: str) -> str:
+        """The newest ETag this mount gave the bytes of version `etag` (itself if none)."""
+        for _ in range(len(self.retagged)):
+            if (newer := self.retagged.get(etag)) is None:
+                break
+            etag = newer
+        return etag
+
+    def retag(self, old: str, new: str) -> None:
+        """This mount gave the bytes of version `old` the ETag `new`."""
+        if old != new:
+            self.retagged[old] = new
+            while len(self.retagged) > RETAGGED_MAX:
+                del self.retagged[next(iter(self.retagged))]
 
     def open_pages(self, etag: str | None) -> PageUse:
         """How a handle of version `etag` uses the kernel's page cache of this file (counted in

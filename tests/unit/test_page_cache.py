@@ -18,7 +18,9 @@ from mountfs.backends.memory import MemoryStore
 from mountfs.cache.block_cache import BlockCache
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.namespace.inodes import ROOT_INODE, Node, PageUse
+from mountfs.upload.journal import UploadJournal
 from tests.unit.conftest import FakeClock, single_mount
+from tests.unit.test_operations_write import WHEN, attributes, make_ops, setattr_fields
 
 BLOCK = 64 * 1024
 CTX: Any = None
@@ -160,3 +162,31 @@ async def test_a_real_drop_without_a_mount_fails_cleanly(store: MemoryStore, clo
     info = await open_file(ops, b"model")
     assert (info.direct_io, info.keep_cache) == (False, False)
     assert await ops.read(info.fh, 0, 1) == b"2"
+
+
+async def test_only_the_handles_of_the_version_whose_mtime_is_set_follow_its_new_etag(
+        store: MemoryStore, clock: FakeClock, tmp_path: Path) -> None:
+    """utimens gives the object a new ETag of the same bytes (a copy in place): handles of that
+    version go on reading under the new ETag; a handle of an older version must not."""
+    journal = UploadJournal(str(tmp_path / "cache"))
+    try:
+        ops = make_ops(store, journal, clock, tmp_path)
+        store.put_object("model", b"1" * 100)
+        old = await open_file(ops, b"model")
+        assert await ops.read(old.fh, 0, 10) == b"1" * 10
+        store.put_object("model", b"2" * 100)  # another client
+        clock.now += 120
+        new = await open_file(ops, b"model")
+        inode = (await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"model"), CTX)).st_ino
+        await ops.setattr(inode, attributes(st_mtime_ns=WHEN), setattr_fields(mtime=True), None, CTX)
+        assert store.calls["set_mtime"] == 1 and store.calls["put"] == 0
+        assert await ops.read(new.fh, 0, 100) == b"2" * 100, "same bytes under the new ETag"
+        try:
+            data = await ops.read(old.fh, 0, 100)
+        except pyfuse3.FUSEError as exc:
+            assert exc.errno == errno.ESTALE
+        else:
+            assert bytes(data) == b"1" * 100, "the handle of version 1 must not switch to version 2's bytes"
+        assert await ops.read(new.fh, 0, 100) == b"2" * 100
+    finally:
+        journal.close()
