@@ -290,9 +290,10 @@ class Operations(pyfuse3.Operations):
             elif use is PageUse.KEEP and (clearing := self._clearing.get(node.inode)) is not None:
                 await clearing.wait()  # pages of the old version are being dropped: not read yet
                 keep = node.page_etag == version  # else the drop failed
-        except BaseException:
+        except BaseException:  # no reply: the kernel never releases this handle
             self._files.pop(fh, None)
-            node.close_pages()
+            if handle.paged:
+                node.close_pages()
             raise
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep,
                                 direct_io=use is PageUse.AROUND)
