@@ -27,7 +27,7 @@ from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
-from mountfs.namespace.inodes import Node
+from mountfs.namespace.inodes import Node, PageUse
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
 from mountfs.namespace.writes import Writes
@@ -85,6 +85,17 @@ class _OpenFile:
     pattern: ReadPattern
     prefetches: PrefetchGroup
     staged: StagedUpload | None = None  # write handles: the file's staged upload (one per file)
+    paged: bool = False  # reads through the kernel's page cache (counted on the node), else direct I/O
+
+
+def drop_kernel_pages(inode: int) -> None:
+    """Make the kernel drop its cached pages (and attributes) of `inode`. Blocking: the kernel may
+    wait for reads in flight, which the event loop must stay free to answer."""
+    try:
+        pyfuse3.invalidate_inode(pyfuse3.InodeT(inode))
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:  # ENOENT: the kernel does not hold the inode, so no pages
+            raise
 
 
 def _fetcher(store: AsyncStore, obj: ObjectId, block_size: int) -> Fetch:
@@ -106,7 +117,7 @@ DIRECTORY_PATTERNS = 1024
 class Operations(pyfuse3.Operations):
     def __init__(self, namespace: Namespace, cache: BlockCache, ownership: Ownership,
                  prefetch: PrefetchScheduler | None = None, readahead_max: int = 0, *,
-                 recovering: bool = False) -> None:
+                 recovering: bool = False, drop_pages: Callable[[int], None] = drop_kernel_pages) -> None:
         super().__init__()
         self.namespace = namespace
         self.cache = cache
@@ -123,6 +134,8 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, tuple[int, DirSnapshot]] = {}
         self._next_handle = 1
         self.started = time.time()
+        self._drop_pages = drop_pages
+        self._clearing: dict[int, trio.Event] = {}  # inodes whose stale kernel pages are being dropped
 
     def _handle(self) -> int:
         fh = self._next_handle
@@ -242,11 +255,11 @@ class Operations(pyfuse3.Operations):
         writing = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR) or truncate
         staged = await self.writes.open_for_write(node, truncate=truncate) if writing else None
         fh = self._handle()
-        self._files[fh] = self._open_file(node, staged)
+        handle = self._files[fh] = self._open_file(node, staged)
         self.stats.opens += 1
         if staged is None:
             self._prefetch_siblings(node)
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=self._keep_cache(node))
+        return await self._file_info(fh, handle)
 
     def _opened_direct(self, handle: DirectHandle) -> pyfuse3.FileInfo:
         fh = self._handle()
@@ -262,25 +275,63 @@ class Operations(pyfuse3.Operations):
 
     def _pin(self, handle: _OpenFile) -> None:
         """Reads of the stored object ask for the version seen at open (ESTALE once it changes), or
-        the version this mount uploaded since."""
+        the version this mount uploaded since, or the new ETag this mount gave the same bytes."""
         meta, node = handle.node.meta, handle.node
         if meta is None or not meta.etag or node.mount is None:
             return
-        if handle.obj is None or (meta.etag != handle.obj.etag and meta.etag == node.written_etag):
+        if handle.obj is None or (meta.etag != handle.obj.etag and meta.etag in (
+                node.written_etag, node.same_bytes(handle.obj.etag))):
             store = node.mount.store
             handle.obj = store.store.object_id(meta)
             handle.size = meta.size
             handle.fetch = _fetcher(store, handle.obj, self.cache.block_size)
 
-    def _keep_cache(self, node: Node) -> bool:
-        """The kernel's cached pages are still right when the object has not changed since the last
-        open: keep them, so re-reads never leave the page cache. A file being written: never."""
-        if self.namespace.staged_of(node) is not None or node.meta is None or not node.meta.etag:
-            node.opened_etag = None
+    async def _file_info(self, fh: int, handle: _OpenFile) -> pyfuse3.FileInfo:
+        """The kernel's page cache of a file is shared by all its handles and filled by whichever
+        reads first, so a handle reads through it only while every handle that does reads the same
+        version (the one pinned at open), and only once pages of any other version are gone; a
+        handle of another version gets direct I/O. Pages of the version a handle reads are kept,
+        so re-reads of an unchanged object never leave the page cache. A file being written: its
+        staged bytes, which every handle reads."""
+        node = handle.node
+        staged = handle.staged is not None or self.namespace.staged_of(node) is not None
+        version = None if staged or handle.obj is None else handle.obj.etag
+        use = node.open_pages(version)
+        handle.paged = use is not PageUse.AROUND
+        keep = use is not PageUse.STAGED
+        try:
+            if use is PageUse.CLEAR:
+                keep = await self._clear_pages(node)
+            elif use is PageUse.KEEP and (clearing := self._clearing.get(node.inode)) is not None:
+                await clearing.wait()  # pages of the old version are being dropped: not read yet
+                keep = node.page_etag == version  # else the drop failed
+        except BaseException:  # no reply: the kernel never releases this handle
+            self._files.pop(fh, None)
+            if handle.paged:
+                node.close_pages()
+            raise
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep,
+                                direct_io=use is PageUse.AROUND)
+
+    async def _clear_pages(self, node: Node) -> bool:
+        """Drop the kernel's pages of another version before the reply to an open: the kernel's
+        own drop at open (keep_cache off) comes after the reply, when another handle of the new
+        version may already be reading them. False if they could not be dropped: the handles
+        waiting for it leave the drop to the kernel (keep_cache off), and the version cached is
+        unknown, so that later ones read around the page cache until it is dropped again."""
+        done = self._clearing[node.inode] = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self._drop_pages, node.inode)
+        except BaseException as exc:
+            node.page_etag = None
+            if not isinstance(exc, OSError):
+                raise
+            log.warning("could not drop the kernel's cached pages of %s: %s", node.key, exc)
             return False
-        unchanged = node.opened_etag == node.meta.etag
-        node.opened_etag = node.meta.etag
-        return unchanged
+        finally:
+            del self._clearing[node.inode]
+            done.set()
+        return True
 
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -349,6 +400,8 @@ class Operations(pyfuse3.Operations):
         if handle is None:
             return
         handle.prefetches.cancel()
+        if handle.paged:
+            handle.node.close_pages()
         if handle.staged is not None:
             try:  # FUSE discards errors of release: what failed is logged, the data stays staged
                 await self.writes.release(handle.node, handle.staged)
@@ -377,10 +430,9 @@ class Operations(pyfuse3.Operations):
         node, staged = await self.writes.create(parent, name)
         self.namespace.inodes.remember(node)
         fh = self._handle()
-        self._files[fh] = self._open_file(node, staged)
+        handle = self._files[fh] = self._open_file(node, staged)
         self.stats.opens += 1
-        node.opened_etag = None
-        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), self.attributes(node)
+        return await self._file_info(fh, handle), self.attributes(node)
 
     @_fuse_errors
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:

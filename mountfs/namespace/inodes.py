@@ -7,6 +7,7 @@ reused within one mount, so generation numbers are not needed.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,16 @@ from mountfs.upload.uploader import StagedUpload, Uploader
 log = logging.getLogger(__name__)
 
 ROOT_INODE = int(pyfuse3.ROOT_INODE)
+RETAGGED_MAX = 16  # per file: enough for the mtimes set while a handle stays open
+
+
+class PageUse(enum.Enum):
+    """How an open handle reads: through the kernel's page cache of its file, or around it."""
+
+    KEEP = "keep"  # through it: its pages are of the handle's version (or it is empty)
+    CLEAR = "clear"  # through it, once its pages of another version are dropped
+    STAGED = "staged"  # through it, dropped by the kernel at open: this mount's staged bytes
+    AROUND = "around"  # direct I/O: other open handles read another version through it
 
 
 @dataclass
@@ -58,7 +69,9 @@ class Node:
     meta_expires: float = 0.0
     mtime_ns: int = 0
     lookups: int = 0
-    opened_etag: str | None = None  # the ETag at the last open, to keep the kernel's pages
+    page_etag: str | None = None  # the version the kernel's page cache holds (None: unknown)
+    page_handles: int = 0  # open handles that read through the kernel's page cache (of page_etag)
+    pages_filled: bool = False  # a handle read through the page cache: it may hold pages
     pinned: bool = False  # part of the fixed tree: never forgotten
     children: dict[bytes, Node] = field(default_factory=dict)  # virtual directories only
     staged: StagedUpload | None = None  # written in this mount and not yet settled in the store
@@ -68,6 +81,9 @@ class Node:
     last write (S3's: `ObjectMeta.last_modified_only`) does not override it while the ETag holds."""
     unlinked: bool = False  # removed from the tree; lives on while the kernel holds it
     written_etag: str | None = None  # the version this mount uploaded last: open handles follow it
+    retagged: dict[str, str] = field(default_factory=dict)
+    """New ETags this mount gave the same bytes (a copy in place to set the mtime), by the old one:
+    the handles of the old version follow, and no other."""
 
     def live_staged(self) -> StagedUpload | None:
         """The staged upload whose bytes are this file's newest, if it still exists."""
@@ -102,6 +118,45 @@ class Node:
             self.mtime_pin = None if meta.last_modified_only or not meta.etag else (meta.etag, mtime)
         if self.live_staged() is None:
             self.mtime_ns = mtime
+
+    def same_bytes(self, etag: str) -> str:
+        """The newest ETag this mount gave the bytes of version `etag` (itself if none)."""
+        for _ in range(len(self.retagged)):
+            if (newer := self.retagged.get(etag)) is None:
+                break
+            etag = newer
+        return etag
+
+    def retag(self, old: str, new: str) -> None:
+        """This mount gave the bytes of version `old` the ETag `new`."""
+        if old != new:
+            self.retagged[old] = new
+            while len(self.retagged) > RETAGGED_MAX:
+                del self.retagged[next(iter(self.retagged))]
+
+    def open_pages(self, etag: str | None) -> PageUse:
+        """How a handle of version `etag` uses the kernel's page cache of this file (counted in
+        `page_handles` unless AROUND). That cache is one per inode, shared by all its handles and
+        filled by whichever reads first: so only handles of one version read through it at a
+        time, and its pages of another version are dropped before they do. `etag` None: this
+        mount's staged bytes, which every handle reads; the version cached is unknown from then on."""
+        if etag is None:
+            self.page_handles += 1
+            self.page_etag, self.pages_filled = None, True
+            return PageUse.STAGED
+        if self.page_handles > 0:
+            if self.page_etag != etag:
+                return PageUse.AROUND
+            self.page_handles += 1
+            return PageUse.KEEP
+        self.page_handles = 1
+        stale = self.pages_filled and self.page_etag != etag
+        self.page_etag, self.pages_filled = etag, True
+        return PageUse.CLEAR if stale else PageUse.KEEP
+
+    def close_pages(self) -> None:
+        """A handle that read through the page cache was released."""
+        self.page_handles = max(0, self.page_handles - 1)
 
     @property
     def path_key(self) -> tuple[int, str, bool]:

@@ -254,9 +254,10 @@ class Writes:
                 return
             old = node.meta
             meta = await mount.store.set_mtime(node.key, mtime_ns)
-            if old is not None and old.etag and node.opened_etag == old.etag:
-                node.opened_etag = meta.etag  # the same bytes: the kernel's cached pages stay right
-            node.written_etag = meta.etag  # open handles follow the new ETag of the same bytes
+            if old is not None and old.etag:  # the same bytes: its handles and cached pages follow
+                node.retag(old.etag, meta.etag)
+                if node.page_etag == old.etag:
+                    node.page_etag = meta.etag
             self.namespace.set_file_meta(mount, node.key, meta)
 
     def check_attributes(self, node: Node) -> None:

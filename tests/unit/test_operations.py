@@ -172,15 +172,21 @@ async def test_statfs_reports_a_large_empty_file_system(ops: Operations) -> None
     assert data.f_namemax == 255 and data.f_bavail > 0
 
 
-async def test_keep_cache_only_while_the_object_is_unchanged(ops: Operations, store: MemoryStore,
-                                                             clock: FakeClock) -> None:
+async def test_keep_cache_only_while_the_object_is_unchanged(store: MemoryStore, clock: FakeClock,
+                                                             tmp_path: Path) -> None:
+    dropped: list[int] = []
+    ops = Operations(single_mount(store, clock), BlockCache(str(tmp_path), BLOCK, 1 << 20),
+                     Ownership(0, 0), drop_pages=dropped.append)
     store.put_object("model", b"v1")
     attr = await ops.lookup(pyfuse3.InodeT(ROOT_INODE), pyfuse3.FileNameT(b"model"), CTX)
     first = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
     second = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
-    assert (first.keep_cache, second.keep_cache) == (False, True)
+    assert (first.keep_cache, second.keep_cache) == (True, True)
+    await ops.release(first.fh)
+    await ops.release(second.fh)
     store.put_object("model", b"v2")
     clock.now += 120  # past the metadata TTL: open sees the new ETag
+    assert dropped == []
     third = await ops.open(attr.st_ino, os.O_RDONLY, CTX)
-    assert third.keep_cache is False, "a changed object must not be served from stale kernel pages"
+    assert dropped == [attr.st_ino], "a changed object must not be served from stale kernel pages"
     assert await ops.read(third.fh, 0, 10) == b"v2"
