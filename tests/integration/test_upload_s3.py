@@ -168,7 +168,7 @@ DIES_AFTER_CREATE = textwrap.dedent("""
 
     async def main():
         settings = S3Settings(bucket=bucket, endpoint_url=endpoint, region="us-east-1", key=key,
-                              secret=secret, path_style=True)
+                              secret=secret, addressing_style="path")
         store = AsyncStore(S3Store(settings, RetryConfig(attempts=2, budget=5)), 4)
         uploader = Uploader(store, UploadJournal(cache_dir), WriteConfig(part_size=5 * 1024 * 1024))
         staged = await uploader.open_staged("orphan.bin", None)
