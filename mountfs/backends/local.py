@@ -145,9 +145,21 @@ def iter_sorted_keys(keys: Sequence[bytes], prefix: bytes, delimiter: bytes | No
 
 def _etag(st: os.stat_result) -> str:
     """A version tag from stat: a rewrite changes the size or the mtime (as nginx does for HTTP),
-    and a write through this store makes a new file (a new inode), which tells two versions apart
-    even when a set mtime (`cp -p`) and the size are those of the one before."""
+    and a write through this store makes a new file (a new inode). The ctime tells apart a rewrite
+    in place that kept the size and set the mtime back (`cp -p` onto the file): no user can set it.
+    It also moves on chmod, chown and rename, which costs a cached copy, never a wrong byte; a read
+    pinned to a version checks only the rest (`_same_file`), so those do not make it ESTALE."""
+    return f"{_file_tag(st)}-{st.st_ctime_ns:x}"
+
+
+def _file_tag(st: os.stat_result) -> str:
     return f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
+
+
+def _same_file(etag: str, st: os.stat_result) -> bool:
+    """Whether `etag` names the file `st` describes, as far as an open reader can tell: the same
+    inode with the same size and mtime (its ctime may have moved with a chmod or a rename)."""
+    return etag.rsplit("-", 1)[0] == _file_tag(st) if etag.count("-") == 3 else etag == _file_tag(st)
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:
@@ -376,7 +388,8 @@ class LocalStore(ObjectStore):
 
     @staticmethod
     def _check_etag(key: str, etag: str | None, st: os.stat_result) -> None:
-        if etag is not None and (current := _etag(st)) != etag:
+        if etag is not None and not _same_file(etag, st):
+            current = _etag(st)
             raise Stale(f"{key}: changed since it was opened (etag {etag} expected, {current} found)")
 
     def list(self, prefix: str, delimiter: str | None = "/", token: str | None = None,
@@ -583,10 +596,10 @@ class LocalStore(ObjectStore):
                     os.utime(fd, ns=(time.time_ns(), mtime_ns))
                 if sync:
                     os.fsync(fd)
-                st = os.fstat(fd)  # a rename keeps size and mtime, so this is the new object's ETag
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # after the rename: it moves the ctime
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
@@ -620,7 +633,8 @@ class LocalStore(ObjectStore):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     raise NotFound(f"{os.fsdecode(path)}: not a regular file")
-                os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+                if st.st_mtime_ns != mtime_ns:  # the same mtime again changes nothing, not even the ctime
+                    os.utime(name, ns=(st.st_atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
             meta = self._lstat(key, rel)
         except OSError as exc:
             raise _error(exc, path, write=True) from exc

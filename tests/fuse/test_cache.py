@@ -152,3 +152,25 @@ def test_one_cache_dir_serves_mounts_of_two_block_sizes(mounter: Mounter, tmp_pa
     status = mounter.run.status(third)
     assert status["store"]["bytes_fetched"] == 0, "the 4 MiB blocks are still served"
     assert status["cache"]["blocks"] == 3 + 12
+
+
+def test_a_local_file_rewritten_in_place_with_its_mtime_set_back_is_read_anew(mounter: Mounter,
+                                                                               tmp_path: Path) -> None:
+    """`cp -p` onto an existing file keeps its inode and size and sets its mtime back: only the ctime
+    tells the new bytes from the cached ones, after a remount as in a mount that stays."""
+    root = tmp_path / "folder"
+    root.mkdir()
+    source = root / "v.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    newer = tmp_path / "newer.bin"
+    newer.write_bytes(os.urandom(3 << 20))
+    os.utime(newer, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))  # touch -r
+    first = mounter.mount(root, block_size="1MiB")
+    assert Path(first.path, "v.bin").read_bytes() == source.read_bytes()
+    mounter.umount(first)
+    inode = source.stat().st_ino
+    subprocess.run(["cp", "-p", str(newer), str(source)], check=True, timeout=60)
+    assert (source.stat().st_ino, source.stat().st_mtime_ns) == (inode, newer.stat().st_mtime_ns)
+    second = mounter.mount(root, cache_dir=first.cache_dir, block_size="1MiB")
+    assert Path(second.path, "v.bin").read_bytes() == newer.read_bytes()
+    mounter.umount(second)

@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,11 +124,11 @@ def test_check_access_io_error(store: LocalStore, monkeypatch: pytest.MonkeyPatc
 # --- reads ---------------------------------------------------------------------------------------
 
 
-def test_etag_is_size_mtime_and_inode(root: Path, store: LocalStore, put: Put) -> None:
+def test_etag_is_size_mtime_inode_and_ctime(root: Path, store: LocalStore, put: Put) -> None:
     put("f", b"12345")
     st = os.stat(root / "f")
     meta = store.head("f")
-    assert meta.etag == f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}"
+    assert meta.etag == f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"
     assert meta.mtime_ns == st.st_mtime_ns
 
 
@@ -136,6 +137,37 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_a_new_version(root: Path, sto
     first = store.put("f", b"one", mtime_ns=1_600_000_000_000_000_000)
     second = store.put("f", b"two", mtime_ns=1_600_000_000_000_000_000)
     assert (first.size, first.mtime_ns) == (second.size, second.mtime_ns) and first.etag != second.etag
+
+
+def test_a_rewrite_in_place_that_sets_the_mtime_back_is_a_new_version(root: Path, store: LocalStore,
+                                                                      put: Put) -> None:
+    """Another program rewrites the same inode with bytes of the same size and puts the mtime back
+    (`cp -p` onto an existing file): the ETag, and so every cache key, changes with the ctime. A
+    reader pinned to the file it opened goes on reading that inode, as any open file does."""
+    put("f", b"one")
+    first = store.head("f")
+    before = os.stat(root / "f")
+    time.sleep(0.01)  # a ctime tick apart, on file systems with coarse timestamps
+    with open(root / "f", "r+b") as f:
+        f.write(b"two")
+    os.utime(root / "f", ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = store.head("f")
+    assert (first.size, first.mtime_ns) == (second.size, second.mtime_ns) and first.etag != second.etag
+    assert store.get_range("f", 0, 3, etag=second.etag) == b"two"
+
+
+def test_a_chmod_or_rename_of_an_open_file_is_no_new_version_for_its_reader(root: Path, store: LocalStore,
+                                                                            put: Put) -> None:
+    put("f", b"12345")
+    opened = store.head("f")
+    time.sleep(0.01)
+    os.chmod(root / "f", 0o600)
+    store.rename("f", "g")
+    assert store.head("g").etag != opened.etag  # cached blocks of "f" are not taken for "g"'s
+    assert store.get_range("g", 1, 3, etag=opened.etag) == b"234"
+    put("g", b"54321")  # a new file: that is a new version
+    with pytest.raises(Stale):
+        store.get_range("g", 1, 3, etag=opened.etag)
 
 
 def test_set_mtime_is_the_files_mtime(root: Path, store: LocalStore, put: Put) -> None:
