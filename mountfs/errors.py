@@ -37,6 +37,11 @@ class Offline(StoreUnavailable):
     """Refused without asking: the store is known to be down (see `AsyncStore`)."""
 
 
+class Misconfigured(StoreUnavailable):
+    """The store's answer shows a setting is wrong (https to a plain-http server, an untrusted
+    certificate): retrying cannot help, and the message says what to set."""
+
+
 class Rejected(StoreUnavailable):
     """The store answered that it will not take this request as it is (a 4xx such as a key too
     long or an argument it refuses): sending it again cannot help, so nothing retries it."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mountfs.config import RetryConfig
-from mountfs.errors import MountfsError, StoreUnavailable, Throttled, Transient
+from mountfs.errors import Misconfigured, MountfsError, StoreUnavailable, Throttled, Transient
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def call_translated(fn: Callable[[], T], translate: Callable[[Exception, str], E
 
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost `__cause__` of `exc`: the SDK's own words, without the request prefixes that
-    each layer of translation and retrying added."""
-    while exc.__cause__ is not None:
+    each layer of translation and retrying added; or our own words where they say what to set."""
+    while exc.__cause__ is not None and not isinstance(exc, Misconfigured):
         exc = exc.__cause__
     return exc

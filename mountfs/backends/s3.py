@@ -43,6 +43,7 @@ from mountfs.buffers import Piece
 from mountfs.config import RetryConfig
 from mountfs.errors import (
     AccessDenied,
+    Misconfigured,
     NotFound,
     Rejected,
     Stale,
@@ -188,12 +189,27 @@ def translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, botocore.exceptions.ProfileNotFound):
         return AccessDenied(f"{what}: {exc} (check AWS_PROFILE and the shared credentials file)")
     if isinstance(exc, ssl.SSLCertVerificationError):  # retrying cannot help: say what to set
-        return StoreUnavailable(f"{what}: the server's TLS certificate is not trusted "
+        return Misconfigured(f"{what}: the server's TLS certificate is not trusted "
                                 f"({exc.verify_message}); name its CA bundle with verify = \"/path/ca.pem\" "
                                 f"in its [[s3.credentials]] entry (or verify = false)")
-    if isinstance(exc, (*TRANSIENT_EXCEPTIONS, ssl.SSLError)):
+    if isinstance(exc, (botocore.exceptions.SSLError, ssl.SSLError)) and _not_tls(exc):
+        return Misconfigured(f"{what}: the server does not answer in TLS (https); for a plain-http "
+                                "endpoint set secure = false in its [[s3.credentials]] entry (or name it "
+                                "http://host:port in endpoint or AWS_ENDPOINT_URL)")
+    if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return Misconfigured(f"{what}: the server's TLS certificate is not trusted; name its CA "
+                                "bundle with verify = \"/path/ca.pem\" in its [[s3.credentials]] entry "
+                                "(or verify = false)")
+    if isinstance(exc, (*TRANSIENT_EXCEPTIONS, ssl.SSLError, botocore.exceptions.SSLError)):
         return Transient(f"{what}: {exc}")
     return exc
+
+
+def _not_tls(exc: Exception) -> bool:
+    """A TLS handshake answered by a server speaking plain HTTP: retrying cannot help."""
+    text = str(exc)
+    return "WRONG_VERSION_NUMBER" in text or "wrong version number" in text or (
+        isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) == "WRONG_VERSION_NUMBER")
 
 
 def _answer_error(code: str, status: str, message: str, what: str) -> Exception:

@@ -76,3 +76,21 @@ def test_status_shows_the_endpoint_of_a_url_with_its_host(mounter: Mounter, moto
     assert (store["endpoint"], store["endpoint_source"]) == (f"http://{moto.host_port}", "URL")
     result = subprocess.run(["ls", mnt.join("m")], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["a.txt"]
+
+
+def test_https_to_a_plain_http_server_is_one_line_naming_secure(mounter: Mounter, seaweedfs: S3Server,
+                                                                tmp_path: Path) -> None:
+    """`s3://host:port/bucket` is https unless its entry says `secure = false`: against a server
+    speaking plain HTTP that is one clear line, not a traceback nor a retried failure."""
+    seaweedfs.create_bucket("plain")
+    env = aws_environment(mounter.run.env, tmp_path, AWS_ACCESS_KEY_ID=seaweedfs.access_key,
+                          AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    host = seaweedfs.endpoint.removeprefix("http://")
+    result = mounter.run(f"s3://{host}/plain", str(mnt), "-o", f"cache_dir={tmp_path / 'cache'}", env=env,
+                         timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "secure = false" in lines[0] and "Traceback" not in result.stderr, lines
+    assert not os.path.ismount(mnt)
