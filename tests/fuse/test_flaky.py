@@ -129,3 +129,18 @@ def test_bodies_damaged_on_the_way_fail_their_checksum_and_are_fetched_again(
     assert good >= 0.9 * len(names), f"{len(errors)} of {len(names)} reads failed: {errors[:5]}"
     assert proxy.corruptions_served >= len(names) // 4, "the faults did happen"
     assert "CRC32 checksum" in Path(mnt.log).read_text()
+
+
+def test_a_mount_rides_out_a_store_that_throttles_its_first_requests(
+        mounter: Mounter, seaweedfs: S3Server, objects: dict[str, bytes],
+        proxy_of: Callable[[S3Server], FaultProxy], tmp_path: Path) -> None:
+    """The access check at mount time retries a store that answers, as any call does: only one
+    that does not answer at all fails the mount within seconds."""
+    proxy = proxy_of(seaweedfs)
+    config = s3_config(tmp_path, {"s": f"s3://{proxy.host_port}/flaky"},
+                       [{"host": proxy.host_port, "key": seaweedfs.access_key,
+                         "secret": seaweedfs.secret_key}], RETRY.format(5))
+    proxy.fail_next(4)  # the access check's first four requests answered 503 SlowDown
+    mnt = mounter.mount(config)
+    assert proxy.failures_served == 4
+    assert sorted(os.listdir(mnt.join("s", "reset"))) == sorted(objects)

@@ -94,3 +94,28 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(NotFound):
         call_with_retry(fn, POLICY, "HEAD")
     assert calls == [1]
+
+
+def test_a_throttled_answer_counts_as_half_an_attempt() -> None:
+    """A store that answers SlowDown is there: its call may take twice the attempts (within the
+    time budget), while one that does not answer gives up after `attempts`."""
+    def failing(error: Transient, failures: int) -> tuple[list[int], object]:
+        calls: list[int] = []
+
+        def fn() -> str:
+            calls.append(1)
+            if len(calls) <= failures:
+                raise error
+            return "data"
+        return calls, fn
+
+    calls, fn = failing(Throttled("GET s3://b/k: SlowDown"), 9)
+    clock = Clock()
+    assert call_with_retry(fn, POLICY, "GET", sleep=clock.sleep, clock=clock) == "data"  # type: ignore[arg-type]
+    assert len(calls) == 10
+    calls, fn = failing(Throttled("GET s3://b/k: SlowDown"), 10)
+    with pytest.raises(StoreUnavailable, match="gave up after 10 attempt"):
+        call_with_retry(fn, POLICY, "GET", sleep=Clock().sleep, clock=Clock())  # type: ignore[arg-type]
+    calls, fn = failing(Transient("GET s3://b/k: connection reset"), 5)
+    with pytest.raises(StoreUnavailable, match="gave up after 5 attempt"):
+        call_with_retry(fn, POLICY, "GET", sleep=Clock().sleep, clock=Clock())  # type: ignore[arg-type]
