@@ -25,8 +25,9 @@ RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 412, 423, 425, 429})
 """Client errors that may pass: credentials fixed meanwhile, a timeout, a conflict or a lock that
 ends, throttling; and those the callers handle themselves (not found, precondition failed)."""
 
-# Checking access at mount time must fail fast on an unreachable endpoint.
-ACCESS_CHECK_RETRY = RetryConfig(attempts=2, base_delay=0.2, max_delay=1.0, budget=5.0)
+# Checking access at mount time fails within seconds on an unreachable endpoint, yet rides out a
+# flaky or throttling store as any call does (one reset answer must not fail the mount).
+ACCESS_CHECK_RETRY = RetryConfig(attempts=6, base_delay=0.2, max_delay=1.0, budget=10.0)
 
 
 def refused_for_good(status: int) -> bool:
@@ -49,19 +50,23 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                     clock: Callable[[], float] = time.monotonic,
                     rng: Callable[[], float] = random.random) -> T:
     """`fn()`, retried while it raises Transient (whose message names the request; `what` names it
-    in the final log line). Blocking: run it in a worker thread."""
+    in the final log line). A throttled answer counts as half an attempt: the store is there and
+    asked us to wait, which the time budget bounds. Blocking: run it in a worker thread."""
     started = clock()
     attempt = 0
+    spent = 0.0
     while True:
         attempt += 1
         try:
             return fn()
         except Transient as exc:
-            delay = backoff_delay(attempt, policy, rng, isinstance(exc, Throttled))
-            if attempt >= policy.attempts or clock() - started + delay > policy.budget:
+            throttled = isinstance(exc, Throttled)
+            spent += 0.5 if throttled else 1.0
+            delay = backoff_delay(attempt, policy, rng, throttled)
+            if spent >= policy.attempts or clock() - started + delay > policy.budget:
                 log.error("%s failed after %d attempt(s): %s", what, attempt, exc)
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc
-            log.warning("%s; retrying in %.2fs (attempt %d of %d)", exc, delay, attempt, policy.attempts)
+            log.warning("%s; retrying in %.2fs (attempt %d)", exc, delay, attempt)
             sleep(delay)
 
 
