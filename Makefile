@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: demo test lint typecheck unit fuse bench system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse bench crash chaos system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -71,3 +71,9 @@ venv: $(STAMP) $(AZURITE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Reliability suites (not part of `make test`; each writes its rows of RELIABILITY.md).
+# kill -9 of the daemon at random points of a write workload, then recovery: CRASH_TRIALS trials.
+CRASH_TRIALS ?= 20
+crash: $(STAMP)
+	CRASH_TRIALS=$(CRASH_TRIALS) $(BIN)/python -m tests.reliability.crash
