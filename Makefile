@@ -77,3 +77,9 @@ clean:
 CRASH_TRIALS ?= 20
 crash: $(STAMP)
 	CRASH_TRIALS=$(CRASH_TRIALS) $(BIN)/python -m tests.reliability.crash
+
+# Network faults (resets, truncated bodies, 20-40 s stalls, 503 SlowDown, refused connections, endless
+# bodies) through tests/faultproxy.py while readers and writers run. CHAOS_ARGS= for the short phases.
+CHAOS_ARGS ?= --full
+chaos: $(STAMP)
+	$(BIN)/python -m tests.reliability.chaos $(CHAOS_ARGS)
