@@ -82,6 +82,7 @@ def _write_file(path: str, version: int, size: int, sync: bool) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view[:MiB]):]
+        _emit(op="flush")  # all written: what follows uploads (the last parts, the complete)
         if sync:
             os.fsync(fd)
             acked = True
@@ -177,9 +178,9 @@ class Model:
 
     def kill_point(self) -> str:
         """Where the writer was when the daemon died (its last event)."""
-        if self.last_op == "begin" and self._current is not None:
-            size = self.sizes[self._current[1]]
-            return "writing a multipart file" if size > PART_SIZE else "writing a small file"
+        if self.last_op in ("begin", "flush") and self._current is not None:
+            kind = "a multipart file" if self.sizes[self._current[1]] > PART_SIZE else "a small file"
+            return f"writing {kind}" if self.last_op == "begin" else f"closing {kind}"
         return {"ack": "after an acknowledgement", "rename": "during a rename",
                 "renamed": "after a rename", "start": "before the first file"}[self.last_op]
 
