@@ -11,7 +11,8 @@ a while, then off. For each phase:
 - recovery: from the end of the fault, how long until a new read and a new write both succeed;
 - every write whose close or fsync succeeded is in the store, whole (checked straight on the server
   after the mount drained and unmounted); a write that failed may arrive later, but whole or not at all;
-- throughput (MB/s read and written) before and during the fault.
+- throughput before and during the fault: MB/s read through the mount plus MB/s of acknowledged
+  writes (counted when their close or fsync succeeds).
 
 `--full` is the issue's run (longer phases, 20-40 s stalls); the defaults are short, for development.
 """
@@ -260,7 +261,6 @@ class Workload:
             while view:
                 n = self.call("write", functools.partial(os.write, fd, view[:MiB]))
                 view = view[n:]
-                self.tally.moved(n)
             if sync:
                 self.call("fsync", lambda: os.fsync(fd))
                 acked = True
@@ -272,7 +272,8 @@ class Workload:
                 acked = acked or len(view) == 0
             except OSError:
                 pass
-        if acked:
+        if acked:  # written bytes count once in the store: staged bytes that fail to go up do not
+            self.tally.moved(size)
             with self.tally.lock:
                 self.tally.acked[name] = size
         return acked
