@@ -25,6 +25,7 @@ import errno
 import functools
 import os
 import random
+import shlex
 import sys
 import threading
 import time
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(phases, settings, seed, workdir=args.workdir)
     if not args.no_record:
         command = "make chaos" if args.full and not args.phase and not args.during else \
-            "python -m tests.reliability.chaos " + " ".join(argv if argv is not None else sys.argv[1:])
+            "python -m tests.reliability.chaos " + shlex.join(argv if argv is not None else sys.argv[1:])
         for result in results:
             report.record(f"chaos: {result.name}", command, {**result.figures, "seed": seed,
                                                              "problems": len(result.problems)})
