@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: demo test lint typecheck unit fuse bench system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse bench crash chaos system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -71,3 +71,15 @@ venv: $(STAMP) $(AZURITE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Reliability suites (not part of `make test`; each writes its rows of RELIABILITY.md).
+# kill -9 of the daemon at random points of a write workload, then recovery: CRASH_TRIALS trials.
+CRASH_TRIALS ?= 20
+crash: $(STAMP)
+	CRASH_TRIALS=$(CRASH_TRIALS) $(BIN)/python -m tests.reliability.crash
+
+# Network faults (resets, truncated bodies, 20-40 s stalls, 503 SlowDown, refused connections, endless
+# bodies) through tests/faultproxy.py while readers and writers run. CHAOS_ARGS= for the short phases.
+CHAOS_ARGS ?= --full
+chaos: $(STAMP)
+	$(BIN)/python -m tests.reliability.chaos $(CHAOS_ARGS)

@@ -11,7 +11,16 @@ hits one request, not a whole connection:
 - `reset_bodies`: that fraction of GET answers with a body is cut after half of the body, and the
   connection reset (RST), as a flaky network or load balancer does;
 - `corrupt_bodies`: that fraction of GET answers with a body has its middle byte flipped, as a bad
-  NIC or a broken middlebox does (only a checksum can tell).
+  NIC or a broken middlebox does (only a checksum can tell);
+- `truncate_bodies`: that fraction of GET answers with a body is cut after half of the body and the
+  connection closed cleanly (FIN): the client sees fewer bytes than Content-Length said;
+- `stall_answers`: that fraction of answers is held `stall_seconds` (a number, or a (min, max)
+  range drawn from) before it is passed on, as an overloaded server or a lost packet does;
+- `endless_bodies`: that fraction of GET answers with a body sends half of the body, then one byte
+  every `trickle_interval` seconds (None: nothing more), so the body never ends while the
+  connection stays alive; a per-read socket timeout never fires on such a trickle;
+- `refuse(True)`: the listener is closed and every open connection reset, so connects are refused
+  (ECONNREFUSED) until `refuse(False)` listens again on the same port.
 
 The random draws come from a `random.Random(seed)`, so a test sees the same mix run after run (the
 order in which concurrent requests draw still varies).
@@ -48,14 +57,29 @@ class _Closed(Exception):
 
 class FaultProxy:
     def __init__(self, upstream_port: int, host: str = "127.0.0.1", *, seed: int = 0,
-                 slow_down: float = 0.0, reset_bodies: float = 0.0, corrupt_bodies: float = 0.0) -> None:
+                 slow_down: float = 0.0, reset_bodies: float = 0.0, corrupt_bodies: float = 0.0,
+                 truncate_bodies: float = 0.0, stall_answers: float = 0.0,
+                 stall_seconds: float | tuple[float, float] = 20.0, endless_bodies: float = 0.0,
+                 trickle_interval: float | None = 1.0) -> None:
         self.upstream = (host, upstream_port)
+        self.host = host
         self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self.host_port = f"{host}:{self.port}"
         self.slow_down = slow_down
         self.reset_bodies = reset_bodies
         self.corrupt_bodies = corrupt_bodies
+        self.truncate_bodies = truncate_bodies
+        self.stall_answers = stall_answers
+        self.stall_seconds = stall_seconds
+        self.endless_bodies = endless_bodies
+        self.trickle_interval = trickle_interval
+        self.truncations_served = 0  # answers cut short with a clean close
+        self.stalls_served = 0  # answers held back
+        self.endless_served = 0  # bodies that never end
+        self.refused = 0  # connections reset while refusing
+        self._refusing = False
+        self._stop = threading.Event()
         self.failures_left = 0
         self.reply = SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY)  # what fail_next answers
         self.requests = 0
@@ -66,7 +90,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def fail_next(self, count: int, reply: bytes | None = None) -> None:
         """Answer the next `count` requests with 503 SlowDown, or with `reply`."""
@@ -74,8 +98,31 @@ class FaultProxy:
             self.failures_left = count
             self.reply = reply or SLOW_DOWN % (len(SLOW_DOWN_BODY), SLOW_DOWN_BODY)
 
+    def refuse(self, on: bool) -> None:
+        """Refuse connections (listener closed, open connections reset), or listen again."""
+        with self._lock:
+            if on == self._refusing or self._closed:
+                return
+            self._refusing = on
+            sockets = set(self._open) if on else set()
+        if on:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)  # stops listening even with accept() blocked
+            with contextlib.suppress(OSError):
+                self.listener.close()
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self.refused += len(sockets)
+        else:
+            self.listener = socket.create_server((self.host, self.port))
+            threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
     def close(self) -> None:
         self._closed = True
+        self._stop.set()
         with self._lock:
             sockets, self._open = self._open, set()
         for sock in sockets:
@@ -83,21 +130,23 @@ class FaultProxy:
                 sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
         with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
             self.listener.close()
 
     # --- internals -------------------------------------------------------------------------
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while not self._closed:
             try:
-                client, _ = self.listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _decide(self, method: str) -> str | None:
-        """The fault for the next request: "fail_next", "slow_down", "reset" or "corrupt" (if its
-        answer has a body), or None."""
+        """The fault for the next request: "fail_next", "slow_down", "reset", "corrupt", "truncate"
+        or "endless" (if its answer has a body), "stall", or None."""
         with self._lock:
             self.requests += 1
             if self.failures_left > 0:
@@ -111,7 +160,19 @@ class FaultProxy:
                 return "reset"
             if method == "GET" and self.corrupt_bodies and self._rng.random() < self.corrupt_bodies:
                 return "corrupt"
+            if method == "GET" and self.truncate_bodies and self._rng.random() < self.truncate_bodies:
+                return "truncate"
+            if method == "GET" and self.endless_bodies and self._rng.random() < self.endless_bodies:
+                return "endless"
+            if self.stall_answers and self._rng.random() < self.stall_answers:
+                return "stall"
             return None
+
+    def _stall_for(self) -> float:
+        with self._lock:
+            if isinstance(self.stall_seconds, tuple):
+                return self._rng.uniform(*self.stall_seconds)
+            return self.stall_seconds
 
     def _track(self, sock: socket.socket) -> None:
         with self._lock:
@@ -164,6 +225,24 @@ class FaultProxy:
                 status, answer_headers = _status(answer), _parse_headers(answer)
                 bodyless = method == "HEAD" or status in (204, 304)
                 length = 0 if bodyless else _length(answer_headers)
+                if fault == "stall":
+                    with self._lock:
+                        self.stalls_served += 1
+                    if self._stop.wait(self._stall_for()):
+                        return
+                if fault in ("truncate", "endless") and 200 <= status < 300 and length is not None \
+                        and length > 1:
+                    client.sendall(b"".join(answer))
+                    _copy_exactly(up_reader, client, length // 2)
+                    if fault == "truncate":
+                        with self._lock:
+                            self.truncations_served += 1
+                        client.shutdown(socket.SHUT_WR)  # a clean FIN, the body short
+                        return
+                    with self._lock:
+                        self.endless_served += 1
+                    self._trickle(up_reader, client, length - length // 2)
+                    return
                 if fault == "reset" and 200 <= status < 300 and length is not None and length > 1:
                     client.sendall(b"".join(answer))
                     _copy_exactly(up_reader, client, length // 2)
@@ -191,6 +270,15 @@ class FaultProxy:
             return
         finally:
             self._drop(client, upstream)
+
+
+    def _trickle(self, source: io.BufferedReader, client: socket.socket, left: int) -> None:
+        """One byte every `trickle_interval` (or nothing) until the proxy closes: never the end."""
+        while not self._stop.wait(self.trickle_interval or 3600.0):
+            if self.trickle_interval is None or left <= 1:
+                continue  # the last byte is never sent
+            client.sendall(source.read(1))
+            left -= 1
 
 
 def _reader(sock: socket.socket) -> io.BufferedReader:

@@ -9,10 +9,14 @@ failures are raised as ConnectionError or TimeoutError, which the retry policy t
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import io
+import itertools
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -77,16 +81,24 @@ class Endpoint:
         lines = [f"GET {target} HTTP/1.1", f"Host: {headers.pop('host', self.host)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        deadline = time.monotonic() + self.timeout
         while True:
             connection, reused = self._take()
+            token = _WATCHDOG.arm(connection.sock, deadline)
             try:
                 response, keep = self._exchange(connection, request, piece, reused)
             except _ClosedIdle:
                 connection.close()
+                if _WATCHDOG.disarm(token):
+                    raise TimeoutError(f"no answer within {self.timeout:g} s") from None
                 continue  # nothing was answered: the same request on a fresh connection
-            except BaseException:
+            except BaseException as exc:
                 connection.close()
+                if _WATCHDOG.disarm(token):
+                    raise TimeoutError(f"the answer was not whole within {self.timeout:g} s") from exc
                 raise
+            if _WATCHDOG.disarm(token):
+                keep = False  # whole, but the watchdog shut the connection just as it ended
             if keep:
                 self._give_back(connection)
             else:
@@ -150,6 +162,61 @@ class Endpoint:
         else:
             body, keep = reader.read(), False  # to the end of the connection
         return Response(status, headers, _split(body, piece) if 200 <= status < 300 else [body]), keep
+
+
+class _Watchdog:
+    """Shuts the socket of an exchange still running at its deadline. The socket timeout bounds
+    each recv only: a server trickling a byte now and then would hold a request for ever, so the
+    whole request gets `timeout` at most. One thread for every endpoint; started on first use (and
+    again in a forked child, where threads do not survive)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, socket.socket]] = []
+        self._armed: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, sock: socket.socket, deadline: float) -> int:
+        token = next(self._tokens)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, token, sock))
+            self._armed.add(token)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="http1-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> bool:
+        """Done with the exchange; True if the deadline had passed and its socket was shut."""
+        with self._cond:
+            if token in self._armed:
+                self._armed.discard(token)
+                return False
+            return True
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, token, sock = self._heap[0]
+                now = time.monotonic()
+                if now < deadline:
+                    self._cond.wait(deadline - now)
+                    continue
+                heapq.heappop(self._heap)
+                self._armed.discard(token)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns at once
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _status(line: bytes) -> tuple[int, str]:

@@ -405,14 +405,31 @@ class S3Store(ObjectStore):
 
     def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
         def do() -> builtins.list[tuple[str, float]]:
+            if self.proxied:
+                return self._multipart_uploads_with_sdk(key)
+            reads = reads_for(self.settings, self.retry.request_timeout)
             found: builtins.list[tuple[str, float]] = []
-            pages = self.client.get_paginator("list_multipart_uploads")
-            for page in pages.paginate(Bucket=self.bucket, Prefix=key):
-                found.extend((u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])
-                             if u.get("Key") == key and "UploadId" in u and "Initiated" in u)
-            return found
+            key_marker: str | None = None
+            upload_marker: str | None = None
+            while True:
+                page = reads.list_uploads_page(key, key_marker, upload_marker)
+                found.extend((upload_id, fast_timestamp(initiated).timestamp())
+                             for name, upload_id, initiated in page.uploads
+                             if name == key and upload_id and initiated)
+                if page.next_key_marker is None and page.next_upload_id_marker is None:
+                    return found
+                key_marker, upload_marker = page.next_key_marker, page.next_upload_id_marker
 
         return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
+
+    def _multipart_uploads_with_sdk(self, key: str) -> builtins.list[tuple[str, float]]:
+        """The uploads of `key` listed through botocore: for endpoints reached through an HTTP proxy."""
+        found: builtins.list[tuple[str, float]] = []
+        pages = self.client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+            found.extend((u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])
+                         if u.get("Key") == key and "UploadId" in u and "Initiated" in u)
+        return found
 
     def delete(self, key: str) -> None:
         def do() -> None:

@@ -215,6 +215,23 @@ class S3Reads:
         _raise_for_status(reply)
         return _parse_listing(reply.body)
 
+    def list_uploads_page(self, prefix: str, key_marker: str | None, upload_id_marker: str | None,
+                          now: Callable[[], datetime.datetime] | None = None) -> UploadsPage:
+        """One ListMultipartUploads page. Sent here rather than by botocore so that the answer, like
+        every GET's, must be whole within the timeout: a close looks for the key's uploads first."""
+        host, path = self.host, _path(self.bucket_path, None)
+        params = {"uploads": "", "prefix": prefix, "encoding-type": "url"}
+        if key_marker:
+            params["key-marker"] = key_marker
+        if upload_id_marker:
+            params["upload-id-marker"] = upload_id_marker
+        query = canonical_query(params)
+        when = now() if now else datetime.datetime.now(datetime.UTC)
+        headers = self.signer.sign("GET", host, path, {}, self.credentials(), when, query)
+        reply = self.endpoint(self.base).get(f"{path}?{query}", {"host": host, **headers}, 0)
+        _raise_for_status(reply)
+        return _parse_uploads(reply.body)
+
 
 class BadBody(http1.ProtocolError):
     """An answer whose body is not the bytes asked for: another range, or failing its checksum."""
@@ -279,6 +296,35 @@ def _check_checksum(reply: http1.Response) -> None:
         if base64.b64encode(compute(reply.pieces)).decode() != sent:
             raise BadBody(f"the body fails its {name.upper()} checksum")
         return
+
+
+@dataclass(frozen=True)
+class UploadsPage:
+    """One page of a ListMultipartUploads answer."""
+
+    uploads: list[tuple[str, str, str]]  # (key, upload id, initiated as ISO 8601)
+    next_key_marker: str | None  # both None on the last page
+    next_upload_id_marker: str | None
+
+
+def _parse_uploads(body: bytes) -> UploadsPage:
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise http1.ProtocolError(f"a list of uploads that is not XML: {exc}") from None
+    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    encoded = root.findtext(f"{ns}EncodingType") == "url"
+
+    def name(text: str | None) -> str:
+        text = text or ""
+        return urllib.parse.unquote_plus(text) if encoded else text
+
+    uploads = [(name(item.findtext(f"{ns}Key")), item.findtext(f"{ns}UploadId") or "",
+                item.findtext(f"{ns}Initiated") or "") for item in root.iterfind(f"{ns}Upload")]
+    if (root.findtext(f"{ns}IsTruncated") or "").strip().lower() != "true":
+        return UploadsPage(uploads, None, None)
+    return UploadsPage(uploads, name(root.findtext(f"{ns}NextKeyMarker")) or None,
+                       root.findtext(f"{ns}NextUploadIdMarker") or None)
 
 
 def _raise_for_status(reply: http1.Response) -> None:

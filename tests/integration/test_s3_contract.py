@@ -263,3 +263,32 @@ def test_reads_and_listings_go_through_an_http_proxy(s3_server: Any, s3_bucket: 
         assert not s3_store(s3_server, s3_bucket).proxied
     finally:
         proxy.close()
+
+
+def test_a_list_of_uploads_that_trickles_in_gives_up_after_the_request_timeout(
+        s3_server: Any, s3_bucket: str) -> None:
+    """A close lists the key's multipart uploads before creating one: an answer trickling a byte
+    every 0.2 s (never tripping a per-recv timeout) must still fail within request_timeout, not
+    hold the close for minutes."""
+    from tests.faultproxy import FaultProxy
+
+    proxy = FaultProxy(int(s3_server.host_port.rsplit(":", 1)[1]), endless_bodies=1.0, trickle_interval=0.2)
+    try:
+        store = s3_store(s3_server, s3_bucket, host_port=proxy.host_port)
+        store.retry = RetryConfig(attempts=1, base_delay=0.05, max_delay=0.1, budget=2, request_timeout=1)
+        outcome: list[object] = []
+
+        def list_uploads() -> None:
+            try:
+                outcome.append(store.multipart_uploads("k"))
+            except Exception as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=list_uploads, daemon=True)
+        thread.start()
+        thread.join(8)
+        assert not thread.is_alive(), "still listing 8 s later, with a request timeout of 1 s"
+        assert isinstance(outcome[0], StoreUnavailable), outcome
+        assert proxy.endless_served >= 1
+    finally:
+        proxy.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -202,3 +203,33 @@ def test_https_verifies_the_server_against_the_bundle(tmp_path: Path) -> None:
         assert trusting.get("/k", {}, 64).body == b"secret"
     finally:
         listener.close()
+
+
+def test_a_body_that_trickles_for_ever_times_out_as_a_whole(serve: Serve) -> None:
+    """A byte every 0.1 s never trips the socket's per-recv timeout: the request as a whole must
+    still give up after `timeout`, as a TimeoutError (transient: retried on a new connection)."""
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\n\r\nfirst")
+        while not stop.wait(0.1):
+            with contextlib.suppress(OSError):
+                conn.sendall(b"x")
+        return False
+
+    client = endpoint(serve([trickle, body_answer(b"whole")]), timeout=0.5)
+    outcome: list[BaseException | bytes] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(client.get("/k", {}, 64).body)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(5)
+    stop.set()
+    assert not thread.is_alive(), "the request was still reading its body after 5 s (timeout 0.5 s)"
+    assert isinstance(outcome[0], TimeoutError), outcome
+    assert client.get("/k", {}, 64).body == b"whole", "the endpoint serves the next request"
