@@ -117,6 +117,8 @@ class ConfigError(MountfsError):
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
+        if not text.isprintable():  # one line, whatever a file name or value held
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
         return text
 
 

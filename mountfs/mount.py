@@ -110,11 +110,14 @@ def parse_options(values: list[str]) -> MountOptions:
             else:
                 known = sorted(FLAG_OPTIONS | {v + "=" for v in VALUE_OPTIONS})
                 raise MountSetupError(f"unknown mount option {item!r} (known: {', '.join(known)})")
+    if flags.get("allow_other") and flags.get("allow_root"):
+        raise MountSetupError("mount options allow_other and allow_root exclude each other "
+                              "(allow_other already lets root in)")
     try:
         return MountOptions(
-            uid=int(settings.get("uid", os.getuid())),
-            gid=int(settings.get("gid", os.getgid())),
-            umask=int(settings.get("umask", "022"), 8),
+            uid=_id_option("uid", settings.get("uid"), os.getuid()),
+            gid=_id_option("gid", settings.get("gid"), os.getgid()),
+            umask=_umask_option(settings.get("umask", "022")),
             allow_other=flags.get("allow_other", False),
             allow_root=flags.get("allow_root", False),
             default_permissions=flags.get("default_permissions", False),
@@ -129,6 +132,21 @@ def parse_options(values: list[str]) -> MountOptions:
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
+
+
+def _umask_option(text: str) -> int:
+    """An octal umask of permission bits only: a negative or huge one would make every mode ----------."""
+    if not (text.isascii() and text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o777):
+        raise MountSetupError(f"bad mount option umask={text!r}: expected octal digits from 000 to 777")
+    return int(text, 8)
+
+
+def _id_option(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and int(text) < 2**32 - 1):
+        raise MountSetupError(f"bad mount option {name}={text!r}: expected a number from 0 to {2**32 - 2}")
+    return int(text)
 
 
 def _block_size(text: str) -> int:
@@ -153,6 +171,10 @@ class Prepared:
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
+    if not mountpoint:
+        raise MountSetupError("the mount point is an empty string (give a directory)")
+    if options.log_file:
+        check_log_file(options.log_file)
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
@@ -300,6 +322,15 @@ def recover_cache(config: Config, stores: list[ObjectStore]) -> list[Recovered]:
         return trio.run(recover, journal, uploaders)
     finally:
         journal.close()
+
+
+def check_log_file(path: str) -> None:
+    """`-o log=` names a file in an existing folder: a typo there must not create folders."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise MountSetupError(f"bad mount option log={path!r}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise MountSetupError(f"bad mount option log={path!r}: is a directory, not a file")
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:
@@ -676,7 +707,8 @@ def _detach_stdio() -> None:
 def _setup_logging(options: MountOptions, log_file: str | None) -> None:
     handler: logging.Handler
     if log_file:
-        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        if log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
+            os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
         handler = logging.FileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
