@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
 
-from mountfs.errors import ConfigError, ConfigErrors
+from mountfs.errors import ConfigError, ConfigErrors, printable, without_credentials
 
 __all__ = [
     "SCHEMES",
@@ -472,7 +472,8 @@ def _check_host_port(text: str) -> str:
     """Non-AWS endpoints always carry a port, which is also how a URL's host is told from a bucket."""
     if "@" in text:
         raise InvalidValue(
-            f'"{text}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
+            f'"***@{text.rpartition("@")[2]}" carries credentials',
+            "put them in [s3] or [[s3.credentials]], not in the URL",
         )
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -501,19 +502,17 @@ def _clean_prefix(prefix: str, what: str) -> str:
     return prefix
 
 
-_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/{0,2})(?!/)[^/]*@")
+# "user@" or "user:password@" after the scheme and its slashes; a password may hold "/" (AWS secrets
+# do), but "host:9000/bucket/a@b" is a port and a key with an "@", and "file:///a:b@c" is a path.
+_USERINFO_RE = re.compile(
+    r"^(\s*(?![Ff][Ii][Ll][Ee]:///)(?:[A-Za-z][A-Za-z0-9+.-]*)?:/*)(?!/)(?:[^/@:]*:(?!\d+(?:/|$))[^@]*|[^/]*)@"
+)
 
 
 def shown_url(text: str) -> str:
     """A URL as messages may show it: without the credentials before an "@", and with control
     characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
-    return _printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
-
-
-def _printable(text: str) -> str:
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
 
 
 def _check_url_text(text: str) -> None:
@@ -780,6 +779,7 @@ def _describe(value: object, secret: bool = False) -> str:
     if isinstance(value, str):
         if secret:
             return "a string"
+        value = without_credentials(value)  # before cutting it short, which could cut off the "@"
         return f"string {json.dumps(value if len(value) <= 40 else value[:37] + '...')}"
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
@@ -1456,10 +1456,13 @@ def _check_plain_name(text: str) -> None:
     where a bare name belongs would silently never match."""
     if "/" in text or ":" in text or any(c.isspace() for c in text):
         hint = None
-        if "://" in text:
+        shown = shown_url(text)
+        if "@" in text:
+            shown = "***@" + text.rpartition("@")[2] if shown == text else shown
+        elif "://" in text:
             _, _, rest = text.partition("://")
             hint = f'write "{rest.split("/")[0]}"'
-        raise InvalidValue(f'"{text}" is not a plain name (a URL or path?)', hint)
+        raise InvalidValue(f'"{shown}" is not a plain name (a URL or path?)', hint)
 
 
 def _check_endpoint(text: str) -> None:

@@ -44,7 +44,7 @@ from mountfs.config import (
     parse_size,
     parse_url,
 )
-from mountfs.errors import MountfsError
+from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
@@ -73,6 +73,9 @@ M_ARENA_MAX = -8
 
 class MountSetupError(MountfsError):
     """Something to fix before mounting; the message is the one line the user sees."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(without_credentials(message)))
 
 
 @dataclass(frozen=True)
