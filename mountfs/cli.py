@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from mountfs import __version__, control
-from mountfs.errors import ConfigErrors, MountfsError
+from mountfs.errors import ConfigErrors, MountfsError, printable, without_credentials
 from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
 
@@ -137,7 +137,7 @@ def _config_check(path: str) -> int:
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error.format(), file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        print(f"{printable(without_credentials(path))}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(config.mounts)} mount(s))")
     return 0

@@ -56,6 +56,7 @@ __all__ = [
     "parse_min_free",
     "parse_size",
     "parse_url",
+    "secret_values",
     "shown_url",
 ]
 
@@ -1568,6 +1569,34 @@ def config_from_url(url: str) -> Config:
     except InvalidValue as exc:
         raise ConfigErrors([ConfigError(exc.message, file=shown_url(url), hint=exc.hint)]) from None
     return Config(source=url, mounts=(MountConfig("", store, False),))
+
+
+SECRET_ENVIRONMENT = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN",
+)  # fmt: skip
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret the daemon holds (from the config and the environment), for its log to hide:
+    SDKs log signed headers at debug level, a session token among them. Access key IDs are not
+    secret (they name the key) and stay visible for debugging; very short values would hide too much."""
+    values: list[str | None] = [config.s3.secret, config.s3.token]
+    for cred in config.s3.credentials:
+        values += [cred.secret, cred.token]
+    for json_text in [config.gcs.credentials_json, *(c.credentials_json for c in config.gcs.credentials)]:
+        if json_text and json_text.lstrip().startswith("{"):  # the key itself, not the path of its file
+            values.append(json_text)
+    for container in config.azure.containers:
+        values += [container.account_key, container.connection_string, container.sas_token]
+    values += [os.environ.get(name) for name in SECRET_ENVIRONMENT]
+    for text in list(values):  # a connection string's key or signature may be logged on its own
+        for part in (text or "").split(";"):
+            name, _, value = part.partition("=")
+            if name.strip() in ("AccountKey", "SharedAccessSignature"):
+                values.append(value)
+    found = {v for v in values if v and len(v) >= 6}
+    return sorted(found, key=len, reverse=True)  # the longest first, so no part of one is left
 
 
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")

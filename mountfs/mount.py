@@ -43,6 +43,7 @@ from mountfs.config import (
     load_source,
     parse_size,
     parse_url,
+    secret_values,
 )
 from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
@@ -362,7 +363,7 @@ Notify = Callable[[str], None]
 def run(prepared: Prepared, foreground: bool) -> int:
     """Mount and serve until unmounted. Returns the exit code."""
     if foreground:
-        _setup_logging(prepared.options, None)
+        _setup_logging(prepared.options, None, secret_values(prepared.config))
         return serve(prepared, lambda message: None)
     read_end, write_end = os.pipe()
     if os.fork():
@@ -378,7 +379,7 @@ def run(prepared: Prepared, foreground: bool) -> int:
     log_file = prepared.options.log_file or os.path.join(
         control.runtime_dir(), control.mount_id(prepared.mountpoint) + ".log")
     _detach_stdio()
-    _setup_logging(prepared.options, log_file)
+    _setup_logging(prepared.options, log_file, secret_values(prepared.config))
     pipe = os.fdopen(write_end, "wb", buffering=0)
 
     def notify(message: str) -> None:
@@ -707,7 +708,23 @@ def _detach_stdio() -> None:
     os.chdir("/")
 
 
-def _setup_logging(options: MountOptions, log_file: str | None) -> None:
+class _Redacting(logging.Formatter):
+    """Hides the daemon's secrets in every line it logs, tracebacks included: at debug level the SDKs
+    log what they sign and send (a session token is a header)."""
+
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _setup_logging(options: MountOptions, log_file: str | None, secrets: list[str]) -> None:
     handler: logging.Handler
     if log_file:
         if log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
@@ -715,7 +732,7 @@ def _setup_logging(options: MountOptions, log_file: str | None) -> None:
         handler = logging.FileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if options.debug else logging.INFO)

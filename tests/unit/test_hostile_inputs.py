@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mountfs import cli
-from mountfs.config import MAX_CONFIG_SIZE, load_config, load_source
+from mountfs.config import MAX_CONFIG_SIZE, load_config, load_source, secret_values
 from mountfs.errors import ConfigErrors
 from mountfs.mount import MountSetupError, parse_options, prepare
 
@@ -263,3 +263,18 @@ def test_an_empty_mount_point_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(empty)
     with pytest.raises(MountSetupError, match="the mount point is an empty string"):
         prepare(f"file://{tmp_path / 'b'}", "", parse_options([f"cache_dir={tmp_path / 'c'}"]))
+
+
+def test_the_secrets_a_daemon_hides_in_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-session-token")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[s3]\nkey = "AKIAVISIBLE"\nsecret = "{SECRET}"\n[[s3.credentials]]\nbucket = "b"\nkey = "AKIA2"\n'
+        'secret = "cred-secret"\ntoken = "cred-token"\n[gcs]\ncredentials_json = "/etc/gcs.json"\n'
+        '[[azure.containers]]\naccount_name = "acct"\ncontainer_name = "cont"\n'
+        'connection_string = "AccountName=acct;AccountKey=a2V5a2V5a2V5;EndpointSuffix=x"\n' + mount_toml()
+    )
+    values = secret_values(load_config(str(path)))
+    assert set(values) == {SECRET, "cred-secret", "cred-token", "env-session-token", "a2V5a2V5a2V5",
+                           "AccountName=acct;AccountKey=a2V5a2V5a2V5;EndpointSuffix=x"}
