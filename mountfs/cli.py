@@ -542,6 +542,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines[1] += f" ({cache['room_made']} at once for staged writes)"
     if reads.get("prefetched_unread"):
         lines[2] += f"; {reads['prefetched_unread']} blocks fetched ahead were evicted unread"
+    if s.get("writes", {}).get("refused"):
+        lines.append(f"  writes: refused: {s['writes']['refused']}")
     for entry in s.get("stores", []):
         if entry.get("endpoint"):
             source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""

@@ -475,6 +475,7 @@ class Daemon:
         self.left: list[PendingUpload] = []  # what the drain at unmount could not upload
         self._mounted = True
         self._answering = 0  # control requests not yet answered
+        self.cache_dir_check_interval = 1.0  # seconds between checks that the cache dir is still there
 
     def unmount(self) -> None:
         """Detach the kernel mount (once): nothing waits on a daemon that no longer serves."""
@@ -500,6 +501,7 @@ class Daemon:
             await nursery.start(partial(control.serve, replied=self._replied),
                                 control.socket_path(self.prepared.mountpoint), self.answer)
             nursery.start_soon(self._on_signals)
+            nursery.start_soon(self._watch_cache_dir)
             nursery.start_soon(self._announce_ready)
             await pyfuse3.main()
             self.draining = True
@@ -509,6 +511,30 @@ class Daemon:
                 while self._answering:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+    async def _watch_cache_dir(self) -> None:
+        """A cache dir deleted (or replaced) under a running mount would take new writes into files
+        no one can find again: say so once, and refuse new data (EROFS) until it is remounted."""
+        path = self.cache.cache_dir
+
+        def identity() -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return st.st_dev, st.st_ino
+
+        first = await trio.to_thread.run_sync(identity)
+        while first is not None:
+            await trio.sleep(self.cache_dir_check_interval)
+            now = await trio.to_thread.run_sync(identity)
+            if now != first:
+                what = "deleted" if now is None else "replaced"
+                reason = (f"the cache dir {path} was {what} while mounted: new writes are refused "
+                          "(read-only) until mountfs is mounted again")
+                log.error("%s", reason)
+                self.operations.writes.refuse(reason)
+                return
 
     async def _recover(self) -> None:
         """Finish what a killed daemon left staged in this cache dir; writes wait until it is done."""
@@ -634,7 +660,8 @@ class Daemon:
             "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
                       "prefetched_blocks": prefetch.started if prefetch else 0,
                       "prefetched_unread": stats.prefetched_unread},
-            "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written},
+            "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written,
+                       "refused": self.operations.writes.refused},
             "uploads": self.uploads_status(),
             "store": {"gets": sum(s["requests"].get("get", 0) for s in stores),
                       "requests": sum(sum(s["requests"].values()) for s in stores),
