@@ -145,6 +145,9 @@ def test_credentials_in_a_url_are_refused_without_showing_them(
     assert cli.main([url, str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert SECRET not in err and "AKIAEXAMPLE" not in err and err.count("\n") == 1
+    assert cli.main(["config", "check", url]) == 1
+    err = capsys.readouterr().err
+    assert SECRET not in err and "AKIAEXAMPLE" not in err and err.count("\n") == 2
 
 
 def test_an_endpoint_with_credentials_is_refused_without_showing_them(tmp_path: Path) -> None:
