@@ -190,6 +190,9 @@ def load_config_with(source: str, options: MountOptions) -> Config:
     config = load_source(source)
     cache = config.cache
     if options.cache_dir:
+        if os.path.abspath(options.cache_dir) in ("/", "//"):
+            raise MountSetupError(f"bad mount option cache_dir={options.cache_dir}: "
+                                  "the cache needs a folder of its own")
         cache = dataclasses.replace(cache, dir=os.path.abspath(options.cache_dir))
     if options.block_size is not None:
         if cache.max_size < options.block_size:

@@ -180,6 +180,13 @@ def test_the_root_directory_is_no_cache_dir(tmp_path: Path, folder: str) -> None
     assert "c.toml:2: cache.dir: must not be the root directory" in message
 
 
+@pytest.mark.parametrize("folder", ["/", "//", "/tmp/.."])
+def test_the_root_directory_is_no_cache_dir_option(tmp_path: Path, folder: str) -> None:
+    (tmp_path / "mnt").mkdir()
+    with pytest.raises(MountSetupError, match=r"cache_dir=.*: the cache needs a folder of its own"):
+        prepare("file:///srv", str(tmp_path / "mnt"), parse_options([f"cache_dir={folder}"]))
+
+
 @pytest.mark.parametrize("key", ["AKIA\\u0000X", "AKIA/X", "AKIA\\nX"])
 def test_an_access_key_that_no_store_could_take_is_refused(tmp_path: Path, key: str) -> None:
     """Such a key reached the store, which answered "400 Bad Request", reported as "cannot reach"."""
