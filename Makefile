@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: demo test lint typecheck unit fuse bench crash chaos system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse fuzz bench crash chaos system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -41,6 +41,13 @@ unit: $(STAMP)
 
 fuse: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/fuse
+
+# The fuzz properties of `make test` (config files, URLs, -o options, key names) with many more inputs,
+# fresh ones each run; the figures go to RELIABILITY.md. FUZZ_EXAMPLES=N per property.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	MOUNTFS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MOUNTFS_FUZZ_RECORD=1 \
+	  $(BIN)/python -m pytest -p no:cacheprovider -ra tests/unit/test_fuzz_config.py
 
 # Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from mountfs import __version__, control
-from mountfs.errors import ConfigErrors, MountfsError
+from mountfs.errors import ConfigErrors, MountfsError, printable, without_credentials
 from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
 
@@ -137,7 +137,7 @@ def _config_check(path: str) -> int:
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error.format(), file=sys.stderr)
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        print(f"{printable(without_credentials(path))}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(config.mounts)} mount(s))")
     return 0
@@ -542,6 +542,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines[1] += f" ({cache['room_made']} at once for staged writes)"
     if reads.get("prefetched_unread"):
         lines[2] += f"; {reads['prefetched_unread']} blocks fetched ahead were evicted unread"
+    if s.get("writes", {}).get("refused"):
+        lines.append(f"  writes: refused: {s['writes']['refused']}")
     for entry in s.get("stores", []):
         if entry.get("endpoint"):
             source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""

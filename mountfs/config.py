@@ -17,13 +17,15 @@ import json
 import math
 import os
 import re
+import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TypeVar
 
-from mountfs.errors import ConfigError, ConfigErrors
+from mountfs.errors import ConfigError, ConfigErrors, printable, without_credentials
 
 __all__ = [
     "SCHEMES",
@@ -54,6 +56,8 @@ __all__ = [
     "parse_min_free",
     "parse_size",
     "parse_url",
+    "secret_values",
+    "shown_url",
 ]
 
 KiB = 1024
@@ -469,7 +473,8 @@ def _check_host_port(text: str) -> str:
     """Non-AWS endpoints always carry a port, which is also how a URL's host is told from a bucket."""
     if "@" in text:
         raise InvalidValue(
-            f'"{text}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
+            f'"***@{text.rpartition("@")[2]}" carries credentials',
+            "put them in [s3] or [[s3.credentials]], not in the URL",
         )
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -498,10 +503,35 @@ def _clean_prefix(prefix: str, what: str) -> str:
     return prefix
 
 
+# "user@" or "user:password@" after the scheme and its slashes; a password may hold "/" (AWS secrets
+# do), but "host:9000/bucket/a@b" is a port and a key with an "@", and "file:///a:b@c" is a path.
+_USERINFO_RE = re.compile(
+    r"^(\s*(?![Ff][Ii][Ll][Ee]:///)(?:[A-Za-z][A-Za-z0-9+.-]*)?:/*)(?!/)(?:[^/@:]*:(?!\d+(?:/|$))[^@]*|[^/]*)@"
+)
+
+
+def shown_url(text: str) -> str:
+    """A URL as messages may show it: without the credentials before an "@", and with control
+    characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
+    return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
+
+
+def _check_url_text(text: str) -> None:
+    """What no store URL may hold, checked before any message quotes the URL back."""
+    shown = shown_url(text)
+    if _USERINFO_RE.match(text):
+        raise InvalidValue(
+            f'"{shown}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
+        )
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise InvalidValue(f'URL "{shown}" contains a control character')
+
+
 def parse_url(text: str) -> StoreUrl:
     """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line."""
     if not isinstance(text, str):
         raise InvalidValue(f"expected a URL string, got {type(text).__name__}")
+    _check_url_text(text)
     scheme, rest = _scheme_of(text.strip())
     if scheme == "file":
         if not rest.startswith("/"):
@@ -539,6 +569,7 @@ def parse_url(text: str) -> StoreUrl:
 
 def _check_glob_url(text: str) -> None:
     """A glob is not a bucket URL: only its scheme (and a file glob's absoluteness) can be checked."""
+    _check_url_text(text)
     scheme, rest = _scheme_of(text.strip())
     if scheme == "file" and not rest.startswith("/"):
         raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
@@ -749,6 +780,7 @@ def _describe(value: object, secret: bool = False) -> str:
     if isinstance(value, str):
         if secret:
             return "a string"
+        value = without_credentials(value)  # before cutting it short, which could cut off the "@"
         return f"string {json.dumps(value if len(value) <= 40 else value[:37] + '...')}"
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
@@ -794,7 +826,16 @@ def _mount_path_problem(path: str) -> tuple[str, str | None] | None:
         return f'mount path "{path}" has an empty segment ("//")', None
     if "." in segments or ".." in segments:
         return f'mount path "{path}" must not contain "." or ".." segments', None
+    for segment in segments:
+        size = len(segment.encode("utf-8", "surrogatepass"))
+        if size > NAME_MAX:
+            shown = segment if len(segment) <= 40 else segment[:37] + "..."
+            return f'mount path segment "{shown}" is {size} bytes long (at most {NAME_MAX})', None
     return None
+
+
+NAME_MAX = 255
+"""The longest file name (in bytes) the kernel takes: a mount path segment is a directory name."""
 
 
 def _toml_error_hint(line_text: str) -> str | None:
@@ -803,13 +844,28 @@ def _toml_error_hint(line_text: str) -> str | None:
     if not match:
         return None
     key, value = match.group(1), match.group(2)
+    if value.startswith("="):
+        return f"write one = between {key} and its value"
+    if not value.isprintable():
+        return None  # the value cannot be shown as it is, and no quotes would make it valid
+    # Never echo what follows a secret's key: the error must not carry the secret itself.
+    shown = "..." if _split_key(key)[-1:] and _split_key(key)[-1] in _SECRET_KEYS else value
     if re.fullmatch(r"[\d._]+\s*[A-Za-z]+", value):
-        return f'sizes and durations are strings: write {key} = "{value}"'
+        return f'sizes and durations are strings: write {key} = "{shown}"'
     if value.lower() in ("yes", "no", "on", "off") or value in ("True", "False"):
         return "booleans are written true or false"
     if value and value[0] not in "\"'[{+-0123456789" and value not in ("true", "false", "inf", "nan"):
-        return f'strings need quotes: write {key} = "{value}"'
+        return f'strings need quotes: write {key} = "{shown}"'
     return None
+
+
+@dataclass
+class _SeenMounts:
+    """The mount paths taken so far (with where each was given), and every parent directory of one
+    (with a mount path under it)."""
+
+    paths: dict[str, _Path] = field(default_factory=dict)
+    under: dict[str, str] = field(default_factory=dict)
 
 
 class _Loader:
@@ -1058,6 +1114,12 @@ class _Loader:
             value = tbl.get(name)
             return value is _REPORTED or not isinstance(value, str | None)
 
+        if key is not None and ("/" in key or not key.isprintable()):
+            # SigV4 splits its Credential field at "/"; a store only answers "400 Bad Request" otherwise
+            self.error((*path, "key"), 'must not contain "/" or control characters (it is an access key ID)')
+        for name, value in (("secret", secret), ("token", token)):
+            if value is not None and any(unicodedata.category(c) == "Cc" for c in value):
+                self.error((*path, name), "must not contain control characters")
         if key is not None and secret is None and not reported("secret"):
             self.error((*path, "secret"), "required when key is set", at=(*path, "key"))
         if secret is not None and key is None and not reported("key"):
@@ -1094,7 +1156,14 @@ class _Loader:
             cache_dir = None
         if cache_dir is not None:
             cache_dir = os.path.expanduser(cache_dir)
-            if not os.path.isabs(cache_dir):
+            if os.path.isabs(cache_dir) and os.path.normpath(cache_dir) in ("/", "//"):
+                self.error(
+                    (*path, "dir"),
+                    "must not be the root directory",
+                    'give the cache a folder of its own, e.g. "/var/cache/mountfs"',
+                )
+                cache_dir = None
+            elif not os.path.isabs(cache_dir):
                 self.error(
                     (*path, "dir"),
                     f'"{cache_dir}" is not an absolute path',
@@ -1170,7 +1239,7 @@ class _Loader:
             )
             return ()
         out: list[MountConfig] = []
-        seen: list[tuple[str, _Path]] = []
+        seen = _SeenMounts()
         for ipath, t in self.tables(value, ("mount",), _MOUNT_KEYS, "mount"):
             mount_path = self.str_(
                 t,
@@ -1189,33 +1258,44 @@ class _Loader:
                     mount_path = None
                 elif self.mount_conflict(mount_path, (*ipath, "path"), seen):
                     mount_path = None
-                else:
-                    seen.append((mount_path, (*ipath, "path")))
             if mount_path is not None and url is not None:
                 out.append(MountConfig(mount_path, url, read_only))
         return tuple(out)
 
-    def mount_conflict(self, new: str, path: _Path, seen: list[tuple[str, _Path]]) -> bool:
-        """Mount paths form a tree of disjoint directories: no duplicates, none inside another."""
-        for old, old_path in seen:
-            line = self.locator.line(old_path)
-            where = _dotted(old_path[:-1]) + (f" at line {line}" if line is not None else "")
-            if new == old:
-                self.error(path, f'mount path "{new}" is already used by {where}')
-            elif new == "" or old == "":
-                self.error(
-                    path,
-                    f'mount path "" (the mount root) cannot be combined with other mounts ({where})',
-                    'give every mount its own path = "name"',
-                )
-            elif new.startswith(old + "/"):
-                self.error(path, f'mount path "{new}" is inside mount path "{old}" ({where})')
-            elif old.startswith(new + "/"):
-                self.error(path, f'mount path "{new}" contains mount path "{old}" ({where})')
-            else:
-                continue
-            return True
-        return False
+    def mount_conflict(self, new: str, path: _Path, seen: _SeenMounts) -> bool:
+        """Mount paths form a tree of disjoint directories: no duplicates, none inside another.
+        Looked up by path and by each parent, so a config of many mounts is checked in linear time."""
+        conflict: tuple[str, str, str | None] | None = None
+        if new in seen.paths:
+            conflict = (f'mount path "{new}" is already used by', new, None)
+        elif seen.paths and (new == "" or "" in seen.paths):
+            old = "" if "" in seen.paths else next(iter(seen.paths))
+            conflict = ('mount path "" (the mount root) cannot be combined with other mounts (', old,
+                        'give every mount its own path = "name"')  # fmt: skip
+        else:
+            parents = [new[:i] for i, c in enumerate(new) if c == "/"]
+            inside = next((p for p in parents if p in seen.paths), None)
+            if inside is not None:
+                conflict = (f'mount path "{new}" is inside mount path "{inside}" (', inside, None)
+            elif new in seen.under:
+                old = seen.under[new]
+                conflict = (f'mount path "{new}" contains mount path "{old}" (', old, None)
+        if conflict is None:
+            seen.paths[new] = path
+            for i, c in enumerate(new):
+                if c == "/":
+                    seen.under.setdefault(new[:i], new)
+            return False
+        message, old, hint = conflict
+        old_path = seen.paths[old]
+        line = self.locator.line(old_path)
+        where = _dotted(old_path[:-1]) + (f" at line {line}" if line is not None else "")
+        if message.endswith("("):
+            message += f"{where})"
+        else:
+            message += f" {where}"
+        self.error(path, message, hint)
+        return True
 
     def direct_access(self, root: _Table) -> tuple[DirectAccess, ...] | None:
         out: list[DirectAccess] = []
@@ -1259,6 +1339,9 @@ class _Loader:
                     'add host = "minio.internal:9000" or bucket = "name"',
                 )
                 continue
+            for name in ("host", "bucket"):
+                if c.get(name) == "":  # an empty name would make the entry match every endpoint or bucket
+                    self.error((*ipath, name), "must not be empty", "leave it out, or name what it is for")
             if (host, bucket) in seen and (host or bucket):
                 line = self.locator.line(seen[host, bucket])
                 self.error(
@@ -1374,13 +1457,17 @@ def _check_plain_name(text: str) -> None:
     where a bare name belongs would silently never match."""
     if "/" in text or ":" in text or any(c.isspace() for c in text):
         hint = None
-        if "://" in text:
+        shown = shown_url(text)
+        if "@" in text:
+            shown = "***@" + text.rpartition("@")[2] if shown == text else shown
+        elif "://" in text:
             _, _, rest = text.partition("://")
             hint = f'write "{rest.split("/")[0]}"'
-        raise InvalidValue(f'"{text}" is not a plain name (a URL or path?)', hint)
+        raise InvalidValue(f'"{shown}" is not a plain name (a URL or path?)', hint)
 
 
 def _check_endpoint(text: str) -> None:
+    _check_url_text(text)
     if not re.match(r"https?://[^/\s]+", text):
         raise InvalidValue(f'endpoint "{text}" is not an http:// or https:// URL')
 
@@ -1399,6 +1486,10 @@ def _check_addressing_style(text: str) -> None:
 def _load_text(text: str, source: str) -> Config:
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigErrors([ConfigError(
+            "arrays or tables are nested too deeply to read", file=source
+        )]) from None  # fmt: skip
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
@@ -1413,17 +1504,26 @@ def _load_text(text: str, source: str) -> Config:
             message = f"TOML syntax error: {message}"
         raise ConfigErrors([ConfigError(message, file=source, line=line, hint=hint)]) from None
     loader = _Loader(source, text)
-    config = loader.build(doc, source)
+    try:
+        config = loader.build(doc, source)
+    except RecursionError:  # tomllib took it, but walking it (${VAR} expansion) did not
+        raise ConfigErrors([ConfigError(
+            "arrays or tables are nested too deeply to read", file=source
+        )]) from None  # fmt: skip
     if loader.errors:  # in file order, as an editor would show them; those without a line last
         raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line is None, e.line or 0)))
     return config
 
 
-def load_config(path: str) -> Config:
-    """Load a TOML config file; every problem found is raised together as one ConfigErrors."""
+MAX_CONFIG_SIZE = 1 * MiB
+"""A config is a few KiB; reading more would let /dev/zero or a wrong path exhaust memory."""
+
+
+def _read_config_file(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_CONFIG_SIZE. Opened without blocking, so a FIFO or a
+    device is refused at once instead of waiting for a writer or reading forever."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError(
             "no such file", file=path, hint="expected a TOML config file, or a URL such as s3://bucket/prefix"
@@ -1432,6 +1532,28 @@ def load_config(path: str) -> Config:
         raise ConfigErrors([ConfigError("is a directory, not a config file", file=path)]) from None
     except OSError as exc:
         raise ConfigErrors([ConfigError(f"cannot read: {exc.strerror}", file=path)]) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigErrors([ConfigError("is a directory, not a config file", file=path)])
+        if not stat.S_ISREG(mode):
+            raise ConfigErrors([ConfigError("is not a regular file (a pipe or a device?)", file=path)])
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_CONFIG_SIZE + 1)
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read: {exc.strerror}", file=path)]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_SIZE:
+        raise ConfigErrors([ConfigError(
+            f"is larger than {format_size(MAX_CONFIG_SIZE)}, too large for a config file", file=path
+        )])  # fmt: skip
+    return data
+
+
+def load_config(path: str) -> Config:
+    """Load a TOML config file; every problem found is raised together as one ConfigErrors."""
+    data = _read_config_file(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -1445,8 +1567,36 @@ def config_from_url(url: str) -> Config:
     try:
         store = parse_url(url)
     except InvalidValue as exc:
-        raise ConfigErrors([ConfigError(exc.message, file=url, hint=exc.hint)]) from None
+        raise ConfigErrors([ConfigError(exc.message, file=shown_url(url), hint=exc.hint)]) from None
     return Config(source=url, mounts=(MountConfig("", store, False),))
+
+
+SECRET_ENVIRONMENT = (
+    "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN",
+)  # fmt: skip
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret the daemon holds (from the config and the environment), for its log to hide:
+    SDKs log signed headers at debug level, a session token among them. Access key IDs are not
+    secret (they name the key) and stay visible for debugging; very short values would hide too much."""
+    values: list[str | None] = [config.s3.secret, config.s3.token]
+    for cred in config.s3.credentials:
+        values += [cred.secret, cred.token]
+    for json_text in [config.gcs.credentials_json, *(c.credentials_json for c in config.gcs.credentials)]:
+        if json_text and json_text.lstrip().startswith("{"):  # the key itself, not the path of its file
+            values.append(json_text)
+    for container in config.azure.containers:
+        values += [container.account_key, container.connection_string, container.sas_token]
+    values += [os.environ.get(name) for name in SECRET_ENVIRONMENT]
+    for text in list(values):  # a connection string's key or signature may be logged on its own
+        for part in (text or "").split(";"):
+            name, _, value = part.partition("=")
+            if name.strip() in ("AccountKey", "SharedAccessSignature"):
+                values.append(value)
+    found = {v for v in values if v and len(v) >= 6}
+    return sorted(found, key=len, reverse=True)  # the longest first, so no part of one is left
 
 
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")

@@ -7,6 +7,26 @@ Store adapters translate their SDK's exceptions into these; the FUSE layer turns
 from __future__ import annotations
 
 import errno
+import re
+
+# "scheme://user@" or "scheme://user:password@" anywhere in a message (a password may hold "/"; a
+# port followed by a path, as in "host:9000/bucket/a@b", is no password)
+_CREDENTIALS_RE = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.-]*:/*)(?!/)(?:[^/@:\s\"]*:(?!\d+(?:/|$))[^@\s\"]*|[^/@\s\"]*)@"
+)
+
+
+def printable(text: str) -> str:
+    """`text` as one line of printable characters: control characters (a newline, an escape
+    sequence from a file name or URL) are shown escaped, never sent to the terminal as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the credentials of any URL in it replaced by "***"."""
+    return _CREDENTIALS_RE.sub(r"\1***@", text) if "@" in text else text
 
 
 class MountfsError(Exception):
@@ -122,7 +142,8 @@ class ConfigError(MountfsError):
         text += self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        # one line, whatever a file name or value held, and no URL's credentials in it
+        return printable(without_credentials(text))
 
 
 class ConfigErrors(MountfsError):

@@ -43,8 +43,9 @@ from mountfs.config import (
     load_source,
     parse_size,
     parse_url,
+    secret_values,
 )
-from mountfs.errors import MountfsError
+from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
@@ -73,6 +74,9 @@ M_ARENA_MAX = -8
 
 class MountSetupError(MountfsError):
     """Something to fix before mounting; the message is the one line the user sees."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(without_credentials(message)))
 
 
 @dataclass(frozen=True)
@@ -110,11 +114,14 @@ def parse_options(values: list[str]) -> MountOptions:
             else:
                 known = sorted(FLAG_OPTIONS | {v + "=" for v in VALUE_OPTIONS})
                 raise MountSetupError(f"unknown mount option {item!r} (known: {', '.join(known)})")
+    if flags.get("allow_other") and flags.get("allow_root"):
+        raise MountSetupError("mount options allow_other and allow_root exclude each other "
+                              "(allow_other already lets root in)")
     try:
         return MountOptions(
-            uid=int(settings.get("uid", os.getuid())),
-            gid=int(settings.get("gid", os.getgid())),
-            umask=int(settings.get("umask", "022"), 8),
+            uid=_id_option("uid", settings.get("uid"), os.getuid()),
+            gid=_id_option("gid", settings.get("gid"), os.getgid()),
+            umask=_umask_option(settings.get("umask", "022")),
             allow_other=flags.get("allow_other", False),
             allow_root=flags.get("allow_root", False),
             default_permissions=flags.get("default_permissions", False),
@@ -129,6 +136,21 @@ def parse_options(values: list[str]) -> MountOptions:
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
+
+
+def _umask_option(text: str) -> int:
+    """An octal umask of permission bits only: a negative or huge one would make every mode ----------."""
+    if not (text.isascii() and text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o777):
+        raise MountSetupError(f"bad mount option umask={text!r}: expected octal digits from 000 to 777")
+    return int(text, 8)
+
+
+def _id_option(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and int(text) < 2**32 - 1):
+        raise MountSetupError(f"bad mount option {name}={text!r}: expected a number from 0 to {2**32 - 2}")
+    return int(text)
 
 
 def _block_size(text: str) -> int:
@@ -153,6 +175,10 @@ class Prepared:
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
+    if not mountpoint:
+        raise MountSetupError("the mount point is an empty string (give a directory)")
+    if options.log_file:
+        check_log_file(options.log_file)
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
@@ -164,6 +190,9 @@ def load_config_with(source: str, options: MountOptions) -> Config:
     config = load_source(source)
     cache = config.cache
     if options.cache_dir:
+        if os.path.abspath(options.cache_dir) in ("/", "//"):
+            raise MountSetupError(f"bad mount option cache_dir={options.cache_dir}: "
+                                  "the cache needs a folder of its own")
         cache = dataclasses.replace(cache, dir=os.path.abspath(options.cache_dir))
     if options.block_size is not None:
         if cache.max_size < options.block_size:
@@ -302,6 +331,15 @@ def recover_cache(config: Config, stores: list[ObjectStore]) -> list[Recovered]:
         journal.close()
 
 
+def check_log_file(path: str) -> None:
+    """`-o log=` names a file in an existing folder: a typo there must not create folders."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise MountSetupError(f"bad mount option log={path!r}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise MountSetupError(f"bad mount option log={path!r}: is a directory, not a file")
+
+
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:
     try:
         is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
@@ -328,7 +366,7 @@ Notify = Callable[[str], None]
 def run(prepared: Prepared, foreground: bool) -> int:
     """Mount and serve until unmounted. Returns the exit code."""
     if foreground:
-        _setup_logging(prepared.options, None)
+        _setup_logging(prepared.options, None, secret_values(prepared.config))
         return serve(prepared, lambda message: None)
     read_end, write_end = os.pipe()
     if os.fork():
@@ -344,7 +382,7 @@ def run(prepared: Prepared, foreground: bool) -> int:
     log_file = prepared.options.log_file or os.path.join(
         control.runtime_dir(), control.mount_id(prepared.mountpoint) + ".log")
     _detach_stdio()
-    _setup_logging(prepared.options, log_file)
+    _setup_logging(prepared.options, log_file, secret_values(prepared.config))
     pipe = os.fdopen(write_end, "wb", buffering=0)
 
     def notify(message: str) -> None:
@@ -440,6 +478,7 @@ class Daemon:
         self.left: list[PendingUpload] = []  # what the drain at unmount could not upload
         self._mounted = True
         self._answering = 0  # control requests not yet answered
+        self.cache_dir_check_interval = 1.0  # seconds between checks that the cache dir is still there
 
     def unmount(self) -> None:
         """Detach the kernel mount (once): nothing waits on a daemon that no longer serves."""
@@ -465,6 +504,7 @@ class Daemon:
             await nursery.start(partial(control.serve, replied=self._replied),
                                 control.socket_path(self.prepared.mountpoint), self.answer)
             nursery.start_soon(self._on_signals)
+            nursery.start_soon(self._watch_cache_dir)
             nursery.start_soon(self._announce_ready)
             await pyfuse3.main()
             self.draining = True
@@ -474,6 +514,30 @@ class Daemon:
                 while self._answering:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+    async def _watch_cache_dir(self) -> None:
+        """A cache dir deleted (or replaced) under a running mount would take new writes into files
+        no one can find again: say so once, and refuse new data (EROFS) until it is remounted."""
+        path = self.cache.cache_dir
+
+        def identity() -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return st.st_dev, st.st_ino
+
+        first = await trio.to_thread.run_sync(identity)
+        while first is not None:
+            await trio.sleep(self.cache_dir_check_interval)
+            now = await trio.to_thread.run_sync(identity)
+            if now != first:
+                what = "deleted" if now is None else "replaced"
+                reason = (f"the cache dir {path} was {what} while mounted: new writes are refused "
+                          "(read-only) until mountfs is mounted again")
+                log.error("%s", reason)
+                self.operations.writes.refuse(reason)
+                return
 
     async def _recover(self) -> None:
         """Finish what a killed daemon left staged in this cache dir; writes wait until it is done."""
@@ -599,7 +663,8 @@ class Daemon:
             "reads": {"opens": reads.opens, "reads": reads.reads, "bytes_served": reads.bytes_served,
                       "prefetched_blocks": prefetch.started if prefetch else 0,
                       "prefetched_unread": stats.prefetched_unread},
-            "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written},
+            "writes": {"writes": reads.writes, "bytes_written": reads.bytes_written,
+                       "refused": self.operations.writes.refused},
             "uploads": self.uploads_status(),
             "store": {"gets": sum(s["requests"].get("get", 0) for s in stores),
                       "requests": sum(sum(s["requests"].values()) for s in stores),
@@ -673,14 +738,31 @@ def _detach_stdio() -> None:
     os.chdir("/")
 
 
-def _setup_logging(options: MountOptions, log_file: str | None) -> None:
+class _Redacting(logging.Formatter):
+    """Hides the daemon's secrets in every line it logs, tracebacks included: at debug level the SDKs
+    log what they sign and send (a session token is a header)."""
+
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _setup_logging(options: MountOptions, log_file: str | None, secrets: list[str]) -> None:
     handler: logging.Handler
     if log_file:
-        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        if log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
+            os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
         handler = logging.FileHandler(log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if options.debug else logging.INFO)

@@ -39,6 +39,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# Errors of the cache disk an application understands as they are; any other becomes EIO.
+_PASSED_ON = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -50,6 +54,12 @@ def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Co
             code = errno_for(exc)
             if code == errno.EIO:
                 log.error("%s: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(code) from exc
+        except OSError as exc:
+            # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
+            code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
+            log.error("%s: %s", handler.__name__, exc)
+            log.debug("%s failed", handler.__name__, exc_info=True)
             raise pyfuse3.FUSEError(code) from exc
         except Exception as exc:
             log.exception("%s failed unexpectedly", handler.__name__)

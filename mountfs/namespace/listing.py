@@ -32,7 +32,10 @@ _warned: set[str] = set()
 def entry_name(prefix: str, key: str) -> bytes | None:
     """The directory-entry name of `key` under `prefix`, or None if POSIX cannot show it."""
     rest = key[len(prefix):].rstrip("/") if key.endswith("/") else key[len(prefix):]
-    name = os.fsencode(rest)
+    try:
+        name = os.fsencode(rest)
+    except UnicodeEncodeError:  # a lone surrogate (a JSON listing may carry one): no bytes name it
+        name = b""
     if not name or name in (b".", b"..") or b"/" in name or len(name) > NAME_MAX or b"\0" in name:
         if key not in _warned and key != prefix:
             _warned.add(key)

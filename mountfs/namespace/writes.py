@@ -87,6 +87,7 @@ class Writes:
         if not recovering:
             self.ready.set()
         self._holds: dict[str, int] = {}  # staged id -> write handles open on it
+        self.refused: str | None = None  # why no new data is taken (the cache dir is gone), if so
         self._locks: dict[tuple[int, str], tuple[trio.Lock, list[int]]] = {}
         for mount in namespace.mounts:
             if mount.uploader is not None:
@@ -102,6 +103,14 @@ class Writes:
         if mount.read_only or mount.uploader is None:
             raise ReadOnly(f"{mount.path or 'the mount'} is read-only")
         return mount, mount.uploader
+
+    def refuse(self, reason: str) -> None:
+        """Take no new data from now on (EROFS): staging it where it would be lost is worse."""
+        self.refused = reason
+
+    def _accepting(self) -> None:
+        if self.refused is not None:
+            raise ReadOnly(self.refused)
 
     @staticmethod
     def _check_name(mount: MountRoot, name: bytes, key: str) -> None:
@@ -148,6 +157,7 @@ class Writes:
         """The staged upload of `node`, shared by every write handle on it, counted as one more
         handle. An existing object is staged from the block cache first unless truncated."""
         mount, uploader = self._writable(node)
+        self._accepting()
         if node.is_dir:
             raise IsADirectory(node.key)
         await self.ready.wait()
@@ -171,6 +181,7 @@ class Writes:
     async def create(self, parent: Node, name: bytes) -> tuple[Node, StagedUpload]:
         """A new, empty file `name` in `parent`, open for writing (one handle)."""
         mount, uploader = self._writable_dir(parent)
+        self._accepting()
         await self.ready.wait()
         key = parent.key + os.fsdecode(name)
         self._check_name(mount, name, key)
@@ -187,6 +198,7 @@ class Writes:
 
     async def write(self, node: Node, staged: StagedUpload, offset: int, data: bytes) -> int:
         _mount, uploader = self._writable(node)
+        self._accepting()
         written = await self._with_room(len(data), partial(uploader.write, staged, offset, data))
         self.cache.staged(written)
         self._touch(node)
@@ -220,6 +232,7 @@ class Writes:
         """setattr(size): through the handle's staged file when there is one; a path truncate stages,
         truncates and uploads at once (truncate(2) returns with the change in the store)."""
         _mount, uploader = self._writable(node)
+        self._accepting()
         if node.is_dir:
             raise IsADirectory(node.key)
         if staged is not None:

@@ -430,7 +430,7 @@ def test_parse_url(text: str, expected: tuple[str, str | None, str, str]) -> Non
         ("s3://host:http/bkt", 'port "http" in "host:http" must be a number from 1 to 65535', None),
         ("s3://:9000/bkt", '":9000" has a port but no host', None),
         ("s3://bad_host:9000/bkt", '"bad_host" is not a valid host name', None),
-        ("s3://key:secret@host:9000/bkt", '"key:secret@host:9000" carries credentials',
+        ("s3://key:secret@host:9000/bkt", '"s3://***@host:9000/bkt" carries credentials',
          "put them in [s3] or [[s3.credentials]], not in the URL"),
         ("s3://bucket/a//b", 'prefix "a//b" has an empty segment ("//" or a leading "/")', None),
         ("s3://bucket//a", 'prefix "/a" has an empty segment ("//" or a leading "/")', None),
