@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: demo test lint typecheck unit fuse bench system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse soak bench system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -41,6 +41,12 @@ unit: $(STAMP)
 
 fuse: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -p no:cacheprovider -ra tests/fuse
+
+# Minutes of readers and writers on SeaweedFS, fake-gcs-server and Azurite through one mount, every byte
+# checked at the end; writes its row of RELIABILITY.md. Not part of `test`. SOAK_S=seconds of load.
+SOAK_S ?= 360
+soak: $(STAMP) $(AZURITE)
+	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_S)
 
 # Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.
