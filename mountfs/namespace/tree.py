@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -439,6 +439,12 @@ class Namespace:
             self.forget_listings(mount, old_key)
             self.forget_listings(mount, new_key)
             self.inodes.move_prefix(mount, old_key, new_key)
+            for moved in self.inodes.below(mount, new_key):
+                if moved.meta is not None and not moved.is_dir:
+                    # Each file was copied to its new key, which a store may give a new ETag: what
+                    # is known of it names the old key, so the next use asks the store again.
+                    moved.meta = replace(moved.meta, key=moved.key)
+                    moved.meta_expires = 0.0
             self._negative = {slot: t for slot, t in self._negative.items()
                               if slot[0] != id(mount) or not slot[1].startswith(new_key)}
         self.inodes.move(node, new_parent, new_name, new_key)

@@ -600,6 +600,22 @@ async def test_rename_of_a_directory_moves_every_key(ops: Operations, store: Mem
     assert "target/sub/b.bin" in keys(store)
 
 
+async def test_a_file_known_before_its_directory_was_renamed_opens_under_the_new_name(
+        ops: Operations, store: MemoryStore) -> None:
+    """The kernel keeps the dentries of a renamed directory's files and opens them by inode, without
+    a lookup: the node must not read the old key, which the rename deleted."""
+    await ops.mkdir(ROOT, name("e"), 0o755, CTX)
+    await write_file(ops, "e/f.bin", b"moved with its folder")
+    inode = (await resolve(ops, "e/f.bin")).st_ino
+    await ops.rename(ROOT, name("e"), ROOT, name("d"), 0, CTX)
+    assert keys(store) & {"e/f.bin", "d/f.bin"} == {"d/f.bin"}
+    fh = (await ops.open(inode, os.O_RDONLY, CTX)).fh
+    try:
+        assert bytes(await ops.read(fh, 0, 100)) == b"moved with its folder"
+    finally:
+        await ops.release(fh)
+
+
 async def test_a_directory_rename_that_cannot_finish_says_so(ops: Operations, store: MemoryStore,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     await resolve(ops, "dir")
