@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from tests.reliability import report
 from tests.servers import (
@@ -113,7 +114,15 @@ class State:
     wrong_bytes: int = 0
     failures: list[str] = field(default_factory=list)
     mutex: threading.Lock = field(default_factory=threading.Lock)
+    journal: TextIO | None = None  # what each writer did, in order: the way to reproduce a failure
+    began: float = field(default_factory=time.monotonic)
     _locks: dict[str, RWLock] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        if self.journal is not None:
+            line = f"{time.monotonic() - self.began:9.3f} {threading.current_thread().name} {text}\n"
+            with self.mutex:
+                self.journal.write(line)
 
     def lock(self, path: str) -> RWLock:
         with self.mutex:
@@ -134,7 +143,9 @@ class State:
             else:
                 self.files[path] = data
 
-    def count(self, op: str, verified: int = 0, written: int = 0) -> None:
+    def count(self, op: str, verified: int = 0, written: int = 0, what: str = "") -> None:
+        if what:
+            self.note(f"{op} {what}")
         with self.mutex:
             self.ops[op] += 1
             self.bytes_verified += verified
@@ -148,6 +159,7 @@ class State:
 
     def error(self, op: str, path: str, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        self.note(f"{op} {path} -> {name}")
         if exc.errno in EXPECTED.get(op, set()):
             with self.mutex:
                 self.expected[name] += 1
@@ -182,9 +194,10 @@ class Store:
         self.name, self.put, self.get, self.keys = name, put, get, keys
 
 
-def s3_store(server: S3Server, bucket: str) -> Store:
+def s3_store(server: S3Server, bucket: str, create: bool = False) -> Store:
     client = server.client()
-    server.create_bucket(bucket)
+    if create:
+        server.create_bucket(bucket)
 
     def keys() -> list[str]:
         found: list[str] = []
@@ -195,16 +208,18 @@ def s3_store(server: S3Server, bucket: str) -> Store:
                  lambda k: client.get_object(Bucket=bucket, Key=k)["Body"].read(), keys)
 
 
-def gcs_store(server: Emulator, bucket: str) -> Store:
+def gcs_store(server: Emulator, bucket: str, create: bool = False) -> Store:
     client = server.gcs_client()
-    server.create_bucket(bucket)
+    if create:
+        server.create_bucket(bucket)
     b = client.bucket(bucket)
     return Store("gcs", lambda k, d: b.blob(k).upload_from_string(d), lambda k: b.blob(k).download_as_bytes(),
                  lambda: [blob.name for blob in client.list_blobs(bucket)])
 
 
-def azure_store(server: Emulator, container: str) -> Store:
-    server.create_bucket(container)
+def azure_store(server: Emulator, container: str, create: bool = False) -> Store:
+    if create:
+        server.create_bucket(container)
     c = server.azure_client().get_container_client(container)
     return Store("azure", lambda k, d: c.upload_blob(k, d, overwrite=True) and None,
                  lambda k: c.download_blob(k).readall(), lambda: [b.name for b in c.list_blobs()])
@@ -318,36 +333,49 @@ def random_size(rng: random.Random) -> int:
 
 
 def write_all(path: str, data: bytes, mode: str, rng: random.Random) -> bytes:
-    """Write `data` in chunks of random sizes, as programs do; returns `data`."""
+    """Write `data` in chunks of random sizes, as programs do, now and then with an fsync (an upload)
+    half way; returns `data`."""
+    sync_at = rng.randint(0, len(data)) if rng.random() < 0.15 else -1
     with open(path, mode) as f:
         pos = 0
         while pos < len(data):
             n = rng.randint(1, 300 * KiB)
             f.write(data[pos:pos + n])
             pos += n
+            if 0 <= sync_at <= pos:
+                f.flush()
+                os.fsync(f.fileno())
+                sync_at = -1
     return data
 
 
-class Writer:
-    """Owns its names in every store: creates, overwrites, writes at offsets, appends, truncates, renames,
-    deletes and reads back, keeping the exact content of each closed file in `state.files`."""
+SUBDIRS = ("d", "e")  # a writer's two folders in each store; one is renamed onto the other now and then
 
-    def __init__(self, n: int, mnt: str, state: State, stop: threading.Event, seed: int) -> None:
+
+class Writer:
+    """Owns its names in every store: creates, overwrites, writes at offsets, appends, truncates, renames
+    files and folders, deletes, reads back and checks the store itself (close and fsync upload), keeping
+    the exact content of each closed file in `state.files`."""
+
+    def __init__(self, n: int, mnt: str, state: State, stop: threading.Event, seed: int,
+                 stores: dict[str, Store]) -> None:
         self.n, self.mnt, self.state, self.stop = n, mnt, state, stop
         self.rng = random.Random(seed)
+        self.stores = stores
         self.pool = [f"{store}/w{n}/{sub}f{k}.bin"
-                     for store in STORES for sub in ("", "d/") for k in range(4)]
+                     for store in STORES for sub in ("", "d/", "e/") for k in range(3)]
         self.own: dict[str, bytes] = {}
+        self.dirs = {f"{store}/w{n}/d" for store in STORES}  # the folders that exist now
 
     def path(self, name: str) -> str:
         return os.path.join(self.mnt, name)
 
     def run(self) -> None:
-        for store in STORES:
-            os.makedirs(self.path(f"{store}/w{self.n}/d"), exist_ok=True)
+        for folder in self.dirs:
+            os.makedirs(self.path(folder), exist_ok=True)
         ops: list[tuple[str, int]] = [("create", 20), ("overwrite", 10), ("write-at", 12), ("append", 14),
-                                      ("truncate", 10), ("rename", 10), ("delete", 8), ("read-back", 10),
-                                      ("rename-across", 2)]
+                                      ("truncate", 10), ("rename", 10), ("delete", 8), ("read-back", 8),
+                                      ("store-check", 6), ("rename-dir", 2), ("rename-across", 2)]
         kinds, weights = zip(*ops, strict=True)
         while not self.stop.is_set():
             op = self.rng.choices(kinds, weights)[0]
@@ -361,11 +389,15 @@ class Writer:
         rng, state = self.rng, self.state
         existing = sorted(p for p in self.own if p not in state.uncertain)
         absent = [p for p in self.pool if p not in self.own and p not in state.uncertain]
+        if op == "rename-dir":
+            self.rename_dir()
+            return
         if op == "create" or not existing:
             if not absent:
                 return
             name = rng.choice(absent)
             data = rng.randbytes(random_size(rng))
+            self.make_parent(name)
             self.change("create", name, lambda: write_all(self.path(name), data, "xb", rng),
                         len(data))
             return
@@ -408,17 +440,79 @@ class Writer:
                     return
             state.compare(f"writer {self.n} read-back {name}", got, old)
             state.count(op)
+        elif op == "store-check":  # what a close or fsync acknowledged is in the store already
+            store, key = name.split("/", 1)
+            with state.lock(name).shared():
+                got = self.stores[store].get(key)
+            state.compare(f"writer {self.n} store-check {name}", got, old)
+            state.count(op)
         elif op == "rename":
             store = name.split("/")[0]
             targets = [p for p in self.pool
                        if p.startswith(store + "/") and p != name and p not in state.uncertain]
-            self.rename(name, rng.choice(targets), op)  # onto an existing file or a free name
+            target = rng.choice(targets)
+            self.make_parent(target)
+            self.rename(name, target, op)  # onto an existing file or a free name
         elif op == "rename-across":
             store = name.split("/")[0]
             targets = [p for p in self.pool if not p.startswith(store + "/") and p not in self.own
                        and p not in state.uncertain]
             if targets:
-                self.rename(name, rng.choice(targets), op)
+                target = rng.choice(targets)
+                self.make_parent(target)
+                self.rename(name, target, op)
+
+    def make_parent(self, name: str) -> None:
+        folder = os.path.dirname(name)
+        if os.path.basename(folder) in SUBDIRS and folder not in self.dirs:
+            try:
+                os.mkdir(self.path(folder))
+            except OSError as exc:
+                self.state.error("mkdir", folder, exc)
+                return
+            self.dirs.add(folder)
+            self.state.count("mkdir", what=folder)
+
+    def rename_dir(self) -> None:
+        """Rename one of the writer's folders onto the other's name (removed first if empty), with
+        every file below; skipped while a file in either has unknown content or the target has files."""
+        store = self.rng.choice(STORES)
+        source = self.rng.choice(sorted(d for d in self.dirs if d.startswith(f"{store}/")) or [""])
+        if not source:
+            return
+        other = next(s for s in SUBDIRS if s != os.path.basename(source))
+        target = os.path.join(os.path.dirname(source), other)
+        names = [p for p in self.pool if p.startswith((source + "/", target + "/"))]
+        if any(p in self.state.uncertain or (p.startswith(target + "/") and p in self.own) for p in names):
+            return
+        with contextlib.ExitStack() as held:
+            for name in sorted(names):
+                held.enter_context(self.state.lock(name).exclusive())
+            if target in self.dirs:
+                try:
+                    os.rmdir(self.path(target))
+                except OSError as exc:
+                    self.state.error("rmdir", target, exc)
+                    return
+                self.dirs.discard(target)
+                self.state.count("rmdir", what=target)
+            moving = {p: self.own.pop(p) for p in names if p in self.own}
+            for p in moving:
+                self.state.put(p, None)
+            try:
+                os.rename(self.path(source), self.path(target))
+            except OSError as exc:
+                self.state.error("rename-dir", source, exc)
+                self.state.uncertain.update(moving)
+                self.state.uncertain.update(target + p[len(source):] for p in moving)
+                return
+            self.dirs.discard(source)
+            self.dirs.add(target)
+            for p, data in moving.items():
+                moved = target + p[len(source):]
+                self.own[moved] = data
+                self.state.put(moved, data)
+        self.state.count("rename-dir", what=f"{source} {target} moved {sorted(moving)}")
 
     def change(self, op: str, name: str, action: Callable[[], bytes | None], written: int = 0) -> None:
         """Run `action` on `name` with no reader in it; its result is the file's new content (None: gone)."""
@@ -436,7 +530,7 @@ class Writer:
             else:
                 self.own[name] = data
             self.state.put(name, data)
-        self.state.count(op, written=written)
+        self.state.count(op, written=written, what=f"{name} size {len(data) if data is not None else '-'}")
 
     def rename(self, source: str, target: str, op: str) -> None:
         first, second = sorted((source, target))
@@ -450,7 +544,7 @@ class Writer:
                 if exc.errno in EXPECTED.get(op, set()):
                     self.state.put(source, data)  # untouched
                     self.state.error(op, source, exc)
-                    self.state.count(op)
+                    self.state.count(op, what=f"{source} {target}")
                     return
                 self.state.error(op, source, exc)
                 self.state.uncertain.update((source, target))
@@ -462,7 +556,7 @@ class Writer:
             self.own.pop(source)
             self.own[target] = data
             self.state.put(target, data)
-        self.state.count(op)
+        self.state.count(op, what=f"{source} {target}")
 
 
 class Reader:
@@ -597,8 +691,11 @@ def run(settings: Settings, seaweedfs: S3Server | None = None, fake_gcs: Emulato
 def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator,
          azurite: Emulator) -> Result:
     bucket = f"soak-{uuid.uuid4().hex[:8]}"
-    stores = {"s3": s3_store(seaweedfs, bucket), "gcs": gcs_store(fake_gcs, bucket),
-              "azure": azure_store(azurite, bucket)}
+
+    def clients(create: bool = False) -> dict[str, Store]:
+        return {"s3": s3_store(seaweedfs, bucket, create), "gcs": gcs_store(fake_gcs, bucket, create),
+                "azure": azure_store(azurite, bucket, create)}
+    stores = clients(create=True)
     state = State()
     rng = random.Random(settings.seed)
     seed_listing: dict[str, list[str]] = {}
@@ -630,8 +727,10 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
     try:
         pid = int(json.loads(mountfs(["status", str(mnt), "--json"], env, 30).stdout)["pid"])
         samples.take(pid)
-        workers: list[Writer | Reader] = [Writer(i, str(mnt), state, stop, settings.seed * 1000 + i)
-                                          for i in range(settings.writers)]
+        state.journal = open(work / "ops.log", "w")  # noqa: SIM115 (closed in finally)
+        workers: list[Writer | Reader] = [
+            Writer(i, str(mnt), state, stop, settings.seed * 1000 + i, clients())
+            for i in range(settings.writers)]
         workers += [Reader(i, str(mnt), state, stop, settings.seed * 2000 + i, seed_listing)
                     for i in range(settings.readers)]
         threads = [threading.Thread(target=w.run, name=f"{type(w).__name__}-{w.n}", daemon=True)
@@ -707,6 +806,8 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(cache, ignore_errors=True)
+        if state.journal is not None:
+            state.journal.close()
     ok = not state.failures
     if settings.report is not None and figures:
         report.record("soak", settings.command or f"make soak SOAK_S={settings.seconds:g}", figures,
