@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -310,15 +311,15 @@ class Samples:
     def span(values: list[int]) -> str:
         return f"{min(values)}-{max(values)}" if values else "none"
 
-    def flat(self) -> str:
-        """Second half against first half of the run (after the first sample, taken while warming up)."""
-        if len(self.rss) < 4:
+    def trend(self) -> str:
+        """RSS (MiB), open files and threads at a third, two thirds and the end of the run: flat once
+        warm (glibc keeps the heap's high-water mark), rising to the end when something leaks."""
+        if len(self.rss) < 3:
             return "too few samples"
-        half = len(self.rss) // 2
-        rss = (max(self.rss[half:]) - max(self.rss[1:half])) // 1024
-        fds = max(self.fds[half:]) - max(self.fds[1:half])
-        threads = max(self.threads[half:]) - max(self.threads[1:half])
-        return f"RSS {rss:+d} MiB, fds {fds:+d}, threads {threads:+d} (2nd half max vs 1st half max)"
+        at = [len(self.rss) // 3, 2 * len(self.rss) // 3, len(self.rss) - 1]
+        return (f"RSS MiB {', '.join(str(self.rss[i] // 1024) for i in at)}; "
+                f"fds {', '.join(str(self.fds[i]) for i in at)}; "
+                f"threads {', '.join(str(self.threads[i]) for i in at)}")
 
 
 # --- the workload -------------------------------------------------------------------------------------
@@ -762,9 +763,19 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
         if not gone:
             state.fail(f"daemon {pid} still runs after unmount")
 
-        verified, lost, strays = verify_stores(stores, state)
+        folders = {os.path.dirname(name) for name in [*state.files, *state.uncertain]} | {
+            f"{store}/w{w.n}" for w in workers if isinstance(w, Writer) for store in STORES}
+        for w in workers:
+            if isinstance(w, Writer):
+                folders |= w.dirs
+        verified, lost, strays = verify_stores(stores, state, folders)
         log_text = log.read_text(errors="replace") if log.exists() else ""
         tracebacks = log_text.count("Traceback (most recent call last)")
+        warnings = Counter(re.sub(r"[0-9a-f]{16,}|\d+", "N", line.split(": ", 1)[-1])[:70]
+                           for line in log_text.splitlines() if " WARNING " in line or " ERROR " in line)
+        (work / "samples.json").write_text(json.dumps(
+            {"every_s": settings.sample_every, "rss_kib": samples.rss, "fds": samples.fds,
+             "threads": samples.threads}))
         if tracebacks:
             state.fail(f"{tracebacks} tracebacks in the daemon's log {log}")
         if strays:
@@ -786,12 +797,14 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
             "errors by errno (unexpected)": errors,
             "expected errnos": expected,
             "blocks evicted": int(status["cache"].get("evicted", 0)),
+            "blocks dropped as corrupt": int(status["cache"].get("corrupt", 0)),
+            "daemon log warnings": "; ".join(f"{n}x {text}" for text, n in warnings.most_common(3)) or "none",
             "store requests": int(status["store"]["requests"]),
             "umount s": round(umount_seconds, 1),
             "RSS MiB": f"{min(samples.rss) // 1024}-{max(samples.rss) // 1024}" if samples.rss else "none",
             "open fds": Samples.span(samples.fds),
             "threads": Samples.span(samples.threads),
-            "growth": samples.flat(),
+            "at 1/3, 2/3, end": samples.trend(),
             "tracebacks": tracebacks,
             "failures": len(state.failures),
         }
@@ -815,10 +828,12 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
     return Result(ok, figures, list(state.failures))
 
 
-def verify_stores(stores: dict[str, Store], state: State) -> tuple[int, int, list[str]]:
+def verify_stores(stores: dict[str, Store], state: State,
+                  dirs: set[str] | None = None) -> tuple[int, int, list[str]]:
     """Every file the reference holds, read through the store's SDK: (bytes verified, acknowledged
-    bytes lost, keys that should not be there). Markers of directories and uploads in progress are
-    not files; a file whose last operation failed is known to neither side and is left out."""
+    bytes lost, keys that should not be there). A file whose last operation failed is known to
+    neither side and is left out. With `dirs` (mount-relative folders that exist), a directory
+    marker ("name/") of any other folder is a stray too: that folder would show again."""
     verified = lost = 0
     strays: list[str] = []
     for store_name, store in stores.items():
@@ -827,7 +842,7 @@ def verify_stores(stores: dict[str, Store], state: State) -> tuple[int, int, lis
                 if name.startswith(store_name + "/")}
         unknown = {name.split("/", 1)[1] for name in state.uncertain if name.startswith(store_name + "/")}
         for key in sorted(keys - set(want) - unknown):
-            if not key.endswith("/"):
+            if not key.endswith("/") or (dirs is not None and f"{store_name}/{key[:-1]}" not in dirs):
                 strays.append(f"{store_name}/{key}")
         for key, data in sorted(want.items()):
             if key not in keys:

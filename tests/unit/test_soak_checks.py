@@ -23,6 +23,13 @@ def test_wrong_missing_and_stray_objects_are_counted() -> None:
     assert len(state.failures) == 2
 
 
+def test_a_marker_of_a_folder_that_is_gone_is_a_stray() -> None:
+    state = State()
+    objects = {"kept/": b"", "gone/": b"", "kept/sub/": b""}
+    _, _, strays = verify_stores({"s3": store_of(objects)}, state, {"s3/kept", "s3/kept/sub"})
+    assert strays == ["s3/gone/"]
+
+
 def test_compare_counts_every_differing_byte_and_the_length_difference() -> None:
     state = State()
     state.compare("x", b"abcdef", b"abXdeYgh")
