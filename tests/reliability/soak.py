@@ -8,7 +8,8 @@ cache is small (`max_size`), so eviction runs all the time. The daemon's RSS, op
 are sampled. At the end the mount is unmounted (which uploads what is pending) and every object is
 read back through the stores' own SDKs and compared with the reference, byte for byte; objects that
 should not be there are counted too. Any wrong byte, lost byte, unexpected errno, stray object,
-traceback in the daemon's log or failed unmount makes the run fail (exit 1).
+traceback in the daemon's log or failed unmount makes the run fail (exit 1). A failed run keeps its
+work dir: servers' data, the daemon's log, ops.log (what each writer did, in order) and samples.json.
 
     python -m tests.reliability.soak --seconds 60 [--readers 12 --writers 4] [--report RELIABILITY.md]
 """
@@ -736,7 +737,7 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
                     for i in range(settings.readers)]
         threads = [threading.Thread(target=w.run, name=f"{type(w).__name__}-{w.n}", daemon=True)
                    for w in workers]
-        began = time.monotonic()
+        began = state.began = time.monotonic()
         for t in threads:
             t.start()
         deadline = began + settings.seconds
