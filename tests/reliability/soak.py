@@ -356,13 +356,12 @@ SUBDIRS = ("d", "e")  # a writer's two folders in each store; one is renamed ont
 
 class Writer:
     """Owns its names in every store: creates, overwrites, writes at offsets, appends, truncates, renames
-    files and folders, deletes, reads back and checks the store itself (close and fsync upload), keeping
-    the exact content of each closed file in `state.files`."""
+    files (some while it holds them open) and folders, deletes, reads back and checks the store itself
+    (close and fsync upload), keeping the exact content of each closed file in `state.files`."""
 
     def __init__(self, n: int, mnt: str, state: State, stop: threading.Event, seed: int,
-                 stores: dict[str, Store], open_renames: bool = False) -> None:
+                 stores: dict[str, Store]) -> None:
         self.n, self.mnt, self.state, self.stop = n, mnt, state, stop
-        self.open_renames = open_renames
         self.rng = random.Random(seed)
         self.stores = stores
         self.pool = [f"{store}/w{n}/{sub}f{k}.bin"
@@ -378,9 +377,8 @@ class Writer:
             os.makedirs(self.path(folder), exist_ok=True)
         ops: list[tuple[str, int]] = [("create", 20), ("overwrite", 10), ("write-at", 12), ("append", 14),
                                       ("truncate", 10), ("rename", 10), ("delete", 8), ("read-back", 8),
-                                      ("store-check", 6), ("rename-dir", 2), ("rename-across", 2)]
-        if self.open_renames:
-            ops.append(("rename-open", 6))
+                                      ("store-check", 6), ("rename-dir", 2), ("rename-across", 2),
+                                      ("rename-open", 4)]
         kinds, weights = zip(*ops, strict=True)
         while not self.stop.is_set():
             op = self.rng.choices(kinds, weights)[0]
@@ -691,7 +689,6 @@ class Settings:
     command: str = ""
     sample_every: float = 2.0
     seed: int = 19
-    open_renames: bool = False  # also rename files open for reading (fails today: see --help)
 
 
 @dataclass
@@ -770,7 +767,7 @@ def _run(settings: Settings, work: Path, seaweedfs: S3Server, fake_gcs: Emulator
         samples.take(pid)
         state.journal = open(work / "ops.log", "w")  # noqa: SIM115 (closed in finally)
         workers: list[Writer | Reader] = [
-            Writer(i, str(mnt), state, stop, settings.seed * 1000 + i, clients(), settings.open_renames)
+            Writer(i, str(mnt), state, stop, settings.seed * 1000 + i, clients())
             for i in range(settings.writers)]
         workers += [Reader(i, str(mnt), state, stop, settings.seed * 2000 + i, seed_listing)
                     for i in range(settings.readers)]
@@ -919,17 +916,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default=str(report.REPORT),
                         help="the RELIABILITY.md to write the row into ('' for none)")
     parser.add_argument("--seed", type=int, default=19)
-    parser.add_argument("--open-renames", action="store_true",
-                        help="writers also rename files they hold open for reading and read on (not in "
-                             "make soak: reads of blocks not cached fail after such a rename today)")
+
     args = parser.parse_args(argv)
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     os.environ.setdefault("NO_GCE_CHECK", "true")
     settings = Settings(args.seconds, args.readers, args.writers, args.workdir,
-                        Path(args.report) if args.report else None,
-                        f"make soak SOAK_S={args.seconds:g}" if not args.open_renames else
-                        f"python -m tests.reliability.soak --seconds {args.seconds:g} --open-renames",
-                        seed=args.seed, open_renames=args.open_renames)
+                        Path(args.report) if args.report else None, f"make soak SOAK_S={args.seconds:g}",
+                        seed=args.seed)
     result = run(settings)
     print("soak:", "PASS" if result.ok else "FAIL")
     for name, value in result.figures.items():
