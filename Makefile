@@ -22,7 +22,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: demo test lint typecheck unit fuse fuzz bench crash chaos system-deps venv clean
+.PHONY: demo test lint typecheck unit fuse fuzz soak bench crash chaos system-deps venv clean
 
 demo: $(STAMP)
 	$(BIN)/python -m mountfs.demo
@@ -48,6 +48,12 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(STAMP)
 	MOUNTFS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) MOUNTFS_FUZZ_RECORD=1 \
 	  $(BIN)/python -m pytest -p no:cacheprovider -ra tests/unit/test_fuzz_config.py
+
+# Minutes of readers and writers on SeaweedFS, fake-gcs-server and Azurite through one mount, every byte
+# checked at the end; writes its row of RELIABILITY.md. Not part of `test`. SOAK_S=seconds of load.
+SOAK_S ?= 360
+soak: $(STAMP) $(AZURITE)
+	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_S)
 
 # Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.

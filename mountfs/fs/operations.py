@@ -285,12 +285,14 @@ class Operations(pyfuse3.Operations):
 
     def _pin(self, handle: _OpenFile) -> None:
         """Reads of the stored object ask for the version seen at open (ESTALE once it changes), or
-        the version this mount uploaded since, or the new ETag this mount gave the same bytes."""
+        the version this mount uploaded since, or the new ETag this mount gave the same bytes (a
+        copy in place, or a rename: then under the new key)."""
         meta, node = handle.node.meta, handle.node
         if meta is None or not meta.etag or node.mount is None:
             return
         if handle.obj is None or (meta.etag != handle.obj.etag and meta.etag in (
-                node.written_etag, node.same_bytes(handle.obj.etag))):
+                node.written_etag, node.same_bytes(handle.obj.etag))) or (
+                meta.key != handle.obj.key and meta.etag == handle.obj.etag):  # renamed here, same ETag
             store = node.mount.store
             handle.obj = store.store.object_id(meta)
             handle.size = meta.size

@@ -396,6 +396,7 @@ class Writes:
             if not node.is_dir and target.is_dir:
                 raise IsADirectory(f"{target.key}: cannot replace a directory with a file")
         meta: ObjectMeta | None = None
+        copies: dict[str, ObjectMeta] = {}
         if node.is_dir and new_key.startswith(node.key):
             raise InvalidArgument(f"cannot move {node.key} into itself")
         if mount.direct and isinstance(mount.store.store, LocalStore):
@@ -408,10 +409,11 @@ class Writes:
                 raise InvalidArgument(f"cannot move {node.key} into itself")
             if target is not None:
                 await self._check_empty(mount, target.key)
-            await self._move_directory(mount, node.key, new_key, (old_parent, new_parent))
+            copies = await self._move_directory(mount, node.key, new_key, (old_parent, new_parent))
         else:
             meta = await self._move_file(mount, node, new_key, (old_parent, new_parent))
         self.namespace.move_entry(node, old_parent, new_parent, new_name, meta)
+        self._follow_copies(mount, copies)
         if old_parent is not new_parent:
             await self._keep_directory(old_parent)
 
@@ -436,6 +438,8 @@ class Writes:
                     self.namespace.forget_listings(mount, parents[0].key)
                 return staged_meta(staged)
             meta = await mount.store.copy(old_key, new_key)
+            if node.meta is not None:  # the same bytes under the new name: open handles follow
+                node.retag(node.meta.etag, meta.etag)
             try:
                 await mount.store.delete(old_key)
             except MountfsError as exc:
@@ -443,8 +447,19 @@ class Writes:
                 raise type(exc)(f"{old_key} was copied to {new_key} but could not be removed: {exc}") from exc
             return meta
 
-    async def _move_directory(self, mount: MountRoot, old: str, new: str, parents: tuple[Node, Node]) -> None:
-        """Every key below `old` copied under `new`, then deleted; staged files move with them."""
+    def _follow_copies(self, mount: MountRoot, copies: dict[str, ObjectMeta]) -> None:
+        """The files a directory rename copied (by new key): known nodes take the copies' metadata,
+        and handles open on the old versions read the copies (same bytes, maybe a new ETag)."""
+        for key, meta in copies.items():
+            moved = self.namespace.inodes.by_path(mount, key, False)
+            if moved is not None and moved.meta is not None:
+                moved.retag(moved.meta.etag, meta.etag)
+            self.namespace.set_file_meta(mount, key, meta)
+
+    async def _move_directory(self, mount: MountRoot, old: str, new: str,
+                              parents: tuple[Node, Node]) -> dict[str, ObjectMeta]:
+        """Every key below `old` copied under `new`, then deleted; staged files move with them.
+        Returns the copies' metadata by new key."""
         uploader = mount.uploader
         assert uploader is not None
         store = mount.store
@@ -456,10 +471,11 @@ class Writes:
         if objects:
             occupied.add(old)
         copied = 0
+        copies: dict[str, ObjectMeta] = {}
 
         async def copy(key: str) -> None:
             nonlocal copied
-            await store.copy(key, new + key[len(old):])
+            copies[new + key[len(old):]] = await store.copy(key, new + key[len(old):])
             copied += 1
 
         files = [key for key in objects if not key.endswith("/")]
@@ -506,6 +522,7 @@ class Writes:
             raise RenameIncomplete(
                 f"rename of {old} to {new}: everything was copied, but {len(objects) - deleted} of "
                 f"{len(objects)} objects could not be removed from {old} ({exc}); both hold them") from exc
+        return copies
 
     def _forget_listings(self, mount: MountRoot, prefix: str, parents: tuple[Node, Node]) -> None:
         """After a directory rename stopped half way: list `prefix` and both parents afresh."""

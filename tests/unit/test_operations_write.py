@@ -600,6 +600,60 @@ async def test_rename_of_a_directory_moves_every_key(ops: Operations, store: Mem
     assert "target/sub/b.bin" in keys(store)
 
 
+async def test_a_file_known_before_its_directory_was_renamed_opens_under_the_new_name(
+        ops: Operations, store: MemoryStore) -> None:
+    """The kernel keeps the dentries of a renamed directory's files and opens them by inode, without
+    a lookup: the node must not read the old key, which the rename deleted."""
+    await ops.mkdir(ROOT, name("e"), 0o755, CTX)
+    await write_file(ops, "e/f.bin", b"moved with its folder")
+    inode = (await resolve(ops, "e/f.bin")).st_ino
+    await ops.rename(ROOT, name("e"), ROOT, name("d"), 0, CTX)
+    assert keys(store) & {"e/f.bin", "d/f.bin"} == {"d/f.bin"}
+    fh = (await ops.open(inode, os.O_RDONLY, CTX)).fh
+    try:
+        assert bytes(await ops.read(fh, 0, 100)) == b"moved with its folder"
+    finally:
+        await ops.release(fh)
+
+
+def copies_keep_the_etag(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As S3 copies a single-part object: the copy has the source's ETag (MemoryStore gives a new one,
+    as GCS and Azure do)."""
+    copy = store.copy
+
+    def same_etag(src_key: str, dst_key: str) -> Any:
+        source = store._objects[src_key]
+        copy(src_key, dst_key)
+        store._objects[dst_key] = store._objects[dst_key]._replace(etag=source.etag)
+        return store.head(dst_key)
+    monkeypatch.setattr(store, "copy", same_etag)
+
+
+@pytest.mark.parametrize("etag", ["new", "kept"])
+@pytest.mark.parametrize("renamed", ["file", "directory"])
+async def test_a_file_open_for_reading_reads_on_after_a_rename(ops: Operations, store: MemoryStore,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               renamed: str, etag: str) -> None:
+    """The old key is gone after a rename (a copy, then a delete): reads of blocks not cached yet
+    follow the file to its new key, whether the copy got a new ETag or kept the old one."""
+    if etag == "kept":
+        copies_keep_the_etag(store, monkeypatch)
+    data = os.urandom(3 * BLOCK + 5)
+    store.put_object("e/f.bin", data)
+    fh = await open_file(ops, "e/f.bin", os.O_RDONLY)
+    try:
+        assert bytes(await ops.read(fh, 0, 10)) == data[:10]  # only the first block is fetched
+        if renamed == "file":
+            await ops.rename((await resolve(ops, "e")).st_ino, name("f.bin"),
+                             (await resolve(ops, "e")).st_ino, name("g.bin"), 0, CTX)
+        else:
+            await ops.rename(ROOT, name("e"), ROOT, name("d"), 0, CTX)
+        assert "e/f.bin" not in keys(store)
+        assert bytes(await ops.read(fh, 2 * BLOCK, BLOCK + 5)) == data[2 * BLOCK:]
+    finally:
+        await ops.release(fh)
+
+
 async def test_a_directory_rename_that_cannot_finish_says_so(ops: Operations, store: MemoryStore,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     await resolve(ops, "dir")
