@@ -217,8 +217,11 @@ def test_transient_failures_are_retried_then_answered(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(store, "_page", page)
     assert store.list("", "/").prefixes == ["a/"]
-    failures[:] = [api_exceptions.ServiceUnavailable("busy")] * 3
+    failures[:] = [api_exceptions.InternalServerError("oops")] * 3
     with pytest.raises(StoreUnavailable, match="gave up after 3 attempt"):
+        store.list("", "/")
+    failures[:] = [api_exceptions.ServiceUnavailable("busy")] * 6  # throttled: half an attempt each
+    with pytest.raises(StoreUnavailable, match="gave up after 6 attempt"):
         store.list("", "/")
 
 
