@@ -307,11 +307,13 @@ class UploadsPage:
     next_upload_id_marker: str | None
 
 
-def _parse_uploads(body: bytes) -> UploadsPage:
+def _xml_answer(body: bytes, what: str) -> tuple[ElementTree.Element, str, Callable[[str | None], str]]:
+    """(root, its namespace prefix, a decoder of key names) of a listing answer: names come
+    URL-encoded when the request asked for encoding-type=url (any byte survives XML)."""
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as exc:
-        raise http1.ProtocolError(f"a list of uploads that is not XML: {exc}") from None
+        raise http1.ProtocolError(f"{what} that is not XML: {exc}") from None
     ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     encoded = root.findtext(f"{ns}EncodingType") == "url"
 
@@ -319,6 +321,11 @@ def _parse_uploads(body: bytes) -> UploadsPage:
         text = text or ""
         return urllib.parse.unquote_plus(text) if encoded else text
 
+    return root, ns, name
+
+
+def _parse_uploads(body: bytes) -> UploadsPage:
+    root, ns, name = _xml_answer(body, "a list of uploads")
     uploads = [(name(item.findtext(f"{ns}Key")), item.findtext(f"{ns}UploadId") or "",
                 item.findtext(f"{ns}Initiated") or "") for item in root.iterfind(f"{ns}Upload")]
     if (root.findtext(f"{ns}IsTruncated") or "").strip().lower() != "true":
@@ -341,17 +348,7 @@ def _raise_for_status(reply: http1.Response) -> None:
 
 
 def _parse_listing(body: bytes) -> Listing:
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError as exc:
-        raise http1.ProtocolError(f"a listing that is not XML: {exc}") from None
-    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    encoded = root.findtext(f"{ns}EncodingType") == "url"
-
-    def name(text: str | None) -> str:
-        text = text or ""
-        return urllib.parse.unquote_plus(text) if encoded else text
-
+    root, ns, name = _xml_answer(body, "a listing")
     objects = [ListedObject(name(item.findtext(f"{ns}Key")), int(item.findtext(f"{ns}Size") or 0),
                             item.findtext(f"{ns}ETag") or "", item.findtext(f"{ns}LastModified") or "")
                for item in root.iterfind(f"{ns}Contents")]
