@@ -202,35 +202,33 @@ class S3Reads:
         """One ListObjectsV2 page, keys URL-encoded on the wire (any byte survives XML) and decoded
         here, as botocore does. botocore's own LIST cost about 55 ms of CPU per 1,000 keys (most
         of it looking for errors in the answer and its model-driven parse), this about 5 ms."""
-        host, path = self.host, _path(self.bucket_path, None)
         params = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys), "encoding-type": "url"}
         if delimiter:
             params["delimiter"] = delimiter
         if token:
             params["continuation-token"] = token
-        query = canonical_query(params)
-        when = now() if now else datetime.datetime.now(datetime.UTC)
-        headers = self.signer.sign("GET", host, path, {}, self.credentials(), when, query)
-        reply = self.endpoint(self.base).get(f"{path}?{query}", {"host": host, **headers}, 0)
-        _raise_for_status(reply)
-        return _parse_listing(reply.body)
+        return _parse_listing(self._bucket_get(params, now))
 
     def list_uploads_page(self, prefix: str, key_marker: str | None, upload_id_marker: str | None,
                           now: Callable[[], datetime.datetime] | None = None) -> UploadsPage:
         """One ListMultipartUploads page. Sent here rather than by botocore so that the answer, like
         every GET's, must be whole within the timeout: a close looks for the key's uploads first."""
-        host, path = self.host, _path(self.bucket_path, None)
         params = {"uploads": "", "prefix": prefix, "encoding-type": "url"}
         if key_marker:
             params["key-marker"] = key_marker
         if upload_id_marker:
             params["upload-id-marker"] = upload_id_marker
+        return _parse_uploads(self._bucket_get(params, now))
+
+    def _bucket_get(self, params: dict[str, str], now: Callable[[], datetime.datetime] | None) -> bytes:
+        """The body of a signed GET of the bucket itself with query `params` (S3Error for an error)."""
+        host, path = self.host, _path(self.bucket_path, None)
         query = canonical_query(params)
         when = now() if now else datetime.datetime.now(datetime.UTC)
         headers = self.signer.sign("GET", host, path, {}, self.credentials(), when, query)
         reply = self.endpoint(self.base).get(f"{path}?{query}", {"host": host, **headers}, 0)
         _raise_for_status(reply)
-        return _parse_uploads(reply.body)
+        return reply.body
 
 
 class BadBody(http1.ProtocolError):
