@@ -67,10 +67,10 @@ from azure.storage.blob import BlobBlock, BlobPrefix, BlobServiceClient, Contain
 from urllib3.util.retry import Retry
 
 from mountfs.backends import mtime
-from mountfs.backends.azure_settings import AzureSettings
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, refused_for_good, root_cause
 from mountfs.config import RetryConfig
+from mountfs.config.azure import AzureSettings
 from mountfs.errors import (
     AccessDenied,
     MountfsError,

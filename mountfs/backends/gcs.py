@@ -70,9 +70,9 @@ from google.cloud.storage import exceptions as storage_exceptions
 
 from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
-from mountfs.backends.gcs_settings import GcsSettings, load_credentials
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.config import RetryConfig
+from mountfs.config.gcs import GcsSettings, load_credentials
 from mountfs.errors import (
     AccessDenied,
     MountfsError,

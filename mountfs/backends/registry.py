@@ -17,18 +17,18 @@ def open_store(url: StoreUrl, config: Config, *, within: str | None = None) -> O
 
         return LocalStore(url.bucket, within=within)
     if url.scheme == "s3":
-        from mountfs.backends import s3_settings
         from mountfs.backends.s3 import S3Store
+        from mountfs.config import s3 as s3_settings
 
         return S3Store(s3_settings.resolve(url, config), config.retry)
     if url.scheme == "gs":
-        from mountfs.backends import gcs_settings
         from mountfs.backends.gcs import GcsStore
+        from mountfs.config import gcs as gcs_settings
 
         return GcsStore(gcs_settings.resolve(url, config), config.retry)
     if url.scheme == "az":
-        from mountfs.backends import azure_settings
         from mountfs.backends.azure import AzureStore
+        from mountfs.config import azure as azure_settings
 
         return AzureStore(azure_settings.resolve(url, config), config.retry)
     raise Unsupported(f"{url.raw}: {url.scheme}:// stores are not supported by this version of mountfs "

@@ -38,9 +38,9 @@ from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
-from mountfs.backends.s3_settings import S3Settings
 from mountfs.buffers import Piece
 from mountfs.config import RetryConfig
+from mountfs.config.s3 import S3Settings
 from mountfs.errors import (
     AccessDenied,
     Misconfigured,

@@ -28,8 +28,8 @@ import botocore.httpsession
 import crc32c
 
 from mountfs.backends import http1
-from mountfs.backends.s3_settings import S3Settings, bucket_url
 from mountfs.buffers import Piece
+from mountfs.config.s3 import S3Settings, bucket_url
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET's payload, signed as botocore does over http
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")

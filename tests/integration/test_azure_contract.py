@@ -12,9 +12,9 @@ import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from mountfs.backends.azure import UPLOADS, AzureStore
-from mountfs.backends.azure_settings import AzureSettings, resolve
 from mountfs.backends.base import ObjectStore
 from mountfs.config import RetryConfig, load_config, parse_url
+from mountfs.config.azure import AzureSettings, resolve
 from mountfs.errors import AccessDenied, NotFound, StoreUnavailable
 from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, Emulator
 

@@ -12,8 +12,8 @@ import pytest
 from mountfs.backends import gcs as gcs_module
 from mountfs.backends.base import ObjectStore, UploadPart
 from mountfs.backends.gcs import UPLOADS, GcsStore
-from mountfs.backends.gcs_settings import GcsSettings, resolve
 from mountfs.config import RetryConfig, load_config, parse_url
+from mountfs.config.gcs import GcsSettings, resolve
 from mountfs.errors import ConfigError, NotFound, Stale, StoreUnavailable
 from tests.servers import Emulator
 

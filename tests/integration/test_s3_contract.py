@@ -13,8 +13,8 @@ import pytest
 
 from mountfs.backends.base import ObjectStore
 from mountfs.backends.s3 import S3Store
-from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig
+from mountfs.config.s3 import S3Settings
 from mountfs.errors import AccessDenied, NotFound, StoreUnavailable
 
 pytest.register_assert_rewrite("tests.unit.store_contract")

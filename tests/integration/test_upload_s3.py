@@ -16,8 +16,8 @@ import trio
 
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.s3 import S3Store
-from mountfs.backends.s3_settings import S3Settings
 from mountfs.config import RetryConfig, WriteConfig
+from mountfs.config.s3 import S3Settings
 from mountfs.errors import UploadFailed, errno_for
 from mountfs.upload.journal import FAILED, REJECTED, UploadJournal
 from mountfs.upload.recovery import UPLOADED, recover
@@ -151,7 +151,7 @@ DIES_AFTER_CREATE = textwrap.dedent("""
     import trio
     from mountfs.backends.async_store import AsyncStore
     from mountfs.backends.s3 import S3Store
-    from mountfs.backends.s3_settings import S3Settings
+    from mountfs.config.s3 import S3Settings
     from mountfs.config import RetryConfig, WriteConfig
     from mountfs.upload.journal import UploadJournal
     from mountfs.upload.uploader import Uploader

@@ -18,8 +18,8 @@ from azure.core.exceptions import (
 )
 
 from mountfs.backends.azure import scrub, translate
-from mountfs.backends.azure_settings import DEV_KEY, parse_connection_string, resolve
 from mountfs.config import Config, load_config, parse_url
+from mountfs.config.azure import DEV_KEY, parse_connection_string, resolve
 from mountfs.errors import AccessDenied, ConfigError, NotFound, Rejected, Stale, Throttled, Transient
 
 CONFIG = """

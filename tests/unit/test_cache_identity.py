@@ -14,13 +14,13 @@ from mountfs import cli
 from mountfs.backends.base import ObjectId, ObjectMeta
 from mountfs.backends.local import LocalStore
 from mountfs.backends.s3 import S3Store
-from mountfs.backends.s3_settings import S3Settings
 from mountfs.buffers import Piece
 from mountfs.cache import maintenance
 from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.blocks import BlockFiles
 from mountfs.cache.index import CACHE_FORMAT, BlockRecord, CacheIndex, block_key, identity
 from mountfs.config import RetryConfig
+from mountfs.config.s3 import S3Settings
 
 KiB = 1024
 OBJ = ObjectId("s3://http://127.0.0.1:9000", "bucket", "dir/file.bin", "etag-1")

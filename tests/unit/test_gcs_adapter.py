@@ -13,8 +13,8 @@ import requests
 from google.api_core import exceptions as api_exceptions
 
 from mountfs.backends.gcs import GcsStore, _decode_token, _encode_token, translate
-from mountfs.backends.gcs_settings import GcsSettings, credentials_info, load_credentials, resolve
 from mountfs.config import Config, RetryConfig, load_config, parse_url
+from mountfs.config.gcs import GcsSettings, credentials_info, load_credentials, resolve
 from mountfs.errors import (
     AccessDenied,
     ConfigError,

@@ -21,8 +21,8 @@ import pytest
 from botocore.stub import Stubber
 
 from mountfs.backends.s3 import S3Store, translate
-from mountfs.backends.s3_settings import resolve
 from mountfs.config import RetryConfig, load_config, parse_url
+from mountfs.config.s3 import resolve
 from mountfs.errors import AccessDenied, NotFound, Rejected, Stale, StoreUnavailable, Throttled, Transient
 
 CONFIG = """
@@ -280,7 +280,7 @@ def test_get_signatures_match_botocores(url: str | None, key: str, token: str | 
     from botocore.credentials import Credentials as BotoCredentials
 
     from mountfs.backends.s3_get import Credentials, Signer, object_url
-    from mountfs.backends.s3_settings import S3Settings
+    from mountfs.config.s3 import S3Settings
 
     settings = S3Settings(bucket="data-bucket", endpoint_url=url, region="eu-west-1")
     base, host, path = object_url(settings, key)
@@ -304,7 +304,7 @@ def test_list_signatures_match_botocores(url: str | None) -> None:
     from botocore.credentials import Credentials as BotoCredentials
 
     from mountfs.backends.s3_get import Credentials, Signer, canonical_query, object_url
-    from mountfs.backends.s3_settings import S3Settings
+    from mountfs.config.s3 import S3Settings
 
     settings = S3Settings(bucket="data-bucket", endpoint_url=url, region="eu-west-1")
     base, host, path = object_url(settings, None)
@@ -410,7 +410,7 @@ def test_fast_timestamps_agree_with_botocore() -> None:
 
 def test_ranged_gets_verify_tls_with_the_bundle_boto3_would_use(monkeypatch: pytest.MonkeyPatch) -> None:
     from mountfs.backends.s3_get import Credentials, S3Reads
-    from mountfs.backends.s3_settings import S3Settings
+    from mountfs.config.s3 import S3Settings
 
     def bundle(verify: bool | str) -> str | None:
         settings = S3Settings(bucket="b", endpoint_url="https://minio:9000", region="r", verify=verify)
@@ -443,7 +443,7 @@ def test_a_wrong_region_names_the_right_one(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from mountfs.backends.s3_settings import S3Settings
+        from mountfs.config.s3 import S3Settings
 
         settings = S3Settings(bucket="b", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
                               region="us-east-1", key="k", secret="s")

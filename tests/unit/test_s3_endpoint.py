@@ -14,8 +14,8 @@ import pytest
 
 from mountfs.backends.s3 import S3Store
 from mountfs.backends.s3_get import object_url
-from mountfs.backends.s3_settings import S3Settings, resolve
 from mountfs.config import ConfigErrors, RetryConfig, load_config, parse_url
+from mountfs.config.s3 import S3Settings, resolve
 from mountfs.errors import StoreUnavailable
 
 PROFILES = """

@@ -25,7 +25,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from mountfs.config import AzureContainer, Config, StoreUrl
+from mountfs.config.model import AzureConfig, AzureContainer, Config, StoreUrl
+from mountfs.config.reader import ABSENT, Reader, Table
+from mountfs.config.urls import (
+    check_endpoint,
+    check_plain_name,
+)
 from mountfs.errors import ConfigError
 
 DEV_ACCOUNT = "devstoreaccount1"
@@ -70,8 +75,12 @@ def parse_connection_string(text: str, origin: str, source: str | None = None) -
             continue
         name, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError("the connection string has a part without \"=\"", file=source, key=origin,
-                              hint="expected AccountName=...;AccountKey=...;... as the Azure portal shows it")
+            raise ConfigError(
+                'the connection string has a part without "="',
+                file=source,
+                key=origin,
+                hint="expected AccountName=...;AccountKey=...;... as the Azure portal shows it",
+            )
         parts[name.strip().lower()] = value.strip()
     if parts.get("usedevelopmentstorage", "").lower() == "true":
         return _Parsed(DEV_ACCOUNT, parts.get("blobendpoint") or DEV_ENDPOINT, DEV_KEY, None)
@@ -84,11 +93,13 @@ def parse_connection_string(text: str, origin: str, source: str | None = None) -
     key = parts.get("accountkey") or None
     sas = parts.get("sharedaccesssignature") or None
     if endpoint is None:
-        raise ConfigError("the connection string names neither AccountName nor BlobEndpoint", file=source,
-                          key=origin)
+        raise ConfigError(
+            "the connection string names neither AccountName nor BlobEndpoint", file=source, key=origin
+        )
     if key is not None and account is None:
-        raise ConfigError("the connection string has an AccountKey but no AccountName", file=source,
-                          key=origin)
+        raise ConfigError(
+            "the connection string has an AccountKey but no AccountName", file=source, key=origin
+        )
     return _Parsed(account, endpoint, key, _clean_sas(sas) if sas else None)
 
 
@@ -148,8 +159,12 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
         text, origin = connection
         parsed = parse_connection_string(text, origin, config.source)
         if parsed.account is not None and parsed.account != account:
-            raise ConfigError(f'the connection string is for account "{parsed.account}", but the URL '
-                              f"{url.raw} names account \"{account}\"", file=config.source, key=origin)
+            raise ConfigError(
+                f'the connection string is for account "{parsed.account}", but the URL '
+                f'{url.raw} names account "{account}"',
+                file=config.source,
+                key=origin,
+            )
         endpoint = endpoint or parsed.endpoint
         key, sas = parsed.key, parsed.sas
     return AzureSettings(
@@ -160,3 +175,41 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
         sas_token=sas,
         credentials_origin=origin,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The [azure] section of a config file
+
+_AZURE_KEYS = ("containers",)
+_AZURE_CONTAINER_KEYS = (
+    "account_name", "account_key", "connection_string", "sas_token", "container_name", "endpoint",
+)  # fmt: skip
+
+
+def azure_section(r: Reader, root: Table) -> AzureConfig:
+    path, t = r.sub(root, (), "azure", _AZURE_KEYS)
+    containers: list[AzureContainer] = []
+    for ipath, c in r.tables(
+        t.get("containers", ABSENT), (*path, "containers"), _AZURE_CONTAINER_KEYS, "azure.containers"
+    ):
+        account = r.checked_str(c, ipath, "account_name", check_plain_name, required=True)
+        container = r.checked_str(c, ipath, "container_name", check_plain_name, required=True)
+        secrets = {k: r.str_(c, ipath, k) for k in ("account_key", "connection_string", "sas_token")}
+        given = [k for k, v in secrets.items() if v is not None]
+        if len(given) > 1:
+            r.error(
+                (*ipath, given[1]),
+                f"give only one of account_key, connection_string, sas_token "
+                f"(this entry also has {given[0]})",
+            )
+        endpoint = r.checked_str(c, ipath, "endpoint", check_endpoint)
+        if account is not None and container is not None:
+            containers.append(AzureContainer(
+                account_name=account,
+                account_key=secrets["account_key"],
+                connection_string=secrets["connection_string"],
+                sas_token=secrets["sas_token"],
+                container_name=container,
+                endpoint=endpoint,
+            ))  # fmt: skip
+    return AzureConfig(tuple(containers))

@@ -26,7 +26,15 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from mountfs.config import Config, S3Credentials, StoreUrl
+from mountfs.config.model import Config, S3Boto3, S3Config, S3Credentials, StoreUrl
+from mountfs.config.reader import ABSENT, Reader, Table
+from mountfs.config.toml_text import Path, dotted
+from mountfs.config.urls import (
+    check_addressing_style,
+    check_endpoint,
+    check_host_port,
+    check_plain_name,
+)
 from mountfs.errors import StoreUnavailable
 
 DEFAULT_REGION = "us-east-1"
@@ -77,9 +85,15 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
     entry = _entry_for(url.bucket, url.host, s3.credentials)
     session = botocore.session.Session()  # AWS_PROFILE, AWS_CONFIG_FILE and the environment, read now
     try:
+
         def region_of(entry: S3Credentials | None) -> str:
-            return ((entry.region if entry else None) or s3.region or os.environ.get("AWS_REGION")
-                    or session.get_config_variable("region") or DEFAULT_REGION)
+            return (
+                (entry.region if entry else None)
+                or s3.region
+                or os.environ.get("AWS_REGION")
+                or session.get_config_variable("region")
+                or DEFAULT_REGION
+            )
 
         endpoint, source = _endpoint(url, entry, config, session, region_of(entry))
         if url.host is None and endpoint is not None:  # the entries for the endpoint's host:port apply too
@@ -87,10 +101,14 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
         region = region_of(entry)
         profile_s3: dict[str, Any] = session.get_scoped_config().get("s3") or {}
     except (botocore.exceptions.BotoCoreError, ValueError) as exc:  # no such profile, a bad endpoint
-        hint = (" (see AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url)"
-                if isinstance(exc, ValueError) else "")
+        hint = (
+            " (see AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url)"
+            if isinstance(exc, ValueError)
+            else ""
+        )
         raise StoreUnavailable(
-            f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}{hint}") from None
+            f"s3://{url.bucket}: the AWS configuration cannot be used: {exc}{hint}"
+        ) from None
     key = secret = token = None
     if not s3.use_credentials_chain:
         if entry is not None and entry.key:
@@ -100,10 +118,18 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
     # the profile's style is for the profile's endpoints: one named in mountfs's config is path-style
     # unless the config says otherwise, as every S3-compatible server serves it
     own = source in _OWN_SOURCES
-    style = ((entry.addressing_style if entry else None) or s3.addressing_style
-             or ("path" if own else str(profile_s3.get("addressing_style") or "auto")))
+    style = (
+        (entry.addressing_style if entry else None)
+        or s3.addressing_style
+        or ("path" if own else str(profile_s3.get("addressing_style") or "auto"))
+    )
     settings = S3Settings(
-        bucket=url.bucket, endpoint_url=endpoint, region=region, key=key, secret=secret, token=token,
+        bucket=url.bucket,
+        endpoint_url=endpoint,
+        region=region,
+        key=key,
+        secret=secret,
+        token=token,
         verify=entry.verify if entry else True,
         multipart=entry.multipart if entry else True,
         kms_key_id=entry.kms_key_id if entry else None,
@@ -118,8 +144,9 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
     return settings
 
 
-def _endpoint(url: StoreUrl, entry: S3Credentials | None, config: Config,
-              session: botocore.session.Session, region: str) -> tuple[str | None, str]:
+def _endpoint(
+    url: StoreUrl, entry: S3Credentials | None, config: Config, session: botocore.session.Session, region: str
+) -> tuple[str | None, str]:
     """(endpoint URL or None for AWS, where it came from)."""
     if url.host:
         scheme = "https" if (entry.secure if entry else True) else "http"
@@ -138,12 +165,20 @@ def _endpoint(url: StoreUrl, entry: S3Credentials | None, config: Config,
     return configured, f"AWS profile {session.profile or 'default'}"
 
 
-def _client(session: botocore.session.Session, endpoint_url: str | None, region: str, style: AddressingStyle,
-            *, ignore_configured: bool = False) -> Any:
+def _client(
+    session: botocore.session.Session,
+    endpoint_url: str | None,
+    region: str,
+    style: AddressingStyle,
+    *,
+    ignore_configured: bool = False,
+) -> Any:
     """An unsigned client that is never sent anywhere: botocore's own view of the endpoint."""
     config = botocore.config.Config(  # type: ignore[call-arg]  # the stubs lack the endpoint switch
-        signature_version=botocore.UNSIGNED, ignore_configured_endpoint_urls=ignore_configured or None,
-        s3={"addressing_style": style})
+        signature_version=botocore.UNSIGNED,
+        ignore_configured_endpoint_urls=ignore_configured or None,
+        s3={"addressing_style": style},
+    )
     return session.create_client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
@@ -160,8 +195,9 @@ def bucket_url(settings: S3Settings) -> tuple[str, str, str]:
     """(base "scheme://host:port", Host header, path of the bucket without a trailing "/") of the
     bucket's requests, exactly as boto3 sends them with these settings: botocore builds a
     ListObjectsV2 request, which is caught before it is signed or sent."""
-    client = _client(botocore.session.Session(), settings.endpoint_url, settings.region,
-                     settings.addressing_style)
+    client = _client(
+        botocore.session.Session(), settings.endpoint_url, settings.region, settings.addressing_style
+    )
 
     def capture(request: Any, **_: Any) -> None:
         raise _Captured(request.url)
@@ -177,3 +213,99 @@ def bucket_url(settings: S3Settings) -> tuple[str, str, str]:
     if (parts.scheme, parts.port) in (("http", 80), ("https", 443)):
         host = parts.hostname or host  # as botocore signs it: no default port
     return f"{parts.scheme}://{parts.netloc}", host, parts.path.rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The [s3] section of a config file
+
+_S3_KEYS = (
+    "key", "secret", "token", "region", "endpoint", "addressing_style", "use_credentials_chain",
+    "credentials", "boto3",
+)  # fmt: skip
+_S3_CRED_KEYS = (
+    "host", "bucket", "key", "secret", "token", "region", "endpoint", "addressing_style", "secure", "verify",
+    "multipart", "kms_key_id",
+)  # fmt: skip
+_S3_BOTO3_KEYS = ("pool_connections", "max_multipart_concurrency")
+
+
+def s3_section(r: Reader, root: Table) -> S3Config:
+    path, t = r.sub(root, (), "s3", _S3_KEYS)
+    key, secret, token = (r.str_(t, path, k) for k in ("key", "secret", "token"))
+    r.key_pair(t, path, key, secret, token)
+    creds: list[S3Credentials] = []
+    seen: dict[tuple[str | None, str | None], Path] = {}
+    for ipath, c in r.tables(
+        t.get("credentials", ABSENT), (*path, "credentials"), _S3_CRED_KEYS, "s3.credentials"
+    ):
+        host = r.checked_str(c, ipath, "host", check_host_port)
+        bucket = r.checked_str(c, ipath, "bucket", check_plain_name)
+        if "host" not in c and "bucket" not in c:
+            r.error(
+                ipath,
+                "needs host or bucket (or both)",
+                'add host = "minio.internal:9000" or bucket = "name"',
+            )
+            continue
+        for name in ("host", "bucket"):
+            if c.get(name) == "":  # an empty name would make the entry match every endpoint or bucket
+                r.error((*ipath, name), "must not be empty", "leave it out, or name what it is for")
+        if (host, bucket) in seen and (host or bucket):
+            line = r.locator.line(seen[host, bucket])
+            r.error(
+                ipath,
+                f"same host and bucket as {dotted(seen[host, bucket])}"
+                + (f" at line {line}" if line is not None else ""),
+            )
+        seen.setdefault((host, bucket), ipath)
+        ckey, csecret, ctoken = (r.str_(c, ipath, k) for k in ("key", "secret", "token"))
+        endpoint = r.checked_str(c, ipath, "endpoint", check_endpoint)
+        if endpoint is not None and host is not None:
+            r.error(
+                (*ipath, "endpoint"),
+                "an entry for a host is for s3://host:port/... URLs, which name their endpoint",
+                "drop host, or drop endpoint",
+            )
+        r.key_pair(c, ipath, ckey, csecret, ctoken)
+        creds.append(S3Credentials(
+            host=host,
+            bucket=bucket,
+            key=ckey,
+            secret=csecret,
+            token=ctoken,
+            region=r.str_(c, ipath, "region"),
+            secure=r.bool_(c, ipath, "secure", True),
+            verify=_verify(r, c, ipath),
+            multipart=r.bool_(c, ipath, "multipart", True),
+            kms_key_id=r.str_(c, ipath, "kms_key_id"),
+            endpoint=endpoint,
+            addressing_style=r.checked_str(c, ipath, "addressing_style", check_addressing_style),
+        ))  # fmt: skip
+    bpath, b = r.sub(t, path, "boto3", _S3_BOTO3_KEYS)
+    boto_default = S3Boto3()
+    return S3Config(
+        key=key,
+        secret=secret,
+        token=token,
+        region=r.str_(t, path, "region"),
+        endpoint=r.checked_str(t, path, "endpoint", check_endpoint),
+        addressing_style=r.checked_str(t, path, "addressing_style", check_addressing_style),
+        use_credentials_chain=r.bool_(t, path, "use_credentials_chain", False),
+        credentials=tuple(creds),
+        boto3=S3Boto3(
+            pool_connections=r.int_(b, bpath, "pool_connections", boto_default.pool_connections),
+            max_multipart_concurrency=r.int_(
+                b, bpath, "max_multipart_concurrency", boto_default.max_multipart_concurrency
+            ),
+        ),
+    )
+
+
+def _verify(r: Reader, tbl: Table, path: Path) -> bool | str:
+    value = r.raw(tbl, path, "verify")
+    if value is ABSENT:
+        return True
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return value
+    r.type_error((*path, "verify"), "true, false or a CA bundle path", value)
+    return True

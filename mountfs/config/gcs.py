@@ -31,7 +31,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mountfs.config import Config, GcsCredentials, StoreUrl
+from mountfs.config.model import Config, GcsConfig, GcsCredentials, StoreUrl
+from mountfs.config.reader import ABSENT, Reader, Table
+from mountfs.config.urls import (
+    check_endpoint,
+    check_plain_name,
+    clean_prefix,
+)
 from mountfs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -135,19 +141,25 @@ def credentials_info(settings: GcsSettings) -> dict[str, Any]:
         try:
             info = json.loads(raw)
         except ValueError as exc:
-            raise fail(f"credentials file {path} is not JSON ({_json_error(exc)})",
-                       "expected a service account key or an authorized_user file") from None
+            raise fail(
+                f"credentials file {path} is not JSON ({_json_error(exc)})",
+                "expected a service account key or an authorized_user file",
+            ) from None
     else:
         try:
             info = json.loads(text)
         except ValueError as exc:
             if looks_like_json:
                 raise fail(f"the credentials JSON text does not decode ({_json_error(exc)})") from None
-            raise fail(f'no such credentials file "{text}", and the value is not JSON text either',
-                       "give the path of a key file, or the key's JSON itself") from None
+            raise fail(
+                f'no such credentials file "{text}", and the value is not JSON text either',
+                "give the path of a key file, or the key's JSON itself",
+            ) from None
     if not isinstance(info, dict) or not isinstance(info.get("type"), str):
-        raise fail('the credentials JSON has no "type"',
-                   'expected a key with "type": "service_account", "authorized_user", ...')
+        raise fail(
+            'the credentials JSON has no "type"',
+            'expected a key with "type": "service_account", "authorized_user", ...',
+        )
     return info
 
 
@@ -176,21 +188,27 @@ def load_credentials(settings: GcsSettings) -> tuple[Credentials, str | None]:
             from google.oauth2 import service_account
 
             key = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                info, scopes=list(SCOPES))
+                info, scopes=list(SCOPES)
+            )
             return key, info.get("project_id")
         if kind == "authorized_user":
             from google.oauth2.credentials import Credentials as UserCredentials
 
             user = UserCredentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
-                info, scopes=list(SCOPES))
+                info, scopes=list(SCOPES)
+            )
             return user, None
         with warnings.catch_warnings():  # warns of keys from untrusted sources: this is the admin's
             warnings.simplefilter("ignore", DeprecationWarning)
             credentials, project = google.auth.load_credentials_from_dict(  # type: ignore[no-untyped-call]
-                info, scopes=list(SCOPES))
+                info, scopes=list(SCOPES)
+            )
     except (google.auth.exceptions.DefaultCredentialsError, ValueError, KeyError) as exc:
-        raise ConfigError(f"unusable {kind} credentials: {_safe(exc)}", file=settings.config_source,
-                          key=settings.credentials_origin) from None
+        raise ConfigError(
+            f"unusable {kind} credentials: {_safe(exc)}",
+            file=settings.config_source,
+            key=settings.credentials_origin,
+        ) from None
     return credentials, project
 
 
@@ -203,3 +221,33 @@ def _safe(exc: BaseException) -> str:
     if len(text) > 200 or "-----" in text:
         return type(exc).__name__
     return text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The [gcs] section of a config file
+
+_GCS_KEYS = ("project", "credentials_json", "endpoint", "credentials")
+_GCS_CRED_KEYS = ("bucket", "subdir", "credentials_json", "project")
+
+
+def gcs_section(r: Reader, root: Table) -> GcsConfig:
+    path, t = r.sub(root, (), "gcs", _GCS_KEYS)
+    creds: list[GcsCredentials] = []
+    for ipath, c in r.tables(
+        t.get("credentials", ABSENT), (*path, "credentials"), _GCS_CRED_KEYS, "gcs.credentials"
+    ):
+        bucket = r.checked_str(c, ipath, "bucket", check_plain_name, required=True)
+        subdir = r.checked_str(c, ipath, "subdir", lambda s: clean_prefix(s, "subdir"))
+        if bucket is not None:
+            creds.append(GcsCredentials(
+                bucket=bucket,
+                subdir=clean_prefix(subdir, "subdir") if subdir else "",
+                credentials_json=r.str_(c, ipath, "credentials_json"),
+                project=r.str_(c, ipath, "project"),
+            ))  # fmt: skip
+    return GcsConfig(
+        project=r.str_(t, path, "project"),
+        credentials_json=r.str_(t, path, "credentials_json"),
+        endpoint=r.checked_str(t, path, "endpoint", check_endpoint),
+        credentials=tuple(creds),
+    )

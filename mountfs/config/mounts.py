@@ -1,0 +1,143 @@
+"""[[mount]], [[direct_access]] and [[path_substitution]]: what appears where in the tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mountfs.config.model import DirectAccess, MountConfig, PathSubstitution
+from mountfs.config.reader import ABSENT, Reader, Table
+from mountfs.config.toml_text import Path, dotted
+from mountfs.config.urls import check_glob_url, parse_url
+
+_MOUNT_KEYS = ("path", "url", "read_only")
+
+
+def _mount_path_problem(path: str) -> tuple[str, str | None] | None:
+    if path == "":
+        return None  # the mount root; checked against the other mounts later
+    if "\0" in path:
+        return "must not contain a NUL character", None
+    if path.startswith("/"):
+        return f'mount path "{path}" must be relative', f'write "{path.strip("/")}"'
+    if path.endswith("/"):
+        return f'mount path "{path}" must not end with "/"', f'write "{path.rstrip("/")}"'
+    segments = path.split("/")
+    if "" in segments:
+        return f'mount path "{path}" has an empty segment ("//")', None
+    if "." in segments or ".." in segments:
+        return f'mount path "{path}" must not contain "." or ".." segments', None
+    for segment in segments:
+        size = len(segment.encode("utf-8", "surrogatepass"))
+        if size > NAME_MAX:
+            shown = segment if len(segment) <= 40 else segment[:37] + "..."
+            return f'mount path segment "{shown}" is {size} bytes long (at most {NAME_MAX})', None
+    return None
+
+
+NAME_MAX = 255
+"""The longest file name (in bytes) the kernel takes: a mount path segment is a directory name."""
+
+
+@dataclass
+class _SeenMounts:
+    """The mount paths taken so far (with where each was given), and every parent directory of one
+    (with a mount path under it)."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    under: dict[str, str] = field(default_factory=dict)
+
+
+def mounts_section(r: Reader, root: Table) -> tuple[MountConfig, ...]:
+    value = root.get("mount", ABSENT)
+    if value is ABSENT or value == []:
+        r.error(
+            ("mount",),
+            "no [[mount]] table: a config needs at least one",
+            'add [[mount]] with path = "name" and url = "s3://bucket/prefix"',
+        )
+        return ()
+    out: list[MountConfig] = []
+    seen = _SeenMounts()
+    for ipath, t in r.tables(value, ("mount",), _MOUNT_KEYS, "mount"):
+        mount_path = r.str_(
+            t,
+            ipath,
+            "path",
+            required=True,
+            allow_empty=True,
+            hint='every [[mount]] needs path = "name" (a directory under the mount point)',
+        )
+        url = r.url(t, ipath, "url", hint='every [[mount]] needs url = "s3://bucket/prefix"')
+        read_only = r.bool_(t, ipath, "read_only", False)
+        if mount_path is not None:
+            problem = _mount_path_problem(mount_path)
+            if problem:
+                r.error((*ipath, "path"), *problem)
+                mount_path = None
+            elif _mount_conflict(r, mount_path, (*ipath, "path"), seen):
+                mount_path = None
+        if mount_path is not None and url is not None:
+            out.append(MountConfig(mount_path, url, read_only))
+    return tuple(out)
+
+
+def _mount_conflict(r: Reader, new: str, path: Path, seen: _SeenMounts) -> bool:
+    """Mount paths form a tree of disjoint directories: no duplicates, none inside another.
+    Looked up by path and by each parent, so a config of many mounts is checked in linear time."""
+    conflict: tuple[str, str, str | None] | None = None
+    if new in seen.paths:
+        conflict = (f'mount path "{new}" is already used by', new, None)
+    elif seen.paths and (new == "" or "" in seen.paths):
+        old = "" if "" in seen.paths else next(iter(seen.paths))
+        conflict = ('mount path "" (the mount root) cannot be combined with other mounts (', old,
+                    'give every mount its own path = "name"')  # fmt: skip
+    else:
+        parents = [new[:i] for i, c in enumerate(new) if c == "/"]
+        inside = next((p for p in parents if p in seen.paths), None)
+        if inside is not None:
+            conflict = (f'mount path "{new}" is inside mount path "{inside}" (', inside, None)
+        elif new in seen.under:
+            old = seen.under[new]
+            conflict = (f'mount path "{new}" contains mount path "{old}" (', old, None)
+    if conflict is None:
+        seen.paths[new] = path
+        for i, c in enumerate(new):
+            if c == "/":
+                seen.under.setdefault(new[:i], new)
+        return False
+    message, old, hint = conflict
+    old_path = seen.paths[old]
+    line = r.locator.line(old_path)
+    where = dotted(old_path[:-1]) + (f" at line {line}" if line is not None else "")
+    if message.endswith("("):
+        message += f"{where})"
+    else:
+        message += f" {where}"
+    r.error(path, message, hint)
+    return True
+
+
+def direct_access_section(r: Reader, root: Table) -> tuple[DirectAccess, ...] | None:
+    out: list[DirectAccess] = []
+    value = root.get("direct_access", ABSENT)
+    if value is ABSENT:
+        return None  # the default applies; `direct_access = []` turns direct access off
+    for ipath, t in r.tables(value, ("direct_access",), ("url",), "direct_access"):
+        url = r.checked_str(
+            t, ipath, "url", check_glob_url, required=True, hint='e.g. url = "file:///mnt/nfs/*"'
+        )
+        if url is not None:
+            out.append(DirectAccess(url))
+    return tuple(out)
+
+
+def path_substitution_section(r: Reader, root: Table) -> tuple[PathSubstitution, ...]:
+    out: list[PathSubstitution] = []
+    value = root.get("path_substitution", ABSENT)
+    keys = ("registered_prefix", "local_prefix")
+    for ipath, t in r.tables(value, ("path_substitution",), keys, "path_substitution"):
+        registered = r.checked_str(t, ipath, "registered_prefix", parse_url, required=True)
+        local = r.checked_str(t, ipath, "local_prefix", parse_url, required=True)
+        if registered is not None and local is not None:
+            out.append(PathSubstitution(registered, local))
+    return tuple(out)

@@ -1,0 +1,223 @@
+"""The URL grammar: one table of schemes and their aliases, and the rules for bucket, host and prefix."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from mountfs.config.model import StoreUrl
+from mountfs.config.values import InvalidValue, closest
+from mountfs.errors import printable
+
+SCHEMES = ("s3", "gs", "az", "file")
+_SCHEME_ALIASES = {
+    "gcs": "gs", "gcp": "gs", "google": "gs",
+    "azure": "az", "abfs": "az", "abfss": "az", "wasb": "az", "wasbs": "az",
+    "s3a": "s3", "s3n": "s3", "aws": "s3", "minio": "s3",
+    "local": "file", "path": "file",
+}  # fmt: skip
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"\[[0-9A-Fa-f:.]+\]|{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+_IP_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _scheme_of(text: str) -> tuple[str, str]:
+    """Split "scheme://rest", with a precise message for each way the front of a URL goes wrong."""
+    match = _SCHEME_RE.match(text)
+    if not match:
+        raise InvalidValue(
+            f'"{text}" is not a store URL', "expected scheme://bucket/prefix with scheme s3, gs, az or file"
+        )
+    scheme = match.group(1).lower()
+    if scheme not in SCHEMES:
+        hint: str | None
+        if scheme in ("http", "https"):
+            hint = "for an S3-compatible endpoint write s3://host:port/bucket/prefix"
+        else:
+            near = _SCHEME_ALIASES.get(scheme) or closest(scheme, SCHEMES, cutoff=0.5)
+            hint = f'did you mean "{near}://"?' if near else None
+        raise InvalidValue(f'unknown scheme "{scheme}://" in "{text}" (supported: s3, gs, az, file)', hint)
+    if not match.group(2):
+        if scheme == "file":
+            raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
+        rest = text[match.end() :].lstrip("/")
+        raise InvalidValue(f'"{text}" is missing "//" after "{scheme}:"', f"write {scheme}://{rest}")
+    return scheme, text[match.end() :]
+
+
+_FILE_HINT = "use three slashes and an absolute path, e.g. file:///mnt/data"
+
+
+def _check_name(what: str, name: str, lo: int, hi: int, allowed: str, allowed_text: str) -> None:
+    if not lo <= len(name) <= hi:
+        raise InvalidValue(f'{what} "{name}" is {len(name)} characters long (must be {lo} to {hi})')
+    bad = sorted({c for c in name if c not in allowed})
+    if bad:
+        hint = "names are lowercase" if any(c.isupper() for c in bad) else None
+        listed = ", ".join(f'"{c}"' for c in bad)
+        raise InvalidValue(f'{what} "{name}" contains {listed} (allowed: {allowed_text})', hint)
+    if not (name[0] in _LOWER_DIGITS and name[-1] in _LOWER_DIGITS):
+        raise InvalidValue(f'{what} "{name}" must start and end with a lowercase letter or digit')
+
+
+def _check_s3_bucket(name: str) -> None:
+    _check_name("S3 bucket name", name, 3, 63, _LOWER_DIGITS + ".-", 'lowercase letters, digits, "." and "-"')
+    if ".." in name:
+        raise InvalidValue(f'S3 bucket name "{name}" must not contain ".."')
+    if _IP_RE.fullmatch(name):
+        raise InvalidValue(f'S3 bucket name "{name}" must not look like an IP address')
+
+
+def _check_gcs_bucket(name: str) -> None:
+    _check_name(
+        "GCS bucket name", name, 3, 222, _LOWER_DIGITS + ".-_", 'lowercase letters, digits, "-", "_" and "."'
+    )
+
+
+def _check_azure_account(name: str) -> None:
+    _check_name("Azure storage account name", name, 3, 24, _LOWER_DIGITS, "lowercase letters and digits")
+
+
+def _check_azure_container(name: str) -> None:
+    _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-", 'lowercase letters, digits and "-"')
+    if "--" in name:
+        raise InvalidValue(f'Azure container name "{name}" must not contain "--"')
+
+
+def check_host_port(text: str) -> str:
+    """Non-AWS endpoints always carry a port, which is also how a URL's host is told from a bucket."""
+    if "@" in text:
+        raise InvalidValue(
+            f'"***@{text.rpartition("@")[2]}" carries credentials',
+            "put them in [s3] or [[s3.credentials]], not in the URL",
+        )
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise InvalidValue(f'host "{text}" has no port', f'write it as "host:port", e.g. "{text}:9000"')
+    if not host:
+        raise InvalidValue(f'"{text}" has a port but no host')
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise InvalidValue(f'port "{port}" in "{text}" must be a number from 1 to 65535')
+    if not _HOST_RE.fullmatch(host):
+        hint = "write an IPv6 address in brackets: [::1]:9000" if ":" in host else None
+        raise InvalidValue(f'"{host}" is not a valid host name', hint)
+    return text
+
+
+def clean_prefix(prefix: str, what: str) -> str:
+    """A prefix is a folder in the store: trailing slashes are dropped, but "//", "." and ".." are errors,
+    because they cannot name a directory in the mounted tree."""
+    prefix = prefix.rstrip("/")
+    if not prefix:
+        return ""
+    segments = prefix.split("/")
+    if "" in segments:
+        raise InvalidValue(f'{what} "{prefix}" has an empty segment ("//" or a leading "/")')
+    if "." in segments or ".." in segments:
+        raise InvalidValue(f'{what} "{prefix}" must not contain "." or ".." segments')
+    return prefix
+
+
+# "user@" or "user:password@" after the scheme and its slashes; a password may hold "/" (AWS secrets
+# do), but "host:9000/bucket/a@b" is a port and a key with an "@", and "file:///a:b@c" is a path.
+_USERINFO_RE = re.compile(
+    r"^(\s*(?![Ff][Ii][Ll][Ee]:///)(?:[A-Za-z][A-Za-z0-9+.-]*)?:/*)(?!/)(?:[^/@:]*:(?!\d+(?:/|$))[^@]*|[^/]*)@"
+)
+
+
+def shown_url(text: str) -> str:
+    """A URL as messages may show it: without the credentials before an "@", and with control
+    characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
+    return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
+
+
+def _check_url_text(text: str) -> None:
+    """What no store URL may hold, checked before any message quotes the URL back."""
+    shown = shown_url(text)
+    if _USERINFO_RE.match(text):
+        raise InvalidValue(
+            f'"{shown}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
+        )
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise InvalidValue(f'URL "{shown}" contains a control character')
+
+
+def parse_url(text: str) -> StoreUrl:
+    """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line."""
+    if not isinstance(text, str):
+        raise InvalidValue(f"expected a URL string, got {type(text).__name__}")
+    _check_url_text(text)
+    scheme, rest = _scheme_of(text.strip())
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
+        segments = [s for s in rest.split("/") if s not in ("", ".")]
+        if ".." in segments:
+            raise InvalidValue(f'file URL "{text}" must not contain ".." segments')
+        return StoreUrl("file", None, "/" + "/".join(segments), "", text)
+    first, _, tail = rest.partition("/")
+    host: str | None = None
+    if scheme == "az":
+        if not first:
+            raise InvalidValue(f'"{text}" has no storage account', "expected az://account/container/prefix")
+        _check_azure_account(first)
+        host = first
+        bucket, _, tail = tail.partition("/")
+        if not bucket:
+            raise InvalidValue(f'"{text}" has no container', "expected az://account/container/prefix")
+        _check_azure_container(bucket)
+    else:
+        if scheme == "s3" and (":" in first or "@" in first):
+            host = check_host_port(first)
+            bucket, _, tail = tail.partition("/")
+            if not bucket:
+                raise InvalidValue(
+                    f'"{text}" has no bucket after the host "{host}"', "expected s3://host:port/bucket/prefix"
+                )
+        else:
+            bucket = first
+            if not bucket:
+                raise InvalidValue(f'"{text}" has no bucket', f"expected {scheme}://bucket/prefix")
+        (_check_s3_bucket if scheme == "s3" else _check_gcs_bucket)(bucket)
+    return StoreUrl(scheme, host, bucket, clean_prefix(tail, "prefix"), text)
+
+
+def check_glob_url(text: str) -> None:
+    """A glob is not a bucket URL: only its scheme (and a file glob's absoluteness) can be checked."""
+    _check_url_text(text)
+    scheme, rest = _scheme_of(text.strip())
+    if scheme == "file" and not rest.startswith("/"):
+        raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
+
+
+def check_plain_name(text: str) -> None:
+    """Credential entries only name what they apply to (the URLs are checked in full), but a URL pasted
+    where a bare name belongs would silently never match."""
+    if "/" in text or ":" in text or any(c.isspace() for c in text):
+        hint = None
+        shown = shown_url(text)
+        if "@" in text:
+            shown = "***@" + text.rpartition("@")[2] if shown == text else shown
+        elif "://" in text:
+            _, _, rest = text.partition("://")
+            hint = f'write "{rest.split("/")[0]}"'
+        raise InvalidValue(f'"{shown}" is not a plain name (a URL or path?)', hint)
+
+
+def check_endpoint(text: str) -> None:
+    _check_url_text(text)
+    if not re.match(r"https?://[^/\s]+", text):
+        raise InvalidValue(f'endpoint "{text}" is not an http:// or https:// URL')
+
+
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+def check_addressing_style(text: str) -> None:
+    if text not in ADDRESSING_STYLES:
+        raise InvalidValue(
+            f'addressing_style "{text}" is not one of {", ".join(ADDRESSING_STYLES)}',
+            '"path" (https://host/bucket/key) suits most S3-compatible servers',
+        )
