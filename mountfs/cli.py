@@ -80,6 +80,10 @@ def _subcommand(argv: list[str]) -> int:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="report every error in a config file")
     check.add_argument("file")
+    imports = config_sub.add_parser(
+        "import", help="print the mountfs TOML equivalent of a clearml.conf, Supervisely .env, "
+                       "remote_links.yml or links file")
+    imports.add_argument("file")
     _cache_parsers(sub)
     warm = sub.add_parser("warm", help="fetch files or trees of a mounted mountfs into its cache")
     warm.add_argument("paths", nargs="+", metavar="PATH")
@@ -96,6 +100,8 @@ def _subcommand(argv: list[str]) -> int:
         return _status(ns.mountpoint, ns.json)
     if ns.command == "recover":
         return _recover(ns.source, ns.options)
+    if ns.config_command == "import":
+        return _config_import(ns.file)
     return _config_check(ns.file)
 
 
@@ -133,13 +139,37 @@ def _config_check(path: str) -> int:
     from mountfs.config import load_config
 
     try:
-        config = load_config(path)
+        config = load_config(path, need_mounts=False)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error.format(), file=sys.stderr)
         print(f"{printable(without_credentials(path))}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    print(f"{path}: ok ({len(config.mounts)} mount(s))")
+    if config.mounts:
+        print(f"{path}: ok ({len(config.mounts)} mount(s))")
+    else:
+        print(f"{path}: ok (no [[mount]]: settings only, for mountfs URL MOUNTPOINT -o config={path})")
+    return 0
+
+
+def _config_import(path: str) -> int:
+    """The TOML printed is checked as `config check` would check it before it is printed, so what a
+    user saves from it loads."""
+    from mountfs.config.load import build_document, parse_text, read_document
+    from mountfs.config.toml_out import to_toml
+
+    try:
+        document = read_document(path)
+        if document.imported is None:
+            print(f"mountfs: {printable(path)}: already a mountfs TOML config (nothing to import)",
+                  file=sys.stderr)
+            return 1
+        build_document(document, need_mounts=False)
+        text = to_toml(document.imported, path)
+        build_document(parse_text(text, path), need_mounts=False)
+    except ConfigErrors as exc:
+        return _refused(exc)
+    sys.stdout.write(text)
     return 0
 
 

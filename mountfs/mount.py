@@ -65,7 +65,7 @@ IGNORED_OPTIONS = frozenset({
 })
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
-VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname"}
+VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -95,6 +95,7 @@ class MountOptions:
     block_size: int | None = None
     log_file: str | None = None
     fsname: str | None = None
+    config: str | None = None  # a file whose settings apply to SOURCE's mounts ("clearml": ClearML's own)
 
 
 def parse_options(values: list[str]) -> MountOptions:
@@ -133,6 +134,7 @@ def parse_options(values: list[str]) -> MountOptions:
             block_size=_block_size(settings["block_size"]) if "block_size" in settings else None,
             log_file=settings.get("log"),
             fsname=settings.get("fsname"),
+            config=settings.get("config") or None,
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
@@ -187,7 +189,7 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
 
 def load_config_with(source: str, options: MountOptions) -> Config:
     """The config of `source` with the mount options that override it (cache_dir, block_size, ro)."""
-    config = load_source(source)
+    config = load_source(source, options.config)
     cache = config.cache
     if options.cache_dir:
         if os.path.abspath(options.cache_dir) in ("/", "//"):

@@ -6,10 +6,13 @@ import os
 import re
 import stat
 import tomllib
+from dataclasses import dataclass
 
+from mountfs.config import importers
 from mountfs.config.azure import azure_section
 from mountfs.config.gcs import gcs_section
 from mountfs.config.general import cache_section, read_section, retry_section, write_section
+from mountfs.config.importers import Imported
 from mountfs.config.model import Config, MiB, MountConfig
 from mountfs.config.mounts import direct_access_section, mounts_section, path_substitution_section
 from mountfs.config.reader import Reader, Table
@@ -24,9 +27,14 @@ _TOP_KEYS = (
 )  # fmt: skip
 
 
-def build(r: Reader, doc: Table, source: str) -> Config:
+def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = None, need_mounts: bool = True
+          ) -> Config:
+    """`mounts`: [[mount]] tables that take the place of the document's own (the URL of SOURCE when the
+    settings come from `-o config=`); they are not searched for ${VAR} references, as a URL is not."""
     expanded = r.expand(doc, ())
     assert isinstance(expanded, dict)
+    if mounts is not None:
+        expanded["mount"] = mounts
     root = r.table(expanded, (), _TOP_KEYS, "")
     return Config(
         source=source,
@@ -34,7 +42,7 @@ def build(r: Reader, doc: Table, source: str) -> Config:
         read=read_section(r, root),
         write=write_section(r, root),
         retry=retry_section(r, root),
-        mounts=mounts_section(r, root),
+        mounts=mounts_section(r, root, required=need_mounts),
         direct_access=direct_access_section(r, root),
         path_substitution=path_substitution_section(r, root),
         s3=s3_section(r, root),
@@ -43,13 +51,30 @@ def build(r: Reader, doc: Table, source: str) -> Config:
     )
 
 
-def _load_text(text: str, source: str) -> Config:
+_NESTED = "arrays or tables are nested too deeply to read"
+
+
+@dataclass
+class Document:
+    """A config file parsed but not yet checked: TOML as written, or a foreign format imported."""
+
+    file: str
+    doc: Table
+    text: str | None = None
+    """The TOML text, to find the line of a key; None for an imported document."""
+    imported: Imported | None = None
+
+
+def parse_text(text: str, source: str) -> Document:
+    """A foreign format its importer recognises, else TOML (whose syntax errors are then the message)."""
+    module = importers.detect(source, text)
+    if module is not None:
+        imported = module.import_text(source, text)
+        return Document(source, imported.doc, None, imported)
     try:
         doc = tomllib.loads(text)
     except RecursionError:
-        raise ConfigErrors([ConfigError(
-            "arrays or tables are nested too deeply to read", file=source
-        )]) from None  # fmt: skip
+        raise ConfigErrors([ConfigError(_NESTED, file=source)]) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
@@ -63,16 +88,28 @@ def _load_text(text: str, source: str) -> Config:
         else:
             message = f"TOML syntax error: {message}"
         raise ConfigErrors([ConfigError(message, file=source, line=line, hint=hint)]) from None
-    loader = Reader(source, text)
+    return Document(source, doc, text)
+
+
+def build_document(document: Document, source: str | None = None, *, mounts: list[Table] | None = None,
+                   need_mounts: bool = True) -> Config:
+    """Check a document in full; every problem (the importer's and the reader's) is raised together."""
+    imported = document.imported
+    reader = Reader(document.file, document.text or "", imported.origins if imported else None)
+    if imported is not None:
+        for key, message, hint in imported.errors:
+            reader.errors.append(ConfigError(message, file=document.file, key=key, hint=hint))
     try:
-        config = build(loader, doc, source)
+        config = build(reader, document.doc, source or document.file, mounts=mounts, need_mounts=need_mounts)
     except RecursionError:  # tomllib took it, but walking it (${VAR} expansion) did not
-        raise ConfigErrors([ConfigError(
-            "arrays or tables are nested too deeply to read", file=source
-        )]) from None  # fmt: skip
-    if loader.errors:  # in file order, as an editor would show them; those without a line last
-        raise ConfigErrors(sorted(loader.errors, key=lambda e: (e.line is None, e.line or 0)))
+        raise ConfigErrors([ConfigError(_NESTED, file=document.file)]) from None
+    if reader.errors:  # in file order, as an editor would show them; those without a line last
+        raise ConfigErrors(sorted(reader.errors, key=lambda e: (e.line is None, e.line or 0)))
     return config
+
+
+def _load_text(text: str, source: str) -> Config:
+    return build_document(parse_text(text, source))
 
 
 MAX_CONFIG_SIZE = 1 * MiB
@@ -111,15 +148,21 @@ def _read_config_file(path: str) -> bytes:
     return data
 
 
-def load_config(path: str) -> Config:
-    """Load a TOML config file; every problem found is raised together as one ConfigErrors."""
+def read_document(path: str) -> Document:
+    """Read and parse a config file of any format mountfs reads (TOML, or one an importer knows)."""
     data = _read_config_file(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigErrors([ConfigError("not UTF-8 text", file=path, line=line)]) from None
-    return _load_text(text, path)
+    return parse_text(text, path)
+
+
+def load_config(path: str, *, need_mounts: bool = True) -> Config:
+    """Load a config file; every problem found is raised together as one ConfigErrors. `need_mounts`
+    False: a file of settings only (for `-o config=`) is complete without a [[mount]]."""
+    return build_document(read_document(path), need_mounts=need_mounts)
 
 
 def config_from_url(url: str) -> Config:
@@ -163,9 +206,38 @@ _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEME_START = re.compile(r"(s3|gs|az|file):", re.IGNORECASE)
 
 
-def load_source(source: str) -> Config:
-    """SOURCE on the command line is a URL or a config file; "s3:bucket" (a URL typo) is read as a URL
-    unless a file of that name exists, so the user gets the URL's error rather than "no such file"."""
-    if _URL_START.match(source) or (_SCHEME_START.match(source) and not os.path.exists(source)):
-        return config_from_url(source)
-    return load_config(source)
+def is_url(source: str) -> bool:
+    """"s3:bucket" (a URL typo) counts as a URL unless a file of that name exists, so the user gets the
+    URL's error rather than "no such file"."""
+    return bool(_URL_START.match(source) or (_SCHEME_START.match(source) and not os.path.exists(source)))
+
+
+def settings_document(config: str) -> Document:
+    """The document `-o config=` names: a file, or "clearml" for the clearml.conf ClearML itself would
+    read (CLEARML_CONFIG_FILE, then ~/clearml.conf)."""
+    if config == "clearml":
+        return read_document(importers.importer("clearml").default_path())
+    return read_document(os.path.expanduser(config))
+
+
+def source_document(source: str) -> Document:
+    """SOURCE that is not one URL: "modelkit:" (modelkit's environment variables) or a config file."""
+    if source == "modelkit:":
+        imported = importers.importer("modelkit").import_environment(dict(os.environ))
+        return Document("modelkit:", imported.doc, None, imported)
+    return read_document(source)
+
+
+def load_source(source: str, config: str | None = None) -> Config:
+    """SOURCE on the command line is a URL or a config file. `config` (`-o config=`) names a file whose
+    settings (credentials, cache, direct access, path substitution) apply to SOURCE's mounts."""
+    if config is None:
+        return config_from_url(source) if is_url(source) else build_document(source_document(source))
+    settings = settings_document(config)
+    if is_url(source):
+        return build_document(settings, source, mounts=[{"path": "", "url": source}])
+    own = source_document(source)
+    mounts = own.doc.get("mount")
+    combined = Document(settings.file, {**settings.doc, **{k: v for k, v in own.doc.items() if k != "mount"}},
+                        settings.text, settings.imported)
+    return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])

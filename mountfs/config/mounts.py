@@ -47,8 +47,10 @@ class _SeenMounts:
     under: dict[str, str] = field(default_factory=dict)
 
 
-def mounts_section(r: Reader, root: Table) -> tuple[MountConfig, ...]:
+def mounts_section(r: Reader, root: Table, *, required: bool = True) -> tuple[MountConfig, ...]:
     value = root.get("mount", ABSENT)
+    if (value is ABSENT or value == []) and not required:
+        return ()
     if value is ABSENT or value == []:
         r.error(
             ("mount",),

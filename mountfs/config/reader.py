@@ -42,9 +42,10 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class Reader:
     """Walks the parsed document once, recording every problem and carrying on with defaults."""
 
-    def __init__(self, file: str, text: str) -> None:
+    def __init__(self, file: str, text: str, origins: dict[Path, str] | None = None) -> None:
         self.file = file
         self.locator = Locator(text)
+        self.origins = origins or {}
         self.errors: list[ConfigError] = []
 
     # -- reporting
@@ -52,8 +53,17 @@ class Reader:
     def error(self, path: Path, message: str, hint: str | None = None, at: Path | None = None) -> None:
         """`at` points the line elsewhere, e.g. at the key that makes a missing one required."""
         line = self.locator.line(path if at is None else at)
-        key = dotted(path) or None
+        key = self.key_name(path)
         self.errors.append(ConfigError(message, file=self.file, line=line, key=key, hint=hint))
+
+    def key_name(self, path: Path) -> str | None:
+        """The key as the user wrote it: for an imported document, the foreign file's key it came from."""
+        for n in range(len(path), 0, -1):
+            origin = self.origins.get(path[:n])
+            if origin is not None:
+                rest = dotted(path[n:])
+                return origin + ("" if not rest else rest if rest.startswith("[") else "." + rest)
+        return dotted(path) or None
 
     def value_error(self, path: Path, exc: ValueError) -> None:
         if isinstance(exc, InvalidValue):
