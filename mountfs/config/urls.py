@@ -127,16 +127,33 @@ _USERINFO_RE = re.compile(
 )
 
 
+_AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
+# Azure's container@account: a name before "@" and no ":" (a password would follow one).
+_CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]+)@")
+
+
+def _container_at(text: str) -> bool:
+    match = _CONTAINER_AT_RE.match(text)
+    return bool(match and match.group(1).lower() in _AZURE_SCHEMES)
+
+
+def _userinfo(text: str) -> re.Match[str] | None:
+    """Credentials before an "@", which no store URL may carry (Azure's container@account is no such)."""
+    return None if _container_at(text) else _USERINFO_RE.match(text)
+
+
 def shown_url(text: str) -> str:
     """A URL as messages may show it: without the credentials before an "@", and with control
     characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
+    if _container_at(text):
+        return printable(text)
     return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
 
 
 def _check_url_text(text: str) -> None:
     """What no store URL may hold, checked before any message quotes the URL back."""
     shown = shown_url(text)
-    if _USERINFO_RE.match(text):
+    if _userinfo(text):
         raise InvalidValue(
             f'"{shown}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
         )
@@ -159,7 +176,13 @@ def parse_url(text: str) -> StoreUrl:
         return StoreUrl("file", None, "/" + "/".join(segments), "", text)
     first, _, tail = rest.partition("/")
     host: str | None = None
-    if scheme == "az":
+    if scheme == "az" and "@" in first:  # container@account, as adlfs and Hadoop write it
+        bucket, _, account = first.partition("@")
+        account = account.split(".", 1)[0]  # account.blob.core.windows.net or account.dfs...
+        _check_azure_account(account)
+        _check_azure_container(bucket)
+        host = account
+    elif scheme == "az":
         if not first:
             raise InvalidValue(f'"{text}" has no storage account', "expected az://account/container/prefix")
         _check_azure_account(first)
