@@ -256,7 +256,11 @@ class BlockCache:
             record = self._record(key)
             if record is None:
                 return None, None
-            block = self.files.open(key, record.length, record.crcs)
+            try:
+                block = self.files.open(key, record.length, record.crcs)
+            except CorruptBlock as exc:
+                exc.record = record
+                raise
         try:
             return block, block.read(start, stop)
         except BaseException:
@@ -498,12 +502,17 @@ class BlockCache:
         try:
             return self.files.read_whole(key, record.length, record.crcs)
         except CorruptBlock as exc:
+            exc.record = record
             self._drop_corrupt(key, exc)
             return None
 
     def _drop_corrupt(self, key: bytes, exc: CorruptBlock) -> None:
-        if self._record(key) is None:
-            return  # evicted (here or by another daemon) between lookup and read: a plain miss
+        """Drop a bad block, unless what went wrong was only a race: the record the file was opened
+        by was evicted (here or by another daemon) before the open, and maybe the block stored
+        again since, whose new file and record are sound."""
+        current = self._record(key)
+        if current is None or (exc.record is not None and current != exc.record):
+            return
         log.warning("dropping cached block: %s", exc)
         self._pending.pop(key, None)
         self.stats.corrupt += 1

@@ -113,7 +113,10 @@ def _short_write() -> OSError:
 
 
 class CorruptBlock(Exception):
-    """A block file that is missing, short, or fails its checksum: drop it and fetch again."""
+    """A block file that is missing, short, or fails its checksum: drop it and fetch again.
+    `record`: the index record the file was opened by, when known (see BlockCache._drop_corrupt)."""
+
+    record: object = None
 
 
 class BlockFiles:

@@ -717,3 +717,31 @@ def test_whole_large_blocks_are_read_directly_and_still_checked(tmp_path: os.Pat
     os.unlink(files.path(key))
     with pytest.raises(CorruptBlock, match="missing"):
         files.read_whole(key, size, crcs)
+
+
+async def test_a_block_evicted_and_fetched_again_while_a_reader_opened_it_is_not_corrupt(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader looks the block up, eviction takes record and file, another reader stores the block
+    again, and only then does the first open its file (gone): a plain miss, and the new copy stays."""
+    first = make_cache(str(tmp_path))
+    await first.read(OBJ, len(DATA), 0, 10, Source().fetch)
+    first.close()
+    cache = BlockCache(str(tmp_path), BLOCK, 0)
+    key = block_key(OBJ, BLOCK, 0)
+    real_open = cache.files.open
+
+    def open_after_eviction_and_refetch(k: bytes, length: int, crcs: tuple[int, ...]) -> object:
+        monkeypatch.setattr(cache.files, "open", real_open)
+        cache.index.remove(k)
+        cache.files.remove(k)
+        try:
+            return real_open(k, length, crcs)
+        finally:
+            cache._store(OBJ, k, DATA[:BLOCK])  # the other reader's fetch lands meanwhile
+
+    monkeypatch.setattr(cache.files, "open", open_after_eviction_and_refetch)
+    source = Source()
+    assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+    assert cache.stats.corrupt == 0
+    assert cache.index.lookup(key) is not None and os.path.exists(cache.files.path(key))
+    cache.close()
