@@ -9,10 +9,7 @@ failures are raised as ConnectionError or TimeoutError, which the retry policy t
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import io
-import itertools
 import socket
 import ssl
 import threading
@@ -20,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from mountfs.backends.deadline import WATCHDOG as _WATCHDOG
 from mountfs.buffers import DIRECT_MIN, Piece, aligned
 
 MAX_LINE = 65536  # longest status or header line accepted
@@ -164,59 +162,6 @@ class Endpoint:
         return Response(status, headers, _split(body, piece) if 200 <= status < 300 else [body]), keep
 
 
-class _Watchdog:
-    """Shuts the socket of an exchange still running at its deadline. The socket timeout bounds
-    each recv only: a server trickling a byte now and then would hold a request for ever, so the
-    whole request gets `timeout` at most. One thread for every endpoint; started on first use (and
-    again in a forked child, where threads do not survive)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, socket.socket]] = []
-        self._armed: set[int] = set()
-        self._tokens = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def arm(self, sock: socket.socket, deadline: float) -> int:
-        token = next(self._tokens)
-        with self._cond:
-            heapq.heappush(self._heap, (deadline, token, sock))
-            self._armed.add(token)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="http1-watchdog", daemon=True)
-                self._thread.start()
-            elif self._heap[0][1] == token:
-                self._cond.notify()
-        return token
-
-    def disarm(self, token: int) -> bool:
-        """Done with the exchange; True if the deadline had passed and its socket was shut."""
-        with self._cond:
-            if token in self._armed:
-                self._armed.discard(token)
-                return False
-            return True
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._armed:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, token, sock = self._heap[0]
-                now = time.monotonic()
-                if now < deadline:
-                    self._cond.wait(deadline - now)
-                    continue
-                heapq.heappop(self._heap)
-                self._armed.discard(token)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns at once
-
-
-_WATCHDOG = _Watchdog()
 
 
 def _status(line: bytes) -> tuple[int, str]:

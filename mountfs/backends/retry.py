@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from mountfs.backends.deadline import exchange_deadline
 from mountfs.config import RetryConfig
 from mountfs.errors import Misconfigured, MountfsError, StoreUnavailable, Throttled, Transient
 
@@ -50,7 +51,8 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                     clock: Callable[[], float] = time.monotonic,
                     rng: Callable[[], float] = random.random) -> T:
     """`fn()`, retried while it raises Transient (whose message names the request; `what` names it
-    in the final log line). A throttled answer counts as half an attempt: the store is there and
+    in the final log line). Each HTTP request of an attempt has `request_timeout` to be answered whole
+(`deadline`). A throttled answer counts as half an attempt: the store is there and
     asked us to wait, which the time budget bounds. Blocking: run it in a worker thread."""
     started = clock()
     attempt = 0
@@ -58,7 +60,8 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
     while True:
         attempt += 1
         try:
-            return fn()
+            with exchange_deadline(policy.request_timeout):
+                return fn()
         except Transient as exc:
             throttled = isinstance(exc, Throttled)
             spent += 0.5 if throttled else 1.0
