@@ -23,7 +23,7 @@ import trio
 from mountfs.backends.base import ObjectId
 from mountfs.buffers import DIRECT_MIN, Buffer, Piece
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
-from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
+from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs, Unlinking
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
@@ -149,6 +149,7 @@ class BlockCache:
         self._commit_wanted = trio.Event()
         # Eviction, off until the daemon calls enable_eviction().
         self._evictor: Evictor | None = None
+        self._unlinking = Unlinking()
         self._limits = CacheLimits()
         self._eviction_interval = EVICTION_INTERVAL
         self._eviction_wanted = trio.Event()
@@ -414,6 +415,9 @@ class BlockCache:
                             self._persist_slots.release()
                             self._landing -= len(data)
                     for (obj, key, data), result in zip(batch, results, strict=True):
+                        if result is None:
+                            self._off_disk(key)
+                            continue
                         if isinstance(result, Exception):
                             log.warning("block of %s not cached: %s", obj.key, result)
                             if isinstance(result, NoSpace):
@@ -428,10 +432,14 @@ class BlockCache:
             finally:
                 self._writers -= 1
 
-    def _write_many(self, blocks: list[tuple[bytes, Piece]]) -> list[tuple[int, ...] | Exception]:
-        """Each block's chunk checksums, or the error that kept it off the disk."""
-        results: list[tuple[int, ...] | Exception] = []
+    def _write_many(self, blocks: list[tuple[bytes, Piece]]) -> list[tuple[int, ...] | Exception | None]:
+        """Each block's chunk checksums, or the error that kept it off the disk, or None for a block
+        whose old file an eviction pass is about to unlink (it stays in memory only, this once)."""
+        results: list[tuple[int, ...] | Exception | None] = []
         for key, data in blocks:
+            if key in self._unlinking:
+                results.append(None)
+                continue
             try:
                 results.append(self.files.write(key, data))
             except Exception as exc:
@@ -520,6 +528,8 @@ class BlockCache:
         self.files.remove(key)
 
     def _store(self, obj: ObjectId, key: bytes, data: Piece) -> None:
+        if key in self._unlinking:  # see _write_many
+            return
         crcs = self.files.write(key, data)
         self.index.commit(identity(obj, self.block_size), key, BlockRecord(len(data), crcs, time.time()))
 
@@ -623,7 +633,8 @@ class BlockCache:
         try:
             with trio.CancelScope(shield=True):  # records removed must have their files removed too
                 report = await self._io(partial(self._evictor.evict, self._limits, in_use.__contains__,
-                                                extra_free=extra_free, incoming=incoming))
+                                                extra_free=extra_free, incoming=incoming,
+                                                unlinking=self._unlinking))
         finally:
             self._eviction_epoch += 1
         self._known_bytes = report.totals.bytes

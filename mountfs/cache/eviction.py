@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,6 +85,29 @@ class EvictionReport:
     keys: tuple[bytes, ...] = field(default=(), repr=False)  # removed blocks (if collected)
 
 
+class Unlinking:
+    """Keys whose records an eviction pass has removed and whose files it has not yet unlinked.
+    A block fetched again meanwhile must not be written under that name: the pass would unlink the
+    new file after it, leaving the new record without its file. Shared by the eviction thread and
+    the writers, so it has its own lock."""
+
+    def __init__(self) -> None:
+        self._keys: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def add(self, keys: Iterable[bytes]) -> None:
+        with self._lock:
+            self._keys.update(keys)
+
+    def discard(self, key: bytes) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+
 def _nothing_in_use(key: bytes) -> bool:
     return False
 
@@ -117,7 +141,7 @@ class Evictor:
 
     def evict(self, limits: CacheLimits, in_use: Callable[[bytes], bool] = _nothing_in_use,
               now: float | None = None, collect_keys: bool = True, extra_free: int = 0,
-              incoming: int = 0) -> EvictionReport:
+              incoming: int = 0, unlinking: Unlinking | None = None) -> EvictionReport:
         """Remove blocks, least recently used first, until every limit holds and the disk has
         `extra_free` bytes available beyond `min_free` (room a staged write is waiting for); blocks
         for which `in_use(key)` is true are kept. Expired blocks go whatever the totals.
@@ -174,11 +198,16 @@ class Evictor:
                         txn.delete(lru_entry, db=self.index.lru)
                     for key, _ in victims:
                         self.index.remove_in(txn, key)
+                    if unlinking is not None:  # before the commit: a reader can miss only after it
+                        unlinking.add(key for key, _ in victims)
                     batch_bytes = sum(record.length for _, record in victims)
                     self.index.add_totals(txn, -len(victims), -batch_bytes)
                     totals = self.index.totals_in(txn)
             except lmdb.DiskError:
                 if files_first or not victims:
+                    if unlinking is not None:
+                        for key, _ in victims:
+                            unlinking.discard(key)
                     raise
                 # The index cannot grow on a disk this full, not even to drop records: the files
                 # go first this once (a reader that finds a record without its file fetches the
@@ -193,6 +222,8 @@ class Evictor:
             for key, _ in victims:
                 if not self.files.remove(key) and not files_first:
                     missing += 1
+                if unlinking is not None:
+                    unlinking.discard(key)
             files_first = False
             removed_blocks += len(victims)
             removed_bytes += batch_bytes

@@ -745,3 +745,33 @@ async def test_a_block_evicted_and_fetched_again_while_a_reader_opened_it_is_not
     assert cache.stats.corrupt == 0
     assert cache.index.lookup(key) is not None and os.path.exists(cache.files.path(key))
     cache.close()
+
+
+async def test_a_block_stored_again_while_eviction_unlinks_its_old_file_keeps_record_and_file_together(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eviction removes the record, then (later) the file; a reader that missed meanwhile fetches the
+    block and stores it under the same name. The unlink must not take the new file from under its
+    new record: a record never outlives its file."""
+    from mountfs.cache.eviction import CacheLimits
+
+    cache = BlockCache(str(tmp_path), BLOCK, 0)
+    await cache.read(OBJ, len(DATA), 0, 10, Source().fetch)  # no nursery: stored at once
+    key = block_key(OBJ, BLOCK, 0)
+    assert cache.index.lookup(key) is not None
+    cache.enable_eviction(CacheLimits(max_files=0), interval=3600)
+    real_remove = cache.files.remove
+
+    def remove_after_a_refetch_landed(k: bytes) -> bool:
+        if k == key:
+            cache._store(OBJ, k, DATA[:BLOCK])  # the other reader's fetch, stored just before
+        return real_remove(k)
+
+    monkeypatch.setattr(cache.files, "remove", remove_after_a_refetch_landed)
+    await cache.evict_now()
+    monkeypatch.setattr(cache.files, "remove", real_remove)
+    if cache.index.lookup(key) is not None:
+        assert os.path.exists(cache.files.path(key)), "a record whose file the eviction unlinked"
+    source = Source()
+    assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+    assert cache.stats.corrupt == 0
+    cache.close()
