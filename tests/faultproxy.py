@@ -19,6 +19,9 @@ hits one request, not a whole connection:
 - `endless_bodies`: that fraction of GET answers with a body sends half of the body, then one byte
   every `trickle_interval` seconds (None: nothing more), so the body never ends while the
   connection stays alive; a per-read socket timeout never fires on such a trickle;
+- `endless_answers`: that fraction of answers to other requests than GET (HEAD, PUT, POST, DELETE:
+  uploads, their parts and completion, copies, deletes) sends half of its head, then one byte every
+  `trickle_interval` seconds, never the rest;
 - `refuse(True)`: the listener is closed and every open connection reset, so connects are refused
   (ECONNREFUSED) until `refuse(False)` listens again on the same port.
 
@@ -60,7 +63,7 @@ class FaultProxy:
                  slow_down: float = 0.0, reset_bodies: float = 0.0, corrupt_bodies: float = 0.0,
                  truncate_bodies: float = 0.0, stall_answers: float = 0.0,
                  stall_seconds: float | tuple[float, float] = 20.0, endless_bodies: float = 0.0,
-                 trickle_interval: float | None = 1.0) -> None:
+                 trickle_interval: float | None = 1.0, endless_answers: float = 0.0) -> None:
         self.upstream = (host, upstream_port)
         self.host = host
         self.listener = socket.create_server((host, 0))
@@ -73,6 +76,7 @@ class FaultProxy:
         self.stall_answers = stall_answers
         self.stall_seconds = stall_seconds
         self.endless_bodies = endless_bodies
+        self.endless_answers = endless_answers
         self.trickle_interval = trickle_interval
         self.truncations_served = 0  # answers cut short with a clean close
         self.stalls_served = 0  # answers held back
@@ -164,6 +168,8 @@ class FaultProxy:
                 return "truncate"
             if method == "GET" and self.endless_bodies and self._rng.random() < self.endless_bodies:
                 return "endless"
+            if method != "GET" and self.endless_answers and self._rng.random() < self.endless_answers:
+                return "endless_head"
             if self.stall_answers and self._rng.random() < self.stall_answers:
                 return "stall"
             return None
@@ -230,6 +236,14 @@ class FaultProxy:
                         self.stalls_served += 1
                     if self._stop.wait(self._stall_for()):
                         return
+                if fault == "endless_head":
+                    whole = b"".join(answer)
+                    client.sendall(whole[:len(whole) // 2])
+                    with self._lock:
+                        self.endless_served += 1
+                    self._trickle(io.BufferedReader(io.BytesIO(whole[len(whole) // 2:])),  # type: ignore[arg-type]
+                                  client, len(whole) - len(whole) // 2)
+                    return
                 if fault in ("truncate", "endless") and 200 <= status < 300 and length is not None \
                         and length > 1:
                     client.sendall(b"".join(answer))

@@ -114,6 +114,8 @@ def _body_length(body: Any, headers: Any) -> int:
 
 
 def _arm_request(original: Any) -> Any:
+    """Sending: the timeout, plus time for the body at MIN_BODY_RATE."""
+
     def request(self: urllib3.connection.HTTPConnection, method: str, url: str, body: Any = None,
                 headers: Any = None, *args: Any, **kwargs: Any) -> Any:
         timeout, tokens = _EXCHANGE.timeout, _EXCHANGE.tokens
@@ -122,13 +124,32 @@ def _arm_request(original: Any) -> Any:
                 self.connect()  # what the request does first: the socket is needed to arm it
             if self.sock is not None:
                 extra = _body_length(body, headers or {}) / MIN_BODY_RATE
-                tokens.append(WATCHDOG.arm(self.sock, time.monotonic() + timeout + extra))
+                token = WATCHDOG.arm(self.sock, time.monotonic() + timeout + extra)
+                tokens.append(token)
+                self._mountfs_sending = token  # type: ignore[attr-defined]
         return original(self, method, url, body, headers, *args, **kwargs)
 
     request.__wrapped__ = original  # type: ignore[attr-defined]
     return request
 
 
-if not hasattr(urllib3.connection.HTTPConnection.request, "__wrapped__"):
-    urllib3.connection.HTTPConnection.request = _arm_request(  # type: ignore[method-assign]
-        urllib3.connection.HTTPConnection.request)
+def _arm_response(original: Any) -> Any:
+    """Answering: once the request is sent, the timeout again, whatever its body took."""
+
+    def getresponse(self: urllib3.connection.HTTPConnection, *args: Any, **kwargs: Any) -> Any:
+        timeout, tokens = _EXCHANGE.timeout, _EXCHANGE.tokens
+        sending = getattr(self, "_mountfs_sending", None)
+        if timeout is not None and tokens is not None and sending is not None and self.sock is not None:
+            self._mountfs_sending = None  # type: ignore[attr-defined]
+            if not WATCHDOG.disarm(sending):  # not cut off while sending: a fresh deadline
+                tokens.append(WATCHDOG.arm(self.sock, time.monotonic() + timeout))
+        return original(self, *args, **kwargs)
+
+    getresponse.__wrapped__ = original  # type: ignore[attr-defined]
+    return getresponse
+
+
+_Connection = urllib3.connection.HTTPConnection
+if not hasattr(_Connection.request, "__wrapped__"):
+    _Connection.request = _arm_request(_Connection.request)  # type: ignore[method-assign]
+    _Connection.getresponse = _arm_response(_Connection.getresponse)  # type: ignore[method-assign]

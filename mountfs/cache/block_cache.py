@@ -524,8 +524,12 @@ class BlockCache:
         log.warning("dropping cached block: %s", exc)
         self._pending.pop(key, None)
         self.stats.corrupt += 1
-        self.index.remove(key)
-        self.files.remove(key)
+        self._unlinking.add([key])  # as in an eviction pass: record first, then the file
+        try:
+            self.index.remove(key)
+            self.files.remove(key)
+        finally:
+            self._unlinking.discard(key)
 
     def _store(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         if key in self._unlinking:  # see _write_many

@@ -84,6 +84,10 @@ def _faults(settings: Settings) -> dict[str, Callable[[FaultProxy, bool], None]]
             setattr(proxy, attribute, value if on else 0.0)
         return switch
 
+    def endless(proxy: FaultProxy, on: bool) -> None:
+        proxy.endless_bodies = 0.2 if on else 0.0  # GET bodies
+        proxy.endless_answers = 0.2 if on else 0.0  # and the answers to uploads, copies, deletes
+
     def stalls(proxy: FaultProxy, on: bool) -> None:
         proxy.stall_seconds = settings.stall
         proxy.stall_answers = 0.2 if on else 0.0
@@ -94,7 +98,7 @@ def _faults(settings: Settings) -> dict[str, Callable[[FaultProxy, bool], None]]
         "stalls": stalls,
         "503 SlowDown": fraction("slow_down", 0.5),
         "refused connections": lambda proxy, on: proxy.refuse(on),
-        "endless bodies": fraction("endless_bodies", 0.2),
+        "endless bodies": endless,
     }
 
 
