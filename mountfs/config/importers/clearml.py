@@ -432,7 +432,7 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
     imp.unknown(cache, cache_key, ("default_base_dir", "default_cache_manager_size", "direct_access"))
     base_dir = _string(cache.get("default_base_dir"))
     if isinstance(base_dir, str):
-        base_dir = os.path.expandvars(os.path.expanduser(base_dir))  # as ClearML expands it
+        base_dir = os.path.expandvars(base_dir)  # as ClearML does; the reader expands "~" itself
     if base_dir is not None:
         imp.put(("cache", "dir"), base_dir, f"{cache_key}.default_base_dir")
     if cache.get("default_cache_manager_size") is not None:
@@ -441,8 +441,8 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
                  "max_size (200GiB) and max_files (1,000,000 blocks), least recently used evicted first",
                  "cache")  # fmt: skip
     if cache.get("direct_access") is not None:
-        imp.error(f"{cache_key}.direct_access", "ClearML reads direct_access from storage, not storage.cache",
-                  "move it out of cache { }, beside it")  # fmt: skip
+        imp.note(f"{cache_key}.direct_access", "ClearML reads direct_access beside cache { }, not in it: "
+                 "ignored here as there (file://* is direct by default)", "direct_access")  # fmt: skip
     for entry_key, entry in imp.entries(storage.get("direct_access"), f"{base}.direct_access"):
         imp.unknown(entry, entry_key, ("url", "content_type"))
         out = {k: entry[k] for k in ("url", "content_type") if _string(entry.get(k)) is not None}
