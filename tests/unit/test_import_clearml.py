@@ -122,7 +122,8 @@ def test_an_azure_container_is_mounted_at_azure_account_container(tmp_path: Path
 
 @NEEDS_MERGE
 def test_the_azure_block_loads_without_container_name() -> None:
-    assert load_source(str(SEEDS / "clearml-azure.conf"), str(SEEDS / "clearml-azure.conf")) is not None
+    config = load_source("az://models@devstoreaccount1/runs", str(SEEDS / "clearml-azure.conf"))
+    assert config.azure.containers[0].account_name == "devstoreaccount1"
 
 
 def test_cache_and_direct_access_as_the_seed_writes_them() -> None:
@@ -297,6 +298,20 @@ def test_new_loader_keys_are_emitted_with_the_agreed_names(tmp_path: Path) -> No
     assert result.origins[("s3", "credentials", 0, "extra_args")] == "sdk.aws.s3.credentials[0].extra_args"
 
 
+@NEEDS_MERGE
+def test_the_loader_takes_the_new_keys(tmp_path: Path) -> None:
+    imported("""
+        sdk.aws.s3 {
+          extra_args: { ServerSideEncryption: "AES256" }
+          credentials: [ { bucket: "enc-bucket", key: "k", secret: "s", use_credentials_chain: true,
+                           extra_args: { StorageClass: "STANDARD_IA" },
+                           verify: "https://ca.example/bundle.crt" } ] }
+        sdk.storage.direct_access: [ { content_type: "text/*" } ]
+    """, tmp_path)
+    config = load_source(str(tmp_path / "clearml.conf"))
+    assert [m.path for m in config.mounts] == ["s3/enc-bucket"]
+
+
 def test_blank_entries_apply_to_nothing_and_nested_mounts_are_merged(tmp_path: Path) -> None:
     result = imported("""
         sdk.aws.s3.credentials: [ { bucket: "", key: "", secret: "" },
@@ -362,6 +377,15 @@ def test_every_seed_file_is_recognised(path: Path) -> None:
 ])
 def test_toml_and_broken_toml_are_not_claimed(text: str) -> None:
     assert not clearml.looks_like("c.conf", text)
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("links.conf", "s3://cars/truck.jpg\ngoogle://planes/boeing.jpg\nazure://boats/boat.jpg\n"),
+    ("remote_links.yml", "aws: {provider: s3}\nazure:\n  provider: azure\n"),
+    ("storage.env", "STORAGE_PROVIDER=minio\nSTORAGE_ENDPOINT=minio\n"),
+])
+def test_other_foreign_formats_are_not_claimed(name: str, text: str) -> None:
+    assert not clearml.looks_like(name, text)
 
 
 def test_a_toml_compatible_clearml_conf_is_claimed() -> None:

@@ -40,10 +40,12 @@ _CLEARML_ROOTS = ("sdk", "api", "agent", *_STORAGE_ROOTS)
 _MOUNTFS_TOP = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
 )  # fmt: skip
-_HOCON_ROOT = re.compile(
-    r"^[ \t]*(?:sdk|api|agent|aws|google|azure|storage)(?:\.[A-Za-z_][\w.]*)?[ \t]*(?:\{|[:=][ \t]*\{?)",
+_HOCON_ROOT = re.compile(  # `sdk {`, `azure.storage {`, `aws: {`, or `sdk.aws.s3.key: ...`
+    r"^[ \t]*(?:(?:sdk|api|agent|aws|google|azure|storage)(?:\.[A-Za-z_]\w*)*[ \t]*(?:[:=][ \t]*)?\{"
+    r"|sdk(?:\.[A-Za-z_]\w*)+[ \t]*[:=])",
     re.MULTILINE,
 )
+_OTHER_FORMATS = (".yml", ".yaml", ".env", ".txt", ".toml")
 _TOML_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*(?:" + "|".join(_MOUNTFS_TOP) + r")\b", re.MULTILINE)
 
 
@@ -54,6 +56,8 @@ def looks_like(path: str, text: str) -> bool:
     try:
         doc = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError):
+        if path.lower().endswith(_OTHER_FORMATS):
+            return False
         return bool(_HOCON_ROOT.search(text)) and not _TOML_HEADER.search(text)
     return any(k in doc for k in _CLEARML_ROOTS) and not any(k in doc for k in _MOUNTFS_TOP)
 
