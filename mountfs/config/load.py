@@ -99,6 +99,14 @@ def build_document(document: Document, source: str | None = None, *, mounts: lis
     if imported is not None:
         for key, message, hint in imported.errors:
             reader.errors.append(ConfigError(message, file=document.file, key=key, hint=hint))
+        if need_mounts and mounts is None and not document.doc.get("mount"):
+            # "add [[mount]]" is no advice for a foreign file: it can be given with one URL instead
+            reader.errors.append(ConfigError(
+                f"names no bucket to mount ({imported.format} settings only)", file=document.file,
+                hint="mount a URL with these settings: "
+                f"mountfs s3://bucket/prefix MOUNTPOINT -o config={document.file}",
+            ))  # fmt: skip
+            need_mounts = False
     try:
         config = build(reader, document.doc, source or document.file, mounts=mounts, need_mounts=need_mounts)
     except RecursionError:  # tomllib took it, but walking it (${VAR} expansion) did not

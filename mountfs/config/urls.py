@@ -208,10 +208,11 @@ def parse_url(text: str) -> StoreUrl:
 
 
 def check_glob_url(text: str) -> None:
-    """A glob is not a bucket URL: only its scheme (and a file glob's absoluteness) can be checked."""
+    """A glob is not a bucket URL: only its scheme (and a file glob's absoluteness) can be checked.
+    `file://*`, as ClearML writes "every file URL", starts with a wildcard and is accepted."""
     _check_url_text(text)
     scheme, rest = _scheme_of(text.strip())
-    if scheme == "file" and not rest.startswith("/"):
+    if scheme == "file" and not rest.startswith(("/", "*", "?", "[")):
         raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
 
 
