@@ -238,6 +238,21 @@ def load_source(source: str, config: str | None = None) -> Config:
         return build_document(settings, source, mounts=[{"path": "", "url": source}])
     own = source_document(source)
     mounts = own.doc.get("mount")
-    combined = Document(settings.file, {**settings.doc, **{k: v for k, v in own.doc.items() if k != "mount"}},
-                        settings.text, settings.imported)
+    if isinstance(mounts, list):  # expanded as its own document: a "$${" there is a literal "${"
+        reader = Reader(own.file, own.text or "", own.imported.origins if own.imported else None)
+        mounts = reader.expand(mounts, ("mount",))
+        if reader.errors:
+            raise ConfigErrors(reader.errors)
+    own_settings = {k: v for k, v in own.doc.items() if k != "mount"}
+    combined = Document(settings.file, _merged(settings.doc, own_settings), settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
+
+
+def _merged(base: Table, over: Table) -> Table:
+    """`base` with the keys of `over` set in it, tables merged key by key: SOURCE's `[s3] endpoint`
+    keeps the settings file's `[[s3.credentials]]`."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
