@@ -176,7 +176,7 @@ def config_from_url(url: str) -> Config:
 
 SECRET_ENVIRONMENT = (
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET",
 )  # fmt: skip
 
 
@@ -191,7 +191,8 @@ def secret_values(config: Config) -> list[str]:
         if json_text and json_text.lstrip().startswith("{"):  # the key itself, not the path of its file
             values.append(json_text)
     for container in config.azure.containers:
-        values += [container.account_key, container.connection_string, container.sas_token]
+        values += [container.account_key, container.connection_string, container.sas_token,
+                   container.client_secret]
     values += [os.environ.get(name) for name in SECRET_ENVIRONMENT]
     for text in list(values):  # a connection string's key or signature may be logged on its own
         for part in (text or "").split(";"):
