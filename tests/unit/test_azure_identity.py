@@ -5,6 +5,19 @@ BlobServiceClient (a spy on the real constructor, nothing of storage behaviour m
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.server
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +30,7 @@ from mountfs.backends import azure as azure_backend
 from mountfs.config import Config, ConfigErrors, load_config, parse_url, secret_values
 from mountfs.config.azure import AzureSettings, Identity, resolve
 from mountfs.errors import AccessDenied, ConfigError
+from tests import servers
 
 SECRET = "CLIENT-SECRET-SENTINEL"
 PRINCIPAL = f"""
@@ -165,3 +179,135 @@ def test_a_credential_that_gives_no_token_is_access_denied() -> None:
     got = azure_backend.translate(exc, "LIST az://acct/c/")
     assert isinstance(got, AccessDenied)
     assert "no access token from the identity: DefaultAzureCredential failed" in str(got)
+
+
+# --- a real read with a managed identity: Azurite over https with --oauth basic -----------------------
+
+
+def _self_signed(tmp: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def _token() -> str:
+    """A JWT as Entra ID issues for Azure Storage; Azurite's basic OAuth checks its claims, not its
+    signature."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/tenant-1/", "iat": now - 60,
+              "nbf": now - 60, "exp": now + 3600, "oid": "object-1", "tid": "tenant-1"}
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+@pytest.fixture
+def identity_endpoint() -> Iterator[tuple[str, list[str]]]:
+    """An App Service managed-identity endpoint (IDENTITY_ENDPOINT) handing out `_token()`; the
+    resources asked for are recorded."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            asked.append(query.get("resource", [""])[0])
+            if self.headers.get("X-IDENTITY-HEADER") != "identity-header":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"access_token": _token(), "expires_on": str(int(time.time()) + 3600),
+                               "resource": asked[-1], "token_type": "Bearer"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/msi/token", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def azurite_oauth(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Azurite's blob service over https with `--oauth basic`: (account URL, CA bundle)."""
+    cert, key = _self_signed(tmp_path)
+    port = servers.free_port()
+    argv = [servers.azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+            str(tmp_path / "data"), "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent",
+            "--oauth", "basic", "--cert", cert, "--key", key]
+    process = servers._spawn(argv, str(tmp_path / "azurite.log"))
+    context = ssl.create_default_context(cafile=cert)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as raw, \
+                        context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield f"https://127.0.0.1:{port}/{servers.AZURITE_ACCOUNT}", cert
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_managed_identity_reads_from_azurite_over_https(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, azurite_oauth: tuple[str, str],
+        identity_endpoint: tuple[str, list[str]]) -> None:
+    account_url, ca = azurite_oauth
+    endpoint, asked = identity_endpoint
+    keyed = BlobServiceClient(account_url, credential={"account_name": servers.AZURITE_ACCOUNT,
+                                                       "account_key": servers.AZURITE_KEY},
+                              connection_verify=ca, retry_total=0)
+    keyed.create_container("models").upload_blob("p/model.bin", b"weights")
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", "identity-header")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)  # azure-core's requests transport trusts Azurite's cert
+    monkeypatch.setattr(azure_backend, "_clients", {})
+    config = load(tmp_path, f'[[azure.containers]]\naccount_name = "{servers.AZURITE_ACCOUNT}"\n'
+                            f'use_credentials_chain = true\nendpoint = "{account_url}"\n'
+                            f'[[mount]]\npath = "m"\nurl = "az://models@{servers.AZURITE_ACCOUNT}/p"\n')
+    store = azure_backend.AzureStore(settings(config, config.mounts[0].url.raw), config.retry)
+    store.check_access()
+    assert store.get_range("p/model.bin", 0, 100) == b"weights"
+    assert asked and asked[0].startswith("https://storage.azure.com")
+    monkeypatch.setenv("IDENTITY_HEADER", "wrong")  # the identity gives no token: access denied, said so
+    monkeypatch.setattr(azure_backend, "_clients", {})
+    with pytest.raises(AccessDenied, match="no access token from the identity"):
+        azure_backend.AzureStore(settings(config, config.mounts[0].url.raw), config.retry).check_access()
