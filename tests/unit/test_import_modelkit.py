@@ -199,3 +199,16 @@ def test_s3_ssm_reads_the_bucket_from_the_parameter(env: pytest.MonkeyPatch, mot
     (error,) = errors_of(env, MODELKIT_STORAGE_BUCKET="/modelkit/none")
     assert 'SSM parameter "/modelkit/none" cannot be read (ParameterNotFound)' in error
     assert os.environ["MODELKIT_STORAGE_PROVIDER"] == "s3ssm"
+
+
+def test_config_check_reads_the_environment(env: pytest.MonkeyPatch, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from mountfs import cli
+
+    env.setenv("MODELKIT_ASSETS_DIR", str(tmp_path))
+    assert cli.main(["config", "check", "modelkit:"]) == 0
+    assert "modelkit:: ok (1 mount(s))" in capsys.readouterr().out
+    env.setenv("MODELKIT_STORAGE_PROVIDER", "gcs")
+    assert cli.main(["config", "check", "modelkit:"]) == 1
+    err = capsys.readouterr().err
+    assert "MODELKIT_STORAGE_BUCKET: is not set; MODELKIT_STORAGE_PROVIDER=gcs needs it" in err
