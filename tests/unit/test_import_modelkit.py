@@ -4,6 +4,7 @@ prefix and settings each provider gives, and one error naming every missing vari
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -212,3 +213,13 @@ def test_config_check_reads_the_environment(env: pytest.MonkeyPatch, tmp_path: P
     assert cli.main(["config", "check", "modelkit:"]) == 1
     err = capsys.readouterr().err
     assert "MODELKIT_STORAGE_BUCKET: is not set; MODELKIT_STORAGE_PROVIDER=gcs needs it" in err
+
+
+def test_every_variable_of_modelkits_document_is_read() -> None:
+    """The seed (modelkit's storage provider page) names these; each is read here or by a store."""
+    from mountfs.config.importers import modelkit
+
+    seed = (Path(__file__).parents[1] / "data" / "seeds" / "modelkit-storage-provider.txt").read_text()
+    named = set(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b", seed))
+    assert "AWS_DEFAULT_PROFILE" in named and "S3_ENDPOINT" in named
+    assert named <= set(modelkit.READ_HERE) | set(modelkit.READ_BY_STORES)

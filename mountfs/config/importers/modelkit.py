@@ -34,6 +34,15 @@ PREFIX = "MODELKIT_STORAGE_PREFIX"
 ASSETS_DIR = "MODELKIT_ASSETS_DIR"
 DEFAULT_PREFIX = "modelkit-assets"
 PROVIDERS = ("s3", "s3_ssm", "gcs", "az", "local")
+READ_BY_STORES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+    "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_CONNECTION_STRING",
+)  # fmt: skip
+"""modelkit's variables that the stores' own resolvers (boto3's chain, google-auth, the azure resolver)
+read from the daemon's environment, as modelkit's drivers do: nothing to copy into the document."""
+READ_HERE = (
+    PROVIDER, BUCKET, PREFIX, ASSETS_DIR, "S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_KMS_KEY_ID",
+)  # fmt: skip
 _SSM_ALIASES = ("s3_ssm", "s3ssm")
 Report = Callable[..., None]
 
