@@ -62,9 +62,8 @@ def test_prefix_defaults_to_modelkits(env: pytest.MonkeyPatch) -> None:
 def test_kms_key_encrypts_uploads(env: pytest.MonkeyPatch) -> None:
     env.setenv("AWS_KMS_KEY_ID", "arn:aws:kms:eu-west-3:1:key/abc")
     only_mount(env, MODELKIT_STORAGE_PROVIDER="s3", MODELKIT_STORAGE_BUCKET="assets")
-    extra = load_source("modelkit:").s3.extra_args  # type: ignore[attr-defined]
-    assert extra["ServerSideEncryption"] == "aws:kms"
-    assert extra["SSEKMSKeyId"] == "arn:aws:kms:eu-west-3:1:key/abc"
+    extra = load_source("modelkit:").s3.extra_args.request_args()  # type: ignore[attr-defined]
+    assert extra == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "arn:aws:kms:eu-west-3:1:key/abc"}
 
 
 def test_kms_key_is_emitted_as_extra_args(env: pytest.MonkeyPatch) -> None:
