@@ -157,8 +157,18 @@ def test_missing_folders_are_named(env: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_a_bad_bucket_names_the_variable(env: pytest.MonkeyPatch) -> None:
-    (error,) = errors_of(env, MODELKIT_STORAGE_PROVIDER="s3", MODELKIT_STORAGE_BUCKET="a b")
-    assert "MODELKIT_STORAGE_BUCKET" in error
+    (error,) = errors_of(env, MODELKIT_STORAGE_PROVIDER="s3", MODELKIT_STORAGE_BUCKET="ab")
+    assert "MODELKIT_STORAGE_BUCKET" in error  # the store's own rule, named by the variable
+    for provider, bucket in (("s3", "a b"), ("s3", "bucket/sub"), ("az", "c@other"), ("gcs", "gs://b")):
+        env.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+        (error,) = errors_of(env, MODELKIT_STORAGE_PROVIDER=provider, MODELKIT_STORAGE_BUCKET=bucket)
+        assert error.startswith(f'modelkit:: MODELKIT_STORAGE_BUCKET: "{bucket}" is not a bucket name')
+
+
+def test_a_prefix_does_not_climb(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (error,) = errors_of(env, MODELKIT_STORAGE_PROVIDER="local", MODELKIT_STORAGE_BUCKET=str(tmp_path),
+                         MODELKIT_STORAGE_PREFIX="../etc")
+    assert error == 'modelkit:: MODELKIT_STORAGE_PREFIX: "../etc" must not contain "." or ".." segments'
 
 
 def test_a_connection_string_without_account(env: pytest.MonkeyPatch) -> None:

@@ -72,10 +72,21 @@ def import_environment(env: dict[str, str]) -> Imported:
             return None
         return value
 
+    def need_bucket(why: str) -> str | None:
+        """A bucket or container name: one URL segment, never a path or a URL of its own."""
+        value = need(BUCKET, why)
+        if value is not None and (any(c in value for c in "/@:?#") or any(c.isspace() for c in value)):
+            error(BUCKET, f'"{value}" is not a bucket name', "give the name alone; the prefix goes in "
+                  f"{PREFIX}")
+            return None
+        return value
+
     doc: dict[str, object] = {}
     notes: list[Note] = []
     mount: dict[str, object] | None = None
     prefix = _key_path(env.get(PREFIX, "").strip() or DEFAULT_PREFIX)  # modelkit: empty is the default
+    if any(part in (".", "..") for part in prefix.split("/")):
+        error(PREFIX, f'"{prefix}" must not contain "." or ".." segments')
     for_provider = f"{PROVIDER}={provider}"
     if not provider:
         folder = need(ASSETS_DIR, f"the pre-downloaded mode ({PROVIDER} unset or empty)")
@@ -84,7 +95,7 @@ def import_environment(env: dict[str, str]) -> Imported:
             if path is not None:
                 mount = {"path": "", "url": "file://" + _literal(path), "read_only": True}
     elif provider in ("s3", *_SSM_ALIASES):
-        bucket = need(BUCKET, for_provider)
+        bucket = need(BUCKET, for_provider) if provider in _SSM_ALIASES else need_bucket(for_provider)
         s3: dict[str, object] = {}
         endpoint = env.get("S3_ENDPOINT", "").strip()
         if endpoint:
@@ -102,11 +113,11 @@ def import_environment(env: dict[str, str]) -> Imported:
         if bucket is not None:
             mount = {"path": "", "url": f"s3://{_literal(bucket)}/{_literal(prefix)}"}
     elif provider == "gcs":
-        bucket = need(BUCKET, for_provider)
+        bucket = need_bucket(for_provider)
         if bucket is not None:
             mount = {"path": "", "url": f"gs://{_literal(bucket)}/{_literal(prefix)}"}
     elif provider == "az":
-        bucket = need(BUCKET, for_provider)
+        bucket = need_bucket(for_provider)
         text = need("AZURE_STORAGE_CONNECTION_STRING", for_provider)
         account = None
         if text is not None:
