@@ -136,10 +136,10 @@ def _refused(exc: MountfsError) -> int:
 
 
 def _config_check(path: str) -> int:
-    from mountfs.config import load_config
+    from mountfs.config import load_config, load_source
 
-    try:
-        config = load_config(path, need_mounts=False)
+    try:  # "modelkit:" checks modelkit's environment variables, as a mount would read them
+        config = load_source(path) if path == "modelkit:" else load_config(path, need_mounts=False)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error.format(), file=sys.stderr)

@@ -258,8 +258,8 @@ def direct_access(config: Config, entry: MountConfig) -> dict[str, Any]:
         return {}
     root = entry.url.bucket.rstrip("/")
     original = entry.substituted_for.rstrip("/") if entry.substituted_for else None
-    if (rules.is_direct(entry.url.raw) or rules.is_direct("file://" + root + "/")
-            or (original is not None and rules.is_direct(original + "/"))):
+    if (rules.is_direct(entry.url.raw, folder=True) or rules.is_direct("file://" + root + "/", folder=True)
+            or (original is not None and rules.is_direct(original + "/", folder=True))):
         return {"local_root": entry.url.bucket, "direct": True}
 
     def matches(key: str) -> bool:
@@ -275,6 +275,8 @@ def unreachable_globs(config: Config) -> list[str]:
     originals = [m.substituted_for for m in config.mounts if m.substituted_for]
     out = []
     for glob in config.direct_access or ():
+        if glob.url is None:  # a content type alone: local files of that type are direct
+            continue
         text = glob.url.strip()
         if text.lower().startswith("file://") or text.startswith("*"):
             continue

@@ -11,6 +11,12 @@ The two sections follow ClearML's, so a clearml.conf moves over unchanged:
   "/", as in ClearML) are served from their local path with no cache: a local or NFS file is
   already as close as a cached copy. With none configured, `file://*` applies, as in ClearML;
   `direct_access = []` (or the mount option `-o cache_local`) turns direct access off.
+  An entry may give a `content_type` glob instead of, or beside, its `url` glob (both must then
+  match): ClearML's "available for url and content_type". It is matched case-insensitively
+  against the object's content type, which for a local file is what `mimetypes` guesses from its
+  name. Direct access means serving the file itself, so it applies to files that have a local
+  path (file:// mounts and path-substituted ones) only; an object of S3, GCS or Azure has none
+  and always goes through the block cache, whatever its content type.
 
 URLs are taken literally, as everywhere in mountfs: "%20" is three characters of an object key
 or a file name, not an escaped space. Schemes compare case-insensitively, the rest exactly.
@@ -19,6 +25,7 @@ or a file name, not an escaped space. Schemes compare case-insensitively, the re
 from __future__ import annotations
 
 import fnmatch
+import mimetypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,23 +113,58 @@ def _rule_for(url: str, rules: Sequence[PathSubstitution]) -> tuple[str, str, st
     return None if best is None else (best[1], best[2], rest)
 
 
-def _compile(globs: Sequence[DirectAccess]) -> list[re.Pattern[str]]:
-    patterns = []
+_Rule = tuple[re.Pattern[str] | None, re.Pattern[str] | None]
+"""A compiled [[direct_access]] entry: (URL pattern, content-type pattern); None matches anything."""
+
+
+def _compile(globs: Sequence[DirectAccess]) -> list[_Rule]:
+    rules: list[_Rule] = []
     for glob in globs:
-        parts = _split(glob.url.strip())
-        text = glob.url.strip() if parts is None else f"{parts[0]}://{parts[1]}"
-        patterns.append(re.compile(fnmatch.translate(text)))
-    return patterns
+        url_pattern = None
+        if glob.url is not None:
+            parts = _split(glob.url.strip())
+            text = glob.url.strip() if parts is None else f"{parts[0]}://{parts[1]}"
+            url_pattern = re.compile(fnmatch.translate(text))
+        type_pattern = None
+        if glob.content_type is not None:
+            type_pattern = re.compile(fnmatch.translate(glob.content_type.strip().lower()))
+            mimetypes.init()  # reads the system's mime.types now, at set-up, not at the first lookup
+        rules.append((url_pattern, type_pattern))
+    return rules
 
 
-def is_direct(url: str, globs: Sequence[DirectAccess] = DEFAULT_DIRECT_ACCESS) -> bool:
-    """True if `url` matches a direct-access glob (pass the configured ones; none means the default)."""
-    return _matches(url, _compile(globs or DEFAULT_DIRECT_ACCESS))
+def is_direct(url: str, globs: Sequence[DirectAccess] = DEFAULT_DIRECT_ACCESS,
+              content_type: str | None = None) -> bool:
+    """True if `url` matches a direct-access entry (pass the configured ones; none means the default)."""
+    return _matches(url, _compile(globs or DEFAULT_DIRECT_ACCESS), content_type)
 
 
-def _matches(url: str, patterns: Sequence[re.Pattern[str]]) -> bool:
+def content_type_of(url: str) -> str | None:
+    """The content type `url` is known by without asking a store: mimetypes' guess from its name."""
+    if url.endswith("/"):
+        return None
+    return mimetypes.guess_type(url, strict=False)[0]
+
+
+def _matches(url: str, rules: Sequence[_Rule], content_type: str | None = None, folder: bool = False) -> bool:
+    """`content_type` None: guessed from the name when an entry asks for one. `folder`: `url` is a
+    folder, which has no content type (only URL-only entries can cover it)."""
     normal = _normal_url(url)
-    return normal is not None and any(p.match(normal) for p in patterns)
+    if normal is None:
+        return False
+    guessed: list[str | None] = []  # guessed once, when first needed
+
+    def type_matches(pattern: re.Pattern[str]) -> bool:
+        if folder:
+            return False
+        if not guessed:
+            found = content_type or content_type_of(normal)
+            guessed.append(found.split(";")[0].strip().lower() if found else None)
+        return guessed[0] is not None and pattern.match(guessed[0]) is not None
+
+    return any((url_pattern is None or url_pattern.match(normal) is not None)
+               and (type_pattern is None or type_matches(type_pattern))
+               for url_pattern, type_pattern in rules)
 
 
 def local_path(url: str) -> str | None:
@@ -157,8 +199,10 @@ class Passthrough:
     def substitution_base(self, url: str) -> str | None:
         return substitution_base(url, self.path_substitution)
 
-    def is_direct(self, url: str) -> bool:
-        return _matches(url, self._patterns)
+    def is_direct(self, url: str, content_type: str | None = None, *, folder: bool = False) -> bool:
+        """`content_type`: the object's, when known (else guessed from the name if an entry needs
+        one); `folder`: `url` is a whole folder, which only URL-only entries cover."""
+        return _matches(url, self._patterns, content_type, folder)
 
     def prefixes_inside(self, url: str) -> list[tuple[str, str]]:
         """The registered prefixes strictly inside `url` (a mount's URL), as (the path relative

@@ -29,6 +29,10 @@ writes it; see `mountfs.backends.mtime`), shown by HEAD and by listings (which a
 pinned to the ETag it read; Azure gives the blob a new ETag for it (the bytes stay). Uploads carry
 it from the start: `put` as the blob's metadata, a multipart upload in its commit.
 
+Credentials: an account key (AzureNamedKeyCredential), a SAS, or a Microsoft Entra ID identity made
+here from the settings: ClientSecretCredential for a service principal, DefaultAzureCredential for
+the chain (environment, managed identity, az CLI). azure-identity is imported only then.
+
 azure-core's retry policy is off (`retry_total=0`): `retry.call_with_retry` retries every adapter
 the same way. SAS signatures are cut out of every message (connection errors quote request URLs),
 and azure-core's per-request INFO log lines are silenced.
@@ -54,7 +58,7 @@ from typing import Any, TypeVar
 import requests
 import requests.adapters
 from azure.core import MatchConditions
-from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.credentials import AzureNamedKeyCredential, TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -70,7 +74,7 @@ from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_with_retry, refused_for_good, root_cause
 from mountfs.config import RetryConfig
-from mountfs.config.azure import AzureSettings
+from mountfs.config.azure import AzureSettings, Identity
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
@@ -140,12 +144,14 @@ class _PooledTransport(RequestsTransport):  # type: ignore[misc]
 def client_for(settings: AzureSettings, timeout: float) -> BlobServiceClient:
     """One thread-safe client per account URL and credentials in each process (made anew after fork)."""
     ident = (os.getpid(), settings.account_url, settings.account, settings.account_key, settings.sas_token,
-             settings.pool_connections, timeout)
+             settings.identity, settings.pool_connections, timeout)
     with _clients_lock:
         client = _clients.get(ident)
         if client is None:
-            credential: AzureNamedKeyCredential | str | None = None
-            if settings.account_key:
+            credential: AzureNamedKeyCredential | TokenCredential | str | None = None
+            if settings.identity is not None:
+                credential = identity_credential(settings.identity)
+            elif settings.account_key:
                 credential = AzureNamedKeyCredential(settings.account, settings.account_key)
             elif settings.sas_token:
                 credential = settings.sas_token
@@ -155,6 +161,16 @@ def client_for(settings: AzureSettings, timeout: float) -> BlobServiceClient:
                                        transport=transport)
             _clients[ident] = client
     return client
+
+
+def identity_credential(identity: Identity) -> TokenCredential:
+    """azure-identity's credential for `identity`: a service principal's, or the default chain."""
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    if identity.is_chain:
+        return DefaultAzureCredential()
+    assert identity.tenant_id and identity.client_id and identity.client_secret
+    return ClientSecretCredential(identity.tenant_id, identity.client_id, identity.client_secret)
 
 
 def _code(exc: HttpResponseError) -> str:
@@ -181,6 +197,8 @@ def translate(exc: Exception, what: str) -> Exception:
             return NotFound(f"{what}: not found")
         if code in STALE_CODES or status == 412:
             return Stale(f"{what}: the object changed ({code or status})")
+        if isinstance(exc, ClientAuthenticationError) and not status:  # the identity gave no token
+            return AccessDenied(f"{what}: no access token from the identity: {_reason(exc)}")
         if isinstance(exc, ClientAuthenticationError) or code in DENIED_CODES or status in (401, 403):
             return AccessDenied(f"{what}: access denied ({code or status}); check the credentials")
         if code == "ServerBusy" or status in THROTTLED_STATUS:

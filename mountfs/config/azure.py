@@ -1,14 +1,21 @@
 """Which endpoint and credentials one az://account/container/prefix URL gets, most specific first.
 
 1. the `[[azure.containers]]` entry for that account and container;
-2. another entry for the same account (an account key or connection string opens every container
-   of its account);
-3. the environment, as the az CLI reads it: `AZURE_STORAGE_CONNECTION_STRING`, else
+2. an entry for the same account without `container_name` (it covers every container of the
+   account, as in ClearML's own example, which leaves container_name out);
+3. another entry for the same account with an account key or connection string (which opens
+   every container of its account);
+4. the environment, as the az CLI reads it: `AZURE_STORAGE_CONNECTION_STRING`, else
    `AZURE_STORAGE_ACCOUNT` (when it names this account) with `AZURE_STORAGE_KEY` or
    `AZURE_STORAGE_SAS_TOKEN`;
-4. nothing: anonymous access, which works on public containers only.
+5. nothing: anonymous access, which works on public containers only.
 
-An entry holds one of `account_key`, `connection_string` or `sas_token`. A connection string is
+An entry holds one kind of credentials: `account_key`, `connection_string`, `sas_token`, a service
+principal (`tenant_id`, `client_id`, `client_secret`: azure-identity's ClientSecretCredential), or
+`use_credentials_chain = true` (azure-identity's DefaultAzureCredential: AZURE_TENANT_ID,
+AZURE_CLIENT_ID and AZURE_CLIENT_SECRET or a federated token in the environment, a managed
+identity, the az CLI's login). The identities are Microsoft Entra tokens, which Azure Storage only
+takes over https; the credential object is made by the adapter, when the store opens. A connection string is
 read here, not by the SDK, so that it and the other two end up the same: an account URL plus a key
 or a SAS. It may name its endpoint (`BlobEndpoint`, or `DefaultEndpointsProtocol` and
 `EndpointSuffix`) or be `UseDevelopmentStorage=true` (Azurite's defaults).
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 
 from mountfs.config.model import AzureConfig, AzureContainer, Config, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
+from mountfs.config.toml_text import Path
 from mountfs.config.urls import (
     check_endpoint,
     check_plain_name,
@@ -53,10 +61,25 @@ class AzureSettings:
     sas_token: str | None = field(default=None, repr=False)
     credentials_origin: str = ANONYMOUS  # where the credentials came from, for messages
     pool_connections: int = 32
+    identity: Identity | None = None  # an Entra ID identity, instead of a key or a SAS
 
     def describe(self) -> str:
         """Where this is, for messages; never a secret."""
         return f"az://{self.account}/{self.container} at {self.account_url}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A Microsoft Entra ID identity: a service principal (all three fields), or None of them for
+    azure-identity's DefaultAzureCredential chain."""
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def is_chain(self) -> bool:
+        return self.client_secret is None
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,9 @@ def _entry_for(url: StoreUrl, entries: tuple[AzureContainer, ...]) -> tuple[int,
         if entry.account_name == url.host and entry.container_name == url.bucket:
             return index, entry
     for index, entry in enumerate(entries):
+        if entry.account_name == url.host and entry.container_name is None:
+            return index, entry
+    for index, entry in enumerate(entries):
         if entry.account_name == url.host and (entry.account_key or entry.connection_string):
             return index, entry
     return None
@@ -139,11 +165,18 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
     sas: str | None = None
     origin = ANONYMOUS
     connection: tuple[str, str] | None = None  # (text, where it came from)
+    identity: Identity | None = None
     if found is not None:
         index, entry = found
         origin = f"azure.containers[{index}]"
         endpoint = entry.endpoint
-        if entry.connection_string:
+        if entry.client_secret:
+            identity = Identity(entry.tenant_id, entry.client_id, entry.client_secret)
+            origin = f"{origin} (service principal {entry.client_id} of tenant {entry.tenant_id})"
+        elif entry.use_credentials_chain:
+            identity = Identity()
+            origin = f"{origin}.use_credentials_chain"
+        elif entry.connection_string:
             connection = (entry.connection_string, f"{origin}.connection_string")
         elif entry.account_key:
             key, origin = entry.account_key, f"{origin}.account_key"
@@ -167,13 +200,20 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
             )
         endpoint = endpoint or parsed.endpoint
         key, sas = parsed.key, parsed.sas
+    account_url = (endpoint or default_endpoint(account)).rstrip("/")
+    if identity is not None and not account_url.lower().startswith("https://"):
+        raise ConfigError(
+            f"{url.raw}: an Entra ID identity's token is only sent over https, and the endpoint is "
+            f"{account_url}", file=config.source, key=origin.split(" ")[0],
+            hint="use the https endpoint, or an account key or SAS")
     return AzureSettings(
         account=account,
         container=url.bucket,
-        account_url=(endpoint or default_endpoint(account)).rstrip("/"),
+        account_url=account_url,
         account_key=key,
         sas_token=sas,
         credentials_origin=origin,
+        identity=identity,
     )
 
 
@@ -183,7 +223,9 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
 _AZURE_KEYS = ("containers",)
 _AZURE_CONTAINER_KEYS = (
     "account_name", "account_key", "connection_string", "sas_token", "container_name", "endpoint",
+    "tenant_id", "client_id", "client_secret", "use_credentials_chain",
 )  # fmt: skip
+_PRINCIPAL = ("tenant_id", "client_id", "client_secret")
 
 
 def azure_section(r: Reader, root: Table) -> AzureConfig:
@@ -193,17 +235,15 @@ def azure_section(r: Reader, root: Table) -> AzureConfig:
         t.get("containers", ABSENT), (*path, "containers"), _AZURE_CONTAINER_KEYS, "azure.containers"
     ):
         account = r.checked_str(c, ipath, "account_name", check_plain_name, required=True)
-        container = r.checked_str(c, ipath, "container_name", check_plain_name, required=True)
+        container = r.checked_str(c, ipath, "container_name", check_plain_name)
+        if c.get("container_name") == "":  # ${VAR:-} that came out empty: the whole account, said once
+            container = None
         secrets = {k: r.str_(c, ipath, k) for k in ("account_key", "connection_string", "sas_token")}
-        given = [k for k, v in secrets.items() if v is not None]
-        if len(given) > 1:
-            r.error(
-                (*ipath, given[1]),
-                f"give only one of account_key, connection_string, sas_token "
-                f"(this entry also has {given[0]})",
-            )
+        principal = {k: r.checked_str(c, ipath, k, _check_principal_part) for k in _PRINCIPAL}
+        chain = r.bool_(c, ipath, "use_credentials_chain", False)
+        _one_kind(r, c, ipath, secrets, principal, chain)
         endpoint = r.checked_str(c, ipath, "endpoint", check_endpoint)
-        if account is not None and container is not None:
+        if account is not None:
             containers.append(AzureContainer(
                 account_name=account,
                 account_key=secrets["account_key"],
@@ -211,5 +251,39 @@ def azure_section(r: Reader, root: Table) -> AzureConfig:
                 sas_token=secrets["sas_token"],
                 container_name=container,
                 endpoint=endpoint,
+                tenant_id=principal["tenant_id"],
+                client_id=principal["client_id"],
+                client_secret=principal["client_secret"],
+                use_credentials_chain=chain,
             ))  # fmt: skip
     return AzureConfig(tuple(containers))
+
+
+def _check_principal_part(text: str) -> None:
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("must not contain spaces or control characters")
+
+
+def _one_kind(r: Reader, c: Table, ipath: Path, secrets: dict[str, str | None],
+              principal: dict[str, str | None], chain: bool) -> None:
+    """One kind of credentials per entry; a service principal complete. Each conflict is one error
+    that names both keys."""
+    kinds = [k for k, v in secrets.items() if v is not None]
+    named = [k for k in _PRINCIPAL if k in c]
+    if named:
+        kinds.append(named[0] if len(named) == 1 else "tenant_id/client_id/client_secret")
+        missing = [k for k in _PRINCIPAL if principal[k] is None and k not in named]
+        if missing:
+            r.error((*ipath, missing[0]), f"a service principal needs {', '.join(missing)} as well "
+                    f"(this entry has {', '.join(named)})", at=(*ipath, named[0]))
+    if chain:
+        kinds.append("use_credentials_chain")
+    if len(kinds) > 1:
+        r.error((*ipath, _first_key(kinds[1])),
+                f"give one kind of credentials: {kinds[0]} and {kinds[1]} are both set",
+                "an entry holds an account key, a connection string, a SAS, a service principal "
+                "or use_credentials_chain = true")
+
+
+def _first_key(kind: str) -> str:
+    return kind.split("/")[0]

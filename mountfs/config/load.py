@@ -184,7 +184,7 @@ def config_from_url(url: str) -> Config:
 
 SECRET_ENVIRONMENT = (
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET",
 )  # fmt: skip
 
 
@@ -199,7 +199,8 @@ def secret_values(config: Config) -> list[str]:
         if json_text and json_text.lstrip().startswith("{"):  # the key itself, not the path of its file
             values.append(json_text)
     for container in config.azure.containers:
-        values += [container.account_key, container.connection_string, container.sas_token]
+        values += [container.account_key, container.connection_string, container.sas_token,
+                   container.client_secret]
     values += [os.environ.get(name) for name in SECRET_ENVIRONMENT]
     for text in list(values):  # a connection string's key or signature may be logged on its own
         for part in (text or "").split(";"):
@@ -246,6 +247,21 @@ def load_source(source: str, config: str | None = None) -> Config:
         return build_document(settings, source, mounts=[{"path": "", "url": source}])
     own = source_document(source)
     mounts = own.doc.get("mount")
-    combined = Document(settings.file, {**settings.doc, **{k: v for k, v in own.doc.items() if k != "mount"}},
-                        settings.text, settings.imported)
+    if isinstance(mounts, list):  # expanded as its own document: a "$${" there is a literal "${"
+        reader = Reader(own.file, own.text or "", own.imported.origins if own.imported else None)
+        mounts = reader.expand(mounts, ("mount",))
+        if reader.errors:
+            raise ConfigErrors(reader.errors)
+    own_settings = {k: v for k, v in own.doc.items() if k != "mount"}
+    combined = Document(settings.file, _merged(settings.doc, own_settings), settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
+
+
+def _merged(base: Table, over: Table) -> Table:
+    """`base` with the keys of `over` set in it, tables merged key by key: SOURCE's `[s3] endpoint`
+    keeps the settings file's `[[s3.credentials]]`."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out

@@ -114,9 +114,11 @@ class MountConfig:
 
 @dataclass(frozen=True)
 class DirectAccess:
-    """A URL glob (e.g. "file:///mnt/nfs/*") whose matches bypass the cache."""
+    """A URL glob (e.g. "file:///mnt/nfs/*") and/or a content-type glob (e.g. "video/*") whose
+    matches bypass the cache; with both, both must match. At least one is set."""
 
-    url: str
+    url: str | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,14 +182,21 @@ class GcsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AzureContainer:
-    """Keyword-only: the field order follows the config file, and the required container_name is late."""
+    """Keyword-only: the field order follows the config file. `container_name` None: the entry covers
+    every container of its account. Credentials: one of an account key, a connection string, a SAS,
+    a service principal (`tenant_id`, `client_id`, `client_secret`) or azure-identity's
+    DefaultAzureCredential (`use_credentials_chain`)."""
 
     account_name: str
     account_key: str | None = field(default=None, repr=False)
     connection_string: str | None = field(default=None, repr=False)
     sas_token: str | None = field(default=None, repr=False)
-    container_name: str
+    container_name: str | None = None
     endpoint: str | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    use_credentials_chain: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from mountfs.config.model import DirectAccess, MountConfig, PathSubstitution
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.toml_text import Path, dotted
 from mountfs.config.urls import check_glob_url, parse_url
+from mountfs.config.values import InvalidValue
 
 _MOUNT_KEYS = ("path", "url", "read_only")
 
@@ -124,13 +125,24 @@ def direct_access_section(r: Reader, root: Table) -> tuple[DirectAccess, ...] | 
     value = root.get("direct_access", ABSENT)
     if value is ABSENT:
         return None  # the default applies; `direct_access = []` turns direct access off
-    for ipath, t in r.tables(value, ("direct_access",), ("url",), "direct_access"):
-        url = r.checked_str(
-            t, ipath, "url", check_glob_url, required=True, hint='e.g. url = "file:///mnt/nfs/*"'
-        )
-        if url is not None:
-            out.append(DirectAccess(url))
+    for ipath, t in r.tables(value, ("direct_access",), ("url", "content_type"), "direct_access"):
+        if "url" not in t and "content_type" not in t:
+            r.error(ipath, "needs url or content_type (or both)",
+                    'e.g. url = "file:///mnt/nfs/*" or content_type = "video/*"')
+            continue
+        url = r.checked_str(t, ipath, "url", check_glob_url, required="url" in t)
+        content_type = r.checked_str(t, ipath, "content_type", _check_content_type_glob,
+                                     required="content_type" in t)
+        if (url is not None or "url" not in t) and (content_type is not None or "content_type" not in t):
+            out.append(DirectAccess(url, content_type))
     return tuple(out)
+
+
+def _check_content_type_glob(text: str) -> None:
+    """A glob of media types ("video/*", "application/x-tar"): parameters are not matched."""
+    if not text.isprintable() or any(c.isspace() for c in text) or ";" in text:
+        raise InvalidValue(f'"{text}" is not a content-type glob',
+                           'e.g. "video/*" or "application/octet-stream", without spaces or parameters')
 
 
 def path_substitution_section(r: Reader, root: Table) -> tuple[PathSubstitution, ...]:

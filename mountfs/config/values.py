@@ -130,7 +130,8 @@ def closest(word: str, choices: Sequence[str], cutoff: float = 0.6) -> str | Non
 
 
 SECRET_KEYS = frozenset(
-    {"key", "secret", "token", "account_key", "connection_string", "sas_token", "credentials_json"}
+    {"key", "secret", "token", "account_key", "connection_string", "sas_token", "credentials_json",
+     "client_secret"}
 )
 
 

@@ -155,6 +155,23 @@ def test_a_glob_deeper_than_the_mount_makes_only_its_files_direct(mounter: Mount
     assert mounter.run.status(mnt.path)["cache"]["blocks"] == 1
 
 
+def test_a_content_type_glob_makes_only_files_of_that_type_direct(mounter: Mounter, tmp_path: Path) -> None:
+    """ClearML's direct_access by content_type: .bin files (application/octet-stream) straight from
+    the folder, the text file through the cache."""
+    folder = tmp_path / "local"
+    files = make_folder(folder)
+    config = tmp_path / "c.toml"
+    config.write_text('[[direct_access]]\ncontent_type = "application/*"\n'
+                      f'[[mount]]\npath = "data"\nurl = "file://{folder}"\n')
+    mnt = mounter.mount(str(config), cache_local=False)
+    with open(mnt.join("data/sub/big.bin"), "rb") as f:
+        assert f.read() == files["sub/big.bin"]
+    assert_nothing_cached(mounter, mnt.path, mnt.cache_dir)
+    with open(mnt.join("data/small.txt"), "rb") as f:
+        assert f.read() == files["small.txt"]
+    assert mounter.run.status(mnt.path)["cache"]["blocks"] == 1
+
+
 def substitution_config(tmp_path: Path, local: Path, extra: str = "") -> str:
     """Two mounts under a registered prefix of an S3 endpoint nobody listens on: the store is
     "stopped" for the whole test, so every byte read comes from the local copy."""

@@ -863,7 +863,8 @@ def test_direct_access_and_path_substitution_errors(tmp_path: Path) -> None:
         f'c.toml:5: direct_access[0].url: unknown scheme "nfs://" in "nfs:///mnt/*" {SCHEMES}',
         'c.toml:7: direct_access[1].url: file URL "file://mnt/*" is not absolute '
         "(use three slashes and an absolute path, e.g. file:///mnt/data)",
-        'c.toml:8: direct_access[2].url: required key is missing (e.g. url = "file:///mnt/nfs/*")',
+        'c.toml:8: direct_access[2]: needs url or content_type (or both) '
+        '(e.g. url = "file:///mnt/nfs/*" or content_type = "video/*")',
         "c.toml:9: direct_access[2].glob: unknown key",
         'c.toml:12: path_substitution[0].local_prefix: "/mnt/nfs/research" is not a store URL '
         "(expected scheme://bucket/prefix with scheme s3, gs, az or file)",
@@ -912,8 +913,9 @@ def test_credential_errors(tmp_path: Path) -> None:
         'c.toml:19: gcs.endpoint: endpoint "localhost:4443" is not an http:// or https:// URL',
         "c.toml:20: gcs.credentials[0].bucket: required key is missing",
         'c.toml:21: gcs.credentials[0].subdir: subdir "../x" must not contain "." or ".." segments',
-        "c.toml:25: azure.containers[0].connection_string: give only one of account_key, connection_string, "
-        "sas_token (this entry also has account_key)",
+        "c.toml:25: azure.containers[0].connection_string: give one kind of credentials: account_key and "
+        "connection_string are both set (an entry holds an account key, a connection string, a SAS, a "
+        "service principal or use_credentials_chain = true)",
         "c.toml:27: azure.containers[1].account_name: required key is missing",
     ]
 

@@ -131,3 +131,17 @@ def test_a_glob_on_the_registered_url_makes_its_substitute_direct(
     assert root.is_direct("raw/x.bin") and not root.is_direct("cooked/x.bin")
     assert "[[direct_access]] gs://never/* matches nothing served from a local path" in caplog.text
     assert "s3://127.0.0.1:1/datasets/research/raw/*" not in caplog.text
+
+
+def test_a_content_type_entry_makes_only_files_of_that_type_direct(tmp_path: Path) -> None:
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text('[[direct_access]]\ncontent_type = "application/octet-stream"\n'
+                      f'[[direct_access]]\nurl = "file://{folder}/docs/*"\ncontent_type = "text/*"\n'
+                      f'[cache]\ndir = "{tmp_path / "c"}"\n'
+                      f'[[mount]]\npath = "a"\nurl = "file://{folder}"\n')
+    (root,) = roots_of(str(config))
+    assert not root.direct
+    assert root.is_direct("raw/x.bin") and root.is_direct("docs/readme.txt")
+    assert not root.is_direct("raw/x.txt") and not root.is_direct("docs/x.png")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mountfs.config import DirectAccess, PathSubstitution, load_config
+from mountfs.config import ConfigErrors, DirectAccess, PathSubstitution, load_config
 from mountfs.passthrough import (
     DEFAULT_DIRECT_ACCESS,
     Passthrough,
@@ -161,3 +161,38 @@ def test_an_empty_direct_access_list_turns_direct_access_off(tmp_path: Path) -> 
     assert off.direct_access == () and not off.is_direct("file:///data")
     assert off.resolve("file:///data/x") == Resolved("file:///data/x", False, None)
     assert Passthrough([]).direct_access == () and Passthrough(None).direct_access == DEFAULT_DIRECT_ACCESS
+
+
+def test_content_type_globs_match_the_type_of_the_name() -> None:
+    rules = Passthrough([DirectAccess(content_type="video/*")])
+    assert rules.is_direct("file:///data/clip.mp4") and rules.is_direct("file:///data/a/b.MKV")
+    assert not rules.is_direct("file:///data/notes.txt") and not rules.is_direct("file:///data/no-extension")
+    assert not rules.is_direct("file:///data/clip.mp4", folder=True)  # a folder has no content type
+    # an object whose store gives its type is matched by that type, case and parameters aside
+    assert rules.is_direct("s3://b/blob", "Video/MP4; codecs=avc1")
+    assert not rules.is_direct("s3://b/clip.mp4", "application/octet-stream")
+
+
+def test_url_and_content_type_must_both_match() -> None:
+    rules = Passthrough([DirectAccess("file:///mnt/nfs/*", "text/*")])
+    assert rules.is_direct("file:///mnt/nfs/a/readme.txt")
+    assert not rules.is_direct("file:///mnt/nfs/a/model.bin")
+    assert not rules.is_direct("file:///home/readme.txt")
+    assert not rules.is_direct("file:///mnt/nfs/", folder=True)
+    url_only = Passthrough([DirectAccess("file:///mnt/nfs/*")])
+    assert url_only.is_direct("file:///mnt/nfs/", folder=True)
+
+
+def test_direct_access_entries_in_a_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    mount = '[[mount]]\npath = "a"\nurl = "file:///srv"\n'
+    path.write_text('[[direct_access]]\ncontent_type = "video/*"\n[[direct_access]]\nurl = "file:///n/*"\n'
+                    'content_type = "text/*"\n' + mount)
+    assert load_config(str(path)).direct_access == (DirectAccess(None, "video/*"),
+                                                    DirectAccess("file:///n/*", "text/*"))
+    path.write_text('[[direct_access]]\ncontent_type = "text/plain; charset=utf-8"\n'
+                    '[[direct_access]]\nurl = ""\ncontent_type = "text/*"\n' + mount)
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path))
+    assert [e.key for e in info.value.errors] == ["direct_access[0].content_type", "direct_access[1].url"]
+    assert "is not a content-type glob" in info.value.errors[0].message
