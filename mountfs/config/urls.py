@@ -159,6 +159,9 @@ _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
 _CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]+)@")
 
 
+_HTTP_QUERY_RE = re.compile(r"(\s*[Hh][Tt][Tt][Pp][Ss]?://[^?#]*)[?#]")
+
+
 def _container_at(text: str) -> bool:
     match = _CONTAINER_AT_RE.match(text)
     return bool(match and match.group(1).lower() in _AZURE_SCHEMES)
@@ -172,6 +175,9 @@ def _userinfo(text: str) -> re.Match[str] | None:
 def shown_url(text: str) -> str:
     """A URL as messages may show it: without the credentials before an "@", and with control
     characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
+    query = _HTTP_QUERY_RE.match(text)
+    if query:  # a SAS or other signature in an http(s) URL's query
+        text = query.group(1) + "?***"
     if _container_at(text):
         return printable(text)
     return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
@@ -186,6 +192,11 @@ def _check_url_text(text: str) -> None:
         )
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise InvalidValue(f'URL "{shown}" contains a control character')
+    if _HTTP_QUERY_RE.match(text):
+        raise InvalidValue(
+            f'"{shown}" carries a query (a SAS?)',
+            "put a SAS in [[azure.containers]] sas_token or AZURE_STORAGE_SAS_TOKEN, not in the URL",
+        )
 
 
 def parse_url(text: str) -> StoreUrl:
