@@ -56,6 +56,8 @@ def _scheme_of(text: str) -> tuple[str, str]:
     if scheme is None:
         near = closest(written, [*SCHEMES, FS, *SCHEME_ALIASES], cutoff=0.5)
         hint = f'did you mean "{near}://"?' if near else None
+        if written in ("nfs", "smb", "cifs"):  # a network share is read where it is mounted
+            hint = "a mounted network share is a local folder: write file:///path/to/it"
         raise InvalidValue(f'unknown scheme "{written}://" in "{text}" ({_SUPPORTED})', hint)
     if not match.group(2):
         if scheme == "file":

@@ -859,7 +859,7 @@ def test_direct_access_and_path_substitution_errors(tmp_path: Path) -> None:
         """)
     assert got == [
         f'c.toml:5: direct_access[0].url: unknown scheme "nfs://" in "nfs:///mnt/*" {SCHEMES} '
-        '(did you mean "fs://"?)',
+        "(a mounted network share is a local folder: write file:///path/to/it)",
         'c.toml:7: direct_access[1].url: file URL "file://mnt/*" is not absolute '
         "(use three slashes and an absolute path, e.g. file:///mnt/data)",
         'c.toml:8: direct_access[2].url: required key is missing (e.g. url = "file:///mnt/nfs/*")',
