@@ -232,6 +232,8 @@ def parse_url(text: str) -> StoreUrl:
         bucket, _, account = first.partition("@")
         host = _azure_account_host(text, account)
         check_azure_container(bucket)
+    elif scheme == "az" and _AZURE_HOST_RE.fullmatch(first):  # as ClearML writes it
+        return _http_url(text, "https", first, tail)
     elif scheme == "az":  # container-first or account-first: decided by resolve_url
         if not first:
             raise InvalidValue(f'"{text}" has no container', f"expected {_AZURE_FORMS}")

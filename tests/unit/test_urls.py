@@ -125,7 +125,8 @@ def test_azure_forms_that_name_their_account() -> None:
     for text in ("az://data@acct1/run/1", "abfs://data@acct1/run/1", "abfss://data@acct1.dfs.core.windows.net/run/1",
                  "wasb://data@acct1.blob.core.windows.net/run/1", "wasbs://data@acct1.blob.core.windows.net/run/1",
                  "https://acct1.blob.core.windows.net/data/run/1", "https://acct1.dfs.core.windows.net/data/run/1",
-                 "HTTPS://acct1.BLOB.core.windows.NET/data/run/1"):
+                 "HTTPS://acct1.BLOB.core.windows.NET/data/run/1",
+                 "azure://acct1.blob.core.windows.net/data/run/1"):  # ClearML's form
         url = parse_url(text)
         assert parts(url) == ("az", "acct1", "data", "run/1"), text
         assert url.raw == text
