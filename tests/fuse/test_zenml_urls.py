@@ -1,6 +1,7 @@
 """Every artifact-store URI of ZenML's document mounts as SOURCE, with the account from the environment's
-connection string (as ZenML and adlfs take it), and a legacy S3 bucket name (upper case, "_") mounts where
-its store takes it, or fails with the store's answer where it does not."""
+connection string (as ZenML and adlfs take it); Supervisely's fs://storage-id mounts its mapped folder; a
+legacy S3 bucket name (upper case, "_") mounts where its store takes it, or fails with the store's answer
+where it does not."""
 
 from __future__ import annotations
 
@@ -100,3 +101,16 @@ def test_a_store_that_refuses_a_legacy_name_answers_with_it(mounter: Mounter, se
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "bucket cars_2020_20_10 does not exist at" in result.stderr, result.stderr
+
+
+def test_a_supervisely_fs_link_mounts_its_folder(mounter: Mounter, tmp_path: Path) -> None:
+    """fs://storage-id/path is served from the folder [[path_substitution]] maps the storage id to."""
+    folder = tmp_path / "datasets"
+    (folder / "persons").mkdir(parents=True)
+    (folder / "persons" / "image1.jpg").write_bytes(b"a person")
+    settings = tmp_path / "links.toml"
+    settings.write_text(f'[[path_substitution]]\nregistered_prefix = "fs://local-datasets"\n'
+                        f'local_prefix = "file://{folder}"\n')
+    mnt = mounter.mount("fs://local-datasets/persons", f"config={settings}")
+    assert os.listdir(mnt.path) == ["image1.jpg"]
+    assert read(mnt.join("image1.jpg")) == b"a person"
