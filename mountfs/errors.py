@@ -24,9 +24,20 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+_AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
+
+
+def _hidden(match: re.Match[str]) -> str:
+    """Azure's container@account names a container, not a user: only a password (after ":") is hidden."""
+    front = match.group(1)
+    if front.rstrip(":/").lower() in _AZURE_SCHEMES and ":" not in match.group(0)[len(front):]:
+        return match.group(0)
+    return front + "***@"
+
+
 def without_credentials(text: str) -> str:
     """`text` with the credentials of any URL in it replaced by "***"."""
-    return _CREDENTIALS_RE.sub(r"\1***@", text) if "@" in text else text
+    return _CREDENTIALS_RE.sub(_hidden, text) if "@" in text else text
 
 
 class MountfsError(Exception):

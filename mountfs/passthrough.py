@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mountfs.config import Config, DirectAccess, PathSubstitution
+from mountfs.config.urls import canonical_scheme
 
 DEFAULT_DIRECT_ACCESS = (DirectAccess("file://*"),)
 
@@ -46,11 +47,12 @@ class Resolved:
 
 
 def _split(url: str) -> tuple[str, str] | None:
-    """(lower-case scheme, the rest after "://"), or None when `url` has no scheme."""
+    """(canonical scheme, the rest after "://"), or None when `url` has no scheme: an alias
+    (s3a://, gcs://, abfs://...) is its scheme: a rule written with one covers URLs written with another."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
         return None
-    return scheme.lower(), rest
+    return canonical_scheme(scheme) or scheme.lower(), rest
 
 
 def _normal_prefix(prefix: str) -> tuple[str, str] | None:

@@ -256,7 +256,7 @@ class AzureStore(ObjectStore):
         return call_with_retry(attempt, retry or self.retry, what)
 
     def _name(self, key: str) -> str:
-        return f"az://{self.settings.account}/{self.bucket}/{key}"
+        return f"az://{self.bucket}@{self.settings.account}/{key}"
 
     @property
     def _timeout(self) -> int:

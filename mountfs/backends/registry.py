@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mountfs.backends.base import ObjectStore
 from mountfs.config import Config, StoreUrl
+from mountfs.config.urls import FS, HTTP_SCHEMES
 from mountfs.errors import Unsupported
 
 SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
@@ -12,6 +13,15 @@ SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
 def open_store(url: StoreUrl, config: Config, *, within: str | None = None) -> ObjectStore:
     """The adapter for `url`. Constructing it does no I/O; call `check_access` for that. `within`:
     a folder a file:// URL must not lead out of by a symlink (its path_substitution local prefix)."""
+    if url.scheme in ("s3", "gs", "az") and not url.bucket:
+        raise Unsupported(f"{url.raw}: a URL of every bucket of an endpoint is expanded into one mount per "
+                          "bucket before a store is opened, and this one was not")
+    if url.scheme == FS:
+        raise Unsupported(f'{url.raw}: storage id "{url.bucket}" is mapped to no folder (add a '
+                          f'[[path_substitution]] with registered_prefix = "fs://{url.bucket}")')
+    if url.scheme in HTTP_SCHEMES:
+        raise Unsupported(f"{url.raw}: is on no Azure endpoint the config names "
+                          "(expected https://account.blob.core.windows.net/container/path)")
     if url.scheme == "file":
         from mountfs.backends.local import LocalStore
 

@@ -10,6 +10,8 @@
    `AZURE_STORAGE_SAS_TOKEN`;
 5. nothing: anonymous access, which works on public containers only.
 
+An az://container/path URL names no account: `resolve_account` decides which (see its rule).
+
 An entry holds one kind of credentials: `account_key`, `connection_string`, `sas_token`, a service
 principal (`tenant_id`, `client_id`, `client_secret`: azure-identity's ClientSecretCredential), or
 `use_credentials_chain = true` (azure-identity's DefaultAzureCredential: AZURE_TENANT_ID,
@@ -30,15 +32,19 @@ connection string's, else `https://ACCOUNT.blob.core.windows.net`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mountfs.config.model import AzureConfig, AzureContainer, Config, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.toml_text import Path
 from mountfs.config.urls import (
+    check_azure_account,
+    check_azure_container,
     check_endpoint,
     check_plain_name,
 )
+from mountfs.config.values import InvalidValue
 from mountfs.errors import ConfigError
 
 DEV_ACCOUNT = "devstoreaccount1"
@@ -65,7 +71,7 @@ class AzureSettings:
 
     def describe(self) -> str:
         """Where this is, for messages; never a secret."""
-        return f"az://{self.account}/{self.container} at {self.account_url}"
+        return f"az://{self.container}@{self.account} at {self.account_url}"
 
 
 @dataclass(frozen=True)
@@ -157,8 +163,13 @@ def _env_connection(account: str) -> _Parsed | None:
 
 
 def resolve(url: StoreUrl, config: Config) -> AzureSettings:
+    if url.host is None:
+        try:
+            url = resolve_account(url, config.azure)
+        except InvalidValue as exc:
+            raise ConfigError(exc.message, file=config.source, hint=exc.hint) from None
     account = url.host
-    assert account is not None, "az:// URLs always name their account"
+    assert account is not None, "resolve_account names the account"
     found = _entry_for(url, config.azure.containers)
     endpoint: str | None = None
     key: str | None = None
@@ -218,9 +229,152 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Which account an Azure URL without one is for
+
+UNAMBIGUOUS = "az://container@account/path"
+
+
+def _env_connection_account() -> tuple[str, str] | None:
+    """(account, endpoint) of AZURE_STORAGE_CONNECTION_STRING; None when unset, unreadable (the
+    settings resolver reports that) or naming no account."""
+    text = os.environ.get(ENV_CONNECTION_STRING, "")
+    if not text.strip():
+        return None
+    try:
+        parsed = parse_connection_string(text, ENV_CONNECTION_STRING, "environment")
+    except ConfigError:
+        return None
+    if parsed.account is None or parsed.endpoint is None:
+        return None
+    return parsed.account, parsed.endpoint
+
+
+def default_account(azure: AzureConfig) -> tuple[str, str] | None:
+    """(account, where it comes from) of a container-first URL: [azure] account, else the one account
+    every [[azure.containers]] entry names, else AZURE_STORAGE_ACCOUNT, else the account of
+    AZURE_STORAGE_CONNECTION_STRING."""
+    if azure.account:
+        return azure.account, "[azure] account"
+    accounts = {entry.account_name for entry in azure.containers}
+    if len(accounts) == 1:
+        return next(iter(accounts)), "azure.containers"
+    if os.environ.get(ENV_ACCOUNT, "").strip():
+        return os.environ[ENV_ACCOUNT].strip(), ENV_ACCOUNT
+    found = _env_connection_account()
+    return (found[0], ENV_CONNECTION_STRING) if found else None
+
+
+def known_accounts(azure: AzureConfig) -> set[str]:
+    """Every account the config or the environment names."""
+    known = {entry.account_name for entry in azure.containers}
+    if azure.account:
+        known.add(azure.account)
+    if os.environ.get(ENV_ACCOUNT, "").strip():
+        known.add(os.environ[ENV_ACCOUNT].strip())
+    found = _env_connection_account()
+    if found:
+        known.add(found[0])
+    return known
+
+
+def _valid(check: Callable[[str], None], name: str) -> bool:
+    try:
+        check(name)
+    except InvalidValue:
+        return False
+    return True
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def resolve_account(url: StoreUrl, azure: AzureConfig) -> StoreUrl:
+    """az://A/B/rest names container A of a configured account (container-first, as ZenML, adlfs and
+    fsspec write it), or container B of account A (account-first, mountfs's older form). The rule:
+
+    - account-first when A is an account the config or environment names and either no account is
+      known for container A, or the config names container B for account A (and names no account
+      for a container A);
+    - container-first when an account is known for container A ([[azure.containers]] entries for a
+      container A, else the default account) and A cannot be read as a known account with a container;
+    - otherwise (both readings possible, or neither) an error naming both readings and the
+      unambiguous form az://container@account/path. Never a guess.
+    """
+    a, b_rest = url.bucket, url.prefix
+    b, _, rest = b_rest.partition("/")
+    entries = azure.containers
+    for_container = sorted({e.account_name for e in entries if e.container_name == a})
+    if len(for_container) > 1:
+        forms = " or ".join(f"az://{a}@{acct}/{b_rest}".rstrip("/") for acct in for_container)
+        raise InvalidValue(
+            f'"{url.raw}" is ambiguous: [[azure.containers]] name container "{a}" in accounts '
+            f'{", ".join(for_container)}', f"write {forms}")
+    container_first = (for_container[0], True) if for_container else None
+    if container_first is None:
+        default = default_account(azure)
+        container_first = (default[0], False) if default else None
+    account_first = (a in known_accounts(azure) and b != "" and _valid(check_azure_account, a)
+                     and _valid(check_azure_container, b))
+    named = account_first and any(e.account_name == a and e.container_name == b for e in entries)
+    if account_first and (container_first is None or (named and not container_first[1])):
+        return StoreUrl("az", a, b, rest, url.raw)
+    if container_first is not None and not account_first:
+        return StoreUrl("az", container_first[0], a, b_rest, url.raw)
+    first_form = f"az://{a}@{container_first[0] if container_first else 'ACCOUNT'}/{b_rest}".rstrip("/")
+    second = f'account "{a}", container "{b}"' + (f' with path "{rest}"' if rest else "")
+    if container_first is not None:
+        raise InvalidValue(
+            f'"{url.raw}" is ambiguous: container "{a}" of account "{container_first[0]}"'
+            + (f' with path "{b_rest}"' if b_rest else "") + f", or {second}",
+            f"write {first_form} or {_join(f'az://{b}@{a}', rest)}")
+    readings = f'container "{a}" of which account?'
+    forms = first_form
+    if b and _valid(check_azure_account, a) and _valid(check_azure_container, b):
+        readings += f" (or {second}, but no account \"{a}\" is configured)"
+        forms += f" or {_join(f'az://{b}@{a}', rest)}"
+    raise InvalidValue(
+        f'"{url.raw}" names no storage account: {readings}',
+        f'write {forms}, or set [azure] account, {ENV_ACCOUNT} or {ENV_CONNECTION_STRING}')
+
+
+def endpoint_account(url: StoreUrl, azure: AzureConfig) -> StoreUrl:
+    """An http(s) URL under a known Azure endpoint (an entry's `endpoint`, a connection string's,
+    such as Azurite's http://127.0.0.1:10000/devstoreaccount1) as the container and path it names."""
+    candidates: list[tuple[str, str]] = []
+    for entry in azure.containers:
+        if entry.endpoint:
+            candidates.append((entry.account_name, entry.endpoint))
+        if entry.connection_string:
+            try:
+                parsed = parse_connection_string(entry.connection_string, "", None)
+            except ConfigError:
+                continue
+            if parsed.endpoint:
+                candidates.append((parsed.account or entry.account_name, parsed.endpoint))
+    found = _env_connection_account()
+    if found:
+        candidates.append(found)
+    text = f"{url.scheme}://{url.host}/{url.prefix}"
+    for account, endpoint in sorted(candidates, key=lambda c: -len(c[1])):
+        base = endpoint.rstrip("/") + "/"
+        if text.lower().startswith(base.lower()) and _valid(check_azure_account, account):
+            container, _, prefix = text[len(base):].partition("/")
+            if not container:
+                raise InvalidValue(f'"{url.raw}" has no container after the endpoint {endpoint}',
+                                   f"expected {base}container/path")
+            check_azure_container(container)
+            return StoreUrl("az", account, container, prefix, url.raw)
+    raise InvalidValue(
+        f'"{url.raw}" is on no Azure endpoint the config or environment names',
+        "expected https://account.blob.core.windows.net/container/path, or for an S3-compatible "
+        "endpoint s3://host:port/bucket/prefix")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The [azure] section of a config file
 
-_AZURE_KEYS = ("containers",)
+_AZURE_KEYS = ("account", "containers")
 _AZURE_CONTAINER_KEYS = (
     "account_name", "account_key", "connection_string", "sas_token", "container_name", "endpoint",
     "tenant_id", "client_id", "client_secret", "use_credentials_chain",
@@ -230,6 +384,7 @@ _PRINCIPAL = ("tenant_id", "client_id", "client_secret")
 
 def azure_section(r: Reader, root: Table) -> AzureConfig:
     path, t = r.sub(root, (), "azure", _AZURE_KEYS)
+    default = r.checked_str(t, path, "account", check_azure_account)
     containers: list[AzureContainer] = []
     for ipath, c in r.tables(
         t.get("containers", ABSENT), (*path, "containers"), _AZURE_CONTAINER_KEYS, "azure.containers"
@@ -256,7 +411,7 @@ def azure_section(r: Reader, root: Table) -> AzureConfig:
                 client_secret=principal["client_secret"],
                 use_credentials_chain=chain,
             ))  # fmt: skip
-    return AzureConfig(tuple(containers))
+    return AzureConfig(tuple(containers), account=default)
 
 
 def _check_principal_part(text: str) -> None:

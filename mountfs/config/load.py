@@ -13,8 +13,13 @@ from mountfs.config.azure import azure_section
 from mountfs.config.gcs import gcs_section
 from mountfs.config.general import cache_section, read_section, retry_section, write_section
 from mountfs.config.importers import Imported
-from mountfs.config.model import Config, MiB, MountConfig
-from mountfs.config.mounts import direct_access_section, mounts_section, path_substitution_section
+from mountfs.config.model import AzureConfig, Config, MiB, MountConfig
+from mountfs.config.mounts import (
+    direct_access_section,
+    mounts_section,
+    path_substitution_section,
+    resolve_url,
+)
 from mountfs.config.reader import Reader, Table
 from mountfs.config.s3 import s3_section
 from mountfs.config.toml_text import toml_error_hint
@@ -36,18 +41,24 @@ def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = No
     if mounts is not None:
         expanded["mount"] = mounts
     root = r.table(expanded, (), _TOP_KEYS, "")
+    cache, read, write, retry = (cache_section(r, root), read_section(r, root), write_section(r, root),
+                                 retry_section(r, root))
+    substitutions = path_substitution_section(r, root)
+    azure = azure_section(r, root)
+    mount_configs = mounts_section(r, root, required=need_mounts,
+                                   resolve=lambda url: resolve_url(url, azure, substitutions))
     return Config(
         source=source,
-        cache=cache_section(r, root),
-        read=read_section(r, root),
-        write=write_section(r, root),
-        retry=retry_section(r, root),
-        mounts=mounts_section(r, root, required=need_mounts),
+        cache=cache,
+        read=read,
+        write=write,
+        retry=retry,
+        mounts=mount_configs,
         direct_access=direct_access_section(r, root),
-        path_substitution=path_substitution_section(r, root),
+        path_substitution=substitutions,
         s3=s3_section(r, root),
         gcs=gcs_section(r, root),
-        azure=azure_section(r, root),
+        azure=azure,
     )
 
 
@@ -176,7 +187,7 @@ def load_config(path: str, *, need_mounts: bool = True) -> Config:
 def config_from_url(url: str) -> Config:
     """`mountfs s3://bucket/prefix /mnt`: the bucket itself is the mount root, everything else default."""
     try:
-        store = parse_url(url)
+        store = resolve_url(parse_url(url), AzureConfig(), ())
     except InvalidValue as exc:
         raise ConfigErrors([ConfigError(exc.message, file=shown_url(url), hint=exc.hint)]) from None
     return Config(source=url, mounts=(MountConfig("", store, False),))

@@ -202,6 +202,8 @@ class AzureContainer:
 @dataclass(frozen=True)
 class AzureConfig:
     containers: tuple[AzureContainer, ...] = ()
+    account: str | None = None
+    """The storage account of a container-first URL (az://container/path) that names none."""
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mountfs.config.model import DirectAccess, MountConfig, PathSubstitution
+from mountfs.config.azure import endpoint_account, resolve_account
+from mountfs.config.model import AzureConfig, DirectAccess, MountConfig, PathSubstitution, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.toml_text import Path, dotted
-from mountfs.config.urls import check_glob_url, parse_url
+from mountfs.config.urls import FS, HTTP_SCHEMES, check_glob_url, parse_url, unresolved
 from mountfs.config.values import InvalidValue
 
 _MOUNT_KEYS = ("path", "url", "read_only")
@@ -48,7 +50,39 @@ class _SeenMounts:
     under: dict[str, str] = field(default_factory=dict)
 
 
-def mounts_section(r: Reader, root: Table, *, required: bool = True) -> tuple[MountConfig, ...]:
+def resolve_url(url: StoreUrl, azure: AzureConfig, substitutions: tuple[PathSubstitution, ...]) -> StoreUrl:
+    """A URL the grammar alone cannot complete, completed by the config (and the environment): the
+    account of az://container/path, the container of an https URL on a known Azure endpoint. An
+    fs://storage-id must have a [[path_substitution]] to a folder (applied at mount time)."""
+    if not unresolved(url):
+        return url
+    if url.scheme == "az":
+        return resolve_account(url, azure)
+    if url.scheme in HTTP_SCHEMES:
+        return endpoint_account(url, azure)
+    assert url.scheme == FS
+    if not any(_covers(rule.registered_prefix, url) for rule in substitutions):
+        raise InvalidValue(
+            f'storage id "{url.bucket}" of "{url.raw}" is mapped to no folder',
+            f'add [[path_substitution]] with registered_prefix = "fs://{url.bucket}" and '
+            'local_prefix = "file:///path/to/its/folder"')
+    return url
+
+
+def _covers(registered: str, url: StoreUrl) -> bool:
+    """Whether a registered prefix is, or holds, `url` (whole path segments only)."""
+    try:
+        prefix = parse_url(registered)
+    except InvalidValue:
+        return False
+    if (prefix.scheme, prefix.bucket) != (url.scheme, url.bucket):
+        return False
+    return not prefix.prefix or url.prefix == prefix.prefix or url.prefix.startswith(prefix.prefix + "/")
+
+
+def mounts_section(r: Reader, root: Table, *, required: bool = True,
+                   resolve: Callable[[StoreUrl], StoreUrl] | None = None) -> tuple[MountConfig, ...]:
+    """`resolve`: what completes a URL the grammar leaves unresolved (see `resolve_url`)."""
     value = root.get("mount", ABSENT)
     if (value is ABSENT or value == []) and not required:
         return ()
@@ -79,6 +113,12 @@ def mounts_section(r: Reader, root: Table, *, required: bool = True) -> tuple[Mo
                 mount_path = None
             elif _mount_conflict(r, mount_path, (*ipath, "path"), seen):
                 mount_path = None
+        if url is not None and resolve is not None:
+            try:
+                url = resolve(url)
+            except InvalidValue as exc:
+                r.value_error((*ipath, "url"), exc)
+                url = None
         if mount_path is not None and url is not None:
             out.append(MountConfig(mount_path, url, read_only))
     return tuple(out)

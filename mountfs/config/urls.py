@@ -10,47 +10,68 @@ from mountfs.config.values import InvalidValue, closest
 from mountfs.errors import printable
 
 SCHEMES = ("s3", "gs", "az", "file")
-_SCHEME_ALIASES = {
+"""The stores: every URL that mounts is, once resolved, one of these."""
+SCHEME_ALIASES = {
+    "s3a": "s3", "s3n": "s3", "aws": "s3", "minio": "s3",
     "gcs": "gs", "gcp": "gs", "google": "gs",
     "azure": "az", "abfs": "az", "abfss": "az", "wasb": "az", "wasbs": "az",
-    "s3a": "s3", "s3n": "s3", "aws": "s3", "minio": "s3",
     "local": "file", "path": "file",
 }  # fmt: skip
+"""Other names of the same schemes, as Hadoop, fsspec, ClearML and Supervisely write them; the config,
+the CLI and the importers all read URLs through this one table."""
+FS = "fs"
+"""Supervisely's `fs://storage-id/path`: a folder known by an id, mapped by [[path_substitution]]."""
+HTTP_SCHEMES = ("http", "https")
+"""An Azure blob endpoint URL (https://account.blob.core.windows.net/container/path, or the endpoint of
+a connection string or a config entry followed by container/path)."""
+_ALL = (*SCHEMES, FS, *HTTP_SCHEMES)
+_SUPPORTED = (
+    f"supported: s3, gs, az, file, fs and https; aliases: {', '.join(SCHEME_ALIASES)}"
+)
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _HOST_RE = re.compile(rf"\[[0-9A-Fa-f:.]+\]|{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _IP_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
 _LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_AZURE_HOST_RE = re.compile(r"([^.]+)\.(?:blob|dfs)\.core\.windows\.net", re.IGNORECASE)
+
+
+def canonical_scheme(scheme: str) -> str | None:
+    """The scheme `scheme` (any case, or an alias) stands for; None for one mountfs does not read."""
+    scheme = scheme.lower()
+    scheme = SCHEME_ALIASES.get(scheme, scheme)
+    return scheme if scheme in _ALL else None
 
 
 def _scheme_of(text: str) -> tuple[str, str]:
-    """Split "scheme://rest", with a precise message for each way the front of a URL goes wrong."""
+    """Split "scheme://rest" into the canonical scheme and the rest, with a precise message for each way
+    the front of a URL goes wrong."""
     match = _SCHEME_RE.match(text)
     if not match:
         raise InvalidValue(
             f'"{text}" is not a store URL', "expected scheme://bucket/prefix with scheme s3, gs, az or file"
         )
-    scheme = match.group(1).lower()
-    if scheme not in SCHEMES:
-        hint: str | None
-        if scheme in ("http", "https"):
-            hint = "for an S3-compatible endpoint write s3://host:port/bucket/prefix"
-        else:
-            near = _SCHEME_ALIASES.get(scheme) or closest(scheme, SCHEMES, cutoff=0.5)
-            hint = f'did you mean "{near}://"?' if near else None
-        raise InvalidValue(f'unknown scheme "{scheme}://" in "{text}" (supported: s3, gs, az, file)', hint)
+    written = match.group(1).lower()
+    scheme = canonical_scheme(written)
+    if scheme is None:
+        near = closest(written, [*SCHEMES, FS, *SCHEME_ALIASES], cutoff=0.5)
+        hint = f'did you mean "{near}://"?' if near else None
+        if written in ("nfs", "smb", "cifs"):  # a network share is read where it is mounted
+            hint = "a mounted network share is a local folder: write file:///path/to/it"
+        raise InvalidValue(f'unknown scheme "{written}://" in "{text}" ({_SUPPORTED})', hint)
     if not match.group(2):
         if scheme == "file":
             raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
         rest = text[match.end() :].lstrip("/")
-        raise InvalidValue(f'"{text}" is missing "//" after "{scheme}:"', f"write {scheme}://{rest}")
+        raise InvalidValue(f'"{text}" is missing "//" after "{written}:"', f"write {written}://{rest}")
     return scheme, text[match.end() :]
 
 
 _FILE_HINT = "use three slashes and an absolute path, e.g. file:///mnt/data"
 
 
-def _check_name(what: str, name: str, lo: int, hi: int, allowed: str, allowed_text: str) -> None:
+def _check_name(what: str, name: str, lo: int, hi: int, allowed: str, allowed_text: str,
+                *, edges: bool = True) -> None:
     if not lo <= len(name) <= hi:
         raise InvalidValue(f'{what} "{name}" is {len(name)} characters long (must be {lo} to {hi})')
     bad = sorted({c for c in name if c not in allowed})
@@ -58,16 +79,24 @@ def _check_name(what: str, name: str, lo: int, hi: int, allowed: str, allowed_te
         hint = "names are lowercase" if any(c.isupper() for c in bad) else None
         listed = ", ".join(f'"{c}"' for c in bad)
         raise InvalidValue(f'{what} "{name}" contains {listed} (allowed: {allowed_text})', hint)
-    if not (name[0] in _LOWER_DIGITS and name[-1] in _LOWER_DIGITS):
+    if edges and not (name[0] in _LOWER_DIGITS and name[-1] in _LOWER_DIGITS):
         raise InvalidValue(f'{what} "{name}" must start and end with a lowercase letter or digit')
 
 
+_S3_LEGACY = _LOWER_DIGITS + _LOWER_DIGITS.upper() + "._-"
+
+
 def _check_s3_bucket(name: str) -> None:
-    _check_name("S3 bucket name", name, 3, 63, _LOWER_DIGITS + ".-", 'lowercase letters, digits, "." and "-"')
+    """The widest rule of any S3 store (AWS's legacy names: upper case, "_", up to 255 characters,
+    which path-style requests still reach); a store with a stricter rule answers with its own."""
+    _check_name("S3 bucket name", name, 3, 255, _S3_LEGACY, 'letters, digits, ".", "-" and "_"', edges=False)
     if ".." in name:
         raise InvalidValue(f'S3 bucket name "{name}" must not contain ".."')
     if _IP_RE.fullmatch(name):
-        raise InvalidValue(f'S3 bucket name "{name}" must not look like an IP address')
+        raise InvalidValue(
+            f'S3 bucket name "{name}" must not look like an IP address',
+            f"an endpoint needs its port: s3://{name}:9000/bucket",
+        )
 
 
 def _check_gcs_bucket(name: str) -> None:
@@ -76,11 +105,11 @@ def _check_gcs_bucket(name: str) -> None:
     )
 
 
-def _check_azure_account(name: str) -> None:
+def check_azure_account(name: str) -> None:
     _check_name("Azure storage account name", name, 3, 24, _LOWER_DIGITS, "lowercase letters and digits")
 
 
-def _check_azure_container(name: str) -> None:
+def check_azure_container(name: str) -> None:
     _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-", 'lowercase letters, digits and "-"')
     if "--" in name:
         raise InvalidValue(f'Azure container name "{name}" must not contain "--"')
@@ -132,6 +161,9 @@ _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
 _CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]+)@")
 
 
+_HTTP_QUERY_RE = re.compile(r"(\s*[Hh][Tt][Tt][Pp][Ss]?://[^?#]*)[?#]")
+
+
 def _container_at(text: str) -> bool:
     match = _CONTAINER_AT_RE.match(text)
     return bool(match and match.group(1).lower() in _AZURE_SCHEMES)
@@ -145,6 +177,9 @@ def _userinfo(text: str) -> re.Match[str] | None:
 def shown_url(text: str) -> str:
     """A URL as messages may show it: without the credentials before an "@", and with control
     characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
+    query = _HTTP_QUERY_RE.match(text)
+    if query:  # a SAS or other signature in an http(s) URL's query
+        text = query.group(1) + "?***"
     if _container_at(text):
         return printable(text)
     return printable(_USERINFO_RE.sub(r"\1***@", text, count=1))
@@ -159,10 +194,19 @@ def _check_url_text(text: str) -> None:
         )
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise InvalidValue(f'URL "{shown}" contains a control character')
+    if _HTTP_QUERY_RE.match(text):
+        raise InvalidValue(
+            f'"{shown}" carries a query (a SAS?)',
+            "put a SAS in [[azure.containers]] sas_token or AZURE_STORAGE_SAS_TOKEN, not in the URL",
+        )
 
 
 def parse_url(text: str) -> StoreUrl:
-    """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line."""
+    """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line.
+
+    Context-free: an Azure URL without its account (`az://container/path`), Supervisely's
+    `fs://storage-id/path` and an http(s) URL that is not on core.windows.net come back unresolved
+    (see `unresolved`); `resolve_url` in config/mounts.py completes them with the config's help."""
     if not isinstance(text, str):
         raise InvalidValue(f"expected a URL string, got {type(text).__name__}")
     _check_url_text(text)
@@ -176,35 +220,84 @@ def parse_url(text: str) -> StoreUrl:
         return StoreUrl("file", None, "/" + "/".join(segments), "", text)
     first, _, tail = rest.partition("/")
     host: str | None = None
+    if scheme in HTTP_SCHEMES:
+        return _http_url(text, scheme, first, tail)
+    if scheme == FS:
+        if not first:
+            raise InvalidValue(f'"{text}" has no storage id', "expected fs://storage-id/path")
+        if first in (".", ".."):
+            raise InvalidValue(f'storage id "{first}" in "{text}" is not a name', "expected fs://storage-id/path")
+        return StoreUrl(FS, None, first, clean_prefix(tail, "path"), text)
     if scheme == "az" and "@" in first:  # container@account, as adlfs and Hadoop write it
         bucket, _, account = first.partition("@")
-        account = account.split(".", 1)[0]  # account.blob.core.windows.net or account.dfs...
-        _check_azure_account(account)
-        _check_azure_container(bucket)
-        host = account
-    elif scheme == "az":
+        host = _azure_account_host(text, account)
+        check_azure_container(bucket)
+    elif scheme == "az" and _AZURE_HOST_RE.fullmatch(first):  # as ClearML writes it
+        return _http_url(text, "https", first, tail)
+    elif scheme == "az":  # container-first or account-first: decided by resolve_url
         if not first:
-            raise InvalidValue(f'"{text}" has no storage account', "expected az://account/container/prefix")
-        _check_azure_account(first)
-        host = first
+            raise InvalidValue(f'"{text}" has no container', f"expected {_AZURE_FORMS}")
+        bucket = first
+        check_azure_container(bucket)
+    elif scheme == "s3" and (":" in first or "@" in first):
+        host = check_host_port(first)
         bucket, _, tail = tail.partition("/")
-        if not bucket:
-            raise InvalidValue(f'"{text}" has no container', "expected az://account/container/prefix")
-        _check_azure_container(bucket)
+        if not bucket and tail:
+            raise InvalidValue(f'"{text}" has no bucket after the host "{host}"',
+                               "expected s3://host:port/bucket/prefix, or s3://host:port/ for every bucket")
+        if bucket:  # "" is every bucket of the endpoint, one directory each
+            _check_s3_bucket(bucket)
     else:
-        if scheme == "s3" and (":" in first or "@" in first):
-            host = check_host_port(first)
-            bucket, _, tail = tail.partition("/")
-            if not bucket:
-                raise InvalidValue(
-                    f'"{text}" has no bucket after the host "{host}"', "expected s3://host:port/bucket/prefix"
-                )
-        else:
-            bucket = first
-            if not bucket:
-                raise InvalidValue(f'"{text}" has no bucket', f"expected {scheme}://bucket/prefix")
+        bucket = first
+        if not bucket:
+            raise InvalidValue(f'"{text}" has no bucket', f"expected {scheme}://bucket/prefix")
         (_check_s3_bucket if scheme == "s3" else _check_gcs_bucket)(bucket)
     return StoreUrl(scheme, host, bucket, clean_prefix(tail, "prefix"), text)
+
+
+_AZURE_FORMS = (
+    "az://container@account/path, az://container/path with an account configured, "
+    "abfss://container@account.dfs.core.windows.net/path or https://account.blob.core.windows.net/container/path"
+)
+
+
+def _azure_account_host(text: str, host: str) -> str:
+    """The account of "account" or "account.blob|dfs.core.windows.net" (after a container's "@")."""
+    account = host
+    if "." in host:
+        match = _AZURE_HOST_RE.fullmatch(host)
+        if match is None:
+            raise InvalidValue(
+                f'"{host}" in "{text}" is not an Azure storage account',
+                "expected account or account.blob.core.windows.net; another cloud's endpoint goes in "
+                "[[azure.containers]] endpoint or the connection string",
+            )
+        account = match.group(1)
+    check_azure_account(account)
+    return account
+
+
+def _http_url(text: str, scheme: str, host: str, tail: str) -> StoreUrl:
+    """https://account.blob.core.windows.net/container/path is Azure; any other http(s) URL is kept as
+    host and path, for resolve_url to match against the Azure endpoints the config knows."""
+    if not host:
+        raise InvalidValue(f'"{text}" has no host', f"expected {_AZURE_FORMS}")
+    match = _AZURE_HOST_RE.fullmatch(host)
+    if match is None:
+        return StoreUrl(scheme, host, "", clean_prefix(tail, "path"), text)
+    account = match.group(1)
+    check_azure_account(account)
+    container, _, tail = tail.partition("/")
+    if not container:
+        raise InvalidValue(f'"{text}" has no container', "expected https://account.blob.core.windows.net/container/path")
+    check_azure_container(container)
+    return StoreUrl("az", account, container, clean_prefix(tail, "prefix"), text)
+
+
+def unresolved(url: StoreUrl) -> bool:
+    """True for a URL that names no store until the config completes it: an Azure container without
+    its account, an fs:// storage id, an http(s) URL on no known Azure endpoint."""
+    return (url.scheme == "az" and url.host is None) or url.scheme == FS or url.scheme in HTTP_SCHEMES
 
 
 def check_glob_url(text: str) -> None:

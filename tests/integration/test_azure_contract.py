@@ -129,7 +129,7 @@ def test_no_sas_signature_in_any_message(azurite: Emulator, container: str) -> N
     sas = "sv=2024-01-01&sp=rl&sig=SENTINEL%2Fsignature%3D"
     store = azure_store(azurite, container, sas=sas,
                         account_url=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
-    with pytest.raises(StoreUnavailable, match=f"cannot reach az://{AZURITE_ACCOUNT}/{container}") as info:
+    with pytest.raises(StoreUnavailable, match=f"cannot reach az://{container}@{AZURITE_ACCOUNT}") as info:
         store.check_access()
     text = str(info.value)
     assert "SENTINEL" not in text
@@ -156,8 +156,8 @@ def test_a_connection_string_from_the_environment(azurite: Emulator, container: 
                        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
                        f"BlobEndpoint={azurite.endpoint};")
     config = tmp_path / "c.toml"
-    config.write_text(f'[[mount]]\npath = "a"\nurl = "az://{AZURITE_ACCOUNT}/{container}"\n')
-    settings = resolve(parse_url(f"az://{AZURITE_ACCOUNT}/{container}"), load_config(str(config)))
+    config.write_text(f'[[mount]]\npath = "a"\nurl = "az://{container}@{AZURITE_ACCOUNT}"\n')
+    settings = resolve(parse_url(f"az://{container}@{AZURITE_ACCOUNT}"), load_config(str(config)))
     assert (settings.account_url, settings.credentials_origin) == (azurite.endpoint,
                                                                    "AZURE_STORAGE_CONNECTION_STRING")
     store = AzureStore(settings, RETRY)

@@ -292,7 +292,7 @@ url = "gs://{bucket}"
 
 [[mount]]
 path = "azure"
-url = "az://{AZURITE_ACCOUNT}/{bucket}"
+url = "az://{bucket}@{AZURITE_ACCOUNT}"
 """
 
 

@@ -79,13 +79,16 @@ def test_entries_most_specific_first(tmp_path: Path) -> None:
                             "azure.containers[2].connection_string"),
         "az://devstoreaccount1/local": ("http://127.0.0.1:10000/devstoreaccount1", "DEV", None,
                                         "azure.containers[3].account_key"),
-        "az://acct3/public": ("https://acct3.blob.core.windows.net", None, None, "anonymous"),
+        # an account no entry names: only the unambiguous form reaches it
+        "az://public@acct3": ("https://acct3.blob.core.windows.net", None, None, "anonymous"),
     }
     for url, expected in cases.items():
         settings = resolve(parse_url(url), config)
         assert (settings.account_url, settings.account_key, settings.sas_token,
                 settings.credentials_origin) == expected, url
-        assert settings.container == parse_url(url).bucket
+        account, container = (url[5:].split("/")[:2] if "@" not in url
+                              else url[5:].split("@")[::-1])
+        assert (settings.account, settings.container) == (account, container), url
 
 
 def test_no_secret_in_settings_repr_or_description(tmp_path: Path) -> None:
@@ -97,8 +100,8 @@ def test_no_secret_in_settings_repr_or_description(tmp_path: Path) -> None:
 
 
 def test_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bare = load(tmp_path, '[[mount]]\npath = "x"\nurl = "az://envacct/cont"\n')
-    url = parse_url("az://envacct/cont")
+    bare = load(tmp_path, '[[mount]]\npath = "x"\nurl = "az://cont@envacct"\n')
+    url = parse_url("az://cont@envacct")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "envacct")
     monkeypatch.setenv("AZURE_STORAGE_SAS_TOKEN", "?sv=1&sig=S")
     settings = resolve(url, bare)
@@ -112,7 +115,7 @@ def test_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (settings.account_key, settings.account_url, settings.credentials_origin) == (
         "CONNKEY", "http://127.0.0.1:10000/envacct", "AZURE_STORAGE_CONNECTION_STRING")
     # variables about another account do not apply
-    other = resolve(parse_url("az://elsewhere/cont"), bare)
+    other = resolve(parse_url("az://cont@elsewhere"), bare)
     assert (other.account_key, other.sas_token, other.credentials_origin) == (None, None, "anonymous")
     # and the config wins over all of them
     assert resolve(parse_url("az://acct1/data"), load(tmp_path)).account_key == "KEY-FOR-DATA"

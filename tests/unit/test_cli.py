@@ -84,9 +84,9 @@ def test_prepare_checks_every_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
                        "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;"
                        "BlobEndpoint=http://127.0.0.1:1/acct")
-    with pytest.raises(MountSetupError, match=r"cannot use az://acct/cont: cannot reach az://acct/cont at "
+    with pytest.raises(MountSetupError, match=r"cannot use az://cont@acct: cannot reach az://cont@acct at "
                                               r"http://127\.0\.0\.1:1/acct: "):
-        prepare("az://acct/cont", str(mnt), options)
+        prepare("az://cont@acct", str(mnt), options)
 
 
 def test_an_s3_bucket_without_credentials_fails_before_mounting(
