@@ -407,6 +407,7 @@ class S3Store(ObjectStore):
                     settings = dataclasses.replace(settings, region=region)
                 settings = dataclasses.replace(settings, ask_region=False)
             self.settings = settings
+            self.endpoint = settings.endpoint_url or object_url(settings, None)[0]  # the region's
             self._opened = True
 
     def _reads(self) -> S3Reads:
