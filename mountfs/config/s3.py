@@ -448,7 +448,8 @@ def _role_keys(r: Reader, tbl: Table, path: Path) -> dict[str, str | None]:
 
 
 def _check_role_arn(text: str) -> None:
-    if not re.fullmatch(r"arn:[\w-]+:iam::\d{12}:role/[\w+=,.@/-]+", text):
+    # any partition and account, as MinIO writes them too ("arn:minio:iam:::role/name")
+    if not re.fullmatch(r"arn:[\w-]+:iam::[\w-]*:role/[\w+=,.@/-]+", text):
         raise ValueError('expected a role ARN such as "arn:aws:iam::123456789012:role/name"')
 
 

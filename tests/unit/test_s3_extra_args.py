@@ -177,7 +177,11 @@ def test_role_arn_default_and_per_entry(tmp_path: Path) -> None:
         bucket = "own"
         role_arn = "arn:aws:iam::123456789012:role/own"
         role_session_name = "mountfs-own"
+        [[s3.credentials]]
+        host = "minio:9000"
+        role_arn = "arn:minio:iam:::role/dRtKxHdq6pa5kKvd"
         """)
+    assert settings(config, "s3://minio:9000/bkt").role_arn == "arn:minio:iam:::role/dRtKxHdq6pa5kKvd"
     default, own = settings(config, "s3://xyz"), settings(config, "s3://own")
     assert (default.role_arn, default.external_id, default.role_session_name) == (
         "arn:aws:iam::123456789012:role/default", "ext-1", None)
@@ -271,3 +275,22 @@ def test_pool_connections_reach_botocore(tmp_path: Path) -> None:
 ])
 def test_a_blank_region_on_aws_asks_the_bucket(tmp_path: Path, toml: str, url: str, asks: bool) -> None:
     assert settings(load(tmp_path, toml), url).ask_region is asks
+
+
+def test_a_wrong_region_answer_names_the_buckets_region() -> None:
+    """AWS answers a HeadBucket in the wrong region with 301 (or 403 without the right) and the
+    bucket's region in x-amz-bucket-region: not an error, the answer (a fault moto cannot make)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from mountfs.backends.s3 import _bucket_region
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+    with Stubber(client) as stub:
+        for status in (301, 403):
+            stub.add_client_error("head_bucket", str(status), http_status_code=status,
+                                  response_meta={"HTTPHeaders": {"x-amz-bucket-region": "ap-south-1"}})
+        assert _bucket_region(client, "bkt") == "ap-south-1"
+        assert _bucket_region(client, "bkt") == "ap-south-1"
+        stub.add_client_error("head_bucket", "404", http_status_code=404)
+        assert _bucket_region(client, "bkt") is None
