@@ -294,3 +294,17 @@ def test_a_wrong_region_answer_names_the_buckets_region() -> None:
         assert _bucket_region(client, "bkt") == "ap-south-1"
         stub.add_client_error("head_bucket", "404", http_status_code=404)
         assert _bucket_region(client, "bkt") is None
+
+
+def test_the_seeds_s3_blocks_load(tmp_path: Path) -> None:
+    """clearml-storage.md's S3 blocks in mountfs's TOML: every key is honoured."""
+    text = (Path(__file__).parent.parent / "data" / "seeds" / "s3-clearml-aws.toml").read_text()
+    (tmp_path / "c.toml").write_text(text + MOUNT)
+    config = load_config(str(tmp_path / "c.toml"))
+    default = settings(config, "s3://other-bucket")
+    assert (default.key, default.ask_region, default.extra_args, default.upload_concurrency,
+            default.pool_connections) == ("default-key", True, S3ExtraArgs(), 16, 512)
+    assert settings(config, "s3://my-bucket-name").key == "bucket-key"
+    minio = settings(config, "s3://my-minio-host:9000/data")
+    assert (minio.key, minio.multipart, minio.endpoint_url, minio.verify, minio.ask_region) == (
+        "minio-key", False, "http://my-minio-host:9000", "https://url/of/ca/bundle.crt", False)
