@@ -90,6 +90,9 @@ class ObjectStore(abc.ABC):
     lists_multipart_uploads = False
     """`multipart_uploads` works: recovery can find an upload a dead process never journalled."""
 
+    upload_concurrency: int | None = None
+    """Parts of uploads in flight at once that the store's own settings ask for (None: [write]'s)."""
+
     @property
     def supports_multipart(self) -> bool:
         """False when multipart uploads are switched off for this store (`multipart = false`)."""

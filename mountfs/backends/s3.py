@@ -17,12 +17,17 @@ server-side. A copy resets the object's ACL to the bucket's default, as every S3
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import datetime
 import email.utils
+import hashlib
+import http.client
 import logging
 import os
 import ssl
+import tempfile
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -31,7 +36,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
+import botocore.session
 import botocore.utils
 
 from mountfs.backends import mtime
@@ -110,13 +117,18 @@ def client_for(settings: S3Settings, timeout: float) -> S3Client:
     The endpoint, region and addressing style are the ones `s3_settings.resolve` decided, given
     explicitly: botocore must not decide them again differently from mountfs's own GETs."""
     ident = (os.getpid(), settings.endpoint_url, settings.region, settings.key, settings.secret,
-             settings.token, settings.verify, settings.pool_connections, settings.addressing_style, timeout)
+             settings.token, settings.verify, settings.pool_connections, settings.addressing_style, timeout,
+             settings.role_arn, settings.external_id, settings.role_session_name)
     with _clients_lock:
         client = _clients.get(ident)
         if client is None:
-            session = boto3.session.Session(
-                aws_access_key_id=settings.key, aws_secret_access_key=settings.secret,
-                aws_session_token=settings.token, region_name=settings.region)
+            if settings.role_arn:  # the role's refreshing credentials, shared with mountfs's own GETs
+                session = boto3.session.Session(botocore_session=_session_with(
+                    _role_credentials(settings, timeout)), region_name=settings.region)
+            else:
+                session = boto3.session.Session(
+                    aws_access_key_id=settings.key, aws_secret_access_key=settings.secret,
+                    aws_session_token=settings.token, region_name=settings.region)
             session._session.get_component("response_parser_factory").set_parser_defaults(
                 timestamp_parser=fast_timestamp)
             client = session.client(
@@ -139,15 +151,76 @@ def reads_for(settings: S3Settings, timeout: float) -> S3Reads:
     with _clients_lock:
         reads = _readers.get(ident)
         if reads is None:
-            reads = _readers[ident] = S3Reads(settings, _credentials_source(settings), timeout)
+            reads = _readers[ident] = S3Reads(settings, _credentials_source(settings, timeout), timeout)
     return reads
 
 
-def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
-    if not settings.uses_chain:
+_roles: dict[tuple[Any, ...], botocore.credentials.Credentials] = {}
+
+
+def _role_credentials(settings: S3Settings, timeout: float) -> botocore.credentials.Credentials:
+    """The assumed role's credentials, one set per process: botocore's AssumeRole fetcher, called
+    on first use and again before they expire. STS is asked at the store's own endpoint when it has
+    one (MinIO, moto, ...; AWS_ENDPOINT_URL_STS still wins), else at AWS."""
+    ident = (os.getpid(), settings.role_arn, settings.external_id, settings.role_session_name,
+             settings.endpoint_url, settings.region, settings.key, settings.secret, settings.token,
+             settings.verify, timeout)
+    with _roles_lock:
+        found = _roles.get(ident)
+        if found is not None:
+            return found
+        if settings.uses_chain:
+            source = botocore.session.Session().get_credentials()
+            if source is None:
+                raise botocore.exceptions.NoCredentialsError()
+        else:
+            source = botocore.credentials.Credentials(
+                settings.key or "", settings.secret or "", settings.token)
+        sts_endpoint = None if os.environ.get("AWS_ENDPOINT_URL_STS") else settings.endpoint_url
+        config = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout)
+
+        def sts_client(service: str, **credentials: Any) -> Any:
+            return botocore.session.Session().create_client(
+                service, region_name=settings.region, endpoint_url=sts_endpoint, verify=settings.verify,
+                config=config, **credentials)
+
+        extra: dict[str, str] = {}
+        if settings.external_id:
+            extra["ExternalId"] = settings.external_id
+        if settings.role_session_name:
+            extra["RoleSessionName"] = settings.role_session_name
+        fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
+            sts_client, source, settings.role_arn or "", extra_args=extra)
+        found = _roles[ident] = botocore.credentials.DeferredRefreshableCredentials(
+            fetcher.fetch_credentials, "assume-role")
+        return found
+
+
+_roles_lock = threading.Lock()
+
+
+def _session_with(credentials: botocore.credentials.Credentials) -> botocore.session.Session:
+    """A botocore session whose only credentials are these."""
+
+    class Given(botocore.credentials.CredentialProvider):
+        METHOD = "mountfs"
+
+        def load(self) -> botocore.credentials.Credentials:
+            return credentials
+
+    session = botocore.session.Session()
+    session.register_component("credential_provider", botocore.credentials.CredentialResolver([Given()]))
+    return session
+
+
+def _credentials_source(settings: S3Settings, timeout: float) -> Callable[[], Credentials]:
+    if settings.role_arn:
+        resolved: botocore.credentials.Credentials | None = _role_credentials(settings, timeout)
+    elif not settings.uses_chain:
         fixed = Credentials(settings.key or "", settings.secret or "", settings.token)
         return lambda: fixed
-    resolved = boto3.session.Session(region_name=settings.region).get_credentials()
+    else:
+        resolved = boto3.session.Session(region_name=settings.region).get_credentials()
 
     def current() -> Credentials:
         frozen = resolved.get_frozen_credentials() if resolved is not None else None
@@ -156,6 +229,60 @@ def _credentials_source(settings: S3Settings) -> Callable[[], Credentials]:
         return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     return current
+
+
+MAX_CA_BUNDLE = 4 << 20  # bytes: certifi's whole bundle is a tenth of it
+
+
+def _is_url(verify: bool | str) -> bool:
+    return isinstance(verify, str) and verify.lower().startswith("https://")
+
+
+def fetch_ca_bundle(url: str, directory: str, timeout: float) -> str:
+    """The CA bundle at `url` (https), fetched now and saved in `directory`: the path of the copy.
+    Raises Misconfigured naming the URL when it cannot be fetched or holds no certificate."""
+    what = f"verify = {url!r}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            if not reply.geturl().lower().startswith("https://"):
+                raise Misconfigured(f"{what}: redirected to a plain-http URL; the CA bundle is not fetched")
+            data = reply.read(MAX_CA_BUNDLE + 1)
+    except urllib.error.HTTPError as exc:
+        raise Misconfigured(f"{what}: cannot fetch the CA bundle: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise Misconfigured(f"{what}: cannot fetch the CA bundle: {exc.reason}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise Misconfigured(f"{what}: cannot fetch the CA bundle: {exc or type(exc).__name__}") from None
+    if len(data) > MAX_CA_BUNDLE:
+        raise Misconfigured(f"{what}: the CA bundle is larger than {MAX_CA_BUNDLE >> 20} MiB")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, hashlib.sha256(url.encode()).hexdigest()[:24] + ".pem")
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fetch-", delete=False) as out:
+            out.write(data)
+        try:
+            ssl.create_default_context(cafile=out.name)
+        except ssl.SSLError:
+            os.unlink(out.name)
+            raise Misconfigured(f"{what}: what the URL serves is not a PEM CA bundle") from None
+        os.replace(out.name, path)  # whole, even with another mount saving the same one
+    except OSError as exc:
+        raise Misconfigured(f"{what}: cannot save the CA bundle in {directory}: {exc.strerror}") from None
+    return path
+
+
+def _bucket_region(client: S3Client, bucket: str) -> str | None:
+    """The region a bucket says it is in (HeadBucket's x-amz-bucket-region, which AWS sends with a
+    redirect or a refusal too); None when there is no answer: the access check then says why."""
+    try:
+        headers = client.head_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPHeaders"]
+    except botocore.exceptions.ClientError as exc:
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        log.debug("the region of s3://%s is not known: %s", bucket, exc)
+        return None
+    region = headers.get("x-amz-bucket-region")
+    return str(region) if region else None
 
 
 def store_id(settings: S3Settings) -> str:
@@ -247,6 +374,9 @@ class S3Store(ObjectStore):
         # GETs and LISTs go out over mountfs's own connections, which know no proxies: through
         # an HTTP(S)_PROXY (that NO_PROXY does not exempt) they go with botocore, as it would.
         self.proxied = _behind_proxy(settings)
+        self.upload_concurrency = settings.upload_concurrency
+        self._opened = not (_is_url(settings.verify) or settings.ask_region)
+        self._open_lock = threading.Lock()
 
     @property
     def supports_multipart(self) -> bool:
@@ -254,7 +384,35 @@ class S3Store(ObjectStore):
 
     @property
     def client(self) -> S3Client:
+        self._open()
         return client_for(self.settings, self.retry.request_timeout)
+
+    def _open(self) -> None:
+        """What the store needs once before its first request: the CA bundle named by URL, fetched
+        and saved under the cache dir; the bucket's own region when none is configured (AWS)."""
+        if self._opened:
+            return
+        with self._open_lock:
+            if self._opened:
+                return
+            settings = self.settings
+            if isinstance(settings.verify, str) and _is_url(settings.verify):
+                bundle = fetch_ca_bundle(settings.verify, settings.ca_dir or tempfile.gettempdir(),
+                                         self.retry.request_timeout)
+                settings = dataclasses.replace(settings, verify=bundle)
+            if settings.ask_region:
+                region = _bucket_region(client_for(settings, self.retry.request_timeout), self.bucket)
+                if region and region != settings.region:
+                    log.info("s3://%s is in %s", self.bucket, region)
+                    settings = dataclasses.replace(settings, region=region)
+                settings = dataclasses.replace(settings, ask_region=False)
+            self.settings = settings
+            self.endpoint = settings.endpoint_url or object_url(settings, None)[0]  # the region's
+            self._opened = True
+
+    def _reads(self) -> S3Reads:
+        self._open()
+        return reads_for(self.settings, self.retry.request_timeout)
 
     def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
         return call_translated(fn, translate, retry or self.retry, what)
@@ -263,9 +421,16 @@ class S3Store(ObjectStore):
         return f"s3://{self.bucket}/{key}"
 
     def _sse(self) -> dict[str, Any]:
-        if self.settings.kms_key_id:
-            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_id}
-        return {}
+        """What every object written carries besides metadata: encryption, storage class, ACL."""
+        return self.settings.extra_args.request_args()
+
+    def _metadata(self, mtime_ns: int | None, kept: dict[str, str] | None = None) -> dict[str, Any]:
+        """The user metadata of an object written, as keyword arguments: `kept` (an earlier
+        version's), the configured metadata over it, and the modification time."""
+        metadata = dict(kept or {}) | dict(self.settings.extra_args.metadata)
+        if mtime_ns is not None:
+            metadata[mtime.MTIME_KEY] = mtime.format_seconds(mtime_ns)
+        return {"Metadata": metadata} if metadata else {}
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -290,7 +455,7 @@ class S3Store(ObjectStore):
         def do() -> builtins.list[Piece]:
             if self.proxied:
                 return self._get_with_sdk(key, start, length, piece, etag)
-            reads = reads_for(self.settings, self.retry.request_timeout)
+            reads = self._reads()
             return reads.get_pieces(key, start, length, piece, etag)
 
         return self._call(f"GET {self._name(key)} bytes {start}+{length}", do)
@@ -320,7 +485,7 @@ class S3Store(ObjectStore):
         def do() -> ListPage:
             if self.proxied:
                 return self._list_with_sdk(prefix, delimiter, token, max_keys)
-            page = reads_for(self.settings, self.retry.request_timeout).list_page(
+            page = self._reads().list_page(
                 prefix, delimiter, token, max_keys)
             objects = [ObjectMeta(o.key, o.size, _etag(o.etag),
                                   _ns(fast_timestamp(o.last_modified).timestamp()), last_modified_only=True)
@@ -346,6 +511,8 @@ class S3Store(ObjectStore):
         return ListPage(objects, prefixes, str(more) if more else None)
 
     def check_access(self) -> None:
+        self._open()
+
         def do() -> None:
             self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
 
@@ -361,7 +528,7 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         def do() -> None:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **_metadata(mtime_ns),
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._metadata(mtime_ns),
                                    **self._sse())
 
         self._call(f"PUT {self._name(key)}", do)
@@ -372,8 +539,8 @@ class S3Store(ObjectStore):
             raise Unsupported(f"multipart uploads are off for {self.settings.describe()}")
 
         def do() -> str:
-            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **_metadata(mtime_ns),
-                                                       **self._sse())["UploadId"]
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key,
+                                                       **self._metadata(mtime_ns), **self._sse())["UploadId"]
 
         return self._call(f"CREATE MULTIPART {self._name(key)}", do)
 
@@ -407,7 +574,7 @@ class S3Store(ObjectStore):
         def do() -> builtins.list[tuple[str, float]]:
             if self.proxied:
                 return self._multipart_uploads_with_sdk(key)
-            reads = reads_for(self.settings, self.retry.request_timeout)
+            reads = self._reads()
             found: builtins.list[tuple[str, float]] = []
             key_marker: str | None = None
             upload_marker: str | None = None
@@ -438,8 +605,21 @@ class S3Store(ObjectStore):
         self._call(f"DELETE {self._name(key)}", do)
 
     def copy(self, src_key: str, dst_key: str) -> ObjectMeta:
-        """A server-side copy. One CopyObject copies at most 5 GiB: a larger source is copied in
-        parts, with its metadata and content headers (the first answer says so: no HEAD first)."""
+        """A server-side copy, written as an upload would be (extra_args). One CopyObject copies at
+        most 5 GiB: a larger source is copied in parts, with its metadata and content headers (the
+        first answer says so: no HEAD first). With configured metadata, the source's is read first
+        and the copy REPLACEs it with both."""
+        if self.settings.extra_args.metadata:
+            source = self._head(src_key)
+            meta = _head_meta(src_key, source)
+            metadata = self._metadata(None, source.get("Metadata"))["Metadata"]
+            if meta.size > self.copy_limit:
+                self._copy_in_parts(src_key, meta.size, f'"{meta.etag}"', metadata,
+                                    self._kept_on_copy(source), dst_key=dst_key)
+            else:
+                self._copy_in_place(src_key, f'"{meta.etag}"', metadata, self._kept_on_copy(source),
+                                    dst_key=dst_key)
+            return self.head(dst_key)
 
         def do() -> bool:
             try:
@@ -469,7 +649,7 @@ class S3Store(ObjectStore):
         if head.get("StorageClass") not in (None, "STANDARD"):
             kept["StorageClass"] = head["StorageClass"]
         kept |= self._sse()
-        if not kept.get("SSEKMSKeyId") and head.get("ServerSideEncryption") == "aws:kms":
+        if "ServerSideEncryption" not in kept and head.get("ServerSideEncryption") == "aws:kms":
             kept |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": head.get("SSEKMSKeyId")}
         return kept
     copy_part_size = 512 << 20  # parts of a multipart copy above it
@@ -480,10 +660,9 @@ class S3Store(ObjectStore):
         for attempt in (1, 2):
             reply = self._head(key)
             meta = _head_meta(key, reply)
-            metadata = mtime.without_mtime(reply.get("Metadata"))
             if mtime.from_metadata(reply.get("Metadata")) == mtime_ns:
                 return meta  # already there (a retried request that had gone through)
-            metadata[mtime.MTIME_KEY] = mtime.format_seconds(mtime_ns)
+            metadata = self._metadata(mtime_ns, mtime.without_mtime(reply.get("Metadata")))["Metadata"]
             kept = self._kept_on_copy(reply)
             if_match = f'"{meta.etag}"'
             try:
@@ -499,14 +678,19 @@ class S3Store(ObjectStore):
             return ObjectMeta(key, meta.size, etag or self.head(key).etag, mtime_ns)
         raise AssertionError("unreachable")
 
-    def _copy_in_place(self, key: str, if_match: str, metadata: dict[str, str], kept: dict[str, Any]) -> str:
+    def _copy_in_place(self, key: str, if_match: str, metadata: dict[str, str], kept: dict[str, Any],
+                       *, dst_key: str | None = None) -> str:
+        """One CopyObject of `key` (onto itself by default) with `metadata` in place of its own."""
+        label = "SET MTIME (COPY)" if dst_key is None else f"COPY TO {dst_key}"
+
         def do() -> str:
             reply = self.client.copy_object(
-                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key},
+                Bucket=self.bucket, Key=key if dst_key is None else dst_key,
+                CopySource={"Bucket": self.bucket, "Key": key},
                 CopySourceIfMatch=if_match, MetadataDirective="REPLACE", Metadata=metadata, **kept)
             return _etag(reply.get("CopyObjectResult", {}).get("ETag", ""))
 
-        return self._call(f"SET MTIME (COPY) {self._name(key)}", do)
+        return self._call(f"{label} {self._name(key)}", do)
 
     def _copy_in_parts(self, key: str, size: int, if_match: str, metadata: dict[str, str],
                        kept: dict[str, Any], *, dst_key: str | None = None) -> str:
@@ -566,13 +750,6 @@ def _too_large_to_copy(exc: botocore.exceptions.ClientError) -> bool:
     error = exc.response.get("Error", {})
     message = str(error.get("Message", "")).lower()
     return error.get("Code") in ("InvalidRequest", "EntityTooLarge") and "copy source" in message
-
-
-def _metadata(mtime_ns: int | None) -> dict[str, Any]:
-    """The user metadata of an upload carrying `mtime_ns`, as keyword arguments."""
-    if mtime_ns is None:
-        return {}
-    return {"Metadata": {mtime.MTIME_KEY: mtime.format_seconds(mtime_ns)}}
 
 
 def _head_meta(key: str, reply: dict[str, Any]) -> ObjectMeta:

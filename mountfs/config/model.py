@@ -128,6 +128,24 @@ class PathSubstitution:
 
 
 @dataclass(frozen=True)
+class S3ExtraArgs:
+    """What every object written to the store carries (boto3's ExtraArgs of the same names): each
+    upload, single PUT or multipart, and each copy that rewrites an object (rename, mtime)."""
+
+    server_side_encryption: str | None = None  # "AES256", "aws:kms" or "aws:kms:dsse"
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+    acl: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # user metadata, as (name, value) pairs
+
+    def request_args(self) -> dict[str, str]:
+        """The arguments of a PutObject, CreateMultipartUpload or CopyObject, metadata apart."""
+        named = (("ServerSideEncryption", self.server_side_encryption), ("SSEKMSKeyId", self.sse_kms_key_id),
+                 ("StorageClass", self.storage_class), ("ACL", self.acl))  # fmt: skip
+        return {name: value for name, value in named if value}
+
+
+@dataclass(frozen=True)
 class S3Credentials:
     """Overrides [s3] for one endpoint ("host:port"), one bucket, or one bucket on one endpoint."""
 
@@ -140,15 +158,20 @@ class S3Credentials:
     secure: bool = True
     verify: bool | str = True
     multipart: bool = True
-    kms_key_id: str | None = None
+    kms_key_id: str | None = None  # the same as extra_args ServerSideEncryption "aws:kms" with this key
     endpoint: str | None = None  # for a bucket entry: the server the bucket is on
     addressing_style: str | None = None  # "path", "virtual" or "auto"
+    extra_args: S3ExtraArgs | None = None  # None: the [s3] default's (a table here replaces it whole)
+    use_credentials_chain: bool = False  # boto3's chain for this entry, whatever key [s3] has
+    role_arn: str | None = None  # a role to assume (STS) with the credentials found otherwise
+    external_id: str | None = field(default=None, repr=False)
+    role_session_name: str | None = None
 
 
 @dataclass(frozen=True)
 class S3Boto3:
     pool_connections: int = 32
-    max_multipart_concurrency: int = 16
+    max_multipart_concurrency: int | None = None  # None: [write] max_concurrency
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,10 @@ class S3Config:
     use_credentials_chain: bool = False
     credentials: tuple[S3Credentials, ...] = ()
     boto3: S3Boto3 = field(default_factory=S3Boto3)
+    extra_args: S3ExtraArgs = field(default_factory=S3ExtraArgs)
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    role_session_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class Uploader:
         self.journal = journal
         self.config = config
         self.part_size = config.part_size
-        self.max_concurrency = max(1, config.max_concurrency)
+        self.max_concurrency = max(1, store.store.upload_concurrency or config.max_concurrency)
         self.multipart = supports_multipart
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay

@@ -171,7 +171,7 @@ def test_design_example_loads(tmp_path: Path, design_env: None) -> None:
             S3Credentials(host="minio.internal:9000", key="...", secret="...", secure=False, verify=True),
             S3Credentials(bucket="secure-bucket", kms_key_id="arn:aws:kms:..."),
         ),
-        boto3=S3Boto3(32, 16),
+        boto3=S3Boto3(32, None),
     )
     assert cfg.s3.credentials[1].secure is True and cfg.s3.credentials[1].multipart is True
     assert cfg.gcs.project == "p"
@@ -218,6 +218,8 @@ def test_minimal_config_gets_all_defaults(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/u")
+    (tmp_path / "ca.pem").write_text("")
+    monkeypatch.setenv("CA_PEM", str(tmp_path / "ca.pem"))
     cfg = load(tmp_path, MOUNT + """\
         [cache]
         dir = "~/cache/"
@@ -244,7 +246,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
         [[s3.credentials]]
         host = "[::1]:9000"
         bucket = "b-1"
-        verify = "/etc/ssl/ca.pem"
+        verify = "${CA_PEM}"
         region = "eu-west-1"
         [gcs]
         endpoint = "http://127.0.0.1:4443"
@@ -265,7 +267,7 @@ def test_every_section_with_non_default_values(tmp_path: Path, monkeypatch: pyte
     assert cfg.s3.use_credentials_chain is True
     assert cfg.s3.boto3 == S3Boto3(8, 4)
     assert cfg.s3.credentials == (
-        S3Credentials(host="[::1]:9000", bucket="b-1", verify="/etc/ssl/ca.pem", region="eu-west-1"),
+        S3Credentials(host="[::1]:9000", bucket="b-1", verify=str(tmp_path / "ca.pem"), region="eu-west-1"),
     )
     assert cfg.gcs.endpoint == "http://127.0.0.1:4443"
     assert cfg.gcs.credentials == (GcsCredentials("bkt", "x/y", None, "proj"),)
@@ -598,7 +600,8 @@ def test_wrong_types(tmp_path: Path) -> None:
         'c.toml:15: mount[1].read_only: expected a boolean (true or false), got string "true" '
         "(remove the quotes)",
         "c.toml:17: s3.secret: expected a string, got an integer",  # a secret's value is never shown
-        'c.toml:21: s3.credentials[0].verify: expected true, false or a CA bundle path, got string ""',
+        'c.toml:21: s3.credentials[0].verify: expected true, false, a CA bundle path or its https:// URL, '
+        'got string ""',
     ]
 
 

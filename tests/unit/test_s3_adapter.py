@@ -49,7 +49,7 @@ host = "minio.internal:9000"
 bucket = "pinned"
 key = "pinned-key"
 secret = "pinned-secret"
-verify = "/etc/ssl/minio.pem"
+verify = "${MINIO_PEM}"
 multipart = false
 secure = false
 
@@ -60,13 +60,15 @@ url = "s3://any/x"
 
 
 @pytest.fixture
-def config(tmp_path: Path):  # type: ignore[no-untyped-def]
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    (tmp_path / "minio.pem").write_text("")  # a CA bundle path must name a file
+    monkeypatch.setenv("MINIO_PEM", str(tmp_path / "minio.pem"))
     path = tmp_path / "c.toml"
     path.write_text(CONFIG)
     return load_config(str(path))
 
 
-def test_credentials_most_specific_first(config) -> None:  # type: ignore[no-untyped-def]
+def test_credentials_most_specific_first(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plain = resolve(parse_url("s3://other/p"), config)
     assert (plain.key, plain.region, plain.endpoint_url, plain.addressing_style) == (
         "default-key", "eu-west-1", None, "auto")
@@ -77,7 +79,7 @@ def test_credentials_most_specific_first(config) -> None:  # type: ignore[no-unt
     assert (bucket.key, bucket.token, bucket.kms_key_id) == ("bucket-key", "bucket-token", bucket.kms_key_id)
     assert bucket.kms_key_id == "arn:aws:kms:eu-west-1:1:key/k"
     pinned = resolve(parse_url("s3://minio.internal:9000/pinned"), config)
-    assert (pinned.key, pinned.verify, pinned.multipart) == ("pinned-key", "/etc/ssl/minio.pem", False)
+    assert (pinned.key, pinned.verify, pinned.multipart) == ("pinned-key", str(tmp_path / "minio.pem"), False)
     elsewhere = resolve(parse_url("s3://other.host:9000/pinned"), config)
     assert elsewhere.key == "default-key", "a bucket entry bound to a host applies on that host only"
     assert elsewhere.endpoint_url == "https://other.host:9000"
