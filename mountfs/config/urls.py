@@ -31,7 +31,7 @@ def _scheme_of(text: str) -> tuple[str, str]:
             f'"{text}" is not a store URL', "expected scheme://bucket/prefix with scheme s3, gs, az or file"
         )
     scheme = match.group(1).lower()
-    if scheme not in SCHEMES:
+    if scheme not in SCHEMES and scheme != FS:
         hint: str | None
         if scheme in ("http", "https"):
             hint = "for an S3-compatible endpoint write s3://host:port/bucket/prefix"
@@ -46,6 +46,10 @@ def _scheme_of(text: str) -> tuple[str, str]:
         raise InvalidValue(f'"{text}" is missing "//" after "{scheme}:"', f"write {scheme}://{rest}")
     return scheme, text[match.end() :]
 
+
+FS = "fs"
+"""Supervisely's `fs://storage-id/path`: a folder known by a name, served through the
+[[path_substitution]] that maps `fs://storage-id` to a `file://` folder."""
 
 _FILE_HINT = "use three slashes and an absolute path, e.g. file:///mnt/data"
 
@@ -63,7 +67,10 @@ def _check_name(what: str, name: str, lo: int, hi: int, allowed: str, allowed_te
 
 
 def _check_s3_bucket(name: str) -> None:
-    _check_name("S3 bucket name", name, 3, 63, _LOWER_DIGITS + ".-", 'lowercase letters, digits, "." and "-"')
+    # "_" as in the legacy names of us-east-1 (Supervisely's cars_2020_20_10), which path-style
+    # requests still reach; a server that refuses one says so with the name
+    _check_name("S3 bucket name", name, 3, 63, _LOWER_DIGITS + ".-_",
+                'lowercase letters, digits, ".", "-" and "_"')
     if ".." in name:
         raise InvalidValue(f'S3 bucket name "{name}" must not contain ".."')
     if _IP_RE.fullmatch(name):
@@ -81,7 +88,9 @@ def _check_azure_account(name: str) -> None:
 
 
 def _check_azure_container(name: str) -> None:
-    _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-", 'lowercase letters, digits and "-"')
+    # "_" is not Azure's, but a name the store refuses gets the store's answer, with the name
+    _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-_",
+                'lowercase letters, digits, "-" and "_"')
     if "--" in name:
         raise InvalidValue(f'Azure container name "{name}" must not contain "--"')
 
@@ -129,7 +138,7 @@ _USERINFO_RE = re.compile(
 
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
 # Azure's container@account: a name before "@" and no ":" (a password would follow one).
-_CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]+)@")
+_CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]*)@")
 
 
 def _container_at(text: str) -> bool:
@@ -161,12 +170,24 @@ def _check_url_text(text: str) -> None:
         raise InvalidValue(f'URL "{shown}" contains a control character')
 
 
-def parse_url(text: str) -> StoreUrl:
-    """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line."""
+def parse_url(text: str, *, bucketless: bool = False) -> StoreUrl:
+    """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line.
+    `bucketless`: a [[mount]] URL may also name a whole endpoint (`s3://host:port/`, `s3://`, `gs://`,
+    `az://@account/`), whose buckets are listed at mount time; its bucket is ""."""
     if not isinstance(text, str):
         raise InvalidValue(f"expected a URL string, got {type(text).__name__}")
     _check_url_text(text)
     scheme, rest = _scheme_of(text.strip())
+    if bucketless:
+        whole = _bucketless(scheme, rest)
+        if whole is not None:
+            return StoreUrl(scheme, whole or None, "", "", text)
+    if scheme == FS:
+        storage_id, _, tail = rest.partition("/")
+        if not storage_id:
+            raise InvalidValue(f'"{text}" has no storage id', "expected fs://storage-id/path")
+        check_plain_name(storage_id)
+        return StoreUrl(FS, None, storage_id, clean_prefix(tail, "path"), text)
     if scheme == "file":
         if not rest.startswith("/"):
             raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
@@ -205,6 +226,21 @@ def parse_url(text: str) -> StoreUrl:
                 raise InvalidValue(f'"{text}" has no bucket', f"expected {scheme}://bucket/prefix")
         (_check_s3_bucket if scheme == "s3" else _check_gcs_bucket)(bucket)
     return StoreUrl(scheme, host, bucket, clean_prefix(tail, "prefix"), text)
+
+
+def _bucketless(scheme: str, rest: str) -> str | None:
+    """The host (or "" for the store's default) of a URL naming a whole endpoint; None if it names a
+    bucket. Only S3, GCS and Azure can list their buckets."""
+    whole = rest.rstrip("/")
+    if scheme in ("s3", "gs") and whole == "":
+        return ""
+    if scheme == "s3" and "/" not in whole and (":" in whole or "@" in whole):
+        return check_host_port(whole)
+    if scheme == "az" and whole.startswith("@") and "/" not in whole:
+        account = whole[1:].split(".", 1)[0]
+        _check_azure_account(account)
+        return account
+    return None
 
 
 def check_glob_url(text: str) -> None:
