@@ -193,7 +193,7 @@ def azure_section(r: Reader, root: Table) -> AzureConfig:
         t.get("containers", ABSENT), (*path, "containers"), _AZURE_CONTAINER_KEYS, "azure.containers"
     ):
         account = r.checked_str(c, ipath, "account_name", check_plain_name, required=True)
-        container = r.checked_str(c, ipath, "container_name", check_plain_name, required=True)
+        container = r.checked_str(c, ipath, "container_name", check_plain_name)  # none: every container
         secrets = {k: r.str_(c, ipath, k) for k in ("account_key", "connection_string", "sas_token")}
         given = [k for k, v in secrets.items() if v is not None]
         if len(given) > 1:
@@ -203,7 +203,7 @@ def azure_section(r: Reader, root: Table) -> AzureConfig:
                 f"(this entry also has {given[0]})",
             )
         endpoint = r.checked_str(c, ipath, "endpoint", check_endpoint)
-        if account is not None and container is not None:
+        if account is not None:
             containers.append(AzureContainer(
                 account_name=account,
                 account_key=secrets["account_key"],

@@ -110,6 +110,8 @@ class MountConfig:
     substituted_for: str | None = None
     """The URL [[path_substitution]] replaced by `url` (a registered prefix, or one under it):
     direct-access globs match it too, so a glob may name a bucket's mirrored part."""
+    objects: tuple[str, ...] | None = None
+    """Only these keys (under the URL's prefix) are shown, read-only: a list of links, not a bucket."""
 
 
 @dataclass(frozen=True)
@@ -180,13 +182,14 @@ class GcsConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AzureContainer:
-    """Keyword-only: the field order follows the config file, and the required container_name is late."""
+    """Keyword-only: the field order follows the config file."""
 
     account_name: str
     account_key: str | None = field(default=None, repr=False)
     connection_string: str | None = field(default=None, repr=False)
     sas_token: str | None = field(default=None, repr=False)
-    container_name: str
+    container_name: str | None = None
+    """None: the entry is for every container of the account."""
     endpoint: str | None = None
 
 
