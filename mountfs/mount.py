@@ -30,7 +30,8 @@ import trio
 from mountfs import control
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectStore
-from mountfs.backends.registry import open_store
+from mountfs.backends.listed import ListedStore
+from mountfs.backends.registry import list_buckets, open_store
 from mountfs.cache.block_cache import EVICTION_INTERVAL, BlockCache
 from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.prefetch import PrefetchScheduler
@@ -38,6 +39,7 @@ from mountfs.config import (
     Config,
     InvalidValue,
     MountConfig,
+    StoreUrl,
     block_size_problem,
     format_size,
     load_source,
@@ -45,6 +47,7 @@ from mountfs.config import (
     parse_url,
     secret_values,
 )
+from mountfs.config.urls import shown_url
 from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
@@ -207,12 +210,49 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
+    mounts = expand_endpoints(config, mounts)
     config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
     for glob in unreachable_globs(config):
         log.warning("[[direct_access]] %s matches nothing served from a local path: direct access "
                     "passes through local or NFS files only (add a [[path_substitution]] to a "
                     "file:// prefix for it)", glob)
     return config
+
+
+def expand_endpoints(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
+    """A mount whose URL names a whole endpoint (`s3://host:port/`, bucket "") becomes one mount per
+    bucket there, listed now, each a directory named after its bucket."""
+    out: list[MountConfig] = []
+    for entry in mounts:
+        if entry.url.bucket or entry.url.scheme == "file":
+            out.append(entry)
+            continue
+        names = _buckets_at(entry.url, config)
+        for name in sorted(names):
+            url = StoreUrl(entry.url.scheme, entry.url.host, name, "", _bucket_url(entry.url, name))
+            out.append(dataclasses.replace(entry, path="/".join(p for p in (entry.path, name) if p), url=url))
+        log.info("%s: %d bucket(s): %s", entry.url.raw, len(names), ", ".join(sorted(names)))
+    return tuple(out)
+
+
+def _buckets_at(url: StoreUrl, config: Config) -> list[str]:
+    where = shown_url(url.raw)
+    try:
+        names = list_buckets(url, config)
+    except MountfsError as exc:
+        raise MountSetupError(
+            f"cannot list the buckets of {where} ({exc}); name the buckets instead: a TOML config with "
+            "a [[mount]] per bucket, or a links file given with -o config=") from exc
+    if not names:
+        raise MountSetupError(f"{where} has no buckets these credentials can see; nothing to mount")
+    return names
+
+
+def _bucket_url(url: StoreUrl, bucket: str) -> str:
+    """The URL of one bucket of a whole endpoint, as it would be written."""
+    if url.scheme == "az":
+        return f"az://{bucket}@{url.host}"
+    return f"{url.scheme}://{url.host}/{bucket}" if url.host else f"{url.scheme}://{bucket}"
 
 
 def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
@@ -292,6 +332,9 @@ def open_stores(config: Config) -> list[ObjectStore]:
         within = rules.substitution_base(entry.substituted_for) if entry.substituted_for else None
         try:
             store = open_store(entry.url, config, within=within)
+            if entry.objects is not None:
+                prefix = entry.url.prefix + "/" if entry.url.prefix else ""
+                store = ListedStore(store, (prefix + key for key in entry.objects))
             store.check_access()
         except MountfsError as exc:
             raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc

@@ -231,6 +231,18 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
     return StoreUnavailable(f"{what}: {detail}")
 
 
+def list_buckets(settings: S3Settings, retry: RetryConfig) -> builtins.list[str]:
+    """The names of the buckets the credentials see at the endpoint (ListBuckets), for a mount of
+    a whole endpoint."""
+    where = settings.endpoint_url or f"AWS {settings.region}"
+
+    def do() -> builtins.list[str]:
+        reply = client_for(settings, retry.request_timeout).list_buckets()
+        return [str(b["Name"]) for b in reply.get("Buckets", []) if b.get("Name")]
+
+    return call_translated(do, translate, retry, f"ListBuckets at {where}")
+
+
 class S3Store(ObjectStore):
     max_key_bytes = 1024
     lists_multipart_uploads = True

@@ -137,6 +137,8 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
         addressing_style=cast(AddressingStyle, style) if style in ("path", "virtual") else "auto",
         endpoint_source=source,
     )
+    if not url.bucket:  # a whole endpoint, to list its buckets: no bucket URL to decide
+        return settings
     try:
         bucket_url(settings)  # the bucket's URL, decided now: a bad endpoint fails the mount, not a read
     except (botocore.exceptions.BotoCoreError, ValueError) as exc:
