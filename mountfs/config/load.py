@@ -232,12 +232,31 @@ def load_source(source: str, config: str | None = None) -> Config:
     """SOURCE on the command line is a URL or a config file. `config` (`-o config=`) names a file whose
     settings (credentials, cache, direct access, path substitution) apply to SOURCE's mounts."""
     if config is None:
-        return config_from_url(source) if is_url(source) else build_document(source_document(source))
+        if is_url(source):
+            return config_from_url(source)
+        document = source_document(source)
+        _bind_links(document, {})
+        return build_document(document)
     settings = settings_document(config)
     if is_url(source):
         return build_document(settings, source, mounts=[{"path": "", "url": source}])
     own = source_document(source)
+    if own.imported is not None and own.imported.errors:  # the combined document keeps only the settings'
+        raise ConfigErrors([ConfigError(message, file=own.file, key=key, hint=hint)
+                            for key, message, hint in own.imported.errors])
+    _bind_links(own, settings.doc)
     mounts = own.doc.get("mount")
     combined = Document(settings.file, {**settings.doc, **{k: v for k, v in own.doc.items() if k != "mount"}},
                         settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
+
+
+def _bind_links(document: Document, settings: Table) -> None:
+    """A Supervisely links file names an Azure container without its account: the settings have it."""
+    imported = document.imported
+    mounts = document.doc.get("mount")
+    if imported is None or imported.format != "Supervisely links file" or not isinstance(mounts, list):
+        return
+    problems = importers.importer("supervisely_links").bind(mounts, settings)
+    if problems:
+        raise ConfigErrors([ConfigError(problem, file=document.file) for problem in problems])
