@@ -68,13 +68,16 @@ def parse_env(text: str) -> tuple[dict[str, tuple[str, int]], list[tuple[int, st
 
 
 def looks_like(path: str, text: str) -> bool:
-    """Only KEY=VALUE lines (and comments), and a STORAGE_PROVIDER or a .env name: never TOML, whose
-    mountfs keys are in [tables] or dotted."""
+    """KEY=VALUE lines (and comments), and a STORAGE_PROVIDER or a .env name: never TOML, whose
+    mountfs keys are all in [tables], dotted or inline tables."""
+    if any(line.lstrip().startswith("[") for line in text.splitlines()):
+        return False
     values, bad = parse_env(text)
-    if bad or not values:
+    if not values:
         return False
     name = os.path.basename(path)
-    return "STORAGE_PROVIDER" in values or name == ".env" or name.endswith(".env")
+    # mostly KEY=VALUE lines: the others are then this file's errors, not TOML's
+    return ("STORAGE_PROVIDER" in values or name == ".env" or name.endswith(".env")) and len(bad) <= len(values)
 
 
 def escape(value: str) -> str:

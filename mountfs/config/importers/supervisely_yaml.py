@@ -16,6 +16,7 @@ its credentials and its buckets. Every bucket becomes a directory `PROVIDER/BUCK
 from __future__ import annotations
 
 import os
+import tomllib
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
@@ -48,6 +49,11 @@ def looks_like(path: str, text: str) -> bool:
     file that names a provider but is not valid YAML (its error is then YAML's)."""
     if "provider" not in text:
         return False
+    try:
+        tomllib.loads(text)
+        return False  # a TOML file (perhaps what `config import` printed, checked under this name)
+    except tomllib.TOMLDecodeError:
+        pass
     doc, error = _load(text)
     if error is not None:
         return path.endswith((".yml", ".yaml"))
