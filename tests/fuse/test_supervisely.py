@@ -59,7 +59,8 @@ def test_the_env_file_mounts_every_bucket_of_its_storage(mounter: Mounter, seawe
         assert f.read() == b"weights"
 
 
-def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3Server, tmp_path: Path) -> None:
+def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3Server,
+                                                     tmp_path: Path) -> None:
     client = moto.client()
     for bucket in ("cars_2020_20_10", "cars_2020_10_10"):
         client.create_bucket(Bucket=bucket)
@@ -101,9 +102,8 @@ def test_a_links_file_mounts_just_its_objects_read_only(mounter: Mounter, moto: 
     for hidden in ("not-linked.jpg", "deep/also-not.jpg", "gone.jpg"):
         with pytest.raises(FileNotFoundError):
             os.stat(os.path.join(root, hidden))
-    with pytest.raises(OSError) as written:
-        with open(os.path.join(root, "new.jpg"), "wb") as f:
-            f.write(b"x")
+    with pytest.raises(OSError) as written, open(os.path.join(root, "new.jpg"), "wb") as f:
+        f.write(b"x")
     assert written.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
 
 

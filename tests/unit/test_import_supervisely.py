@@ -53,7 +53,8 @@ def errors_of(path: Path, config: str | None = None) -> list[str]:
 
 def test_env_file_syntax_quotes_comments_and_inline_comments() -> None:
     values, bad = supervisely_env.parse_env(
-        '# comment\n\nSTORAGE_PROVIDER="minio"\nA=\'x y\'\nB=plain # a comment\nC="q" # c\nexport D=1\nnot a line\n')
+        '# comment\n\nSTORAGE_PROVIDER="minio"\nA=\'x y\'\nB=plain # a comment\nC="q" # c\n'
+        'export D=1\nnot a line\n')
     assert {k: v for k, (v, _) in values.items()} == {
         "STORAGE_PROVIDER": "minio", "A": "x y", "B": "plain", "C": "q", "D": "1"}
     assert bad == [(8, "not a line")]

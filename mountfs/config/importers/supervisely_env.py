@@ -77,7 +77,8 @@ def looks_like(path: str, text: str) -> bool:
         return False
     name = os.path.basename(path)
     # mostly KEY=VALUE lines: the others are then this file's errors, not TOML's
-    return ("STORAGE_PROVIDER" in values or name == ".env" or name.endswith(".env")) and len(bad) <= len(values)
+    named = "STORAGE_PROVIDER" in values or name == ".env" or name.endswith(".env")
+    return named and len(bad) <= len(values)
 
 
 def escape(value: str) -> str:
