@@ -118,3 +118,20 @@ def test_hostile_links_files_give_one_clear_error(mounter: Mounter, mountfs: obj
     assert "line 2" in result.stderr and 'unknown provider "ftp://"' in result.stderr
     assert "line 3" in result.stderr and "has no bucket" in result.stderr
     assert "line 4" in result.stderr and '".."' in result.stderr
+
+
+def test_a_links_file_with_the_env_file_for_credentials(mounter: Mounter, seaweedfs: S3Server,
+                                                        tmp_path: Path) -> None:
+    seaweedfs.create_bucket("sv-links")
+    client = seaweedfs.client()
+    client.put_object(Bucket="sv-links", Key="persons/p1.jpg", Body=b"person one")
+    client.put_object(Bucket="sv-links", Key="persons/p2.jpg", Body=b"not linked")
+    env_file = tmp_path / ".env"
+    env_file.write_text(seed_env(seaweedfs))
+    links = tmp_path / "links.txt"
+    links.write_text("s3://sv-links/persons/p1.jpg\n")
+    mounter.run = dataclasses.replace(mounter.run, env=aws_environment(mounter.run.env, tmp_path))
+    mnt = mounter.mount(links, f"config={env_file}")
+    assert os.listdir(mnt.join("s3", "sv-links", "persons")) == ["p1.jpg"]
+    with open(mnt.join("s3", "sv-links", "persons", "p1.jpg"), "rb") as f:
+        assert f.read() == b"person one"
