@@ -266,9 +266,16 @@ def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[
         out.append(_substituted(entry, rules.substitute(entry.url.raw), entry.url.raw))
         for relative, registered in rules.prefixes_inside(entry.url.raw):
             path = "/".join(p for p in (entry.path, relative) if p)
-            grafted = dataclasses.replace(entry, path=path)
+            grafted = dataclasses.replace(entry, path=path, objects=_objects_under(entry.objects, relative))
             out.append(_substituted(grafted, rules.substitute(registered), registered))
     return tuple(out)
+
+
+def _objects_under(objects: tuple[str, ...] | None, folder: str) -> tuple[str, ...] | None:
+    """The listed objects of a mount that are in its `folder`, relative to it."""
+    if objects is None:
+        return None
+    return tuple(key[len(folder) + 1:] for key in objects if key.startswith(folder + "/"))
 
 
 def _substituted(entry: MountConfig, target: str, url: str) -> MountConfig:

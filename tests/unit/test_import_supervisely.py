@@ -388,3 +388,17 @@ def test_a_whole_gcs_project_is_one_mount_per_bucket(fake_gcs: Emulator, tmp_pat
     assert "env-bucket" in paths
     store = open_stores(config)[paths.index("env-bucket")]
     assert store.get_range("g.txt", 0, 100) == b"gcs file"
+
+
+def test_listed_objects_inside_a_substituted_folder_are_served_from_it(tmp_path: Path) -> None:
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "b.jpg").write_bytes(b"from the mirror")
+    (folder / "c.jpg").write_bytes(b"not listed")
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(f'[[mount]]\npath = "m"\nurl = "s3://bucket"\nobjects = ["a.jpg", "sub/b.jpg"]\n'
+                           f'[[path_substitution]]\nregistered_prefix = "s3://bucket/sub"\n'
+                           f'local_prefix = "file://{folder}"\n')
+    config = load_config_with(str(config_file), parse_options([]))
+    assert [(m.path, m.objects) for m in config.mounts] == [("m", ("a.jpg", "sub/b.jpg")),
+                                                            ("m/sub", ("b.jpg",))]
