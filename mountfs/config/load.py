@@ -235,7 +235,7 @@ def load_source(source: str, config: str | None = None) -> Config:
         if is_url(source):
             return config_from_url(source)
         document = source_document(source)
-        _bind_links(document, {})
+        bind_links(document, {})
         return build_document(document)
     settings = settings_document(config)
     if is_url(source):
@@ -244,14 +244,14 @@ def load_source(source: str, config: str | None = None) -> Config:
     if own.imported is not None and own.imported.errors:  # the combined document keeps only the settings'
         raise ConfigErrors([ConfigError(message, file=own.file, key=key, hint=hint)
                             for key, message, hint in own.imported.errors])
-    _bind_links(own, settings.doc)
+    bind_links(own, settings.doc)
     mounts = own.doc.get("mount")
     combined = Document(settings.file, {**settings.doc, **{k: v for k, v in own.doc.items() if k != "mount"}},
                         settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
 
 
-def _bind_links(document: Document, settings: Table) -> None:
+def bind_links(document: Document, settings: Table) -> None:
     """A Supervisely links file names an Azure container without its account: the settings have it."""
     imported = document.imported
     mounts = document.doc.get("mount")

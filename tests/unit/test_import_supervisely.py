@@ -206,7 +206,10 @@ def test_seed_links_file_with_the_yml_for_credentials(tmp_path: Path) -> None:
 
 def test_an_azure_link_without_settings_says_what_is_missing() -> None:
     (error,) = errors_of(SEEDS / "supervisely-links.txt")
-    assert "azure://boats_bucket_2020_20_10: no storage account" in error
+    assert "azure://boats_bucket_2020_20_10: a links file does not say the storage account" in error
+    result = config_import(SEEDS / "supervisely-links.txt")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "a links file does not say the storage account" in result.stderr
 
 
 def test_a_links_file_of_s3_google_and_fs_links_imports_to_a_config_that_checks(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def bind(mounts: list[object], settings: dict[str, object]) -> list[str]:
         elif len(accounts) == 1:
             mount["url"] = f"{url}@{next(iter(accounts))}"
         else:
-            problems.append(f"azure://{container}: no storage account for this container in the "
-                            "settings (-o config= a .env with STORAGE_PROVIDER=azure, or a remote_links.yml "
-                            "listing it)")
+            problems.append(f"azure://{container}: a links file does not say the storage account; mount "
+                            "it with -o config= naming a .env (STORAGE_PROVIDER=azure) or a remote_links.yml "
+                            "that lists the container")
     return problems
