@@ -298,7 +298,7 @@ def direct_access(config: Config, entry: MountConfig) -> dict[str, Any]:
     by default), else those whose own file URL matches one. A mount served by [[path_substitution]]
     is also matched by the URL it stands for (`s3://b/research/*`). Other stores are always cached:
     only a local or NFS file can be passed through."""
-    if entry.url.scheme != "file":
+    if entry.url.scheme != "file" or entry.objects is not None:  # listed objects: read through their list
         return {}
     rules = Passthrough.from_config(config)
     if not rules.direct_access:

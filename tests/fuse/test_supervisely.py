@@ -135,3 +135,24 @@ def test_a_links_file_with_the_env_file_for_credentials(mounter: Mounter, seawee
     assert os.listdir(mnt.join("s3", "sv-links", "persons")) == ["p1.jpg"]
     with open(mnt.join("s3", "sv-links", "persons", "p1.jpg"), "rb") as f:
         assert f.read() == b"person one"
+
+
+def test_fs_links_are_read_from_the_folder_of_their_storage_id(mounter: Mounter, tmp_path: Path) -> None:
+    """Without -o cache_local: a file:// folder is direct access by default, which a list of links
+    must not bypass."""
+    folder = tmp_path / "datasets"
+    (folder / "persons").mkdir(parents=True)
+    (folder / "persons" / "image1.jpg").write_bytes(b"a person")
+    (folder / "persons" / "other.jpg").write_bytes(b"not linked")
+    links_yml = tmp_path / "remote_links.yml"
+    links_yml.write_text(f"my-local-datasets:\n  provider: fs\n  path: {folder}\n  buckets:\n"
+                         "  - local-datasets\n")
+    links = tmp_path / "links.txt"
+    links.write_text("fs://local-datasets/persons/image1.jpg\n")
+    mnt = mounter.mount(links, f"config={links_yml}", cache_local=False)
+    persons = mnt.join("fs", "local-datasets", "persons")
+    assert os.listdir(persons) == ["image1.jpg"]
+    with open(os.path.join(persons, "image1.jpg"), "rb") as f:
+        assert f.read() == b"a person"
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(persons, "other.jpg"))
