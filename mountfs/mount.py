@@ -39,6 +39,7 @@ from mountfs.config import (
     Config,
     InvalidValue,
     MountConfig,
+    S3Credentials,
     StoreUrl,
     block_size_problem,
     format_size,
@@ -210,8 +211,8 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
-    mounts = expand_endpoints(config, mounts)
-    config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
+    config = expand_endpoints(config, mounts)
+    config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, config.mounts))
     for glob in unreachable_globs(config):
         log.warning("[[direct_access]] %s matches nothing served from a local path: direct access "
                     "passes through local or NFS files only (add a [[path_substitution]] to a "
@@ -219,33 +220,40 @@ def load_config_with(source: str, options: MountOptions) -> Config:
     return config
 
 
-def expand_endpoints(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
+def expand_endpoints(config: Config, mounts: tuple[MountConfig, ...]) -> Config:
     """A mount whose URL names a whole endpoint (`s3://host:port/`, bucket "") becomes one mount per
-    bucket there, listed now, each a directory named after its bucket."""
+    bucket there, listed now, each a directory named after its bucket. An AWS bucket in another
+    region than the one configured gets an [[s3.credentials]] entry with its region (ListBuckets
+    says it), unless the config has one for that bucket."""
     out: list[MountConfig] = []
+    regions: list[S3Credentials] = []
     for entry in mounts:
         if entry.url.bucket or entry.url.scheme == "file":
             out.append(entry)
             continue
-        names = _buckets_at(entry.url, config)
-        for name in sorted(names):
+        found = _buckets_at(entry.url, config)
+        for name, region in sorted(found):
             url = StoreUrl(entry.url.scheme, entry.url.host, name, "", _bucket_url(entry.url, name))
             out.append(dataclasses.replace(entry, path="/".join(p for p in (entry.path, name) if p), url=url))
-        log.info("%s: %d bucket(s): %s", entry.url.raw, len(names), ", ".join(sorted(names)))
-    return tuple(out)
+            known = any(c.bucket == name for c in config.s3.credentials)
+            if entry.url.scheme == "s3" and entry.url.host is None and region and not known:
+                regions.append(S3Credentials(bucket=name, region=region))
+        log.info("%s: %d bucket(s): %s", entry.url.raw, len(found), ", ".join(sorted(n for n, _ in found)))
+    s3 = dataclasses.replace(config.s3, credentials=config.s3.credentials + tuple(regions))
+    return dataclasses.replace(config, mounts=tuple(out), s3=s3)
 
 
-def _buckets_at(url: StoreUrl, config: Config) -> list[str]:
+def _buckets_at(url: StoreUrl, config: Config) -> list[tuple[str, str | None]]:
     where = shown_url(url.raw)
     try:
-        names = list_buckets(url, config)
+        found = list_buckets(url, config)
     except MountfsError as exc:
         raise MountSetupError(
             f"cannot list the buckets of {where} ({exc}); name the buckets instead: a TOML config with "
             "a [[mount]] per bucket, or a links file given with -o config=") from exc
-    if not names:
+    if not found:
         raise MountSetupError(f"{where} has no buckets these credentials can see; nothing to mount")
-    return names
+    return found
 
 
 def _bucket_url(url: StoreUrl, bucket: str) -> str:

@@ -405,3 +405,21 @@ def test_listed_objects_inside_a_substituted_folder_are_served_from_it(tmp_path:
     config = load_config_with(str(config_file), parse_options([]))
     assert [(m.path, m.objects) for m in config.mounts] == [("m", ("a.jpg", "sub/b.jpg")),
                                                             ("m/sub", ("b.jpg",))]
+
+
+def test_aws_buckets_of_a_whole_endpoint_get_their_own_region(moto: S3Server, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each AWS bucket (here on moto, named only by AWS_ENDPOINT_URL) is reached in its own region:
+    ListBuckets says it, or the bucket does (GetBucketLocation) when the answer does not, as moto's."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = moto.client()
+    client.create_bucket(Bucket="eu-bucket-sv",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    env = tmp_path / ".env"
+    env.write_text("STORAGE_PROVIDER=minio\nSTORAGE_ENDPOINT=s3.amazonaws.com\nSTORAGE_PORT=443\n"
+                   "STORAGE_ACCESS_KEY=k\nSTORAGE_SECRET_KEY=s\n")
+    config = load_config_with(str(env), parse_options([]))
+    assert "eu-bucket-sv" in [m.path for m in config.mounts]
+    assert [(c.bucket, c.region) for c in config.s3.credentials if c.bucket == "eu-bucket-sv"] == [
+        ("eu-bucket-sv", "eu-central-1")]
