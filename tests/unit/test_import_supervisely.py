@@ -423,3 +423,15 @@ def test_aws_buckets_of_a_whole_endpoint_get_their_own_region(moto: S3Server, tm
     assert "eu-bucket-sv" in [m.path for m in config.mounts]
     assert [(c.bucket, c.region) for c in config.s3.credentials if c.bucket == "eu-bucket-sv"] == [
         ("eu-bucket-sv", "eu-central-1")]
+
+
+def test_hostile_yml_files(tmp_path: Path) -> None:
+    bomb = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        bomb.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]")
+    path = tmp_path / "remote_links.yml"
+    path.write_text("\n".join(bomb) + "\nx:\n  provider: minio\n  buckets: *i\n")
+    got = errors_of(path)
+    assert any("x.buckets: expected a list of bucket names" in e for e in got), got
+    path.write_text("x:\n  provider: minio\n  buckets: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "YAML nested too deeply to read" in errors_of(path)[0]

@@ -40,7 +40,9 @@ def _load(text: str) -> tuple[Any, str | None]:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         return None, f"YAML syntax error at {where}{exc.problem or exc}"
-    except (yaml.YAMLError, RecursionError) as exc:
+    except RecursionError:
+        return None, "YAML nested too deeply to read"
+    except yaml.YAMLError as exc:
         return None, f"YAML syntax error: {exc}"
 
 
@@ -57,15 +59,18 @@ def looks_like(path: str, text: str) -> bool:
     doc, error = _load(text)
     if error is not None:
         return path.endswith((".yml", ".yaml"))
-    return (isinstance(doc, dict) and bool(doc)
-            and all(isinstance(v, dict) and "provider" in v for v in doc.values()))
+    if not isinstance(doc, dict) or not doc:
+        return False
+    entries = [isinstance(v, dict) and "provider" in v for v in doc.values()]
+    return all(entries) or (any(entries) and path.endswith((".yml", ".yaml")))
 
 
 def import_text(path: str, text: str) -> Imported:
     out = Imported(FORMAT, {})
     doc, error = _load(text)
     if error is not None:
-        out.errors.append(("(file)", error, "a value with \": \" in it needs quotes"))
+        hint = 'a value with ": " in it needs quotes' if "mapping values" in error else None
+        out.errors.append(("(file)", error, hint))
         return out
     if not isinstance(doc, dict):
         out.errors.append(("(file)", "is not a YAML mapping of storages",
@@ -105,7 +110,7 @@ def import_text(path: str, text: str) -> Imported:
         if buckets is None and provider == "fs":
             buckets = [where]
         if not isinstance(buckets, list) or not buckets or not all(isinstance(b, str) and b for b in buckets):
-            out.errors.append((f"{where}.buckets", "expected a list of bucket names", "buckets:\n- name"))
+            out.errors.append((f"{where}.buckets", "expected a list of bucket names", "buckets: [name, ...]"))
             continue
         if bad:
             continue
