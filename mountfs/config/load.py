@@ -166,9 +166,10 @@ def load_config(path: str, *, need_mounts: bool = True) -> Config:
 
 
 def config_from_url(url: str) -> Config:
-    """`mountfs s3://bucket/prefix /mnt`: the bucket itself is the mount root, everything else default."""
+    """`mountfs s3://bucket/prefix /mnt`: the bucket itself is the mount root, everything else default
+    (`mountfs s3://host:port/ /mnt`: every bucket there, one directory each)."""
     try:
-        store = parse_url(url)
+        store = parse_url(url, bucketless=True)
     except InvalidValue as exc:
         raise ConfigErrors([ConfigError(exc.message, file=shown_url(url), hint=exc.hint)]) from None
     return Config(source=url, mounts=(MountConfig("", store, False),))

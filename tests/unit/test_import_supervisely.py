@@ -435,3 +435,8 @@ def test_hostile_yml_files(tmp_path: Path) -> None:
     assert any("x.buckets: expected a list of bucket names" in e for e in got), got
     path.write_text("x:\n  provider: minio\n  buckets: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "YAML nested too deeply to read" in errors_of(path)[0]
+
+
+def test_a_whole_endpoint_on_the_command_line_as_in_a_config() -> None:
+    (mount,) = load_source("s3://127.0.0.1:9000/").mounts
+    assert (mount.path, mount.url.host, mount.url.bucket) == ("", "127.0.0.1:9000", "")
