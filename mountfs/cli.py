@@ -155,11 +155,12 @@ def _config_check(path: str) -> int:
 def _config_import(path: str) -> int:
     """The TOML printed is checked as `config check` would check it before it is printed, so what a
     user saves from it loads."""
-    from mountfs.config.load import build_document, parse_text, read_document
+    from mountfs.config.load import bind_links, build_document, parse_text, read_document
     from mountfs.config.toml_out import to_toml
 
     try:
         document = read_document(path)
+        bind_links(document, {})
         if document.imported is None:
             print(f"mountfs: {printable(path)}: already a mountfs TOML config (nothing to import)",
                   file=sys.stderr)

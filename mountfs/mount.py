@@ -30,7 +30,8 @@ import trio
 from mountfs import control
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectStore
-from mountfs.backends.registry import open_store
+from mountfs.backends.listed import ListedStore
+from mountfs.backends.registry import list_buckets, open_store
 from mountfs.cache.block_cache import EVICTION_INTERVAL, BlockCache
 from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.prefetch import PrefetchScheduler
@@ -38,6 +39,8 @@ from mountfs.config import (
     Config,
     InvalidValue,
     MountConfig,
+    S3Credentials,
+    StoreUrl,
     block_size_problem,
     format_size,
     load_source,
@@ -45,6 +48,7 @@ from mountfs.config import (
     parse_url,
     secret_values,
 )
+from mountfs.config.urls import shown_url
 from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
@@ -207,12 +211,56 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
-    config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, mounts))
+    config = expand_endpoints(config, mounts)
+    config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, config.mounts))
     for glob in unreachable_globs(config):
         log.warning("[[direct_access]] %s matches nothing served from a local path: direct access "
                     "passes through local or NFS files only (add a [[path_substitution]] to a "
                     "file:// prefix for it)", glob)
     return config
+
+
+def expand_endpoints(config: Config, mounts: tuple[MountConfig, ...]) -> Config:
+    """A mount whose URL names a whole endpoint (`s3://host:port/`, bucket "") becomes one mount per
+    bucket there, listed now, each a directory named after its bucket. An AWS bucket in another
+    region than the one configured gets an [[s3.credentials]] entry with its region (ListBuckets
+    says it), unless the config has one for that bucket."""
+    out: list[MountConfig] = []
+    regions: list[S3Credentials] = []
+    for entry in mounts:
+        if entry.url.bucket or entry.url.scheme == "file":
+            out.append(entry)
+            continue
+        found = _buckets_at(entry.url, config)
+        for name, region in sorted(found):
+            url = StoreUrl(entry.url.scheme, entry.url.host, name, "", _bucket_url(entry.url, name))
+            out.append(dataclasses.replace(entry, path="/".join(p for p in (entry.path, name) if p), url=url))
+            known = any(c.bucket == name for c in config.s3.credentials)
+            if entry.url.scheme == "s3" and entry.url.host is None and region and not known:
+                regions.append(S3Credentials(bucket=name, region=region))
+        log.info("%s: %d bucket(s): %s", entry.url.raw, len(found), ", ".join(sorted(n for n, _ in found)))
+    s3 = dataclasses.replace(config.s3, credentials=config.s3.credentials + tuple(regions))
+    return dataclasses.replace(config, mounts=tuple(out), s3=s3)
+
+
+def _buckets_at(url: StoreUrl, config: Config) -> list[tuple[str, str | None]]:
+    where = shown_url(url.raw)
+    try:
+        found = list_buckets(url, config)
+    except MountfsError as exc:
+        raise MountSetupError(
+            f"cannot list the buckets of {where} ({exc}); name the buckets instead: a TOML config with "
+            "a [[mount]] per bucket, or a links file given with -o config=") from exc
+    if not found:
+        raise MountSetupError(f"{where} has no buckets these credentials can see; nothing to mount")
+    return found
+
+
+def _bucket_url(url: StoreUrl, bucket: str) -> str:
+    """The URL of one bucket of a whole endpoint, as it would be written."""
+    if url.scheme == "az":
+        return f"az://{bucket}@{url.host}"
+    return f"{url.scheme}://{url.host}/{bucket}" if url.host else f"{url.scheme}://{bucket}"
 
 
 def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[MountConfig, ...]:
@@ -226,9 +274,16 @@ def substitute_mounts(config: Config, mounts: tuple[MountConfig, ...]) -> tuple[
         out.append(_substituted(entry, rules.substitute(entry.url.raw), entry.url.raw))
         for relative, registered in rules.prefixes_inside(entry.url.raw):
             path = "/".join(p for p in (entry.path, relative) if p)
-            grafted = dataclasses.replace(entry, path=path)
+            grafted = dataclasses.replace(entry, path=path, objects=_objects_under(entry.objects, relative))
             out.append(_substituted(grafted, rules.substitute(registered), registered))
     return tuple(out)
+
+
+def _objects_under(objects: tuple[str, ...] | None, folder: str) -> tuple[str, ...] | None:
+    """The listed objects of a mount that are in its `folder`, relative to it."""
+    if objects is None:
+        return None
+    return tuple(key[len(folder) + 1:] for key in objects if key.startswith(folder + "/"))
 
 
 def _substituted(entry: MountConfig, target: str, url: str) -> MountConfig:
@@ -251,7 +306,7 @@ def direct_access(config: Config, entry: MountConfig) -> dict[str, Any]:
     by default), else those whose own file URL matches one. A mount served by [[path_substitution]]
     is also matched by the URL it stands for (`s3://b/research/*`). Other stores are always cached:
     only a local or NFS file can be passed through."""
-    if entry.url.scheme != "file":
+    if entry.url.scheme != "file" or entry.objects is not None:  # listed objects: read through their list
         return {}
     rules = Passthrough.from_config(config)
     if not rules.direct_access:
@@ -294,6 +349,9 @@ def open_stores(config: Config) -> list[ObjectStore]:
         within = rules.substitution_base(entry.substituted_for) if entry.substituted_for else None
         try:
             store = open_store(entry.url, config, within=within)
+            if entry.objects is not None:
+                prefix = entry.url.prefix + "/" if entry.url.prefix else ""
+                store = ListedStore(store, (prefix + key for key in entry.objects))
             store.check_access()
         except MountfsError as exc:
             raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc

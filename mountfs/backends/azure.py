@@ -213,6 +213,21 @@ def translate(exc: Exception, what: str) -> Exception:
     return exc
 
 
+def list_buckets(settings: AzureSettings, retry: RetryConfig) -> builtins.list[str]:
+    """The names of the account's containers, for a mount of a whole account."""
+
+    def do() -> builtins.list[str]:
+        try:
+            client = client_for(settings, retry.request_timeout)
+            return [str(c.name) for c in client.list_containers(timeout=int(retry.request_timeout))]
+        except MountfsError:
+            raise
+        except Exception as exc:
+            raise translate(exc, f"list containers at {settings.account_url}") from exc
+
+    return call_with_retry(do, retry, f"list containers at {settings.account_url}")
+
+
 class AzureStore(ObjectStore):
     lists_multipart_uploads = True
 

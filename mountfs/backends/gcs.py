@@ -162,6 +162,16 @@ def translate(exc: Exception, what: str) -> Exception:
     return exc
 
 
+def list_buckets(settings: GcsSettings, retry: RetryConfig) -> builtins.list[str]:
+    """The names of the buckets of the client's project, for a mount of a whole endpoint."""
+
+    def do() -> builtins.list[str]:
+        client = client_for(settings, retry.request_timeout)
+        return [str(b.name) for b in client.list_buckets(timeout=retry.request_timeout, retry=None)]
+
+    return call_translated(do, translate, retry, f"list buckets at {settings.endpoint or 'Google'}")
+
+
 class GcsStore(ObjectStore):
     max_key_bytes = 1024  # object names: 1-1024 bytes of UTF-8
     lists_multipart_uploads = True

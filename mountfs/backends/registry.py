@@ -41,5 +41,31 @@ def open_store(url: StoreUrl, config: Config, *, within: str | None = None) -> O
         from mountfs.config import azure as azure_settings
 
         return AzureStore(azure_settings.resolve(url, config), config.retry)
+    if url.scheme == "fs":
+        raise Unsupported(f"{url.raw}: fs:// names a folder by its Supervisely storage id; map it to the "
+                          f'folder with [[path_substitution]] registered_prefix = "fs://{url.bucket}", '
+                          'local_prefix = "file:///folder"')
     raise Unsupported(f"{url.raw}: {url.scheme}:// stores are not supported by this version of mountfs "
                       f"(supported: {', '.join(s + '://' for s in SUPPORTED_SCHEMES)})")
+
+
+def list_buckets(url: StoreUrl, config: Config) -> list[tuple[str, str | None]]:
+    """The buckets (containers) at the endpoint of a URL that names none, for a mount of all of them:
+    (name, its region when the store says it)."""
+    if url.scheme == "s3":
+        from mountfs.backends import s3
+        from mountfs.config import s3 as s3_settings
+
+        return s3.list_buckets(s3_settings.resolve(url, config), config.retry, regions=url.host is None)
+    if url.scheme == "gs":
+        from mountfs.backends import gcs
+        from mountfs.config import gcs as gcs_settings
+
+        return [(name, None) for name in gcs.list_buckets(gcs_settings.resolve(url, config), config.retry)]
+    if url.scheme == "az":
+        from mountfs.backends import azure
+        from mountfs.config import azure as azure_settings
+
+        names = azure.list_buckets(azure_settings.resolve(url, config), config.retry)
+        return [(name, None) for name in names]
+    raise Unsupported(f"{url.raw}: {url.scheme}:// has no list of buckets; name the bucket in the URL")

@@ -358,6 +358,42 @@ def _answer_error(code: str, status: str, message: str, what: str) -> Exception:
     return StoreUnavailable(f"{what}: {detail}")
 
 
+def list_buckets(settings: S3Settings, retry: RetryConfig, *,
+                 regions: bool = False) -> builtins.list[tuple[str, str | None]]:
+    """The buckets the credentials see at the endpoint (ListBuckets), for a mount of a whole
+    endpoint: (name, region or None). `regions`: each bucket's region, as AWS's answer says it, else
+    asked of the bucket (GetBucketLocation), several at once."""
+    where = settings.endpoint_url or f"AWS {settings.region}"
+    client = client_for(settings, retry.request_timeout)
+
+    def do() -> builtins.list[tuple[str, str | None]]:
+        reply = client.list_buckets()
+        return [(str(b["Name"]), b.get("BucketRegion") or None) for b in reply.get("Buckets", [])
+                if b.get("Name")]
+
+    found = call_translated(do, translate, retry, f"ListBuckets at {where}")
+    if not regions:
+        return found
+
+    def region_of(item: tuple[str, str | None]) -> tuple[str, str | None]:
+        name, region = item
+        if region:
+            return item
+
+        def ask() -> str | None:
+            # None means us-east-1, and the old "EU" means eu-west-1
+            location = client.get_bucket_location(Bucket=name).get("LocationConstraint")
+            return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+        try:
+            return name, call_translated(ask, translate, retry, f"GetBucketLocation {name}")
+        except (AccessDenied, Rejected, NotFound):  # not ours to ask: the configured region it is
+            return name, None
+
+    with ThreadPoolExecutor(8) as pool:
+        return builtins.list(pool.map(region_of, found))
+
+
 class S3Store(ObjectStore):
     max_key_bytes = 1024
     lists_multipart_uploads = True

@@ -185,9 +185,10 @@ def load_config(path: str, *, need_mounts: bool = True) -> Config:
 
 
 def config_from_url(url: str) -> Config:
-    """`mountfs s3://bucket/prefix /mnt`: the bucket itself is the mount root, everything else default."""
+    """`mountfs s3://bucket/prefix /mnt`: the bucket itself is the mount root, everything else default
+    (`mountfs s3://host:port/ /mnt`: every bucket there, one directory each)."""
     try:
-        store = resolve_url(parse_url(url), AzureConfig(), ())
+        store = resolve_url(parse_url(url, bucketless=True), AzureConfig(), ())
     except InvalidValue as exc:
         raise ConfigErrors([ConfigError(exc.message, file=shown_url(url), hint=exc.hint)]) from None
     return Config(source=url, mounts=(MountConfig("", store, False),))
@@ -252,11 +253,19 @@ def load_source(source: str, config: str | None = None) -> Config:
     """SOURCE on the command line is a URL or a config file. `config` (`-o config=`) names a file whose
     settings (credentials, cache, direct access, path substitution) apply to SOURCE's mounts."""
     if config is None:
-        return config_from_url(source) if is_url(source) else build_document(source_document(source))
+        if is_url(source):
+            return config_from_url(source)
+        document = source_document(source)
+        bind_links(document, {})
+        return build_document(document)
     settings = settings_document(config)
     if is_url(source):
         return build_document(settings, source, mounts=[{"path": "", "url": source}])
     own = source_document(source)
+    if own.imported is not None and own.imported.errors:  # the combined document keeps only the settings'
+        raise ConfigErrors([ConfigError(message, file=own.file, key=key, hint=hint)
+                            for key, message, hint in own.imported.errors])
+    bind_links(own, settings.doc)
     mounts = own.doc.get("mount")
     if isinstance(mounts, list):  # expanded as its own document: a "$${" there is a literal "${"
         reader = Reader(own.file, own.text or "", own.imported.origins if own.imported else None)
@@ -276,3 +285,14 @@ def _merged(base: Table, over: Table) -> Table:
         old = out.get(key)
         out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
     return out
+
+
+def bind_links(document: Document, settings: Table) -> None:
+    """A Supervisely links file names an Azure container without its account: the settings have it."""
+    imported = document.imported
+    mounts = document.doc.get("mount")
+    if imported is None or imported.format != "Supervisely links file" or not isinstance(mounts, list):
+        return
+    problems = importers.importer("supervisely_links").bind(mounts, settings)
+    if problems:
+        raise ConfigErrors([ConfigError(problem, file=document.file) for problem in problems])

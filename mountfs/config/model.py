@@ -110,6 +110,8 @@ class MountConfig:
     substituted_for: str | None = None
     """The URL [[path_substitution]] replaced by `url` (a registered prefix, or one under it):
     direct-access globs match it too, so a glob may name a bucket's mirrored part."""
+    objects: tuple[str, ...] | None = None
+    """Only these keys (under the URL's prefix) are shown, read-only: a list of links, not a bucket."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mountfs.config.toml_text import Path, dotted
 from mountfs.config.urls import FS, HTTP_SCHEMES, check_glob_url, parse_url, unresolved
 from mountfs.config.values import InvalidValue
 
-_MOUNT_KEYS = ("path", "url", "read_only")
+_MOUNT_KEYS = ("path", "url", "read_only", "objects")
 
 
 def _mount_path_problem(path: str) -> tuple[str, str | None] | None:
@@ -104,8 +104,11 @@ def mounts_section(r: Reader, root: Table, *, required: bool = True,
             allow_empty=True,
             hint='every [[mount]] needs path = "name" (a directory under the mount point)',
         )
-        url = r.url(t, ipath, "url", hint='every [[mount]] needs url = "s3://bucket/prefix"')
+        url = _mount_url(r, t, ipath)
         read_only = r.bool_(t, ipath, "read_only", False)
+        objects = _objects(r, t, ipath, url)
+        if objects is not None:
+            read_only = True
         if mount_path is not None:
             problem = _mount_path_problem(mount_path)
             if problem:
@@ -120,8 +123,68 @@ def mounts_section(r: Reader, root: Table, *, required: bool = True,
                 r.value_error((*ipath, "url"), exc)
                 url = None
         if mount_path is not None and url is not None:
-            out.append(MountConfig(mount_path, url, read_only))
+            out.append(MountConfig(mount_path, url, read_only, objects=objects))
     return tuple(out)
+
+
+def _mount_url(r: Reader, t: Table, path: Path) -> StoreUrl | None:
+    """A mount's URL may name a whole endpoint (bucket ""): its buckets are listed at mount time."""
+    value = r.str_(t, path, "url", required=True, hint='every [[mount]] needs url = "s3://bucket/prefix"')
+    if value is None:
+        return None
+    try:
+        return parse_url(value, bucketless=True)
+    except ValueError as exc:
+        r.value_error((*path, "url"), exc)
+        return None
+
+
+MAX_OBJECTS = 1_000_000
+"""More keys than a links file of a few MiB could name."""
+
+
+def _objects(r: Reader, t: Table, path: Path, url: StoreUrl | None) -> tuple[str, ...] | None:
+    """`objects = ["key", ...]`: keys under the URL's prefix, each a path of the mounted tree."""
+    value = r.raw(t, path, "objects")
+    if value is ABSENT:
+        return None
+    where = (*path, "objects")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        r.type_error(where, "an array of object keys (strings)", value)
+        return None
+    if len(value) > MAX_OBJECTS:
+        r.error(where, f"{len(value)} keys: at most {MAX_OBJECTS} (mount the bucket instead)")
+        return None
+    if url is not None and url.bucket == "":
+        r.error(where, "needs a URL that names a bucket", "write url = \"s3://bucket\"")
+        return None
+    keys: dict[str, None] = {}
+    for i, key in enumerate(value):
+        try:
+            check_object_key(key)
+        except InvalidValue as exc:
+            r.error((*where, i), exc.message, exc.hint)
+            continue
+        keys[key] = None
+    return tuple(keys)
+
+
+def check_object_key(key: str) -> None:
+    """A key shown as a file: every segment a file name the tree can hold."""
+    if not key:
+        raise InvalidValue("an empty key")
+    if "\0" in key:
+        raise InvalidValue("a key must not contain a NUL character")
+    if key.startswith("/") or key.endswith("/"):
+        raise InvalidValue(f'key "{key}" must not start or end with "/"')
+    segments = key.split("/")
+    if "" in segments:
+        raise InvalidValue(f'key "{key}" has an empty segment ("//")')
+    if "." in segments or ".." in segments:
+        raise InvalidValue(f'key "{key}" must not contain "." or ".." segments')
+    for segment in segments:
+        if len(segment.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            raise InvalidValue(f'key "{key[:60]}..." has a segment longer than {NAME_MAX} bytes')
 
 
 def _mount_conflict(r: Reader, new: str, path: Path, seen: _SeenMounts) -> bool:

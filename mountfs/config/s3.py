@@ -155,6 +155,8 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
         upload_concurrency=s3.boto3.max_multipart_concurrency,
         **_role(entry, s3),
     )
+    if not url.bucket:  # a whole endpoint, to list its buckets: no bucket URL to decide
+        return settings
     try:
         bucket_url(settings)  # the bucket's URL, decided now: a bad endpoint fails the mount, not a read
     except (botocore.exceptions.BotoCoreError, ValueError) as exc:

@@ -67,6 +67,10 @@ def _scheme_of(text: str) -> tuple[str, str]:
     return scheme, text[match.end() :]
 
 
+FS = "fs"
+"""Supervisely's `fs://storage-id/path`: a folder known by a name, served through the
+[[path_substitution]] that maps `fs://storage-id` to a `file://` folder."""
+
 _FILE_HINT = "use three slashes and an absolute path, e.g. file:///mnt/data"
 
 
@@ -110,7 +114,10 @@ def check_azure_account(name: str) -> None:
 
 
 def check_azure_container(name: str) -> None:
-    _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-", 'lowercase letters, digits and "-"')
+    # "_" is not Azure's, but Supervisely's own example names containers so: the store refuses
+    # such a name at mount time, with the name, and `config import` of that example still works
+    _check_name("Azure container name", name, 3, 63, _LOWER_DIGITS + "-_",
+                'lowercase letters, digits, "-" and "_"')
     if "--" in name:
         raise InvalidValue(f'Azure container name "{name}" must not contain "--"')
 
@@ -158,7 +165,7 @@ _USERINFO_RE = re.compile(
 
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
 # Azure's container@account: a name before "@" and no ":" (a password would follow one).
-_CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]+)@")
+_CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]*)@")
 
 
 _HTTP_QUERY_RE = re.compile(r"(\s*[Hh][Tt][Tt][Pp][Ss]?://[^?#]*)[?#]")
@@ -201,8 +208,10 @@ def _check_url_text(text: str) -> None:
         )
 
 
-def parse_url(text: str) -> StoreUrl:
+def parse_url(text: str, *, bucketless: bool = False) -> StoreUrl:
     """One URL names store, bucket and prefix: how a mount is written, in a file or on the command line.
+    `bucketless`: a [[mount]] URL may also name a whole endpoint (`s3://host:port/`, `s3://`, `gs://`,
+    `az://@account/`), whose buckets are listed at mount time; its bucket is "".
 
     Context-free: an Azure URL without its account (`az://container/path`), Supervisely's
     `fs://storage-id/path` and an http(s) URL that is not on core.windows.net come back unresolved
@@ -211,6 +220,10 @@ def parse_url(text: str) -> StoreUrl:
         raise InvalidValue(f"expected a URL string, got {type(text).__name__}")
     _check_url_text(text)
     scheme, rest = _scheme_of(text.strip())
+    if bucketless:
+        whole = _bucketless(scheme, rest)
+        if whole is not None:
+            return StoreUrl(scheme, whole or None, "", "", text)
     if scheme == "file":
         if not rest.startswith("/"):
             raise InvalidValue(f'file URL "{text}" is not absolute', _FILE_HINT)
@@ -292,6 +305,21 @@ def _http_url(text: str, scheme: str, host: str, tail: str) -> StoreUrl:
         raise InvalidValue(f'"{text}" has no container', "expected https://account.blob.core.windows.net/container/path")
     check_azure_container(container)
     return StoreUrl("az", account, container, clean_prefix(tail, "prefix"), text)
+
+
+def _bucketless(scheme: str, rest: str) -> str | None:
+    """The host (or "" for the store's default) of a URL naming a whole endpoint; None if it names a
+    bucket. Only S3, GCS and Azure can list their buckets."""
+    whole = rest.rstrip("/")
+    if scheme in ("s3", "gs") and whole == "":
+        return ""
+    if scheme == "s3" and "/" not in whole and (":" in whole or "@" in whole):
+        return check_host_port(whole)
+    if scheme == "az" and whole.startswith("@") and "/" not in whole:
+        account = whole[1:].split(".", 1)[0]
+        check_azure_account(account)
+        return account
+    return None
 
 
 def unresolved(url: StoreUrl) -> bool:

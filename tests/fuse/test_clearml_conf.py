@@ -132,7 +132,6 @@ def test_o_config_clearml_finds_home_clearml_conf(mounter: Mounter, seaweedfs: S
         assert f.read() == FILES["hello.txt"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs i18-urls/supervisely merge (bucketless s3://host:port/)")
 def test_the_host_block_as_source_mounts_every_bucket_of_the_host(mounter: Mounter, seaweedfs: S3Server,
                                                                   tmp_path: Path) -> None:
     bucket = s3_bucket(seaweedfs)

@@ -135,7 +135,6 @@ def test_missing_variables_fail_the_mount_with_their_names(mounter: Mounter) -> 
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="needs i18-s3 merge ([s3] extra_args)")
 def test_kms_key_encrypts_what_is_written(mounter: Mounter, moto: S3Server) -> None:
     """AWS_KMS_KEY_ID: modelkit uploads with ServerSideEncryption aws:kms and that key; so do writes
     through the mount."""

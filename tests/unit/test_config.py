@@ -442,7 +442,7 @@ def test_parse_url(text: str, expected: tuple[str, str | None, str, str]) -> Non
         ("s3://bucket//a", 'prefix "/a" has an empty segment ("//" or a leading "/")', None),
         ("s3://bucket/a/../b", 'prefix "a/../b" must not contain "." or ".." segments', None),
         ("az://Acct/cont", 'Azure container name "Acct" contains "A" '
-         '(allowed: lowercase letters, digits and "-")', "names are lowercase"),
+         '(allowed: lowercase letters, digits, "-" and "_")', "names are lowercase"),
         ("az:///cont", '"az:///cont" has no container', "expected az://container@account/path, "
          "az://container/path with an account configured, "
          "abfss://container@account.dfs.core.windows.net/path or https://account.blob.core.windows.net/container/path"),

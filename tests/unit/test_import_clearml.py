@@ -20,7 +20,6 @@ from mountfs.errors import ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "tests" / "data" / "seeds"
-NEEDS_MERGE = pytest.mark.xfail(strict=False, reason="needs i18-s3/urls/modelkit merge")
 SEED_ENV = {"AWS_ACCESS_KEY_ID": "AKIAENVEXAMPLE", "AWS_SECRET_ACCESS_KEY": "env-secret",
             "AWS_DEFAULT_REGION": "eu-west-1", "AZURE_STORAGE_ACCOUNT": "devstoreaccount1",
             "AZURE_STORAGE_KEY": "env-key", "GOOGLE_APPLICATION_CREDENTIALS": "/etc/gcs/key.json"}
@@ -82,7 +81,6 @@ def test_the_non_aws_host_entry_keeps_its_options_and_mounts_every_bucket_of_the
     assert seed("minio-tls").doc["s3"]["credentials"][0]["secure"] is True
 
 
-@NEEDS_MERGE
 @pytest.mark.parametrize("name", ["minio", "minio-tls"])
 def test_a_host_entry_loads_as_a_mount_of_the_whole_endpoint(name: str) -> None:
     config = load_source(str(SEEDS / f"clearml-{name}.conf"))
@@ -120,7 +118,6 @@ def test_an_azure_container_is_mounted_at_azure_account_container(tmp_path: Path
     assert (config.mounts[0].url.host, config.mounts[0].url.bucket) == ("acct1", "models")
 
 
-@NEEDS_MERGE
 def test_the_azure_block_loads_without_container_name() -> None:
     config = load_source("az://models@devstoreaccount1/runs", str(SEEDS / "clearml-azure.conf"))
     assert config.azure.containers[0].account_name == "devstoreaccount1"
@@ -298,7 +295,6 @@ def test_new_loader_keys_are_emitted_with_the_agreed_names(tmp_path: Path) -> No
     assert result.origins[("s3", "credentials", 0, "extra_args")] == "sdk.aws.s3.credentials[0].extra_args"
 
 
-@NEEDS_MERGE
 def test_the_loader_takes_the_new_keys(tmp_path: Path) -> None:
     imported("""
         sdk.aws.s3 {
@@ -430,7 +426,7 @@ IMPORTABLE = ["s3", "s3-env", "gcs", "gcs-env", "cache", "path-substitution"]
 AFTER_MERGE = ["minio", "minio-tls", "azure", "azure-env", "older"]
 
 
-@pytest.mark.parametrize("name", [*IMPORTABLE, *(pytest.param(n, marks=NEEDS_MERGE) for n in AFTER_MERGE)])
+@pytest.mark.parametrize("name", [*IMPORTABLE, *AFTER_MERGE])
 def test_config_import_prints_toml_that_config_check_accepts(name: str, tmp_path: Path,
                                                             seed_env: None) -> None:
     source = SEEDS / f"clearml-{name}.conf"

@@ -23,7 +23,6 @@ MODELKIT_VARIABLES = (
     "MODELKIT_STORAGE_PROVIDER", "MODELKIT_STORAGE_BUCKET", "MODELKIT_STORAGE_PREFIX", "MODELKIT_ASSETS_DIR",
     "S3_ENDPOINT", "AWS_KMS_KEY_ID", "AWS_DEFAULT_REGION", "AZURE_STORAGE_CONNECTION_STRING",
 )  # fmt: skip
-NEEDS_S3_MERGE = pytest.mark.xfail(strict=False, reason="needs i18-s3 merge ([s3] extra_args)")
 
 
 @pytest.fixture
@@ -58,7 +57,6 @@ def test_prefix_defaults_to_modelkits(env: pytest.MonkeyPatch) -> None:
     assert (url.scheme, url.bucket, url.prefix) == ("gs", "bkt", "modelkit-assets")
 
 
-@NEEDS_S3_MERGE
 def test_kms_key_encrypts_uploads(env: pytest.MonkeyPatch) -> None:
     env.setenv("AWS_KMS_KEY_ID", "arn:aws:kms:eu-west-3:1:key/abc")
     only_mount(env, MODELKIT_STORAGE_PROVIDER="s3", MODELKIT_STORAGE_BUCKET="assets")

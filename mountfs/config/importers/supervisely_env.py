@@ -1,15 +1,255 @@
-"""Importer stub: recognises nothing yet."""
+"""Supervisely's `.env` (the docker env-file of its instance, found with `supervisely where`): the
+storage it keeps its data in, mounted whole, one directory per bucket.
+
+`STORAGE_PROVIDER`:
+- `minio` (any S3): `STORAGE_ENDPOINT` and `STORAGE_PORT`; https when the port is 443 or the endpoint
+  is written with https://, plain http otherwise (MinIO's :9000). `s3.amazonaws.com` is AWS itself.
+  `STORAGE_ACCESS_KEY`/`STORAGE_SECRET_KEY`, or `STORAGE_IAM_ROLE`: no key, the instance's role through
+  boto3's credential chain. The mount is the whole endpoint (`s3://host:port/`, `s3://` for AWS): its
+  buckets are listed at mount time.
+- `azure`: `STORAGE_ACCESS_KEY` is the account name, `STORAGE_SECRET_KEY` its key; `STORAGE_ENDPOINT`
+  (https://ACCOUNT.blob.core.windows.net, or another account URL). The mount is every container.
+- `google`: `STORAGE_CREDENTIALS_PATH` (the key file), `STORAGE_ENDPOINT` (storage.googleapis.com or an
+  emulator). The mount is every bucket of the key's project.
+- `http` (the default: Supervisely's own disk): `DATA_PATH` (default /supervisely/data); its
+  `storage` folder holds the buckets as folders, mounted as one file:// folder.
+
+`CACHE_STORAGE_SIZE` (nginx sizes: 10g) is [cache] max_size, `CACHE_STORAGE_EXPIRES` (7d) [cache]
+expiry. Other STORAGE_* and CACHE_* keys are noted; the rest of the file (JUPYTER_*, ...) is not about
+storage and is noted once.
+"""
 
 from __future__ import annotations
 
-from mountfs.config.importers import Imported
+import os
+import re
+import urllib.parse
+from collections.abc import Callable
+
+from mountfs.config.importers import Imported, Note
+from mountfs.config.toml_text import Path
 
 NAME = "supervisely_env"
+FORMAT = "Supervisely .env"
+PROVIDERS = ("minio", "azure", "google", "http")
+DEFAULT_DATA_PATH = "/supervisely/data"
+AWS_HOSTS = ("s3.amazonaws.com",)
+
+_Get = Callable[[str], str | None]
+_Origin = Callable[[Path, str], None]
+_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_USED = ("STORAGE_PROVIDER", "STORAGE_ENDPOINT", "STORAGE_PORT", "STORAGE_ACCESS_KEY", "STORAGE_SECRET_KEY",
+         "STORAGE_CREDENTIALS_PATH", "STORAGE_IAM_ROLE", "CACHE_STORAGE_SIZE", "CACHE_STORAGE_EXPIRES",
+         "DATA_PATH")
+
+
+def parse_env(text: str) -> tuple[dict[str, tuple[str, int]], list[tuple[int, str]]]:
+    """KEY=VALUE lines as docker compose reads them: comments, blank lines, optional quotes, an inline
+    " #" comment after an unquoted value. (KEY -> (value, line)), and the lines that are none of these."""
+    values: dict[str, tuple[str, int]] = {}
+    bad: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.fullmatch(line)
+        if not match:
+            bad.append((number, line))
+            continue
+        name, value = match.group(1), match.group(2).strip()
+        if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
+            value = value[1:-1]
+        elif value[:1] in "\"'" and value[0] in value[1:]:  # a quoted value and a comment after it
+            value = value[1:value.index(value[0], 1)]
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        values[name] = (value, number)
+    return values, bad
 
 
 def looks_like(path: str, text: str) -> bool:
-    return False
+    """KEY=VALUE lines (and comments), and a STORAGE_PROVIDER or a .env name: never TOML, whose
+    mountfs keys are all in [tables], dotted or inline tables."""
+    if any(line.lstrip().startswith("[") for line in text.splitlines()):
+        return False
+    values, bad = parse_env(text)
+    if not values:
+        return False
+    name = os.path.basename(path)
+    # mostly KEY=VALUE lines: the others are then this file's errors, not TOML's
+    named = "STORAGE_PROVIDER" in values or name == ".env" or name.endswith(".env")
+    return named and len(bad) <= len(values)
+
+
+def escape(value: str) -> str:
+    """A value as the reader takes it literally: "${" is the start of a reference there."""
+    return value.replace("${", "$${")
+
+
+def split_endpoint(endpoint: str, port: str | None) -> tuple[str, int | None, bool | None]:
+    """(host, port or None, secure or None when the text does not say) of "host", "host:port" or
+    "https://host:port/"."""
+    text = endpoint.strip()
+    secure: bool | None = None
+    if "://" in text:
+        parts = urllib.parse.urlsplit(text)
+        secure = parts.scheme.lower() == "https"
+        host = parts.hostname or ""
+        number = parts.port
+    else:
+        host, sep, tail = text.rstrip("/").rpartition(":")
+        if not sep or not tail.isdigit():
+            host, number = text.rstrip("/"), None
+        else:
+            number = int(tail)
+    if port:
+        number = int(port)
+    return host, number, secure
+
+
+def s3_endpoint(host: str, port: int | None, secure: bool | None) -> tuple[str | None, bool]:
+    """("host:port" or None for AWS itself, https?): https on 443, or where the endpoint says so."""
+    if host.lower() in AWS_HOSTS and port in (None, 443):
+        return None, True
+    if port is None:
+        port = 443 if secure is not False else 80
+    return f"{host}:{port}", secure if secure is not None else port == 443
 
 
 def import_text(path: str, text: str) -> Imported:
-    raise NotImplementedError
+    values, bad = parse_env(text)
+    out = Imported(FORMAT, {})
+    for number, _line in bad:
+        out.errors.append((f"line {number}", "is not KEY=VALUE", "a .env line is NAME=value"))
+
+    def get(name: str) -> str | None:
+        value = values.get(name, ("", 0))[0]
+        return value or None
+
+    def origin(doc_path: Path, name: str) -> None:
+        out.origins[doc_path] = f"{name} (line {values[name][1]})" if name in values else name
+
+    doc = out.doc
+    cache: dict[str, object] = {}
+    if get("CACHE_STORAGE_SIZE"):
+        cache["max_size"] = get("CACHE_STORAGE_SIZE")
+        origin(("cache", "max_size"), "CACHE_STORAGE_SIZE")
+    if get("CACHE_STORAGE_EXPIRES"):
+        cache["expiry"] = get("CACHE_STORAGE_EXPIRES")
+        origin(("cache", "expiry"), "CACHE_STORAGE_EXPIRES")
+    if cache:
+        doc["cache"] = cache
+    provider = (get("STORAGE_PROVIDER") or "http").lower()
+    mount: dict[str, object] = {"path": ""}
+    origin(("mount", 0), "STORAGE_PROVIDER")
+    if provider == "minio":
+        _minio(get, out, mount, origin)
+    elif provider == "azure":
+        _azure(get, out, mount, origin)
+    elif provider == "google":
+        _google(get, out, mount, origin)
+    elif provider == "http":
+        data_path = get("DATA_PATH") or DEFAULT_DATA_PATH
+        if not data_path.startswith("/"):
+            out.errors.append(("DATA_PATH", f'"{data_path}" is not an absolute path', None))
+        mount["url"] = "file://" + escape(os.path.join(data_path, "storage"))
+        origin(("mount", 0, "url"), "DATA_PATH")
+        out.notes.append(Note("STORAGE_PROVIDER", "http: Supervisely's own disk, the buckets are the "
+                              f"folders of {os.path.join(data_path, 'storage')}", "mount"))
+    else:
+        out.errors.append(("STORAGE_PROVIDER", f'"{provider}" is not a storage provider Supervisely has',
+                           f"one of {', '.join(PROVIDERS)}"))
+    if "url" in mount:
+        doc["mount"] = [mount]
+    _notes(values, out)
+    return out
+
+
+def _minio(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) -> None:
+    endpoint = get("STORAGE_ENDPOINT")
+    if endpoint is None:
+        out.errors.append(("STORAGE_ENDPOINT", "required with STORAGE_PROVIDER=minio",
+                           "e.g. STORAGE_ENDPOINT=s3.amazonaws.com and STORAGE_PORT=443"))
+        return
+    port = get("STORAGE_PORT")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        out.errors.append(("STORAGE_PORT", f'"{port}" is not a port number (1 to 65535)', None))
+        return
+    host, number, secure = split_endpoint(endpoint, port)
+    host_port, https = s3_endpoint(host, number, secure)
+    s3: dict[str, object] = {}
+    key, secret, role = get("STORAGE_ACCESS_KEY"), get("STORAGE_SECRET_KEY"), get("STORAGE_IAM_ROLE")
+    if role:
+        out.notes.append(Note("STORAGE_IAM_ROLE", f"{role}: the instance's role, through boto3's "
+                              "credential chain (instance metadata); no key is read", "s3"))
+    if host_port is None:
+        mount["url"] = "s3://"
+        if role or not key:
+            s3["use_credentials_chain"] = True
+        else:
+            s3["key"], s3["secret"] = escape(key), escape(secret or "")
+            origin(("s3", "key"), "STORAGE_ACCESS_KEY")
+            origin(("s3", "secret"), "STORAGE_SECRET_KEY")
+    else:
+        mount["url"] = f"s3://{host_port}/"
+        scheme = "https" if https else "http"
+        s3["endpoint"] = f"{scheme}://{host_port}"  # for links naming only the bucket: s3://bucket/key
+        entry: dict[str, object] = {"host": host_port, "secure": https}
+        if key and not role:
+            entry["key"], entry["secret"] = escape(key), escape(secret or "")
+            origin(("s3", "credentials", 0, "key"), "STORAGE_ACCESS_KEY")
+            origin(("s3", "credentials", 0, "secret"), "STORAGE_SECRET_KEY")
+        s3["credentials"] = [entry]
+        origin(("s3", "endpoint"), "STORAGE_ENDPOINT")
+        origin(("s3", "credentials", 0, "host"), "STORAGE_ENDPOINT")
+    origin(("mount", 0, "url"), "STORAGE_ENDPOINT")
+    out.doc["s3"] = s3
+
+
+def _azure(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) -> None:
+    account, key, endpoint = get("STORAGE_ACCESS_KEY"), get("STORAGE_SECRET_KEY"), get("STORAGE_ENDPOINT")
+    if account is None:
+        out.errors.append(("STORAGE_ACCESS_KEY", "required with STORAGE_PROVIDER=azure: the storage "
+                           "account's name", None))
+        return
+    entry: dict[str, object] = {"account_name": escape(account)}
+    origin(("azure", "containers", 0, "account_name"), "STORAGE_ACCESS_KEY")
+    if key:
+        entry["account_key"] = escape(key)
+        origin(("azure", "containers", 0, "account_key"), "STORAGE_SECRET_KEY")
+    if endpoint and endpoint.rstrip("/").lower() != f"https://{account}.blob.core.windows.net".lower():
+        entry["endpoint"] = escape(endpoint.rstrip("/"))
+        origin(("azure", "containers", 0, "endpoint"), "STORAGE_ENDPOINT")
+    out.doc["azure"] = {"containers": [entry]}
+    mount["url"] = f"az://@{escape(account)}/"
+    origin(("mount", 0, "url"), "STORAGE_ACCESS_KEY")
+
+
+def _google(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) -> None:
+    gcs: dict[str, object] = {}
+    credentials, endpoint = get("STORAGE_CREDENTIALS_PATH"), get("STORAGE_ENDPOINT")
+    if credentials:
+        gcs["credentials_json"] = escape(credentials)
+        origin(("gcs", "credentials_json"), "STORAGE_CREDENTIALS_PATH")
+    if endpoint and endpoint.strip().rstrip("/").lower() not in (
+            "storage.googleapis.com", "https://storage.googleapis.com"):
+        gcs["endpoint"] = escape(endpoint if "://" in endpoint else "https://" + endpoint)
+        origin(("gcs", "endpoint"), "STORAGE_ENDPOINT")
+    if gcs:
+        out.doc["gcs"] = gcs
+    mount["url"] = "gs://"
+
+
+def _notes(values: dict[str, tuple[str, int]], out: Imported) -> None:
+    others = []
+    for name in values:
+        if name in _USED:
+            continue
+        if name.startswith(("STORAGE_", "CACHE_")):
+            out.notes.append(Note(name, "a Supervisely setting mountfs has no use for"))
+        else:
+            others.append(name)
+    if others:
+        out.notes.append(Note(", ".join(others), "not about storage; ignored"))
+
+

@@ -1,15 +1,107 @@
-"""Importer stub: recognises nothing yet."""
+"""A Supervisely links file (the Links plugin's .txt): one `PROVIDER://BUCKET/OBJECT` per line, with
+PROVIDER s3, google, azure or fs. It mounts read-only as a tree of just those objects,
+`PROVIDER/BUCKET/OBJECT`; the credentials come from the `.env` or `remote_links.yml` named with
+`-o config=` (an Azure link's account too: the [[azure.containers]] entry of its container, else the
+only account there).
+"""
 
 from __future__ import annotations
 
+import re
+
 from mountfs.config.importers import Imported
+from mountfs.config.importers.supervisely_env import escape
+from mountfs.config.mounts import check_object_key
+from mountfs.config.values import InvalidValue
 
 NAME = "supervisely_links"
+FORMAT = "Supervisely links file"
+SCHEMES = {"s3": "s3", "google": "gs", "azure": "az", "fs": "fs"}
+_LINK = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)")
+MAX_ERRORS = 20
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.strip().startswith("#")]
 
 
 def looks_like(path: str, text: str) -> bool:
-    return False
+    """The first line that is not blank or a comment is a link: never so in TOML, .env or YAML."""
+    lines = _lines(text[:4096])
+    return bool(lines) and _LINK.fullmatch(lines[0][1]) is not None and " " not in lines[0][1].split("/")[0]
 
 
 def import_text(path: str, text: str) -> Imported:
-    raise NotImplementedError
+    out = Imported(FORMAT, {})
+    groups: dict[tuple[str, str], dict[str, None]] = {}
+    for number, line in _lines(text):
+        problem = _link(line, groups)
+        if problem is not None:
+            if len(out.errors) < MAX_ERRORS:
+                out.errors.append((f"line {number}", problem[0], problem[1]))
+            elif len(out.errors) == MAX_ERRORS:
+                out.errors.append((f"line {number}", "and more lines like these; fix the ones above first",
+                                   None))
+    mounts = []
+    for (provider, bucket), keys in groups.items():
+        scheme = SCHEMES[provider]
+        mounts.append({"path": f"{provider}/{escape(bucket)}", "url": f"{scheme}://{escape(bucket)}",
+                       "objects": [escape(k) for k in keys]})
+    if mounts:
+        out.doc["mount"] = mounts
+    elif not out.errors:
+        out.errors.append(("(file)", "has no links", "one PROVIDER://BUCKET/OBJECT per line"))
+    return out
+
+
+def _link(line: str, groups: dict[tuple[str, str], dict[str, None]]) -> tuple[str, str | None] | None:
+    """Adds the link to `groups`; else (message, hint)."""
+    shown = line if len(line) <= 80 else line[:77] + "..."
+    match = _LINK.fullmatch(line)
+    if match is None:
+        return f'"{shown}" is not a link', "expected PROVIDER://BUCKET/OBJECT"
+    provider = match.group(1).lower()
+    if provider not in SCHEMES:
+        return (f'unknown provider "{provider}://" in "{shown}"',
+                f"Supervisely's providers are {', '.join(p + '://' for p in SCHEMES)}")
+    bucket, _, key = match.group(2).partition("/")
+    if not bucket:
+        return f'"{shown}" has no bucket', f"expected {provider}://BUCKET/OBJECT"
+    if "@" in bucket or ":" in bucket or any(c.isspace() for c in bucket):
+        return f'"{bucket}" in "{shown}" is not a bucket name', None
+    if not key:
+        return f'"{shown}" names a bucket, not an object', f"expected {provider}://{bucket}/OBJECT"
+    try:
+        check_object_key(key)
+    except InvalidValue as exc:
+        return exc.message, exc.hint
+    groups.setdefault((provider, bucket), {})[key] = None
+    return None
+
+
+def bind(mounts: list[object], settings: dict[str, object]) -> list[str]:
+    """Give each Azure link's mount its account, from the settings' [[azure.containers]]: the entry of
+    its container, else the one account there. Returns the problems (one per container)."""
+    azure = settings.get("azure")
+    containers = azure.get("containers") if isinstance(azure, dict) else None
+    entries = [e for e in containers if isinstance(e, dict)] if isinstance(containers, list) else []
+    accounts = {str(e.get("account_name")) for e in entries if e.get("account_name")}
+    problems = []
+    for mount in mounts:
+        if not isinstance(mount, dict) or not str(mount.get("url", "")).startswith("az://"):
+            continue
+        url = str(mount["url"])
+        container = url[len("az://"):]
+        if "@" in container:
+            continue
+        own = [e for e in entries if e.get("container_name") == container and e.get("account_name")]
+        if own:
+            mount["url"] = f"{url}@{own[0]['account_name']}"
+        elif len(accounts) == 1:
+            mount["url"] = f"{url}@{next(iter(accounts))}"
+        else:
+            problems.append(f"azure://{container}: a links file does not say the storage account; mount "
+                            "it with -o config= naming a .env (STORAGE_PROVIDER=azure) or a remote_links.yml "
+                            "that lists the container")
+    return problems

@@ -1,0 +1,158 @@
+"""Supervisely users mount with what they have: the instance's .env (every bucket of its storage),
+remote_links.yml (every bucket it lists, as provider/bucket) and a links file (just the linked
+objects, read-only, with the credentials of the .env or remote_links.yml named by -o config=)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.fuse.test_s3_env_endpoint import aws_environment
+from tests.servers import S3Server
+
+if TYPE_CHECKING:
+    from conftest import Mounter
+
+SEEDS = Path(__file__).resolve().parents[1] / "data" / "seeds"
+
+
+def seed_env(server: S3Server) -> str:
+    """The seed's minio .env, as written, with the test server in place of AWS and its keys."""
+    text = (SEEDS / "supervisely-minio.env").read_text()
+    host, port = server.host_port.rsplit(":", 1)
+    return (text.replace("STORAGE_ENDPOINT=s3.amazonaws.com", f"STORAGE_ENDPOINT={host}")
+            .replace("STORAGE_PORT=443", f"STORAGE_PORT={port}")
+            .replace("STORAGE_ACCESS_KEY=<hidden>", f"STORAGE_ACCESS_KEY={server.access_key}")
+            .replace("STORAGE_SECRET_KEY=<hidden>", f"STORAGE_SECRET_KEY={server.secret_key}"))
+
+
+def seed_links_yml(server: S3Server) -> str:
+    """The seed's remote_links.yml, its S3 entry on the test server (a legacy bucket name in it)."""
+    text = (SEEDS / "supervisely-remote_links.yml").read_text()
+    host, port = server.host_port.rsplit(":", 1)
+    s3_part = text.split("# azure storage example")[0]
+    return (s3_part.replace("endpoint: s3.amazonaws.com", f"endpoint: {host}\n  port: {port}")
+            .replace("<your access key>", server.access_key).replace("<your secret key>", server.secret_key)
+            .replace("region: eu-central-1", "region: us-east-1"))
+
+
+def test_the_env_file_mounts_every_bucket_of_its_storage(mounter: Mounter, seaweedfs: S3Server,
+                                                         tmp_path: Path) -> None:
+    for bucket in ("sv-public", "sv-private"):
+        seaweedfs.create_bucket(bucket)
+    client = seaweedfs.client()
+    client.put_object(Bucket="sv-public", Key="images/a.jpg", Body=b"public image")
+    client.put_object(Bucket="sv-private", Key="model.bin", Body=b"weights")
+    env_file = tmp_path / ".env"
+    env_file.write_text(seed_env(seaweedfs))
+    mounter.run = dataclasses.replace(mounter.run, env=aws_environment(mounter.run.env, tmp_path))
+    mnt = mounter.mount(env_file)
+    assert {"sv-public", "sv-private"} <= set(os.listdir(mnt.path))
+    with open(mnt.join("sv-public", "images", "a.jpg"), "rb") as f:
+        assert f.read() == b"public image"
+    with open(mnt.join("sv-private", "model.bin"), "rb") as f:
+        assert f.read() == b"weights"
+
+
+def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3Server,
+                                                     tmp_path: Path) -> None:
+    client = moto.client()
+    for bucket in ("cars_2020_20_10", "cars_2020_10_10"):
+        client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket="cars_2020_20_10", Key="truck.jpg", Body=b"a truck")
+    links_yml = tmp_path / "remote_links.yml"
+    links_yml.write_text(seed_links_yml(moto))
+    mounter.run = dataclasses.replace(mounter.run, env=aws_environment(mounter.run.env, tmp_path))
+    mnt = mounter.mount(links_yml)
+    assert sorted(os.listdir(mnt.join("s3"))) == ["cars_2020_10_10", "cars_2020_20_10"]
+    with open(mnt.join("s3", "cars_2020_20_10", "truck.jpg"), "rb") as f:
+        assert f.read() == b"a truck"
+
+
+def test_a_links_file_mounts_just_its_objects_read_only(mounter: Mounter, moto: S3Server,
+                                                        tmp_path: Path) -> None:
+    client = moto.client()
+    client.create_bucket(Bucket="cars_2020_20_10")
+    client.put_object(Bucket="cars_2020_20_10", Key="truck.jpg", Body=b"a truck")
+    client.put_object(Bucket="cars_2020_20_10", Key="deep/er/bus.jpg", Body=b"a bus")
+    client.put_object(Bucket="cars_2020_20_10", Key="not-linked.jpg", Body=b"hidden")
+    client.put_object(Bucket="cars_2020_20_10", Key="deep/also-not.jpg", Body=b"hidden")
+    links_yml = tmp_path / "remote_links.yml"
+    links_yml.write_text(seed_links_yml(moto))
+    links = tmp_path / "links.txt"
+    links.write_text("# linked for the cars project\n"
+                     "s3://cars_2020_20_10/truck.jpg\n\n"
+                     "s3://cars_2020_20_10/deep/er/bus.jpg\n"
+                     "s3://cars_2020_20_10/gone.jpg\n")
+    mounter.run = dataclasses.replace(mounter.run, env=aws_environment(mounter.run.env, tmp_path))
+    mnt = mounter.mount(links, f"config={links_yml}")
+    root = mnt.join("s3", "cars_2020_20_10")
+    assert os.listdir(mnt.path) == ["s3"]
+    assert sorted(os.listdir(root)) == ["deep", "truck.jpg"]  # gone.jpg no longer exists
+    assert os.listdir(os.path.join(root, "deep")) == ["er"]
+    with open(os.path.join(root, "truck.jpg"), "rb") as f:
+        assert f.read() == b"a truck"
+    with open(os.path.join(root, "deep", "er", "bus.jpg"), "rb") as f:
+        assert f.read() == b"a bus"
+    for hidden in ("not-linked.jpg", "deep/also-not.jpg", "gone.jpg"):
+        with pytest.raises(FileNotFoundError):
+            os.stat(os.path.join(root, hidden))
+    with pytest.raises(OSError) as written, open(os.path.join(root, "new.jpg"), "wb") as f:
+        f.write(b"x")
+    assert written.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def test_hostile_links_files_give_one_clear_error(mounter: Mounter, mountfs: object, tmp_path: Path) -> None:
+    links = tmp_path / "links.txt"
+    links.write_text("s3://bucket/ok.jpg\nftp://bucket/x\ns3:///no-bucket\ns3://bucket/../etc/passwd\n")
+    config = tmp_path / "settings.env"
+    config.write_text("STORAGE_PROVIDER=http\nDATA_PATH=/nonexistent\n")
+    result = mounter.run(str(links), mounter.fresh_dir("mnt"), "-o", f"config={config}")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "line 2" in result.stderr and 'unknown provider "ftp://"' in result.stderr
+    assert "line 3" in result.stderr and "has no bucket" in result.stderr
+    assert "line 4" in result.stderr and '".."' in result.stderr
+
+
+def test_a_links_file_with_the_env_file_for_credentials(mounter: Mounter, seaweedfs: S3Server,
+                                                        tmp_path: Path) -> None:
+    seaweedfs.create_bucket("sv-links")
+    client = seaweedfs.client()
+    client.put_object(Bucket="sv-links", Key="persons/p1.jpg", Body=b"person one")
+    client.put_object(Bucket="sv-links", Key="persons/p2.jpg", Body=b"not linked")
+    env_file = tmp_path / ".env"
+    env_file.write_text(seed_env(seaweedfs))
+    links = tmp_path / "links.txt"
+    links.write_text("s3://sv-links/persons/p1.jpg\n")
+    mounter.run = dataclasses.replace(mounter.run, env=aws_environment(mounter.run.env, tmp_path))
+    mnt = mounter.mount(links, f"config={env_file}")
+    assert os.listdir(mnt.join("s3", "sv-links", "persons")) == ["p1.jpg"]
+    with open(mnt.join("s3", "sv-links", "persons", "p1.jpg"), "rb") as f:
+        assert f.read() == b"person one"
+
+
+def test_fs_links_are_read_from_the_folder_of_their_storage_id(mounter: Mounter, tmp_path: Path) -> None:
+    """Without -o cache_local: a file:// folder is direct access by default, which a list of links
+    must not bypass."""
+    folder = tmp_path / "datasets"
+    (folder / "persons").mkdir(parents=True)
+    (folder / "persons" / "image1.jpg").write_bytes(b"a person")
+    (folder / "persons" / "other.jpg").write_bytes(b"not linked")
+    links_yml = tmp_path / "remote_links.yml"
+    links_yml.write_text(f"my-local-datasets:\n  provider: fs\n  path: {folder}\n  buckets:\n"
+                         "  - local-datasets\n")
+    links = tmp_path / "links.txt"
+    links.write_text("fs://local-datasets/persons/image1.jpg\n")
+    mnt = mounter.mount(links, f"config={links_yml}", cache_local=False)
+    persons = mnt.join("fs", "local-datasets", "persons")
+    assert os.listdir(persons) == ["image1.jpg"]
+    with open(os.path.join(persons, "image1.jpg"), "rb") as f:
+        assert f.read() == b"a person"
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(persons, "other.jpg"))
