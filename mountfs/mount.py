@@ -501,6 +501,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
         notify(f"cannot mount {prepared.mountpoint}: {exc}")
         return 1
     log.info("mounted %s on %s", prepared.source, prepared.mountpoint)
+    for note in prepared.config.notes:
+        log.info("%s: not used: %s", printable(without_credentials(prepared.config.source)), note)
     try:
         trio.run(daemon.main)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -124,6 +125,8 @@ def build_document(document: Document, source: str | None = None, *, mounts: lis
         raise ConfigErrors([ConfigError(_NESTED, file=document.file)]) from None
     if reader.errors:  # in file order, as an editor would show them; those without a line last
         raise ConfigErrors(sorted(reader.errors, key=lambda e: (e.line is None, e.line or 0)))
+    if imported is not None and imported.notes:
+        config = dataclasses.replace(config, notes=tuple(f"{n.key}: {n.message}" for n in imported.notes))
     return config
 
 

@@ -252,3 +252,6 @@ class Config:
     s3: S3Config = field(default_factory=S3Config)
     gcs: GcsConfig = field(default_factory=GcsConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
+    notes: tuple[str, ...] = ()
+    """Settings of an imported file that have no equivalent ("key: what mountfs does instead"):
+    `config import` prints them as comments, the daemon logs them when it mounts."""

@@ -457,3 +457,11 @@ def test_config_import_comments_each_setting_with_no_equivalent(tmp_path: Path) 
     out = tmp_path / "imported.toml"
     out.write_text(result.stdout)
     assert _mountfs("config", "check", str(out)).returncode == 0
+
+
+def test_a_loaded_clearml_conf_carries_its_notes_for_the_daemon_to_log(tmp_path: Path) -> None:
+    path = tmp_path / "clearml.conf"
+    path.write_text('sdk { aws { s3 { credentials: [ { bucket: "bkt1" } ] }\n'
+                    '               boto3 { connect_timeout: 60 } } }\n')
+    config = load_source(str(path))
+    assert [note.split(":")[0] for note in config.notes] == ["sdk.aws.boto3.connect_timeout"]
