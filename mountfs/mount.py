@@ -369,9 +369,12 @@ def make_roots(config: Config, stores: list[ObjectStore], journal: UploadJournal
     (`all_writable`: every one, for `mountfs recover`)."""
     roots = []
     for entry, store in zip(config.mounts, stores, strict=True):
-        async_store = AsyncStore(store, config.read.max_concurrency)
+        writable = journal is not None and (all_writable or not entry.read_only)
+        # Reads and uploads share the store's threads: enough for the parts an upload keeps in flight
+        uploads = (store.upload_concurrency or config.write.max_concurrency) if writable else 0
+        async_store = AsyncStore(store, max(config.read.max_concurrency, uploads))
         uploader = None
-        if journal is not None and (all_writable or not entry.read_only):
+        if writable:
             uploader = Uploader(async_store, journal, config.write,
                                 supports_multipart=store.supports_multipart)
         roots.append(MountRoot(entry.path, async_store, entry.url.prefix + "/" if entry.url.prefix else "",

@@ -257,6 +257,23 @@ def test_max_multipart_concurrency_is_the_stores_upload_concurrency(tmp_path: Pa
         journal.close()
 
 
+def test_the_stores_threads_are_enough_for_the_parts_of_its_uploads(tmp_path: Path) -> None:
+    """Reads and uploads share the store's threads: 16 parts in flight need 16 of them, not the 8
+    of [read] max_concurrency."""
+    from mountfs.mount import make_roots
+
+    config = load(tmp_path, f'[cache]\ndir = "{tmp_path / "cache"}"\n[s3.boto3]\nmax_multipart_concurrency = 16')
+    stores = [S3Store(settings(config, "s3://bkt"), config.retry)]
+    journal = UploadJournal(str(tmp_path / "journal"))
+    try:
+        (root,) = make_roots(config, stores, journal)
+        assert root.store._run.slots.total == 16
+        (read_only,) = make_roots(config, stores, None)
+        assert read_only.store._run.slots.total == config.read.max_concurrency
+    finally:
+        journal.close()
+
+
 def test_pool_connections_reach_botocore(tmp_path: Path) -> None:
     config = load(tmp_path, "[s3.boto3]\npool_connections = 7")
     store = S3Store(settings(config, "s3://bkt"), config.retry)
