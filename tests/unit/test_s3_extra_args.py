@@ -262,7 +262,8 @@ def test_the_stores_threads_are_enough_for_the_parts_of_its_uploads(tmp_path: Pa
     of [read] max_concurrency."""
     from mountfs.mount import make_roots
 
-    config = load(tmp_path, f'[cache]\ndir = "{tmp_path / "cache"}"\n[s3.boto3]\nmax_multipart_concurrency = 16')
+    config = load(tmp_path, f'[cache]\ndir = "{tmp_path / "cache"}"\n'
+                            "[s3.boto3]\nmax_multipart_concurrency = 16")
     stores = [S3Store(settings(config, "s3://bkt"), config.retry)]
     journal = UploadJournal(str(tmp_path / "journal"))
     try:
