@@ -374,7 +374,7 @@ def make_roots(config: Config, stores: list[ObjectStore], journal: UploadJournal
         uploads = (store.upload_concurrency or config.write.max_concurrency) if writable else 0
         async_store = AsyncStore(store, max(config.read.max_concurrency, uploads))
         uploader = None
-        if writable:
+        if writable and journal is not None:
             uploader = Uploader(async_store, journal, config.write,
                                 supports_multipart=store.supports_multipart)
         roots.append(MountRoot(entry.path, async_store, entry.url.prefix + "/" if entry.url.prefix else "",
