@@ -1,4 +1,4 @@
-"""Which endpoint and credentials one az://account/container/prefix URL gets, most specific first.
+"""Which endpoint and credentials one az://container@account/prefix URL gets, most specific first.
 
 1. the `[[azure.containers]]` entry for that account and container;
 2. an entry for the same account without `container_name` (it covers every container of the
@@ -9,6 +9,9 @@
    `AZURE_STORAGE_ACCOUNT` (when it names this account) with `AZURE_STORAGE_KEY` or
    `AZURE_STORAGE_SAS_TOKEN`;
 5. nothing: anonymous access, which works on public containers only.
+
+An entry without `endpoint` is on the endpoint that AZURE_STORAGE_CONNECTION_STRING gives its
+account, if it does (an emulator, a sovereign cloud), else on the account's public endpoint.
 
 An az://container/path URL names no account: `resolve_account` decides which (see its rule).
 
@@ -31,6 +34,7 @@ connection string's, else `https://ACCOUNT.blob.core.windows.net`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,6 +197,14 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
             key, origin = entry.account_key, f"{origin}.account_key"
         elif entry.sas_token:
             sas, origin = _clean_sas(entry.sas_token), f"{origin}.sas_token"
+        if endpoint is None and connection is None:
+            # An entry without an endpoint (ClearML's have no such key) is on the endpoint the
+            # environment's connection string gives its account, if it gives one (an emulator,
+            # another cloud): the key is the entry's, where the account lives is the environment's.
+            with contextlib.suppress(ConfigError):
+                from_env = _env_connection(account)
+                if from_env is not None and from_env.account == account:
+                    endpoint = from_env.endpoint
     elif _env_connection(account) is not None:
         connection = (os.environ[ENV_CONNECTION_STRING], ENV_CONNECTION_STRING)
     elif os.environ.get(ENV_ACCOUNT) == account and os.environ.get(ENV_KEY):

@@ -3,9 +3,8 @@ test servers' names and keys put in) against SeaweedFS and fake-gcs-server, each
 as SOURCE (every bucket it names, at s3/..., gs/...), through `-o config=FILE` or `-o config=clearml`
 for one URL, and through the TOML `mountfs config import` prints, which gives the same tree.
 
-Azure is not mounted here: a clearml.conf has no endpoint key, and an entry for the account takes
-the place of AZURE_STORAGE_CONNECTION_STRING, so Azurite cannot be named; the unit tests check the
-import of that block."""
+Azure: a clearml.conf has no endpoint key; the account's endpoint (Azurite's) comes from the
+environment's connection string, the key from the block."""
 
 from __future__ import annotations
 
@@ -207,3 +206,25 @@ def test_the_google_block_mounts_its_bucket_subdir_at_gs(mounter: Mounter, fake_
 
     again = mounter.mount(imported_toml(mounter, conf, tmp_path))
     assert walk(again.path) == tree, "the imported TOML gives the same tree"
+
+
+def test_the_azure_block_gives_its_key_to_a_container_url(mounter: Mounter, azurite: Emulator,
+                                                         tmp_path: Path) -> None:
+    """The seed's Azure block (container_name commented out: the whole account) with a ZenML-style
+    URL of a container; the account's endpoint (Azurite's) comes from the environment's connection
+    string, as a clearml.conf has no endpoint key, and the key from the block."""
+    container = f"clearml-{uuid.uuid4().hex[:8]}"
+    azurite.create_bucket(container)
+    azurite.azure_client().get_container_client(container).upload_blob("runs/1/model.bin",
+                                                                        FILES["runs/1/model.bin"])
+    conf = seed_copy("azure", tmp_path)
+    env = {k: v for k, v in mounter.run.env.items() if not k.startswith("AZURE_STORAGE_")}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = (  # where the account lives; a wrong key, to be overridden
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={'A' * 86}==;"
+        f"BlobEndpoint={azurite.endpoint};")
+    mounter.run = dataclasses.replace(mounter.run, env=env)
+    mnt = mounter.mount(f"az://{container}/runs", f"config={conf}")
+    with open(mnt.join("1", "model.bin"), "rb") as f:
+        assert f.read() == FILES["runs/1/model.bin"]
+    [store] = mounter.run.status(mnt)["stores"]
+    assert store["endpoint"].startswith(azurite.endpoint.rstrip("/"))
