@@ -23,7 +23,7 @@ import trio
 from mountfs.backends.base import ObjectId
 from mountfs.buffers import DIRECT_MIN, Buffer, Piece
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
-from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs, Unlinking
+from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
@@ -146,10 +146,12 @@ class BlockCache:
         # The same records by key until committed: a block on disk is found before its commit.
         self._pending: dict[bytes, BlockRecord] = {}
         self._commit_lock = threading.Lock()
+        # Written, then unlinked by an eviction pass (of any daemon) before their commit: not
+        # recorded, and taken off the disk's books on the event loop (see run_committer).
+        self._unrecorded: list[bytes] = []
         self._commit_wanted = trio.Event()
         # Eviction, off until the daemon calls enable_eviction().
         self._evictor: Evictor | None = None
-        self._unlinking = Unlinking()
         self._limits = CacheLimits()
         self._eviction_interval = EVICTION_INTERVAL
         self._eviction_wanted = trio.Event()
@@ -415,9 +417,6 @@ class BlockCache:
                             self._persist_slots.release()
                             self._landing -= len(data)
                     for (obj, key, data), result in zip(batch, results, strict=True):
-                        if result is None:
-                            self._off_disk(key)
-                            continue
                         if isinstance(result, Exception):
                             log.warning("block of %s not cached: %s", obj.key, result)
                             if isinstance(result, NoSpace):
@@ -432,14 +431,10 @@ class BlockCache:
             finally:
                 self._writers -= 1
 
-    def _write_many(self, blocks: list[tuple[bytes, Piece]]) -> list[tuple[int, ...] | Exception | None]:
-        """Each block's chunk checksums, or the error that kept it off the disk, or None for a block
-        whose old file an eviction pass is about to unlink (it stays in memory only, this once)."""
-        results: list[tuple[int, ...] | Exception | None] = []
+    def _write_many(self, blocks: list[tuple[bytes, Piece]]) -> list[tuple[int, ...] | Exception]:
+        """Each block's chunk checksums, or the error that kept it off the disk."""
+        results: list[tuple[int, ...] | Exception] = []
         for key, data in blocks:
-            if key in self._unlinking:
-                results.append(None)
-                continue
             try:
                 results.append(self.files.write(key, data))
             except Exception as exc:
@@ -462,6 +457,9 @@ class BlockCache:
                 await trio.sleep(COMMIT_RETRY)
                 self._commit_wanted.set()
                 continue
+            unrecorded, self._unrecorded = self._unrecorded, []
+            for key in unrecorded:
+                self._off_disk(key)
             if wanted:
                 self._eviction_wanted.set()
 
@@ -480,15 +478,17 @@ class BlockCache:
             if not batch:
                 return None
             try:
-                totals = self.index.commit_many(
-                    (identity(obj, self.block_size), key, record) for obj, key, record in batch)
+                committed = self.index.commit_many(
+                    ((identity(obj, self.block_size), key, record) for obj, key, record in batch),
+                    present=self.files.exists)
             except BaseException:
                 self._to_commit[:0] = batch  # still on disk, still pending: committed next time
                 raise
             for _, key, record in batch:
                 if self._pending.get(key) is record:
                     del self._pending[key]
-            return totals
+            self._unrecorded.extend(committed.missing)
+            return committed.totals
 
     def _record(self, key: bytes) -> BlockRecord | None:
         """The block's record: written and waiting for its commit, or in the index."""
@@ -521,21 +521,20 @@ class BlockCache:
         current = self._record(key)
         if current is None or (exc.record is not None and current != exc.record):
             return
-        log.warning("dropping cached block: %s", exc)
-        self._pending.pop(key, None)
-        self.stats.corrupt += 1
-        self._unlinking.add([key])  # as in an eviction pass: record first, then the file
-        try:
-            self.index.remove(key)
+        pending = self._pending.pop(key, None)
+        # The file goes inside the transaction that drops the record (see CacheIndex), and only if
+        # the record is still the one the file was opened by.
+        if pending is not None:
             self.files.remove(key)
-        finally:
-            self._unlinking.discard(key)
+        elif not self.index.remove(key, unlink=self.files.remove, only=current):
+            return
+        log.warning("dropping cached block: %s", exc)
+        self.stats.corrupt += 1
 
     def _store(self, obj: ObjectId, key: bytes, data: Piece) -> None:
-        if key in self._unlinking:  # see _write_many
-            return
         crcs = self.files.write(key, data)
-        self.index.commit(identity(obj, self.block_size), key, BlockRecord(len(data), crcs, time.time()))
+        self.index.commit(identity(obj, self.block_size), key, BlockRecord(len(data), crcs, time.time()),
+                          present=self.files.exists)
 
     def _remember(self, key: bytes, data: Piece) -> None:
         if len(data) > self._memory_limit:
@@ -637,8 +636,7 @@ class BlockCache:
         try:
             with trio.CancelScope(shield=True):  # records removed must have their files removed too
                 report = await self._io(partial(self._evictor.evict, self._limits, in_use.__contains__,
-                                                extra_free=extra_free, incoming=incoming,
-                                                unlinking=self._unlinking))
+                                                extra_free=extra_free, incoming=incoming))
         finally:
             self._eviction_epoch += 1
         self._known_bytes = report.totals.bytes

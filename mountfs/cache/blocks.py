@@ -245,6 +245,9 @@ class BlockFiles:
             raise CorruptBlock(f"block file {key.hex()} fails its checksum")
         return data
 
+    def exists(self, key: bytes) -> bool:
+        return os.path.exists(self.path(key))
+
     def remove(self, key: bytes) -> bool:
         """Unlink the block file; False if it was not there."""
         try:

@@ -8,18 +8,20 @@ which is what `min_free` is for).
 Victims are chosen and their records removed inside one LMDB write transaction, oldest last
 access first (from the index's lru sub-db), so several daemons sharing one cache dir, each with
 its own evictor, never evict more than needed between them: the second sees the totals the first
-left. Files are unlinked only after the transaction commits: a reader that already has a block
-file open keeps reading the unlinked file; one that looks the block up afterwards finds no record
-and fetches it again. A crash between the two leaves an orphan file, which `verify` removes.
+left. Their files are unlinked inside that transaction too, before it commits: a daemon that
+fetched one of those blocks again meanwhile commits its record only after this one, and only if
+its file is still there (`CacheIndex.commit_many`), so a record never outlives its file. A reader
+that already has a block file open keeps reading the unlinked file; one that looks the block up
+afterwards finds no record and fetches it again. If the commit fails after the unlinks, records
+are left without files: readers drop them as missing, and `verify` does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,29 +87,6 @@ class EvictionReport:
     keys: tuple[bytes, ...] = field(default=(), repr=False)  # removed blocks (if collected)
 
 
-class Unlinking:
-    """Keys whose records an eviction pass has removed and whose files it has not yet unlinked.
-    A block fetched again meanwhile must not be written under that name: the pass would unlink the
-    new file after it, leaving the new record without its file. Shared by the eviction thread and
-    the writers, so it has its own lock."""
-
-    def __init__(self) -> None:
-        self._keys: set[bytes] = set()
-        self._lock = threading.Lock()
-
-    def add(self, keys: Iterable[bytes]) -> None:
-        with self._lock:
-            self._keys.update(keys)
-
-    def discard(self, key: bytes) -> None:
-        with self._lock:
-            self._keys.discard(key)
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._keys
-
-
 def _nothing_in_use(key: bytes) -> bool:
     return False
 
@@ -141,7 +120,7 @@ class Evictor:
 
     def evict(self, limits: CacheLimits, in_use: Callable[[bytes], bool] = _nothing_in_use,
               now: float | None = None, collect_keys: bool = True, extra_free: int = 0,
-              incoming: int = 0, unlinking: Unlinking | None = None) -> EvictionReport:
+              incoming: int = 0) -> EvictionReport:
         """Remove blocks, least recently used first, until every limit holds and the disk has
         `extra_free` bytes available beyond `min_free` (room a staged write is waiting for); blocks
         for which `in_use(key)` is true are kept. Expired blocks go whatever the totals.
@@ -160,9 +139,10 @@ class Evictor:
         removed_blocks = removed_bytes = expired = missing = 0
         skipped: set[bytes] = set()
         keys: list[bytes] = []
-        files_first = False
+        gone: set[bytes] = set()  # files unlinked for a transaction that then failed
         while True:
             victims: list[tuple[bytes, BlockRecord]] = []
+            unlinked = False
             batch_expired = 0
             try:
                 with self.index.env.begin(write=True) as txn:
@@ -198,33 +178,27 @@ class Evictor:
                         txn.delete(lru_entry, db=self.index.lru)
                     for key, _ in victims:
                         self.index.remove_in(txn, key)
-                    if unlinking is not None:  # before the commit: a reader can miss only after it
-                        unlinking.add(key for key, _ in victims)
                     batch_bytes = sum(record.length for _, record in victims)
                     self.index.add_totals(txn, -len(victims), -batch_bytes)
                     totals = self.index.totals_in(txn)
+                    for key, _ in victims:  # inside the transaction: see the module's docstring
+                        if key not in gone:
+                            missing += not self.files.remove(key)
+                    unlinked = True
             except lmdb.DiskError:
-                if files_first or not victims:
-                    if unlinking is not None:
-                        for key, _ in victims:
-                            unlinking.discard(key)
+                if gone or not victims:
                     raise
-                # The index cannot grow on a disk this full, not even to drop records: the files
-                # go first this once (a reader that finds a record without its file fetches the
-                # block again, checksums keep anything else from being served), then the records.
-                log.warning("cache disk full to the last byte: removing %d block files before their "
+                # The index could not take even the removal of records on a disk this full: with
+                # their files unlinked (by the transaction that failed, or now) there is room for
+                # the same removal, tried once more.
+                log.warning("cache disk full to the last byte: %d block files removed before their "
                             "records", len(victims))
-                files_first = True
                 for key, _ in victims:
-                    self.files.remove(key)
+                    if not unlinked:
+                        self.files.remove(key)
+                    gone.add(key)
                 continue
-            # The records are gone (committed): now the files.
-            for key, _ in victims:
-                if not self.files.remove(key) and not files_first:
-                    missing += 1
-                if unlinking is not None:
-                    unlinking.discard(key)
-            files_first = False
+            gone.clear()
             removed_blocks += len(victims)
             removed_bytes += batch_bytes
             expired += batch_expired

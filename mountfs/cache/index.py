@@ -3,7 +3,10 @@
 A block is served only if its record is here, and the record is committed only after the
 block file has been renamed into place: a kill -9 mid-write leaves an orphan temp file that
 nobody reads, never a record pointing at half a block. LMDB is safe across processes, so
-several daemons may share one cache dir. Every method blocks: call them from worker threads.
+several daemons may share one cache dir. A record and its file go together across daemons too:
+a block file is unlinked only inside the write transaction that drops its record, and a record
+is committed only if its file is there, checked inside the transaction. Every method blocks:
+call them from worker threads.
 
 Besides the records, an "lru" sub-db holds one empty entry per block keyed by (last access, block
 key), kept in step by every method that writes a record: eviction and expiry read blocks oldest
@@ -22,7 +25,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -130,6 +133,14 @@ class IndexTotals:
     bytes: int
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What commit_many did: the totals after it, and the blocks left out for their file was gone."""
+
+    totals: IndexTotals
+    missing: list[bytes]
+
+
 class CacheIndex:
     def __init__(self, cache_dir: str) -> None:
         path = os.path.join(cache_dir, "index.lmdb")
@@ -183,15 +194,27 @@ class CacheIndex:
             raw = txn.get(key)
         return None if raw is None else BlockRecord.unpack(raw)
 
-    def commit(self, ident: bytes, key: bytes, record: BlockRecord) -> None:
-        """Record a block whose file is already in place; `ident` is `identity()` of its object."""
-        self.commit_many([(ident, key, record)])
+    def commit(self, ident: bytes, key: bytes, record: BlockRecord,
+               present: Callable[[bytes], bool] | None = None) -> bool:
+        """Record a block whose file is already in place; `ident` is `identity()` of its object.
+        False if `present` found its file gone (see commit_many)."""
+        return not self.commit_many([(ident, key, record)], present).missing
 
-    def commit_many(self, blocks: Iterable[tuple[bytes, bytes, BlockRecord]]) -> IndexTotals:
-        """Record blocks whose files are already in place, in one transaction (one sync).
-        Returns the totals after it, so the caller can tell whether a limit was crossed."""
+    def commit_many(self, blocks: Iterable[tuple[bytes, bytes, BlockRecord]],
+                    present: Callable[[bytes], bool] | None = None) -> Committed:
+        """Record blocks whose files are already in place, in one transaction (one sync), with the
+        totals after it, so the caller can tell whether a limit was crossed.
+
+        `present(key)`, asked inside the write transaction, says whether the block's file is still
+        there: block files are unlinked only inside a write transaction too (by any daemon sharing
+        this dir), so a block whose file a pass unlinked between its write and this commit is left
+        unrecorded (in `missing`) instead of becoming a record without its file."""
+        missing: list[bytes] = []
         with self.env.begin(write=True) as txn:
             for ident, key, record in blocks:
+                if present is not None and not present(key):
+                    missing.append(key)
+                    continue
                 previous = txn.get(key, db=self.blocks)
                 if previous is not None:
                     txn.delete(lru_key(key, BlockRecord.unpack(previous).last_access), db=self.lru)
@@ -204,20 +227,37 @@ class CacheIndex:
                 if previous is not None:
                     added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length
                 self.add_totals(txn, added_blocks, added_bytes)
-            return self.totals_in(txn)
+            return Committed(self.totals_in(txn), missing)
 
-    def remove(self, key: bytes) -> None:
-        self.remove_many([key])
+    def remove(self, key: bytes, unlink: Callable[[bytes], object] | None = None,
+               only: BlockRecord | None = None) -> bool:
+        """Drop one block's record (only if it is still `only`, when given); see remove_many."""
+        with self.env.begin(write=True) as txn:
+            if only is not None:
+                raw = txn.get(key, db=self.blocks)
+                if raw is None or BlockRecord.unpack(raw) != only:
+                    return False
+            record = self.remove_in(txn, key)
+            if record is None:
+                return False
+            if unlink is not None:
+                unlink(key)
+            self.add_totals(txn, -1, -record.length)
+        return True
 
-    def remove_many(self, keys: Iterable[bytes]) -> list[tuple[bytes, BlockRecord]]:
+    def remove_many(self, keys: Iterable[bytes],
+                    unlink: Callable[[bytes], object] | None = None) -> list[tuple[bytes, BlockRecord]]:
         """Drop the records of these blocks in one transaction; returns those that were there.
-        Only records: the caller removes the files afterwards (never a file before its record)."""
+        `unlink(key)` removes each one's file inside the transaction, before the commit: a daemon
+        committing the same block again waits for it, and finds the file it wrote gone or not."""
         removed: list[tuple[bytes, BlockRecord]] = []
         with self.env.begin(write=True) as txn:
             for key in keys:
                 record = self.remove_in(txn, key)
                 if record is not None:
                     removed.append((key, record))
+                    if unlink is not None:
+                        unlink(key)
             self.add_totals(txn, -len(removed), -sum(r.length for _, r in removed))
         return removed
 

@@ -244,8 +244,9 @@ class _CurrentObjects:
 
 def _drop_bad(index: CacheIndex, files: BlockFiles,
               bad: list[tuple[bytes, BlockRecord]]) -> tuple[int, int, int]:
-    """Drop bad blocks: record, then file. A daemon may have replaced a block since it was read
-    (a refetch writes a new file and record), so each is checked again against its current record.
+    """Drop bad blocks, record and file in one transaction. A daemon may have replaced a block
+    since it was read (a refetch writes a new file and record), so each is checked again against
+    its current record.
     Returns (corrupt, missing, outdated)."""
     current = _CurrentObjects(index)
     corrupt = missing = outdated = 0
@@ -265,14 +266,13 @@ def _drop_bad(index: CacheIndex, files: BlockFiles,
                     continue
                 record = index.remove_in(txn, key)
                 assert record is not None
+                files.remove(key)  # before the commit, as everywhere: see CacheIndex
                 removed_bytes += record.length
                 dropped.append(key)
                 corrupt += verdict == "corrupt"
                 missing += verdict == "missing"
                 outdated += verdict == "outdated"
             index.add_totals(txn, -len(dropped), -removed_bytes)
-        for key in dropped:
-            files.remove(key)
     return corrupt, missing, outdated
 
 
@@ -297,12 +297,14 @@ def _remove_orphans(index: CacheIndex, files: BlockFiles, older_than: float) -> 
                     with contextlib.suppress(FileNotFoundError):
                         if entry.stat(follow_symlinks=False).st_mtime < older_than:
                             candidates.append((key, entry.path))
-            with index.env.begin(db=index.blocks) as txn:
-                orphans = [(key, path) for key, path in candidates if txn.get(key) is None]
-            for _, path in orphans:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                    removed += 1
+            # A write transaction, though it writes nothing: a daemon recording one of these
+            # blocks meanwhile waits for it, then finds the file gone (see CacheIndex).
+            with index.env.begin(write=True, db=index.blocks) as txn:
+                for key, path in candidates:
+                    if txn.get(key) is None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+                            removed += 1
     return removed, unknown
 
 

@@ -26,7 +26,7 @@ def add_block(index: CacheIndex, files: BlockFiles, name: str, block: int, size:
     key = block_key(obj(name), BLOCK_SIZE, block)
     data = (name.encode() * (size // max(1, len(name)) + 1))[:size]
     crcs = files.write(key, data)
-    index.commit(ident(name), key, BlockRecord(len(data), crcs, when))
+    index.commit(ident(name), key, BlockRecord(len(data), crcs, when), present=files.exists)
     return key
 
 

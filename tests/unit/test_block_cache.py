@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Awaitable
 
 import pytest
@@ -749,9 +750,9 @@ async def test_a_block_evicted_and_fetched_again_while_a_reader_opened_it_is_not
 
 async def test_a_block_stored_again_while_eviction_unlinks_its_old_file_keeps_record_and_file_together(
         tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Eviction removes the record, then (later) the file; a reader that missed meanwhile fetches the
-    block and stores it under the same name. The unlink must not take the new file from under its
-    new record: a record never outlives its file."""
+    """Eviction removes the record and the file; a reader that missed meanwhile fetches the block
+    and stores it under the same name. The unlink must not take the new file from under its new
+    record: a record never outlives its file."""
     from mountfs.cache.eviction import CacheLimits
 
     cache = BlockCache(str(tmp_path), BLOCK, 0)
@@ -761,13 +762,18 @@ async def test_a_block_stored_again_while_eviction_unlinks_its_old_file_keeps_re
     cache.enable_eviction(CacheLimits(max_files=0), interval=3600)
     real_remove = cache.files.remove
 
+    refetch: list[threading.Thread] = []
+
     def remove_after_a_refetch_landed(k: bytes) -> bool:
-        if k == key:
-            cache._store(OBJ, k, DATA[:BLOCK])  # the other reader's fetch, stored just before
+        if k == key and not refetch:  # the other reader's fetch, stored (or waiting to) just before
+            refetch.append(threading.Thread(target=cache._store, args=(OBJ, k, DATA[:BLOCK])))
+            refetch[0].start()
+            refetch[0].join(timeout=0.5)
         return real_remove(k)
 
     monkeypatch.setattr(cache.files, "remove", remove_after_a_refetch_landed)
     await cache.evict_now()
+    refetch[0].join()
     monkeypatch.setattr(cache.files, "remove", real_remove)
     if cache.index.lookup(key) is not None:
         assert os.path.exists(cache.files.path(key)), "a record whose file the eviction unlinked"

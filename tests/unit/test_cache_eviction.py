@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -364,6 +365,30 @@ def test_a_block_evicted_between_lookup_and_read_is_a_miss_not_corruption(tmp_pa
 # --- two processes on one cache dir ------------------------------------------------------------
 
 WORKER = Path(__file__).with_name("cache_load_worker.py")
+
+
+def test_a_block_another_daemon_stores_again_while_a_pass_evicts_it_never_leaves_a_record_without_file(
+        cache: tuple[CacheIndex, BlockFiles], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass removes a block's record; another daemon on the same dir, finding no record, fetches
+    the block and stores it under the same name (file, then record). The pass's unlink must not
+    take that new file from under the new record, whichever order the two land in."""
+    index, files = cache
+    [key] = fill(index, files, 1)
+    real_remove = files.remove
+    other_daemon: list[threading.Thread] = []
+
+    def remove_while_another_daemon_stores_it_again(k: bytes) -> bool:
+        if k == key and not other_daemon:
+            thread = threading.Thread(target=add_block, args=(index, files, "f0", 0, KB, NOW + 10))
+            other_daemon.append(thread)
+            thread.start()
+            thread.join(timeout=0.5)  # done at once, unless it waits for this pass to commit
+        return real_remove(k)
+
+    monkeypatch.setattr(files, "remove", remove_while_another_daemon_stores_it_again)
+    Evictor(index, files).evict(CacheLimits(max_files=0))
+    other_daemon[0].join()
+    assert_consistent(index, files)
 
 
 def test_two_processes_adding_and_evicting_keep_the_totals_true_and_the_limits(tmp_path: Path) -> None:

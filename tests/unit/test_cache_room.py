@@ -184,11 +184,11 @@ async def test_records_the_index_could_not_take_are_committed_later(tmp_path: Pa
     commit_many = cache.index.commit_many
     failures = [1]
 
-    def full_once(blocks: object) -> object:
+    def full_once(blocks: object, present: object = None) -> object:
         if failures[0]:
             failures[0] -= 1
             raise lmdb.DiskError("mdb_txn_commit: No space left on device")
-        return commit_many(blocks)  # type: ignore[arg-type]
+        return commit_many(blocks, present)  # type: ignore[arg-type]
 
     cache.index.commit_many = full_once  # type: ignore[method-assign,assignment]
     store, target = Store(), obj("x")
