@@ -137,6 +137,9 @@ class AsyncStore:
     async def multipart_uploads(self, key: str) -> builtins.list[tuple[str, float]]:
         return await self._counted("multipart_uploads", self.store.multipart_uploads, key)
 
+    async def multipart_parts(self, key: str, upload_id: str) -> builtins.list[tuple[UploadPart, int]]:
+        return await self._counted("multipart_parts", self.store.multipart_parts, key, upload_id)
+
     async def delete(self, key: str) -> None:
         await self._counted("delete", self.store.delete, key)
 

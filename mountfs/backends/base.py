@@ -169,6 +169,12 @@ class ObjectStore(abc.ABC):
         dead process created but never journalled. Unsupported where the store cannot list them."""
         raise Unsupported(f"{type(self).__name__} cannot list multipart uploads")
 
+    def multipart_parts(self, key: str, upload_id: str) -> builtins.list[tuple[UploadPart, int]]:
+        """The parts the store holds for multipart upload `upload_id` of `key`, with their sizes: after
+        a crash, a part whose answer never reached the journal can still be reused. NotFound when the
+        upload is gone; Unsupported where the store cannot list them."""
+        raise Unsupported(f"{type(self).__name__} cannot list the parts of a multipart upload")
+
     def delete(self, key: str) -> None:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 

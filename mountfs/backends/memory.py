@@ -33,7 +33,8 @@ from mountfs.errors import NotFound, Stale
 
 OPS = frozenset({
     "head", "get_range", "list", "check_access", "put", "create_multipart", "upload_part",
-    "complete_multipart", "abort_multipart", "multipart_uploads", "delete", "copy", "set_mtime",
+    "complete_multipart", "abort_multipart", "multipart_uploads", "multipart_parts", "delete", "copy",
+    "set_mtime",
 })
 """Operation names that `inject` and `calls` use: the `ObjectStore` method names."""
 
@@ -278,6 +279,12 @@ class MemoryStore(ObjectStore):
         with self._lock:
             return [(upload_id, upload.created) for upload_id, upload in self._uploads.items()
                     if upload.key == key]
+
+    def multipart_parts(self, key: str, upload_id: str) -> builtins.list[tuple[UploadPart, int]]:
+        self._enter("multipart_parts")
+        with self._lock:
+            parts = self._upload(key, upload_id).parts
+            return [(UploadPart(number, etag), len(data)) for number, (data, etag) in sorted(parts.items())]
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._enter("abort_multipart")

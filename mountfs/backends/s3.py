@@ -625,6 +625,18 @@ class S3Store(ObjectStore):
 
         return self._call(f"LIST MULTIPART UPLOADS {self._name(key)}", do)
 
+    def multipart_parts(self, key: str, upload_id: str) -> builtins.list[tuple[UploadPart, int]]:
+        def do() -> builtins.list[tuple[UploadPart, int]]:
+            found: builtins.list[tuple[UploadPart, int]] = []
+            pages = self.client.get_paginator("list_parts")
+            for page in pages.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                found.extend((UploadPart(p["PartNumber"], _etag(p["ETag"])), p["Size"])
+                             for p in page.get("Parts", [])
+                             if "PartNumber" in p and "ETag" in p and "Size" in p)
+            return found
+
+        return self._call(f"LIST PARTS {self._name(key)}", do)
+
     def _multipart_uploads_with_sdk(self, key: str) -> builtins.list[tuple[str, float]]:
         """The uploads of `key` listed through botocore: for endpoints reached through an HTTP proxy."""
         found: builtins.list[tuple[str, float]] = []

@@ -871,14 +871,37 @@ class Uploader:
         staged.released = True
         if record.upload_id is not None and record.part_size > 0:
             for part in record.parts:
-                offset = (part.number - 1) * record.part_size
-                length = min(record.part_size, file.size - offset)
-                if part.offset != offset or part.length != length or length <= 0:
-                    continue
-                if await self._io(file.md5, offset, length) == part.etag:
-                    staged.parts[part.number - 1] = _Part(part.number, part.etag, offset, length,
-                                                          file.version(offset, length))
+                if part.offset == (part.number - 1) * record.part_size:
+                    await self._reuse_part(staged, UploadPart(part.number, part.etag), part.length)
+            if len(staged.parts) < -(-file.size // record.part_size):
+                await self._reuse_listed_parts(staged, record.upload_id)
         self._add(staged)
         await self._sync(staged)
         return staged
 
+    async def _reuse_part(self, staged: StagedUpload, part: UploadPart, length: int) -> None:
+        """Count `part` (of `length` bytes, in the store under the adopted upload) as uploaded if it
+        has the length of that part of the staged file and its ETag is the MD5 of those bytes."""
+        index = part.number - 1
+        offset = index * staged.mp_part_size
+        wanted = min(staged.mp_part_size, staged.file.size - offset)
+        if index in staged.parts or index < 0 or wanted <= 0 or length != wanted:
+            return
+        if await self._io(staged.file.md5, offset, length) == part.etag:
+            staged.parts[index] = _Part(part.number, part.etag, offset, length,
+                                        staged.file.version(offset, length))
+
+    async def _reuse_listed_parts(self, staged: StagedUpload, upload_id: str) -> None:
+        """Parts the store holds under the adopted upload that its journal does not name: the process
+        died after sending them, before their answers were journalled. Reused as journalled ones are;
+        where the store cannot list them, they simply go up again."""
+        try:
+            listed = await self.store.multipart_parts(staged.key, upload_id)
+        except (Unsupported, NotFound):  # NotFound: the upload is gone, the flush starts another
+            return
+        except Exception as exc:  # only spares some parts: never fails the recovery
+            log.info("could not list the parts of multipart upload %s of %s: %s; they go up again",
+                     upload_id, self._name(staged), exc)
+            return
+        for part, size in listed:
+            await self._reuse_part(staged, part, size)

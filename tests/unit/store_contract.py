@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore
-from mountfs.errors import NotFound, Stale
+from mountfs.errors import NotFound, Stale, Unsupported
 
 Put = Callable[[str, bytes], None]
 
@@ -475,6 +475,22 @@ class StoreWriteContract:
             store.abort_multipart("mpu/o", second)
             store.abort_multipart("mpu/o2", other)
         assert store.multipart_uploads("mpu/o") == []
+
+    def test_the_parts_of_a_multipart_upload_are_listed(self, store: ObjectStore) -> None:
+        """What recovery reuses of an upload whose part answers a dead process never journalled."""
+        upload = store.create_multipart("mpu/parts")
+        try:
+            try:
+                assert store.multipart_parts("mpu/parts", upload) == []
+            except Unsupported:
+                pytest.skip(f"{type(store).__name__} does not list the parts of an upload")
+            three = store.upload_part("mpu/parts", upload, 3, b"third")
+            one = store.upload_part("mpu/parts", upload, 1, b"the first part")
+            assert store.multipart_parts("mpu/parts", upload) == [(one, 14), (three, 5)]
+        finally:
+            store.abort_multipart("mpu/parts", upload)
+        with pytest.raises(NotFound):
+            store.multipart_parts("mpu/parts", upload)
 
     def test_multipart_unknown_upload(self, store: ObjectStore) -> None:
         with pytest.raises(NotFound):

@@ -112,6 +112,7 @@ def test_inject_every_operation(store: MemoryStore) -> None:
         "complete_multipart": lambda: store.complete_multipart("m", upload, [part]),
         "abort_multipart": lambda: store.abort_multipart("m", upload),
         "multipart_uploads": lambda: store.multipart_uploads("m"),
+        "multipart_parts": lambda: store.multipart_parts("m", upload),
         "delete": lambda: store.delete("k"),
         "copy": lambda: store.copy("k", "k2"),
         "set_mtime": lambda: store.set_mtime("k", 1),

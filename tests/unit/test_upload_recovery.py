@@ -267,6 +267,51 @@ async def test_a_multipart_upload_created_but_never_journalled_is_aborted(tmp_pa
     journal.close()
 
 
+@pytest.mark.parametrize("listing", ["answers", "fails"])
+async def test_parts_on_the_server_whose_answers_were_never_journalled_are_reused(tmp_path: Path,
+                                                                                 listing: str) -> None:
+    """kill -9 while parts were being sent: the server has them, the journal only the upload id.
+    Recovery lists the upload's parts and reuses those whose ETag is the MD5 of the staged bytes;
+    the others (a part sent with older bytes, the parts never sent) go up again. A listing that
+    fails costs only the parts it would have spared."""
+    store = MemoryStore()
+    journal = UploadJournal(str(tmp_path))
+    uploader = make_uploader(store, journal)
+    real_upload_part = store.upload_part
+
+    def die(key: str, upload_id: str, number: int, data: bytes) -> object:
+        raise _Died
+
+    store.upload_part = die  # type: ignore[method-assign,assignment]
+    staged = await uploader.open_staged("big.bin", None)
+    await uploader.write(staged, 0, DATA)
+    with pytest.raises(_Died):
+        await uploader.flush(staged)
+    journal.close()
+    store.upload_part = real_upload_part  # type: ignore[method-assign]
+    [upload_id] = [u for u, _ in store.multipart_uploads("big.bin")]
+    for number in (1, 2, 4):  # what the requests of the dead process left on the server
+        real_upload_part("big.bin", upload_id, number, DATA[(number - 1) * PART:number * PART])
+    real_upload_part("big.bin", upload_id, 3, bytes(PART))  # older bytes: their MD5 is not the ETag
+
+    journal = UploadJournal(str(tmp_path))
+    [left] = journal.records()
+    assert left.upload_id == upload_id and left.parts == ()
+    store.reset_counters()
+    if listing == "fails":
+        store.inject("multipart_parts", StoreUnavailable("LIST PARTS: connection reset"))
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert outcomes(report) == {"big.bin": UPLOADED}
+    assert store.get_range("big.bin", 0, len(DATA)) == DATA
+    assert store.calls["create_multipart"] == 0, "the dead process's upload was resumed"
+    if listing == "answers":
+        assert store.calls["upload_part"] == 4, "parts 1, 2 and 4 were reused; 3, 5, 6 and 7 went up"
+    else:
+        assert store.calls["upload_part"] == 7
+    assert journal.records() == [] and store.multipart_uploads("big.bin") == []
+    journal.close()
+
+
 async def test_a_create_whose_answer_was_lost_leaves_no_upload_behind(tmp_path: Path) -> None:
     """The server made the upload but its answer never came (a timeout): the retry makes another;
     once the file is up, the first one is aborted as well."""
