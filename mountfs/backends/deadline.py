@@ -12,27 +12,51 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import urllib3.connection
+
+COMPACT_SLACK = 256  # finished exchanges the watchdog may hold beyond twice those in flight
 
 
 class Watchdog:
     """Shuts the socket of an exchange still running at its deadline. The socket timeout bounds
     each recv only: a server trickling a byte now and then would hold a request for ever, so the
     whole request gets `timeout` at most. One thread for every endpoint; started on first use (and
-    again in a forked child, where threads do not survive)."""
+    again in a forked child, where threads do not survive).
+
+    A forked child starts afresh: the parent's condition still lists the parent's waiting thread,
+    which would swallow the child's first wake-up (its thread then sleeps for ever while exchanges
+    pile up, none cut off), and the parent's sockets are not the child's to shut."""
 
     def __init__(self) -> None:
+        self._tokens = itertools.count()
+        self._start_afresh()
+        me = weakref.ref(self)
+
+        def afresh() -> None:
+            watchdog = me()
+            if watchdog is not None:
+                watchdog._start_afresh()
+
+        os.register_at_fork(after_in_child=afresh)
+
+    def _start_afresh(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, socket.socket]] = []
         self._armed: set[int] = set()
-        self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        """Exchanges held, finished ones not yet dropped included."""
+        with self._cond:
+            return len(self._heap)
 
     def arm(self, sock: socket.socket, deadline: float) -> int:
         token = next(self._tokens)
@@ -51,8 +75,17 @@ class Watchdog:
         with self._cond:
             if token in self._armed:
                 self._armed.discard(token)
+                if len(self._heap) > 2 * len(self._armed) + COMPACT_SLACK:
+                    self._compact()
                 return False
             return True
+
+    def _compact(self) -> None:
+        """Drop finished exchanges (and their sockets) now rather than at their deadlines, which are
+        up to a timeout (and a large body's time) away: the heap stays the size of what is in
+        flight. Each pass removes more entries than it keeps, so it costs O(1) per exchange."""
+        self._heap = [entry for entry in self._heap if entry[1] in self._armed]
+        heapq.heapify(self._heap)
 
     def _run(self) -> None:
         with self._cond:

@@ -3,6 +3,8 @@ request body a byte at a time) makes the request fail within the timeout, not ha
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import threading
 import time
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mountfs.backends.deadline import COMPACT_SLACK, Watchdog
 from mountfs.backends.s3 import S3Store
 from mountfs.config import RetryConfig
 from mountfs.config.s3 import S3Settings
@@ -94,3 +97,49 @@ def test_a_trickled_answer_fails_within_the_timeout(trickling: TricklingServer, 
     took = time.monotonic() - started
     assert len(trickling.requests) == 2, "each attempt was cut off and the second tried again"
     assert took < 2 * TIMEOUT + 10, f"two attempts of {TIMEOUT} s took {took:.1f} s"
+
+
+def test_finished_exchanges_are_not_held_until_their_deadlines() -> None:
+    """Hundreds of requests a second, each with a deadline a timeout away: the watchdog holds those
+    in flight (and a bounded slack of finished ones), not every request of the last minutes."""
+    watchdog = Watchdog()
+    a, b = socket.socketpair()
+    with a, b:
+        in_flight = [watchdog.arm(a, time.monotonic() + 3600) for _ in range(10)]
+        for _ in range(20_000):
+            assert not watchdog.disarm(watchdog.arm(a, time.monotonic() + 3600))
+        assert len(watchdog) <= 2 * len(in_flight) + COMPACT_SLACK + 1
+        for token in in_flight:
+            assert not watchdog.disarm(token), "an exchange in flight is still watched"
+
+
+def _stalled_exchange_is_cut_off(watchdog: Watchdog) -> bool:
+    a, b = socket.socketpair()
+    with a, b:
+        watchdog.arm(a, time.monotonic() + 0.2)  # never disarmed: the exchange stalls
+        return bool(select.select([a], [], [], 10)[0]) and a.recv(1) == b""  # shut: recv returns at once
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_cuts_off_stalled_exchanges() -> None:
+    """The daemon forks after the parent checked its buckets (with the watchdog's thread waiting):
+    in the child, exchanges are still cut off at their deadlines, the first and every later one."""
+    watchdog = Watchdog()
+    a, b = socket.socketpair()
+    with a, b:
+        assert not watchdog.disarm(watchdog.arm(a, time.monotonic() + 0.05))  # the thread starts, waits
+        time.sleep(0.3)
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        code = 1
+        try:
+            c, d = socket.socketpair()
+            with c, d:
+                watchdog.disarm(watchdog.arm(c, time.monotonic() + 0.05))  # the child's thread starts
+                time.sleep(0.3)  # its exchange is done: the thread waits for the next one
+            both = _stalled_exchange_is_cut_off(watchdog) and _stalled_exchange_is_cut_off(watchdog)
+            code = 0 if both else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "a stalled exchange of the child was never cut off"
