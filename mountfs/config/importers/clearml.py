@@ -21,10 +21,14 @@ are left out with one note.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import stat
+import threading
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mountfs.config.importers import Imported, Note
@@ -34,6 +38,8 @@ from mountfs.errors import ConfigError, ConfigErrors
 
 NAME = "clearml"
 
+log = logging.getLogger(__name__)
+
 _STORAGE_ROOTS = ("aws", "google", "azure", "storage")
 """The sections of ClearML's sdk that configure storage (and the top keys of its older fragments)."""
 _CLEARML_ROOTS = ("sdk", "api", "agent", *_STORAGE_ROOTS)
@@ -42,7 +48,8 @@ _MOUNTFS_TOP = (
 )  # fmt: skip
 _HOCON_ROOT = re.compile(  # `sdk {`, `azure.storage {`, `aws: {`, or `sdk.aws.s3.key: ...`
     r"^[ \t]*(?:(?:sdk|api|agent|aws|google|azure|storage)(?:\.[A-Za-z_]\w*)*[ \t]*(?:[:=][ \t]*)?\{"
-    r"|sdk(?:\.[A-Za-z_]\w*)+[ \t]*[:=])",
+    r"|sdk(?:\.[A-Za-z_]\w*)+[ \t]*[:=]"
+    r"|include[ \t]+(?:\"|(?:required|file|url|classpath|package)[ \t]*\())",  # `include "common.conf"`
     re.MULTILINE,
 )
 _OTHER_FORMATS = (".yml", ".yaml", ".env", ".txt", ".toml")
@@ -94,7 +101,8 @@ def _parse(path: str, text: str) -> dict[str, Any]:
 
     basedir = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else os.getcwd()
     try:
-        tree = ConfigFactory.parse_string(text, basedir=basedir)
+        with _guarded_includes(path):
+            tree = ConfigFactory.parse_string(text, basedir=basedir)
     except ParseBaseException as exc:
         what = re.sub(r"\s*\(at char \d+\).*$", "", str(exc), flags=re.DOTALL) or exc.msg
         raise ConfigErrors([ConfigError(
@@ -114,6 +122,8 @@ def _parse(path: str, text: str) -> dict[str, Any]:
             name = missing.group(2)
             hint = f"set {name}, or write ${{?{name}}} to leave the key out when it is not"
         raise ConfigErrors([ConfigError(message, file=path, line=line, hint=hint)]) from None
+    except _IncludeError as exc:
+        raise ConfigErrors([ConfigError(str(exc), file=path, hint=exc.hint)]) from None
     except RecursionError:
         raise ConfigErrors([ConfigError("nested too deeply to read", file=path)]) from None
     except (OSError, ValueError) as exc:  # an include that cannot be read
@@ -121,6 +131,84 @@ def _parse(path: str, text: str) -> dict[str, Any]:
     plain = _plain(tree)
     assert isinstance(plain, dict)
     return plain
+
+
+MAX_INCLUDE_SIZE = 1 << 20
+"""As for the file itself: an included clearml.conf is a few KiB."""
+INCLUDE_URL_TIMEOUT = 30.0
+"""`include url(...)` is fetched as ClearML fetches it, but never waited for without end."""
+_include_lock = threading.Lock()
+
+
+class _IncludeError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _read_include(filename: str) -> str:
+    """An included file, read as the top file is: opened without blocking, so a FIFO or a device is
+    refused at once instead of waiting for a writer or reading /dev/zero forever."""
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: pyhocon's "required"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _IncludeError(f"include {filename}: not a regular file (a pipe, a device or a directory?)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_INCLUDE_SIZE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_INCLUDE_SIZE:
+        raise _IncludeError(f"include {filename}: larger than 1MiB, too large for a config file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _IncludeError(f"include {filename}: not UTF-8 text") from None
+
+
+@contextlib.contextmanager
+def _guarded_includes(path: str) -> Iterator[None]:
+    """pyhocon reads an include with ConfigFactory.parse_file (or parse_URL), with no limit and no
+    check of what the file is, and follows an include loop until Python's recursion limit: while this
+    file is parsed, both go through the same checks as the file itself, and a loop is named."""
+    from pyhocon import ConfigFactory
+    from pyhocon.config_parser import DEFAULT_SUBSTITUTION  # type: ignore[import-untyped]
+
+    saved = {name: ConfigFactory.__dict__[name] for name in ("parse_file", "parse_URL")}
+    parse_string = ConfigFactory.parse_string
+    parse_url = ConfigFactory.parse_URL
+    chain = [os.path.realpath(path)]
+
+    def parse_file(filename: str, encoding: str = "utf-8", required: bool = True, resolve: bool = True,
+                   unresolved_value: Any = DEFAULT_SUBSTITUTION) -> Any:  # fmt: skip
+        real = os.path.realpath(filename)
+        if real in chain:
+            loop = " -> ".join(os.path.basename(p) for p in [*chain[chain.index(real):], real])
+            raise _IncludeError(f"include loop: {loop}", "an included file must not include itself again")
+        try:
+            text = _read_include(filename)
+        except OSError as exc:
+            if required:
+                raise _IncludeError(f"include {filename}: {exc.strerror}",
+                                    "without required( ), an include that is missing is skipped") from None
+            log.warning("%s: include %s skipped: %s", path, filename, exc.strerror)
+            return []
+        chain.append(real)
+        try:
+            return parse_string(text, os.path.dirname(filename), resolve, unresolved_value)
+        finally:
+            chain.pop()
+
+    def parse_url_timed(url: str, timeout: float | None = None, *args: Any, **kwargs: Any) -> Any:
+        return parse_url(url, INCLUDE_URL_TIMEOUT if timeout is None else timeout, *args, **kwargs)
+
+    with _include_lock:
+        ConfigFactory.parse_file = parse_file
+        ConfigFactory.parse_URL = parse_url_timed
+        try:
+            yield
+        finally:
+            for name, method in saved.items():
+                setattr(ConfigFactory, name, method)
 
 
 def _plain(value: Any) -> Any:
@@ -253,6 +341,7 @@ def _aws(imp: _Importer, aws: dict[str, Any], base: str) -> None:
     s3_key = f"{base}.s3"
     s3 = imp.table(aws.get("s3"), s3_key)
     imp.unknown(s3, s3_key, _S3_KEYS)
+    imp.origins[("s3",)] = s3_key  # so a key [s3] misses is named as clearml.conf names it
     for name in ("key", "secret", "token", "region"):
         value = s3.get(name)
         if isinstance(value, str):
@@ -293,6 +382,12 @@ def _s3_entry(imp: _Importer, entry: dict[str, Any], key: str, default_chain: bo
         subdir = subdir.strip("\"'").strip("/")
     if bucket is None and host is None:
         imp.note(key, "names neither a bucket nor a host, so it applies to nothing: left out", "s3")
+        return
+    if isinstance(host, str) and "://" in host:
+        scheme, _, bare = host.partition("://")
+        secure = ", secure: false" if scheme.lower() == "http" else ""
+        imp.error(f"{key}.host", f'"{host}" is a URL: ClearML matches the host as "host:port" only',
+                  f'write host: "{bare.rstrip("/")}"{secure}')  # fmt: skip
         return
     for name in ("host", "bucket", "key", "secret", "token", "region", "verify"):
         value = bucket if name == "bucket" else host if name == "host" else _string(entry.get(name))
@@ -361,6 +456,7 @@ def _google(imp: _Importer, google: dict[str, Any], base: str) -> None:
     key = f"{base}.storage"
     gs = imp.table(google.get("storage"), key)
     imp.unknown(gs, key, _GCS_KEYS)
+    imp.origins[("gcs",)] = key
     for name in ("project", "credentials_json"):
         if _string(gs.get(name)) is not None:
             imp.put(("gcs", name), gs[name], f"{key}.{name}")

@@ -1,0 +1,173 @@
+"""A ClearML or ZenML user's settings tried as they come, hostile ones included: a clearml.conf whose
+includes are a pipe, a device, a loop or too large; a file of includes only; a host written as a URL;
+a presigned URL or a SAS pasted as SOURCE. Each gets one clear line naming what the user wrote, and
+never hangs or shows a secret."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from mountfs.config import load_source
+from mountfs.config.load import load_config
+from mountfs.errors import ConfigErrors
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def errors_of(path: Path) -> str:
+    with pytest.raises(ConfigErrors) as info:
+        load_config(str(path), need_mounts=False)
+    return str(info.value)
+
+
+def errors_within(path: Path, seconds: float = 20.0) -> str:
+    """errors_of in a thread: a read that blocks for ever fails the test instead of hanging it."""
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(errors_of(path)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"reading {path.name} did not finish in {seconds}s")
+    assert result, "the read raised something other than ConfigErrors"
+    return result[0]
+
+
+# --- includes ----------------------------------------------------------------------------------------
+
+
+def test_an_included_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "common.conf"
+    os.mkfifo(fifo)
+    conf = write(tmp_path, "clearml.conf", f'include file("{fifo}")\nsdk.aws.s3.key: "a"\n')
+    try:
+        message = errors_within(conf)
+    finally:  # a reader left blocked in open() gets EOF and ends
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK) if _has_reader(fifo) else None
+        if fd is not None:
+            os.close(fd)
+    assert f"include {fifo}: not a regular file" in message
+
+
+def _has_reader(fifo: Path) -> bool:
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        return False
+    return True
+
+
+def test_an_included_device_is_refused(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", 'include file("/dev/null")\nsdk.aws.s3.key: "a"\n')
+    assert "include /dev/null: not a regular file" in errors_within(conf)
+
+
+def test_an_include_loop_is_named_as_a_loop(tmp_path: Path) -> None:
+    write(tmp_path, "b.conf", 'include "a.conf"\n')
+    conf = write(tmp_path, "a.conf", 'include "b.conf"\nsdk.aws.s3.key: "a"\n')
+    message = errors_within(conf)
+    assert "include loop: a.conf -> b.conf -> a.conf" in message
+    assert "nested too deeply" not in message
+
+
+def test_a_huge_or_binary_include_is_refused_like_the_file_itself(tmp_path: Path) -> None:
+    (tmp_path / "huge.conf").write_text('sdk.aws.s3.key: "a"\n' + "# pad\n" * 200_000)
+    (tmp_path / "bin.conf").write_bytes(b"\xff\xfe\x00garbage")
+    conf = write(tmp_path, "clearml.conf", 'sdk.aws.s3.key: "a"\ninclude "huge.conf"\n')
+    assert "huge.conf: larger than 1MiB" in errors_within(conf)
+    conf = write(tmp_path, "clearml.conf", 'sdk.aws.s3.key: "a"\ninclude "bin.conf"\n')
+    assert "bin.conf: not UTF-8 text" in errors_within(conf)
+
+
+def test_a_missing_required_include_is_one_line_naming_it(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", 'include required("nope.conf")\nsdk.aws.s3.key: "a"\n')
+    message = errors_within(conf)
+    assert f"include {tmp_path / 'nope.conf'}: No such file or directory" in message
+    assert "Errno" not in message
+
+
+def test_an_optional_missing_include_is_skipped_and_includes_still_work(tmp_path: Path) -> None:
+    write(tmp_path, "creds.conf", 'sdk.aws.s3 { key: "AK", secret: "SK" }\n')
+    conf = write(tmp_path, "clearml.conf", """\
+        include "nope.conf"
+        include "creds.conf"
+        sdk.aws.s3.credentials: [ { bucket: "my-bucket", key: "AK2", secret: "SK2" } ]
+    """)
+    config = load_config(str(conf))
+    assert [m.path for m in config.mounts] == ["s3/my-bucket"]
+
+
+def test_a_clearml_conf_of_includes_only_is_read_as_hocon(tmp_path: Path) -> None:
+    write(tmp_path, "real.conf", 'sdk.aws.s3.credentials: [{ bucket: "my-bucket", key: "A", secret: "S" }]\n')
+    conf = write(tmp_path, "clearml.conf", '# the team\'s settings\ninclude "real.conf"\n')
+    assert [m.path for m in load_config(str(conf)).mounts] == ["s3/my-bucket"]
+
+
+# --- what the reader reports, named as clearml.conf names it -----------------------------------------
+
+
+def test_a_key_missing_from_sdk_aws_s3_is_named_as_clearml_names_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_KEY_UNSET", raising=False)
+    conf = write(tmp_path, "clearml.conf", 'sdk.aws.s3 { key: ${?AWS_KEY_UNSET}, secret: "topsecret" }\n')
+    message = errors_of(conf)
+    assert "sdk.aws.s3.key: required when secret is set" in message
+    assert "topsecret" not in message
+
+
+def test_a_host_written_as_a_url_says_how_clearml_writes_it(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", """\
+        sdk.aws.s3.credentials: [
+            { host: "http://minio.local:9000", bucket: "data", key: "AK", secret: "SK" }
+        ]
+    """)
+    message = errors_of(conf)
+    assert 'sdk.aws.s3.credentials[0].host: "http://minio.local:9000" is a URL' in message
+    assert 'write host: "minio.local:9000", secure: false' in message
+    assert "\n" not in message  # that one error, not three about a "port" of "http:"
+
+
+# --- URLs as SOURCE ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "abfss://artifacts@devstoreaccount1.dfs.core.windows.net/zenml?sv=2022&sig=SECRETSIG",
+    "az://artifacts@devstoreaccount1/zenml?sig=SECRETSIG",
+    "s3://bucket/runs?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=SECRETSIG",
+    "gs://bucket/runs?X-Goog-Signature=SECRETSIG",
+])  # fmt: skip
+def test_a_presigned_url_or_sas_as_source_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        load_source(url)
+    message = str(info.value)
+    assert "carries a signature" in message
+    assert "SECRETSIG" not in message
+
+
+def test_a_question_mark_in_a_key_is_still_a_prefix() -> None:
+    (mount,) = load_source("s3://bucket/what?.txt").mounts
+    assert mount.url.prefix == "what?.txt"
+
+
+@pytest.mark.parametrize(("url", "where"), [
+    ("az://:accountkey@artifacts/zenml", "[[azure.containers]]"),
+    ("abfs://user:accountkey@artifacts/zenml", "[[azure.containers]]"),
+    ("gs://user:pw@bucket/path", "[gcs] credentials_json"),
+    ("s3://AK:SK@bucket/path", "[s3] or [[s3.credentials]]"),
+])  # fmt: skip
+def test_credentials_in_a_url_are_sent_to_the_section_of_its_store(url: str, where: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        load_source(url)
+    message = str(info.value)
+    assert where in message
+    assert "accountkey" not in message and ":pw@" not in message and "AK:SK" not in message
+    if where != "[s3] or [[s3.credentials]]":
+        assert "[s3]" not in message
