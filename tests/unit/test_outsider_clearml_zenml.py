@@ -171,3 +171,17 @@ def test_credentials_in_a_url_are_sent_to_the_section_of_its_store(url: str, whe
     assert "accountkey" not in message and ":pw@" not in message and "AK:SK" not in message
     if where != "[s3] or [[s3.credentials]]":
         assert "[s3]" not in message
+
+
+@pytest.mark.parametrize(("text", "line", "found"), [
+    ('sdk {\n  aws.s3 { key "AK" }\n}\n', 2, "found '\"'"),  # the ":" forgotten
+    ("Skip to main content\n\nClearML is able to\naws {\n", 3, "found 'ClearML'"),  # a page pasted
+])  # fmt: skip
+def test_a_hocon_typo_is_one_short_line_not_the_parsers_grammar(tmp_path: Path, text: str, line: int,
+                                                                found: str) -> None:
+    conf = tmp_path / "clearml.conf"
+    conf.write_text(text)
+    message = errors_of(conf)
+    assert f"clearml.conf:{line}: HOCON syntax error" in message
+    assert f"expected ':', '=' or '{{' after a key, {found}" in message
+    assert "Suppress" not in message and len(message) < 300

@@ -92,6 +92,9 @@ def default_path() -> str:
     )])  # fmt: skip
 
 
+_MAX_GRAMMAR_SHOWN = 200
+
+
 def _parse(path: str, text: str) -> dict[str, Any]:
     """The HOCON document as plain dicts and lists; a syntax error or an unresolved substitution is one
     line with the file and the line, as ClearML's parser finds them."""
@@ -105,6 +108,9 @@ def _parse(path: str, text: str) -> dict[str, Any]:
             tree = ConfigFactory.parse_string(text, basedir=basedir)
     except ParseBaseException as exc:
         what = re.sub(r"\s*\(at char \d+\).*$", "", str(exc), flags=re.DOTALL) or exc.msg
+        if len(exc.msg) > _MAX_GRAMMAR_SHOWN:  # pyparsing lists its whole grammar: say what it means
+            expected = "':', '=' or '{' after a key" if exc.msg.startswith("Expected {: ...") else "a key"
+            what = f"expected {expected}, found {exc.found}"
         raise ConfigErrors([ConfigError(
             f"HOCON syntax error at column {exc.column}: {what}", file=path, line=exc.lineno
         )]) from None  # fmt: skip
