@@ -185,3 +185,15 @@ def test_a_hocon_typo_is_one_short_line_not_the_parsers_grammar(tmp_path: Path, 
     assert f"clearml.conf:{line}: HOCON syntax error" in message
     assert f"expected ':', '=' or '{{' after a key, {found}" in message
     assert "Suppress" not in message and len(message) < 300
+
+
+def test_a_local_prefix_written_as_a_path_is_a_local_folder_as_in_clearml(tmp_path: Path) -> None:
+    local = tmp_path / "shared"
+    local.mkdir()
+    conf = write(tmp_path, "clearml.conf", f"""\
+        sdk.storage.path_substitution = [
+            {{ registered_prefix = "s3://datasets/research/", local_prefix = "{local}/" }}
+        ]
+    """)
+    (rule,) = load_source("s3://datasets/research", str(conf)).path_substitution
+    assert rule.local_prefix.rstrip("/") == f"file://{local}"

@@ -563,6 +563,9 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
         keys = ("registered_prefix", "local_prefix", "replace_windows_sep", "replace_linux_sep")
         imp.unknown(entry, entry_key, keys)
         out = {k: entry[k] for k in keys[:2] if _string(entry.get(k)) is not None}
+        for name, value in out.items():
+            if isinstance(value, str) and value.startswith("/"):
+                out[name] = "file://" + value  # ClearML takes a URL without a scheme for a local path
         origins = {k: f"{entry_key}.{k}" for k in out}
         if not out:
             imp.note(entry_key, "names no prefix: left out", "path_substitution")
