@@ -197,3 +197,23 @@ def test_a_local_prefix_written_as_a_path_is_a_local_folder_as_in_clearml(tmp_pa
     """)
     (rule,) = load_source("s3://datasets/research", str(conf)).path_substitution
     assert rule.local_prefix.rstrip("/") == f"file://{local}"
+
+
+@pytest.mark.parametrize(("entry", "key", "says"), [
+    ('sdk.aws.s3.credentials: [{ bucket: "s3://my-bucket", key: "k", secret: "s" }]',
+     "sdk.aws.s3.credentials[0].bucket", 'is not a plain name (a URL or path?) (write "my-bucket")'),
+    ('sdk.google.storage.credentials: [{ bucket: "gs://my-bucket" }]',
+     "sdk.google.storage.credentials[0].bucket", 'is not a plain name (a URL or path?) (write "my-bucket")'),
+    ('sdk.aws.s3.credentials: [{ host: "AKIA:SECRETX@minio:9000", key: "k", secret: "s" }]',
+     "sdk.aws.s3.credentials[0].host", "carries credentials"),
+    ('sdk.azure.storage.containers: [{ account_name: "Acct_Bad", account_key: "a2V5", '
+     'container_name: "c1x" }]',
+     "sdk.azure.storage.containers[0]", 'Azure storage account name "Acct_Bad"'),
+])  # fmt: skip
+def test_a_bad_bucket_host_or_account_is_one_error_on_the_key_that_holds_it(tmp_path: Path, entry: str,
+                                                                           key: str, says: str) -> None:
+    conf = write(tmp_path, "clearml.conf", entry + "\n")
+    message = errors_of(conf)
+    assert f"{key}: " in message and says in message
+    assert "\n" not in message, message  # not again as a mount path, a port of "s3:" or container_name
+    assert "SECRETX" not in message

@@ -319,6 +319,11 @@ class _Importer:
         self.mounts.append((path, url, origin))
 
 
+def _mountable(name: str | None, forbidden: str) -> bool:
+    """A bucket or host a mount can be made of: "s3://b" as a bucket is the entry's error alone."""
+    return name is None or not any(c in name for c in forbidden)
+
+
 def _string(value: Any) -> Any:
     """A set string as written, else None (blank); other types go through for the reader to judge."""
     return None if _blank(value) else value
@@ -414,6 +419,8 @@ def _s3_entry(imp: _Importer, entry: dict[str, Any], key: str, default_chain: bo
     imp.append("s3.credentials", out, key, origins)
     if not all(isinstance(v, str | None) for v in (bucket, host, subdir)):
         return  # the reader reports the type
+    if not _mountable(bucket, "/:") or not _mountable(host, "/@"):
+        return  # the reader reports it on the entry: a mount of it would only say it again, less clearly
     if bucket is None:
         assert host is not None
         imp.mount(f"s3/{host}", f"s3://{host}/", f"{key}.host")
@@ -491,7 +498,7 @@ def _google(imp: _Importer, google: dict[str, Any], base: str) -> None:
             if entry.get(name) is not None:
                 imp.note(f"{entry_key}.{name}", _POOL_NOTE, "gcs")
         imp.append("gcs.credentials", out, entry_key, origins)
-        if isinstance(bucket, str) and isinstance(subdir, str | None):
+        if isinstance(bucket, str) and isinstance(subdir, str | None) and _mountable(bucket, "/:"):
             where = f"{bucket}/{subdir}" if subdir else bucket
             imp.mount(f"gs/{where}", f"gs://{where}", f"{entry_key}.bucket")
 
@@ -522,7 +529,7 @@ def _azure(imp: _Importer, azure: dict[str, Any], base: str) -> None:
                      f"{account} (az://CONTAINER@{account}/... URLs), but nothing is mounted for it", "azure")
         elif isinstance(account, str) and isinstance(container, str):
             url = f"az://{container}@{account}"
-            imp.mount(f"azure/{account}/{container}", url, f"{entry_key}.container_name")
+            imp.mount(f"azure/{account}/{container}", url, entry_key)  # a bad name is either key's
 
 
 # ---------------------------------------------------------------------------------------------------------
