@@ -217,3 +217,18 @@ def test_a_bad_bucket_host_or_account_is_one_error_on_the_key_that_holds_it(tmp_
     assert f"{key}: " in message and says in message
     assert "\n" not in message, message  # not again as a mount path, a port of "s3:" or container_name
     assert "SECRETX" not in message
+
+
+def test_an_error_in_the_source_url_names_the_url_not_a_mount_of_the_settings_file(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", """\
+        sdk.azure.storage.containers: [
+            { account_name: "artifacts", account_key: "a2V5" },
+            { account_name: "devstoreaccount1", account_key: "a2V5", container_name: "zenml" }
+        ]
+    """)
+    with pytest.raises(ConfigErrors) as info:
+        load_source("az://other/run1", str(conf))
+    (error,) = info.value.errors
+    assert error.file == "az://other/run1" and error.key is None
+    assert 'container "other" of which account?' in error.message
+    assert "mount[0]" not in str(info.value)
