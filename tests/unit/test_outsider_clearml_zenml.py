@@ -232,3 +232,14 @@ def test_an_error_in_the_source_url_names_the_url_not_a_mount_of_the_settings_fi
     assert error.file == "az://other/run1" and error.key is None
     assert 'container "other" of which account?' in error.message
     assert "mount[0]" not in str(info.value)
+
+
+def test_a_clearml_conf_written_in_toml_says_so(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", """\
+        [sdk.aws.s3]
+        key = "AK"
+        secret = "SK"
+    """)
+    message = errors_of(conf)
+    assert "clearml.conf:2: HOCON syntax error" in message
+    assert "this is TOML, which ClearML does not read" in message

@@ -112,7 +112,8 @@ def _parse(path: str, text: str) -> dict[str, Any]:
             expected = "':', '=' or '{' after a key" if exc.msg.startswith("Expected {: ...") else "a key"
             what = f"expected {expected}, found {exc.found}"
         raise ConfigErrors([ConfigError(
-            f"HOCON syntax error at column {exc.column}: {what}", file=path, line=exc.lineno
+            f"HOCON syntax error at column {exc.column}: {what}", file=path, line=exc.lineno,
+            hint=_toml_hint(text),
         )]) from None  # fmt: skip
     except ConfigException as exc:
         message = str(exc)
@@ -215,6 +216,21 @@ def _guarded_includes(path: str) -> Iterator[None]:
         finally:
             for name, method in saved.items():
                 setattr(ConfigFactory, name, method)
+
+
+_TOML_TABLE = re.compile(r"^[ \t]*\[\[?[ \t]*[\w\"]", re.MULTILINE)
+
+
+def _toml_hint(text: str) -> str | None:
+    """A clearml.conf written in TOML ([sdk.aws.s3] headers) is no HOCON: ClearML cannot read it either."""
+    if not _TOML_TABLE.search(text):
+        return None
+    try:
+        tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    return ("this is TOML, which ClearML does not read: write sdk.aws.s3 { key: ... } as clearml.conf does, "
+            "or write it as a mountfs config ([s3], [[s3.credentials]], [[mount]]) in a .toml file")
 
 
 def _plain(value: Any) -> Any:
