@@ -236,7 +236,10 @@ _SCHEME_START = re.compile(r"(s3|gs|az|file):", re.IGNORECASE)
 def is_url(source: str) -> bool:
     """"s3:bucket" (a URL typo) counts as a URL unless a file of that name exists, so the user gets the
     URL's error rather than "no such file"."""
-    return bool(_URL_START.match(source) or (_SCHEME_START.match(source) and not os.path.exists(source)))
+    if _URL_START.match(source):
+        return True
+    bare = source.strip()  # a URL pasted with the blanks around it is still that URL
+    return bool((_URL_START.match(bare) or _SCHEME_START.match(bare)) and not os.path.exists(source))
 
 
 def settings_document(config: str) -> Document:

@@ -243,3 +243,11 @@ def test_a_clearml_conf_written_in_toml_says_so(tmp_path: Path) -> None:
     message = errors_of(conf)
     assert "clearml.conf:2: HOCON syntax error" in message
     assert "this is TOML, which ClearML does not read" in message
+
+
+@pytest.mark.parametrize("config", [None, "settings"])
+def test_a_url_pasted_with_blanks_around_it_is_that_url_not_a_missing_file(tmp_path: Path,
+                                                                          config: str | None) -> None:
+    settings = write(tmp_path, "mountfs.toml", '[s3]\nkey = "AK"\nsecret = "SK"\n')
+    (mount,) = load_source(" s3://zenml-artifacts/runs ", str(settings) if config else None).mounts
+    assert (mount.url.bucket, mount.url.prefix) == ("zenml-artifacts", "runs")
