@@ -251,3 +251,16 @@ def test_a_url_pasted_with_blanks_around_it_is_that_url_not_a_missing_file(tmp_p
     settings = write(tmp_path, "mountfs.toml", '[s3]\nkey = "AK"\nsecret = "SK"\n')
     (mount,) = load_source(" s3://zenml-artifacts/runs ", str(settings) if config else None).mounts
     assert (mount.url.bucket, mount.url.prefix) == ("zenml-artifacts", "runs")
+
+
+def test_a_ca_bundle_url_with_a_sas_does_not_show_its_signature_when_it_fails(tmp_path: Path) -> None:
+    from mountfs.backends.s3 import fetch_ca_bundle
+    from mountfs.errors import Misconfigured
+    from mountfs.mount import MountSetupError
+
+    url = "https://127.0.0.1:1/ca.crt?sv=2022-11-02&se=2030-01-01&sig=SIGSECRETX%3D"
+    with pytest.raises(Misconfigured) as info:
+        fetch_ca_bundle(url, str(tmp_path), timeout=5)
+    shown = str(MountSetupError(f"cannot use s3://127.0.0.1:8333/data: {info.value}"))
+    assert "cannot fetch the CA bundle" in shown
+    assert "SIGSECRETX" not in shown and "sig=***" in shown
