@@ -468,7 +468,15 @@ def _verify(r: Reader, tbl: Table, path: Path) -> bool | str:
         return value
     if isinstance(value, str) and value:
         if value.lower().startswith("https://"):
+            if "@" in urllib.parse.urlsplit(value).netloc:
+                r.error((*path, "verify"), "a CA bundle URL with a user or password cannot be fetched "
+                        "(no credentials are sent for it)", "name a URL that needs no login, or a local copy")
+                return True
             return value  # fetched when the store is opened, not by `config check`
+        if value.strip().lower() in ("true", "false"):  # ${VAR} and env files give strings
+            r.error((*path, "verify"), f'"{value}" is a string, not a file name',
+                    f"write {value.strip().lower()} without quotes")
+            return True
         if value.lower().startswith("http://"):
             r.error((*path, "verify"), "a CA bundle fetched over plain http could be swapped on the way",
                     "fetch it over https, or name a local copy")

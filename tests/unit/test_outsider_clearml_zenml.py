@@ -264,3 +264,22 @@ def test_a_ca_bundle_url_with_a_sas_does_not_show_its_signature_when_it_fails(tm
     shown = str(MountSetupError(f"cannot use s3://127.0.0.1:8333/data: {info.value}"))
     assert "cannot fetch the CA bundle" in shown
     assert "SIGSECRETX" not in shown and "sig=***" in shown
+
+
+@pytest.mark.parametrize(("verify", "says"), [
+    ('"https://user:PASSX@ca.example.com/ca.crt"', "a CA bundle URL with a user or password"),
+    ('"false"', '"false" is a string, not a file name (write false without quotes)'),
+    ("${MOUNTFS_TEST_VERIFY}", '"false" is a string, not a file name'),  # HOCON's env values are strings
+])  # fmt: skip
+def test_a_verify_that_cannot_work_is_told_at_check_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         verify: str, says: str) -> None:
+    monkeypatch.setenv("MOUNTFS_TEST_VERIFY", "false")
+    monkeypatch.chdir(tmp_path)
+    conf = write(tmp_path, "clearml.conf", f"""\
+        sdk.aws.s3.credentials: [
+            {{ host: "minio.local:9000", bucket: "data", key: "AK", secret: "SK", verify: {verify} }}
+        ]
+    """)
+    message = errors_of(conf)
+    assert "sdk.aws.s3.credentials[0].verify: " + says in message
+    assert "PASSX" not in message
