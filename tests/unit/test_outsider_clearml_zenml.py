@@ -283,3 +283,68 @@ def test_a_verify_that_cannot_work_is_told_at_check_time(tmp_path: Path, monkeyp
     message = errors_of(conf)
     assert "sdk.aws.s3.credentials[0].verify: " + says in message
     assert "PASSX" not in message
+
+
+# The storage parts of ClearML's own default sdk.conf (clearml/config/default/sdk.conf, recent versions),
+# as clearml-init users have them: keys newer than the seeds must not be taken for typos.
+NEW_DEFAULTS = """\
+sdk {
+    storage {
+        cache {
+            default_base_dir: "~/.clearml/cache"
+            disk_space_file_size_strategy {
+                enabled: false
+                size {
+                    max_used_bytes = -1
+                    min_free_bytes = 10GB
+                }
+                zero_file_size_check: false
+                file_entry_lookup_size: 0
+            }
+        }
+        direct_access: [
+            { url: "file://*" }  # file-urls are always directly referenced
+        ]
+        http.legacy_fileservers: []
+    }
+    aws {
+        s3 {
+            region: ""
+            key: ""
+            secret: ""
+            use_credentials_chain: false
+            extra_args: {}
+            credentials: [
+                { bucket: "my-bucket-name", key: "AK", secret: "SK" }
+            ]
+        }
+        boto3 {
+            pool_connections: 512
+            max_multipart_concurrency: 16
+            multipart_threshold: 8388608 # 8MB
+            multipart_chunksize: 8388608 # 8MB
+            addressing_style: "auto"
+        }
+    }
+    google.storage {
+    }
+    azure.storage {
+    }
+}
+"""
+
+
+def test_the_storage_keys_of_clearmls_current_default_sdk_conf_are_read(tmp_path: Path) -> None:
+    conf = write(tmp_path, "clearml.conf", NEW_DEFAULTS)
+    config = load_config(str(conf))
+    assert [m.path for m in config.mounts] == ["s3/my-bucket-name"]
+    assert config.cache.min_free.size == 0  # the strategy is disabled: its limits are not taken
+    assert config.s3.addressing_style == "auto"
+
+
+def test_an_enabled_disk_space_strategy_sets_the_cache_limits(tmp_path: Path) -> None:
+    text = NEW_DEFAULTS.replace("enabled: false", "enabled: true").replace("max_used_bytes = -1",
+                                                                           "max_used_bytes = 50GB")
+    config = load_config(str(write(tmp_path, "clearml.conf", text)))
+    assert config.cache.max_size == 50 * 10**9
+    assert config.cache.min_free.size == 10 * 10**9

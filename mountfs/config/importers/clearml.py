@@ -353,7 +353,8 @@ _S3_KEYS = ("key", "secret", "token", "region", "use_credentials_chain", "extra_
 _S3_ENTRY_KEYS = ("bucket", "host", "subdir", "key", "secret", "token", "region", "multipart", "secure",
                   "verify", "use_credentials_chain", "extra_args", "acl", "profile")  # fmt: skip
 _BOTO3_KEYS = ("pool_connections", "max_multipart_concurrency", "multipart_threshold", "multipart_chunksize",
-               "connect_timeout", "read_timeout", "signature_version", "stream_connections")  # fmt: skip
+               "connect_timeout", "read_timeout", "signature_version", "stream_connections",
+               "addressing_style")  # fmt: skip
 
 
 def _profile(imp: _Importer, value: Any, key: str) -> None:
@@ -451,6 +452,8 @@ def _boto3(imp: _Importer, boto3: dict[str, Any], key: str) -> None:
     for name in ("pool_connections", "max_multipart_concurrency"):
         if boto3.get(name) is not None:
             imp.put(("s3", "boto3", name), boto3[name], f"{key}.{name}")
+    if _string(boto3.get("addressing_style")) is not None:
+        imp.put(("s3", "addressing_style"), boto3["addressing_style"], f"{key}.addressing_style")
     if boto3.get("multipart_chunksize") is not None:
         imp.put(("write", "part_size"), boto3["multipart_chunksize"], f"{key}.multipart_chunksize")
     notes = {
@@ -551,14 +554,41 @@ def _azure(imp: _Importer, azure: dict[str, Any], base: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # sdk.storage
 
-_STORAGE_KEYS = ("cache", "direct_access", "path_substitution", "dataset_chunk_size_mb", "log")
+_STORAGE_KEYS = ("cache", "direct_access", "path_substitution", "dataset_chunk_size_mb", "log", "http")
+_STRATEGY_KEYS = ("enabled", "size", "zero_file_size_check", "file_entry_lookup_size", "secondary")
+
+
+def _disk_space_strategy(imp: _Importer, value: Any, key: str) -> None:
+    """ClearML's size-aware cache (in the default sdk.conf of recent versions, disabled): when it is
+    enabled, its limits are mountfs's [cache] max_size and min_free."""
+    strategy = imp.table(value, key)
+    imp.unknown(strategy, key, _STRATEGY_KEYS)
+    if strategy.get("enabled") is not True:
+        return  # ClearML ignores the block then, and so does mountfs
+    size = imp.table(strategy.get("size"), f"{key}.size")
+    imp.unknown(size, f"{key}.size", ("max_used_bytes", "min_free_bytes", "cleanup_margin_percent"))
+    max_used = size.get("max_used_bytes")
+    if max_used is not None and not (isinstance(max_used, int) and max_used < 0):  # -1: no limit
+        imp.put(("cache", "max_size"), max_used, f"{key}.size.max_used_bytes")
+    if _string(size.get("min_free_bytes")) is not None:
+        imp.put(("cache", "min_free"), size["min_free_bytes"], f"{key}.size.min_free_bytes")
+    for name in ("zero_file_size_check", "file_entry_lookup_size", "secondary"):
+        if strategy.get(name):
+            imp.note(f"{key}.{name}", "no equivalent: mountfs caches blocks, checked against the store's "
+                     "ETag", "cache")  # fmt: skip
+    if size.get("cleanup_margin_percent") is not None:
+        imp.note(f"{key}.size.cleanup_margin_percent", "no equivalent: mountfs evicts as it goes", "cache")
 
 
 def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
     imp.unknown(storage, base, _STORAGE_KEYS)
     cache_key = f"{base}.cache"
     cache = imp.table(storage.get("cache"), cache_key)
-    imp.unknown(cache, cache_key, ("default_base_dir", "default_cache_manager_size", "direct_access"))
+    imp.unknown(cache, cache_key, ("default_base_dir", "default_cache_manager_size", "direct_access",
+                                   "disk_space_file_size_strategy"))  # fmt: skip
+    if cache.get("disk_space_file_size_strategy") is not None:
+        strategy_key = f"{cache_key}.disk_space_file_size_strategy"
+        _disk_space_strategy(imp, cache["disk_space_file_size_strategy"], strategy_key)
     base_dir = _string(cache.get("default_base_dir"))
     if isinstance(base_dir, str):
         base_dir = os.path.expandvars(base_dir)  # as ClearML does; the reader expands "~" itself
@@ -601,6 +631,10 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
     if storage.get("dataset_chunk_size_mb") is not None:
         imp.note(f"{base}.dataset_chunk_size_mb", "clearml-data's chunking of new datasets: not about "
                  "mounting, ignored")  # fmt: skip
+    http = storage.get("http")
+    if isinstance(http, dict) and not _blank(http.get("legacy_fileservers")):
+        imp.note(f"{base}.http.legacy_fileservers",
+                 "ClearML's own file server: not an object store, not mounted")
     if storage.get("log") is not None:
         imp.note(f"{base}.log", "ClearML's upload and download progress log: ignored (mountfs status shows "
                  "bytes fetched and pending uploads)")  # fmt: skip
