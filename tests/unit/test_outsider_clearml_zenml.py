@@ -348,3 +348,11 @@ def test_an_enabled_disk_space_strategy_sets_the_cache_limits(tmp_path: Path) ->
     config = load_config(str(write(tmp_path, "clearml.conf", text)))
     assert config.cache.max_size == 50 * 10**9
     assert config.cache.min_free.size == 10 * 10**9
+
+
+def test_an_included_directory_is_skipped_as_pyhocon_skips_it_unless_required(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    conf = write(tmp_path, "clearml.conf", 'include "conf.d"\nsdk.aws.s3 { key: "AK", secret: "SK" }\n')
+    assert load_config(str(conf), need_mounts=False).s3.key == "AK"
+    conf = write(tmp_path, "clearml.conf", 'include required("conf.d")\nsdk.aws.s3.key: "AK"\n')
+    assert f"include {tmp_path / 'conf.d'}: is a directory" in errors_of(conf)

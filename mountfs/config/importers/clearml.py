@@ -22,6 +22,7 @@ are left out with one note.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -158,8 +159,11 @@ def _read_include(filename: str) -> str:
     refused at once instead of waiting for a writer or reading /dev/zero forever."""
     fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: pyhocon's "required"
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _IncludeError(f"include {filename}: not a regular file (a pipe, a device or a directory?)")
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as pyhocon has it: skipped unless required
+            raise IsADirectoryError(errno.EISDIR, "is a directory", filename)
+        if not stat.S_ISREG(mode):
+            raise _IncludeError(f"include {filename}: not a regular file (a pipe or a device?)")
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(MAX_INCLUDE_SIZE + 1)
     finally:
