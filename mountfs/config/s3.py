@@ -37,6 +37,7 @@ from mountfs.config.urls import (
     check_host_port,
     check_plain_name,
 )
+from mountfs.config.values import connections
 from mountfs.errors import StoreUnavailable
 
 DEFAULT_REGION = "us-east-1"
@@ -416,9 +417,10 @@ def s3_section(r: Reader, root: Table) -> S3Config:
         use_credentials_chain=r.bool_(t, path, "use_credentials_chain", False),
         credentials=tuple(creds),
         boto3=S3Boto3(
-            pool_connections=r.int_(b, bpath, "pool_connections", boto_default.pool_connections),
+            pool_connections=r.int_(b, bpath, "pool_connections", boto_default.pool_connections, connections),
             max_multipart_concurrency=(
-                r.int_(b, bpath, "max_multipart_concurrency", 1) if "max_multipart_concurrency" in b else None
+                r.int_(b, bpath, "max_multipart_concurrency", 1, connections)
+                if "max_multipart_concurrency" in b else None
             ),
         ),
         extra_args=_extra_args(r, t, path) or S3ExtraArgs(),

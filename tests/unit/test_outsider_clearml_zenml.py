@@ -356,3 +356,21 @@ def test_an_included_directory_is_skipped_as_pyhocon_skips_it_unless_required(tm
     assert load_config(str(conf), need_mounts=False).s3.key == "AK"
     conf = write(tmp_path, "clearml.conf", 'include required("conf.d")\nsdk.aws.s3.key: "AK"\n')
     assert f"include {tmp_path / 'conf.d'}: is a directory" in errors_of(conf)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("sdk.aws.boto3.pool_connections: 99999999999999999999999999\n", "sdk.aws.boto3.pool_connections"),
+    ("sdk.aws.boto3.max_multipart_concurrency: 5120000\n", "sdk.aws.boto3.max_multipart_concurrency"),
+])  # fmt: skip
+def test_a_connection_count_no_store_serves_is_refused_before_the_pool_is_built(tmp_path: Path, text: str,
+                                                                               key: str) -> None:
+    """urllib3 fills its pool with one slot per connection up front: 10**26 of them never finished."""
+    message = errors_of(write(tmp_path, "clearml.conf", text))
+    assert f"{key}: must be at most 4096" in message
+
+
+def test_read_and_write_concurrency_are_bounded_too(tmp_path: Path) -> None:
+    conf = write(tmp_path, "mountfs.toml", "[read]\nmax_concurrency = 100000\n[write]\nmax_concurrency = 0\n")
+    message = errors_of(conf)
+    assert "read.max_concurrency: must be at most 4096, got 100000" in message
+    assert "write.max_concurrency: must be at least 1, got 0" in message
