@@ -38,7 +38,7 @@ def _hidden(match: re.Match[str]) -> str:
 # The parameters of a presigned URL or an Azure SAS that carry its secret (or name its key).
 _SIGNATURE_RE = re.compile(
     r"([?&](?:sig|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|X-Goog-Signature|X-Goog-Credential"
-    r"|Signature|AWSAccessKeyId|GoogleAccessId)=)[^&\s\"'#]*",
+    r"|Signature|AWSAccessKeyId|GoogleAccessId)=)[^&\s\"'#:,)]*",
     re.IGNORECASE,
 )
 

@@ -374,3 +374,23 @@ def test_read_and_write_concurrency_are_bounded_too(tmp_path: Path) -> None:
     message = errors_of(conf)
     assert "read.max_concurrency: must be at most 4096, got 100000" in message
     assert "write.max_concurrency: must be at least 1, got 0" in message
+
+
+def test_an_include_by_file_url_goes_through_the_same_checks(tmp_path: Path) -> None:
+    fifo = tmp_path / "common.conf"
+    os.mkfifo(fifo)
+    conf = write(tmp_path, "clearml.conf", f'include "file://{fifo}"\nsdk.aws.s3.key: "a"\n')
+    message = errors_within(conf)  # a reader left blocked (without the check) is ended by _has_reader
+    _has_reader(fifo)
+    assert f"include {fifo}: not a regular file" in message
+    conf = write(tmp_path, "clearml.conf", 'include url("file:///dev/zero")\nsdk.aws.s3.key: "a"\n')
+    assert "include /dev/zero: not a regular file" in errors_within(conf)
+
+
+def test_an_include_url_that_cannot_be_fetched_is_skipped_unless_required(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1/common.conf?sig=SIGSECRETX"  # port 1: refused at once
+    conf = write(tmp_path, "clearml.conf", f'include url("{url}")\nsdk.aws.s3 {{ key: "AK", secret: "S" }}\n')
+    assert load_config(str(conf), need_mounts=False).s3.key == "AK"
+    conf = write(tmp_path, "clearml.conf", f'include required(url("{url}"))\nsdk.aws.s3.key: "AK"\n')
+    message = errors_within(conf)
+    assert "include http://127.0.0.1:1/common.conf?sig=***: " in message and "refused" in message

@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import logging
 import os
 import re
 import stat
 import threading
 import tomllib
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
 from mountfs.config.values import closest
-from mountfs.errors import ConfigError, ConfigErrors
+from mountfs.errors import ConfigError, ConfigErrors, without_credentials
 
 NAME = "clearml"
 
@@ -144,7 +147,8 @@ def _parse(path: str, text: str) -> dict[str, Any]:
 MAX_INCLUDE_SIZE = 1 << 20
 """As for the file itself: an included clearml.conf is a few KiB."""
 INCLUDE_URL_TIMEOUT = 30.0
-"""`include url(...)` is fetched as ClearML fetches it, but never waited for without end."""
+"""`include url(...)` is fetched as ClearML fetches it, but never waited for without end, nor read
+without a limit."""
 _include_lock = threading.Lock()
 
 
@@ -186,7 +190,6 @@ def _guarded_includes(path: str) -> Iterator[None]:
 
     saved = {name: ConfigFactory.__dict__[name] for name in ("parse_file", "parse_URL")}
     parse_string = ConfigFactory.parse_string
-    parse_url = ConfigFactory.parse_URL
     chain = [os.path.realpath(path)]
 
     def parse_file(filename: str, encoding: str = "utf-8", required: bool = True, resolve: bool = True,
@@ -209,12 +212,34 @@ def _guarded_includes(path: str) -> Iterator[None]:
         finally:
             chain.pop()
 
-    def parse_url_timed(url: str, timeout: float | None = None, *args: Any, **kwargs: Any) -> Any:
-        return parse_url(url, INCLUDE_URL_TIMEOUT if timeout is None else timeout, *args, **kwargs)
+    def parse_url_guarded(url: str, timeout: float | None = None, resolve: bool = True,
+                          required: bool = False,
+                          unresolved_value: Any = DEFAULT_SUBSTITUTION) -> Any:  # fmt: skip
+        """A file:// URL is that file, read as above; another is fetched with a timeout and a size limit."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() == "file":
+            return parse_file(urllib.request.url2pathname(parts.path), required=required, resolve=resolve,
+                              unresolved_value=unresolved_value)  # fmt: skip
+        try:
+            with urllib.request.urlopen(url, timeout=timeout or INCLUDE_URL_TIMEOUT) as reply:
+                data = reply.read(MAX_INCLUDE_SIZE + 1)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            if required:
+                raise _IncludeError(f"include {url}: {reason}") from None
+            log.warning("%s: include %s skipped: %s", path, without_credentials(url), reason)
+            return []
+        if len(data) > MAX_INCLUDE_SIZE:
+            raise _IncludeError(f"include {url}: larger than 1MiB, too large for a config file")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise _IncludeError(f"include {url}: not UTF-8 text") from None
+        return parse_string(text, os.path.dirname(url), resolve, unresolved_value)
 
     with _include_lock:
         ConfigFactory.parse_file = parse_file
-        ConfigFactory.parse_URL = parse_url_timed
+        ConfigFactory.parse_URL = parse_url_guarded
         try:
             yield
         finally:
