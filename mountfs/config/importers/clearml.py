@@ -677,14 +677,9 @@ _SECTIONS: dict[str, Callable[[_Importer, dict[str, Any], str], None]] = {
 def _mounts(imp: _Importer) -> None:
     """One [[mount]] per bucket, in the file's order; a mount inside another (a subdir of a bucket
     mounted whole, a bucket of a host mounted whole) or a second one of the same URL is left out."""
-    taken: list[str] = []
-    for path, _, _ in imp.mounts:
-        if any(path == t or path.startswith(t + "/") for t in taken):
-            continue
-        for inner in [t for t in taken if t.startswith(path + "/")]:
-            taken.remove(inner)
-        taken.append(path)
-    keep = set(taken)
+    paths = {path for path, _, _ in imp.mounts}
+    keep = {path for path in paths  # one look-up per "/" of each path, not one per other mount
+            if not any(path[:i] in paths for i, c in enumerate(path) if c == "/")}  # fmt: skip
     for path, url, origin in imp.mounts:
         if path in keep:
             keep.discard(path)
