@@ -35,9 +35,20 @@ def _hidden(match: re.Match[str]) -> str:
     return front + "***@"
 
 
+# The parameters of a presigned URL or an Azure SAS that carry its secret (or name its key).
+_SIGNATURE_RE = re.compile(
+    r"([?&](?:sig|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|X-Goog-Signature|X-Goog-Credential"
+    r"|Signature|AWSAccessKeyId|GoogleAccessId)=)[^&\s\"'#:,)]*",
+    re.IGNORECASE,
+)
+
+
 def without_credentials(text: str) -> str:
-    """`text` with the credentials of any URL in it replaced by "***"."""
-    return _CREDENTIALS_RE.sub(_hidden, text) if "@" in text else text
+    """`text` with the credentials of any URL in it replaced by "***": a user and password before
+    "@", and the signature in a query (a CA bundle or an include fetched from a presigned URL)."""
+    if "@" in text:
+        text = _CREDENTIALS_RE.sub(_hidden, text)
+    return _SIGNATURE_RE.sub(r"\1***", text) if "=" in text else text
 
 
 class MountfsError(Exception):

@@ -7,7 +7,14 @@ import os
 from mountfs.config.model import CacheConfig, MinFree, ReadConfig, RetryConfig, WriteConfig
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.toml_text import Path
-from mountfs.config.values import block_size_problem, format_size, parse_min_free, part_size_problem, positive
+from mountfs.config.values import (
+    block_size_problem,
+    connections,
+    format_size,
+    parse_min_free,
+    part_size_problem,
+    positive,
+)
 
 _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size", "min_free")
 _READ_KEYS = (
@@ -75,7 +82,7 @@ def read_section(r: Reader, root: Table) -> ReadConfig:
     return ReadConfig(
         metadata_ttl=r.duration(t, path, "metadata_ttl", default.metadata_ttl),
         negative_ttl=r.duration(t, path, "negative_ttl", default.negative_ttl),
-        max_concurrency=r.int_(t, path, "max_concurrency", default.max_concurrency),
+        max_concurrency=r.int_(t, path, "max_concurrency", default.max_concurrency, connections),
         readahead_max=r.size(t, path, "readahead_max", default.readahead_max, lambda v: None),
         max_memory=r.size(t, path, "max_memory", default.max_memory),
         kernel_readahead=r.size(t, path, "kernel_readahead", default.kernel_readahead, lambda v: None),
@@ -88,7 +95,7 @@ def write_section(r: Reader, root: Table) -> WriteConfig:
     default = WriteConfig()
     return WriteConfig(
         part_size=r.size(t, path, "part_size", default.part_size, part_size_problem),
-        max_concurrency=r.int_(t, path, "max_concurrency", default.max_concurrency),
+        max_concurrency=r.int_(t, path, "max_concurrency", default.max_concurrency, connections),
         drain_timeout=r.duration(t, path, "drain_timeout", default.drain_timeout),
     )
 

@@ -107,7 +107,10 @@ def build_document(document: Document, source: str | None = None, *, mounts: lis
                    need_mounts: bool = True) -> Config:
     """Check a document in full; every problem (the importer's and the reader's) is raised together."""
     imported = document.imported
-    reader = Reader(document.file, document.text or "", imported.origins if imported else None)
+    origins = imported.origins if imported else None
+    if origins and mounts is not None:  # the file's own mounts are replaced: so is what named them
+        origins = {path: key for path, key in origins.items() if path[:1] != ("mount",)}
+    reader = Reader(document.file, document.text or "", origins)
     if imported is not None:
         for key, message, hint in imported.errors:
             reader.errors.append(ConfigError(message, file=document.file, key=key, hint=hint))
@@ -233,7 +236,10 @@ _SCHEME_START = re.compile(r"(s3|gs|az|file):", re.IGNORECASE)
 def is_url(source: str) -> bool:
     """"s3:bucket" (a URL typo) counts as a URL unless a file of that name exists, so the user gets the
     URL's error rather than "no such file"."""
-    return bool(_URL_START.match(source) or (_SCHEME_START.match(source) and not os.path.exists(source)))
+    if _URL_START.match(source):
+        return True
+    bare = source.strip()  # a URL pasted with the blanks around it is still that URL
+    return bool((_URL_START.match(bare) or _SCHEME_START.match(bare)) and not os.path.exists(source))
 
 
 def settings_document(config: str) -> Document:
@@ -263,7 +269,10 @@ def load_source(source: str, config: str | None = None) -> Config:
         return build_document(document)
     settings = settings_document(config)
     if is_url(source):
-        return build_document(settings, source, mounts=[{"path": "", "url": source}])
+        try:
+            return build_document(settings, source, mounts=[{"path": "", "url": source}])
+        except ConfigErrors as exc:  # the URL was typed on the command line, not written in the file
+            raise ConfigErrors([_from_source(e, source) for e in exc.errors]) from None
     own = source_document(source)
     if own.imported is not None and own.imported.errors:  # the combined document keeps only the settings'
         raise ConfigErrors([ConfigError(message, file=own.file, key=key, hint=hint)
@@ -278,6 +287,13 @@ def load_source(source: str, config: str | None = None) -> Config:
     own_settings = {k: v for k, v in own.doc.items() if k != "mount"}
     combined = Document(settings.file, _merged(settings.doc, own_settings), settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
+
+
+def _from_source(error: ConfigError, source: str) -> ConfigError:
+    """An error about the mount made of SOURCE names SOURCE (as shown), not a [[mount]] of the file."""
+    if error.key is None or not (error.key == "mount[0]" or error.key.startswith(("mount[0].", "mount[0]["))):
+        return error
+    return ConfigError(error.message, file=shown_url(source), hint=error.hint)
 
 
 def _merged(base: Table, over: Table) -> Table:

@@ -37,6 +37,7 @@ from mountfs.config.urls import (
     check_host_port,
     check_plain_name,
 )
+from mountfs.config.values import connections
 from mountfs.errors import StoreUnavailable
 
 DEFAULT_REGION = "us-east-1"
@@ -416,9 +417,10 @@ def s3_section(r: Reader, root: Table) -> S3Config:
         use_credentials_chain=r.bool_(t, path, "use_credentials_chain", False),
         credentials=tuple(creds),
         boto3=S3Boto3(
-            pool_connections=r.int_(b, bpath, "pool_connections", boto_default.pool_connections),
+            pool_connections=r.int_(b, bpath, "pool_connections", boto_default.pool_connections, connections),
             max_multipart_concurrency=(
-                r.int_(b, bpath, "max_multipart_concurrency", 1) if "max_multipart_concurrency" in b else None
+                r.int_(b, bpath, "max_multipart_concurrency", 1, connections)
+                if "max_multipart_concurrency" in b else None
             ),
         ),
         extra_args=_extra_args(r, t, path) or S3ExtraArgs(),
@@ -468,7 +470,15 @@ def _verify(r: Reader, tbl: Table, path: Path) -> bool | str:
         return value
     if isinstance(value, str) and value:
         if value.lower().startswith("https://"):
+            if "@" in urllib.parse.urlsplit(value).netloc:
+                r.error((*path, "verify"), "a CA bundle URL with a user or password cannot be fetched "
+                        "(no credentials are sent for it)", "name a URL that needs no login, or a local copy")
+                return True
             return value  # fetched when the store is opened, not by `config check`
+        if value.strip().lower() in ("true", "false"):  # ${VAR} and env files give strings
+            r.error((*path, "verify"), f'"{value}" is a string, not a file name',
+                    f"write {value.strip().lower()} without quotes")
+            return True
         if value.lower().startswith("http://"):
             r.error((*path, "verify"), "a CA bundle fetched over plain http could be swapped on the way",
                     "fetch it over https, or name a local copy")

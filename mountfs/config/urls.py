@@ -169,6 +169,23 @@ _CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]*)@")
 
 
 _HTTP_QUERY_RE = re.compile(r"(\s*[Hh][Tt][Tt][Pp][Ss]?://[^?#]*)[?#]")
+# A "?" may be part of an object key, but not before a signature's parameters: that is a presigned
+# URL or a SAS pasted as a store URL, whose secret must neither be kept as a prefix nor shown.
+_SIGNED_QUERY_RE = re.compile(
+    r"([^?]*)\?(?=(?:[^&]*&)*(?:sig|sv|X-Amz-[\w-]+|X-Goog-[\w-]+|Signature|AWSAccessKeyId|GoogleAccessId)=)",
+    re.IGNORECASE,
+)
+_GCS_SCHEMES = ("gs", "gcs", "gcp", "google")
+
+
+def _credentials_hint(text: str) -> str:
+    """Where the credentials of this URL's store belong."""
+    scheme = text.strip().partition(":")[0].lower()
+    if scheme in _AZURE_SCHEMES:
+        return "put them in [[azure.containers]] (account_key, sas_token) or AZURE_STORAGE_CONNECTION_STRING"
+    if scheme in _GCS_SCHEMES:
+        return "put a key file in [gcs] credentials_json or GOOGLE_APPLICATION_CREDENTIALS"
+    return "put them in [s3] or [[s3.credentials]]"
 
 
 def _container_at(text: str) -> bool:
@@ -184,8 +201,8 @@ def _userinfo(text: str) -> re.Match[str] | None:
 def shown_url(text: str) -> str:
     """A URL as messages may show it: without the credentials before an "@", and with control
     characters escaped, so an error line neither leaks a secret nor breaks the terminal."""
-    query = _HTTP_QUERY_RE.match(text)
-    if query:  # a SAS or other signature in an http(s) URL's query
+    query = _HTTP_QUERY_RE.match(text) or _SIGNED_QUERY_RE.match(text)
+    if query:  # a SAS or other signature in the URL's query
         text = query.group(1) + "?***"
     if _container_at(text):
         return printable(text)
@@ -196,9 +213,7 @@ def _check_url_text(text: str) -> None:
     """What no store URL may hold, checked before any message quotes the URL back."""
     shown = shown_url(text)
     if _userinfo(text):
-        raise InvalidValue(
-            f'"{shown}" carries credentials', "put them in [s3] or [[s3.credentials]], not in the URL"
-        )
+        raise InvalidValue(f'"{shown}" carries credentials', f"{_credentials_hint(text)}, not in the URL")
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise InvalidValue(f'URL "{shown}" contains a control character')
     if _HTTP_QUERY_RE.match(text):
@@ -206,6 +221,9 @@ def _check_url_text(text: str) -> None:
             f'"{shown}" carries a query (a SAS?)',
             "put a SAS in [[azure.containers]] sas_token or AZURE_STORAGE_SAS_TOKEN, not in the URL",
         )
+    if _SIGNED_QUERY_RE.match(text):
+        raise InvalidValue(f'"{shown}" carries a signature (a presigned URL or a SAS?)',
+                           f"{_credentials_hint(text)}, not in the URL")
 
 
 def parse_url(text: str, *, bucketless: bool = False) -> StoreUrl:

@@ -164,6 +164,18 @@ def at_least_one(v: int) -> str | None:
     return None if v >= 1 else f"must be at least 1, got {v}"
 
 
+MAX_CONNECTIONS = 4096
+"""More connections or threads than any store serves one client: a larger number is a typo, and would
+have the connection pool or thread pool set up for it never finish."""
+
+
+def connections(v: int) -> str | None:
+    """A count of connections or threads: at least 1, at most MAX_CONNECTIONS."""
+    if v > MAX_CONNECTIONS:
+        return f"must be at most {MAX_CONNECTIONS}, got {v}"
+    return at_least_one(v)
+
+
 def block_size_problem(v: int) -> str | None:
     """What is wrong with a block size (the config key and `-o block_size=` share this rule)."""
     if 64 * KiB <= v <= 64 * MiB and v & (v - 1) == 0:

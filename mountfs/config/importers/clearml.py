@@ -21,18 +21,28 @@ are left out with one note.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import http.client
+import logging
 import os
 import re
+import stat
+import threading
 import tomllib
-from collections.abc import Callable, Mapping
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
 from mountfs.config.values import closest
-from mountfs.errors import ConfigError, ConfigErrors
+from mountfs.errors import ConfigError, ConfigErrors, without_credentials
 
 NAME = "clearml"
+
+log = logging.getLogger(__name__)
 
 _STORAGE_ROOTS = ("aws", "google", "azure", "storage")
 """The sections of ClearML's sdk that configure storage (and the top keys of its older fragments)."""
@@ -42,7 +52,8 @@ _MOUNTFS_TOP = (
 )  # fmt: skip
 _HOCON_ROOT = re.compile(  # `sdk {`, `azure.storage {`, `aws: {`, or `sdk.aws.s3.key: ...`
     r"^[ \t]*(?:(?:sdk|api|agent|aws|google|azure|storage)(?:\.[A-Za-z_]\w*)*[ \t]*(?:[:=][ \t]*)?\{"
-    r"|sdk(?:\.[A-Za-z_]\w*)+[ \t]*[:=])",
+    r"|sdk(?:\.[A-Za-z_]\w*)+[ \t]*[:=]"
+    r"|include[ \t]+(?:\"|(?:required|file|url|classpath|package)[ \t]*\())",  # `include "common.conf"`
     re.MULTILINE,
 )
 _OTHER_FORMATS = (".yml", ".yaml", ".env", ".txt", ".toml")
@@ -85,6 +96,9 @@ def default_path() -> str:
     )])  # fmt: skip
 
 
+_MAX_GRAMMAR_SHOWN = 200
+
+
 def _parse(path: str, text: str) -> dict[str, Any]:
     """The HOCON document as plain dicts and lists; a syntax error or an unresolved substitution is one
     line with the file and the line, as ClearML's parser finds them."""
@@ -94,11 +108,16 @@ def _parse(path: str, text: str) -> dict[str, Any]:
 
     basedir = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else os.getcwd()
     try:
-        tree = ConfigFactory.parse_string(text, basedir=basedir)
+        with _guarded_includes(path):
+            tree = ConfigFactory.parse_string(text, basedir=basedir)
     except ParseBaseException as exc:
         what = re.sub(r"\s*\(at char \d+\).*$", "", str(exc), flags=re.DOTALL) or exc.msg
+        if len(exc.msg) > _MAX_GRAMMAR_SHOWN:  # pyparsing lists its whole grammar: say what it means
+            expected = "':', '=' or '{' after a key" if exc.msg.startswith("Expected {: ...") else "a key"
+            what = f"expected {expected}, found {exc.found}"
         raise ConfigErrors([ConfigError(
-            f"HOCON syntax error at column {exc.column}: {what}", file=path, line=exc.lineno
+            f"HOCON syntax error at column {exc.column}: {what}", file=path, line=exc.lineno,
+            hint=_toml_hint(text),
         )]) from None  # fmt: skip
     except ConfigException as exc:
         message = str(exc)
@@ -114,6 +133,8 @@ def _parse(path: str, text: str) -> dict[str, Any]:
             name = missing.group(2)
             hint = f"set {name}, or write ${{?{name}}} to leave the key out when it is not"
         raise ConfigErrors([ConfigError(message, file=path, line=line, hint=hint)]) from None
+    except _IncludeError as exc:
+        raise ConfigErrors([ConfigError(str(exc), file=path, hint=exc.hint)]) from None
     except RecursionError:
         raise ConfigErrors([ConfigError("nested too deeply to read", file=path)]) from None
     except (OSError, ValueError) as exc:  # an include that cannot be read
@@ -121,6 +142,124 @@ def _parse(path: str, text: str) -> dict[str, Any]:
     plain = _plain(tree)
     assert isinstance(plain, dict)
     return plain
+
+
+MAX_INCLUDE_SIZE = 1 << 20
+"""As for the file itself: an included clearml.conf is a few KiB."""
+INCLUDE_URL_TIMEOUT = 30.0
+"""`include url(...)` is fetched as ClearML fetches it, but never waited for without end, nor read
+without a limit."""
+_include_lock = threading.Lock()
+
+
+class _IncludeError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _read_include(filename: str) -> str:
+    """An included file, read as the top file is: opened without blocking, so a FIFO or a device is
+    refused at once instead of waiting for a writer or reading /dev/zero forever."""
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: pyhocon's "required"
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as pyhocon has it: skipped unless required
+            raise IsADirectoryError(errno.EISDIR, "is a directory", filename)
+        if not stat.S_ISREG(mode):
+            raise _IncludeError(f"include {filename}: not a regular file (a pipe or a device?)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_INCLUDE_SIZE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_INCLUDE_SIZE:
+        raise _IncludeError(f"include {filename}: larger than 1MiB, too large for a config file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _IncludeError(f"include {filename}: not UTF-8 text") from None
+
+
+@contextlib.contextmanager
+def _guarded_includes(path: str) -> Iterator[None]:
+    """pyhocon reads an include with ConfigFactory.parse_file (or parse_URL), with no limit and no
+    check of what the file is, and follows an include loop until Python's recursion limit: while this
+    file is parsed, both go through the same checks as the file itself, and a loop is named."""
+    from pyhocon import ConfigFactory
+    from pyhocon.config_parser import DEFAULT_SUBSTITUTION  # type: ignore[import-untyped]
+
+    saved = {name: ConfigFactory.__dict__[name] for name in ("parse_file", "parse_URL")}
+    parse_string = ConfigFactory.parse_string
+    chain = [os.path.realpath(path)]
+
+    def parse_file(filename: str, encoding: str = "utf-8", required: bool = True, resolve: bool = True,
+                   unresolved_value: Any = DEFAULT_SUBSTITUTION) -> Any:  # fmt: skip
+        real = os.path.realpath(filename)
+        if real in chain:
+            loop = " -> ".join(os.path.basename(p) for p in [*chain[chain.index(real):], real])
+            raise _IncludeError(f"include loop: {loop}", "an included file must not include itself again")
+        try:
+            text = _read_include(filename)
+        except OSError as exc:
+            if required:
+                raise _IncludeError(f"include {filename}: {exc.strerror}",
+                                    "without required( ), an include that is missing is skipped") from None
+            log.warning("%s: include %s skipped: %s", path, filename, exc.strerror)
+            return []
+        chain.append(real)
+        try:
+            return parse_string(text, os.path.dirname(filename), resolve, unresolved_value)
+        finally:
+            chain.pop()
+
+    def parse_url_guarded(url: str, timeout: float | None = None, resolve: bool = True,
+                          required: bool = False,
+                          unresolved_value: Any = DEFAULT_SUBSTITUTION) -> Any:  # fmt: skip
+        """A file:// URL is that file, read as above; another is fetched with a timeout and a size limit."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() == "file":
+            return parse_file(urllib.request.url2pathname(parts.path), required=required, resolve=resolve,
+                              unresolved_value=unresolved_value)  # fmt: skip
+        try:
+            with urllib.request.urlopen(url, timeout=timeout or INCLUDE_URL_TIMEOUT) as reply:
+                data = reply.read(MAX_INCLUDE_SIZE + 1)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            if required:
+                raise _IncludeError(f"include {url}: {reason}") from None
+            log.warning("%s: include %s skipped: %s", path, without_credentials(url), reason)
+            return []
+        if len(data) > MAX_INCLUDE_SIZE:
+            raise _IncludeError(f"include {url}: larger than 1MiB, too large for a config file")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise _IncludeError(f"include {url}: not UTF-8 text") from None
+        return parse_string(text, os.path.dirname(url), resolve, unresolved_value)
+
+    with _include_lock:
+        ConfigFactory.parse_file = parse_file
+        ConfigFactory.parse_URL = parse_url_guarded
+        try:
+            yield
+        finally:
+            for name, method in saved.items():
+                setattr(ConfigFactory, name, method)
+
+
+_TOML_TABLE = re.compile(r"^[ \t]*\[\[?[ \t]*[\w\"]", re.MULTILINE)
+
+
+def _toml_hint(text: str) -> str | None:
+    """A clearml.conf written in TOML ([sdk.aws.s3] headers) is no HOCON: ClearML cannot read it either."""
+    if not _TOML_TABLE.search(text):
+        return None
+    try:
+        tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    return ("this is TOML, which ClearML does not read: write sdk.aws.s3 { key: ... } as clearml.conf does, "
+            "or write it as a mountfs config ([s3], [[s3.credentials]], [[mount]]) in a .toml file")
 
 
 def _plain(value: Any) -> Any:
@@ -225,6 +364,11 @@ class _Importer:
         self.mounts.append((path, url, origin))
 
 
+def _mountable(name: str | None, forbidden: str) -> bool:
+    """A bucket or host a mount can be made of: "s3://b" as a bucket is the entry's error alone."""
+    return name is None or not any(c in name for c in forbidden)
+
+
 def _string(value: Any) -> Any:
     """A set string as written, else None (blank); other types go through for the reader to judge."""
     return None if _blank(value) else value
@@ -238,7 +382,8 @@ _S3_KEYS = ("key", "secret", "token", "region", "use_credentials_chain", "extra_
 _S3_ENTRY_KEYS = ("bucket", "host", "subdir", "key", "secret", "token", "region", "multipart", "secure",
                   "verify", "use_credentials_chain", "extra_args", "acl", "profile")  # fmt: skip
 _BOTO3_KEYS = ("pool_connections", "max_multipart_concurrency", "multipart_threshold", "multipart_chunksize",
-               "connect_timeout", "read_timeout", "signature_version", "stream_connections")  # fmt: skip
+               "connect_timeout", "read_timeout", "signature_version", "stream_connections",
+               "addressing_style")  # fmt: skip
 
 
 def _profile(imp: _Importer, value: Any, key: str) -> None:
@@ -253,6 +398,7 @@ def _aws(imp: _Importer, aws: dict[str, Any], base: str) -> None:
     s3_key = f"{base}.s3"
     s3 = imp.table(aws.get("s3"), s3_key)
     imp.unknown(s3, s3_key, _S3_KEYS)
+    imp.origins[("s3",)] = s3_key  # so a key [s3] misses is named as clearml.conf names it
     for name in ("key", "secret", "token", "region"):
         value = s3.get(name)
         if isinstance(value, str):
@@ -294,6 +440,12 @@ def _s3_entry(imp: _Importer, entry: dict[str, Any], key: str, default_chain: bo
     if bucket is None and host is None:
         imp.note(key, "names neither a bucket nor a host, so it applies to nothing: left out", "s3")
         return
+    if isinstance(host, str) and "://" in host:
+        scheme, _, bare = host.partition("://")
+        secure = ", secure: false" if scheme.lower() == "http" else ""
+        imp.error(f"{key}.host", f'"{host}" is a URL: ClearML matches the host as "host:port" only',
+                  f'write host: "{bare.rstrip("/")}"{secure}')  # fmt: skip
+        return
     for name in ("host", "bucket", "key", "secret", "token", "region", "verify"):
         value = bucket if name == "bucket" else host if name == "host" else _string(entry.get(name))
         if value is not None:
@@ -313,6 +465,8 @@ def _s3_entry(imp: _Importer, entry: dict[str, Any], key: str, default_chain: bo
     imp.append("s3.credentials", out, key, origins)
     if not all(isinstance(v, str | None) for v in (bucket, host, subdir)):
         return  # the reader reports the type
+    if not _mountable(bucket, "/:") or not _mountable(host, "/@"):
+        return  # the reader reports it on the entry: a mount of it would only say it again, less clearly
     if bucket is None:
         assert host is not None
         imp.mount(f"s3/{host}", f"s3://{host}/", f"{key}.host")
@@ -327,6 +481,8 @@ def _boto3(imp: _Importer, boto3: dict[str, Any], key: str) -> None:
     for name in ("pool_connections", "max_multipart_concurrency"):
         if boto3.get(name) is not None:
             imp.put(("s3", "boto3", name), boto3[name], f"{key}.{name}")
+    if _string(boto3.get("addressing_style")) is not None:
+        imp.put(("s3", "addressing_style"), boto3["addressing_style"], f"{key}.addressing_style")
     if boto3.get("multipart_chunksize") is not None:
         imp.put(("write", "part_size"), boto3["multipart_chunksize"], f"{key}.multipart_chunksize")
     notes = {
@@ -361,6 +517,7 @@ def _google(imp: _Importer, google: dict[str, Any], base: str) -> None:
     key = f"{base}.storage"
     gs = imp.table(google.get("storage"), key)
     imp.unknown(gs, key, _GCS_KEYS)
+    imp.origins[("gcs",)] = key
     for name in ("project", "credentials_json"):
         if _string(gs.get(name)) is not None:
             imp.put(("gcs", name), gs[name], f"{key}.{name}")
@@ -389,7 +546,7 @@ def _google(imp: _Importer, google: dict[str, Any], base: str) -> None:
             if entry.get(name) is not None:
                 imp.note(f"{entry_key}.{name}", _POOL_NOTE, "gcs")
         imp.append("gcs.credentials", out, entry_key, origins)
-        if isinstance(bucket, str) and isinstance(subdir, str | None):
+        if isinstance(bucket, str) and isinstance(subdir, str | None) and _mountable(bucket, "/:"):
             where = f"{bucket}/{subdir}" if subdir else bucket
             imp.mount(f"gs/{where}", f"gs://{where}", f"{entry_key}.bucket")
 
@@ -420,20 +577,47 @@ def _azure(imp: _Importer, azure: dict[str, Any], base: str) -> None:
                      f"{account} (az://CONTAINER@{account}/... URLs), but nothing is mounted for it", "azure")
         elif isinstance(account, str) and isinstance(container, str):
             url = f"az://{container}@{account}"
-            imp.mount(f"azure/{account}/{container}", url, f"{entry_key}.container_name")
+            imp.mount(f"azure/{account}/{container}", url, entry_key)  # a bad name is either key's
 
 
 # ---------------------------------------------------------------------------------------------------------
 # sdk.storage
 
-_STORAGE_KEYS = ("cache", "direct_access", "path_substitution", "dataset_chunk_size_mb", "log")
+_STORAGE_KEYS = ("cache", "direct_access", "path_substitution", "dataset_chunk_size_mb", "log", "http")
+_STRATEGY_KEYS = ("enabled", "size", "zero_file_size_check", "file_entry_lookup_size", "secondary")
+
+
+def _disk_space_strategy(imp: _Importer, value: Any, key: str) -> None:
+    """ClearML's size-aware cache (in the default sdk.conf of recent versions, disabled): when it is
+    enabled, its limits are mountfs's [cache] max_size and min_free."""
+    strategy = imp.table(value, key)
+    imp.unknown(strategy, key, _STRATEGY_KEYS)
+    if strategy.get("enabled") is not True:
+        return  # ClearML ignores the block then, and so does mountfs
+    size = imp.table(strategy.get("size"), f"{key}.size")
+    imp.unknown(size, f"{key}.size", ("max_used_bytes", "min_free_bytes", "cleanup_margin_percent"))
+    max_used = size.get("max_used_bytes")
+    if max_used is not None and not (isinstance(max_used, int) and max_used < 0):  # -1: no limit
+        imp.put(("cache", "max_size"), max_used, f"{key}.size.max_used_bytes")
+    if _string(size.get("min_free_bytes")) is not None:
+        imp.put(("cache", "min_free"), size["min_free_bytes"], f"{key}.size.min_free_bytes")
+    for name in ("zero_file_size_check", "file_entry_lookup_size", "secondary"):
+        if strategy.get(name):
+            imp.note(f"{key}.{name}", "no equivalent: mountfs caches blocks, checked against the store's "
+                     "ETag", "cache")  # fmt: skip
+    if size.get("cleanup_margin_percent") is not None:
+        imp.note(f"{key}.size.cleanup_margin_percent", "no equivalent: mountfs evicts as it goes", "cache")
 
 
 def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
     imp.unknown(storage, base, _STORAGE_KEYS)
     cache_key = f"{base}.cache"
     cache = imp.table(storage.get("cache"), cache_key)
-    imp.unknown(cache, cache_key, ("default_base_dir", "default_cache_manager_size", "direct_access"))
+    imp.unknown(cache, cache_key, ("default_base_dir", "default_cache_manager_size", "direct_access",
+                                   "disk_space_file_size_strategy"))  # fmt: skip
+    if cache.get("disk_space_file_size_strategy") is not None:
+        strategy_key = f"{cache_key}.disk_space_file_size_strategy"
+        _disk_space_strategy(imp, cache["disk_space_file_size_strategy"], strategy_key)
     base_dir = _string(cache.get("default_base_dir"))
     if isinstance(base_dir, str):
         base_dir = os.path.expandvars(base_dir)  # as ClearML does; the reader expands "~" itself
@@ -461,6 +645,9 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
         keys = ("registered_prefix", "local_prefix", "replace_windows_sep", "replace_linux_sep")
         imp.unknown(entry, entry_key, keys)
         out = {k: entry[k] for k in keys[:2] if _string(entry.get(k)) is not None}
+        for name, value in out.items():
+            if isinstance(value, str) and value.startswith("/"):
+                out[name] = "file://" + value  # ClearML takes a URL without a scheme for a local path
         origins = {k: f"{entry_key}.{k}" for k in out}
         if not out:
             imp.note(entry_key, "names no prefix: left out", "path_substitution")
@@ -473,6 +660,10 @@ def _storage(imp: _Importer, storage: dict[str, Any], base: str) -> None:
     if storage.get("dataset_chunk_size_mb") is not None:
         imp.note(f"{base}.dataset_chunk_size_mb", "clearml-data's chunking of new datasets: not about "
                  "mounting, ignored")  # fmt: skip
+    http = storage.get("http")
+    if isinstance(http, dict) and not _blank(http.get("legacy_fileservers")):
+        imp.note(f"{base}.http.legacy_fileservers",
+                 "ClearML's own file server: not an object store, not mounted")
     if storage.get("log") is not None:
         imp.note(f"{base}.log", "ClearML's upload and download progress log: ignored (mountfs status shows "
                  "bytes fetched and pending uploads)")  # fmt: skip
@@ -486,14 +677,9 @@ _SECTIONS: dict[str, Callable[[_Importer, dict[str, Any], str], None]] = {
 def _mounts(imp: _Importer) -> None:
     """One [[mount]] per bucket, in the file's order; a mount inside another (a subdir of a bucket
     mounted whole, a bucket of a host mounted whole) or a second one of the same URL is left out."""
-    taken: list[str] = []
-    for path, _, _ in imp.mounts:
-        if any(path == t or path.startswith(t + "/") for t in taken):
-            continue
-        for inner in [t for t in taken if t.startswith(path + "/")]:
-            taken.remove(inner)
-        taken.append(path)
-    keep = set(taken)
+    paths = {path for path, _, _ in imp.mounts}
+    keep = {path for path in paths  # one look-up per "/" of each path, not one per other mount
+            if not any(path[:i] in paths for i, c in enumerate(path) if c == "/")}  # fmt: skip
     for path, url, origin in imp.mounts:
         if path in keep:
             keep.discard(path)
