@@ -37,8 +37,10 @@ def _mount(argv: list[str]) -> int:
         prog="mountfs",
         description="Mount object stores and local folders as one POSIX tree. "
                     f"Subcommands: {', '.join(SUBCOMMANDS)} (mountfs SUBCOMMAND --help).",
-        epilog="SOURCE is a TOML config file or one URL: s3://bucket/prefix, s3://host:port/bucket, "
-               "gs://bucket, az://account/container, file:///path.")
+        epilog="SOURCE is a TOML config file, a clearml.conf, a Supervisely .env, remote_links.yml or "
+               "links file, modelkit: (its MODELKIT_* variables), or one URL: s3://bucket/prefix, "
+               "s3://host:port/bucket, gs://bucket, az://container@account/prefix, file:///path. "
+               "-o config=FILE gives SOURCE the settings of FILE.")
     parser.add_argument("source", metavar="SOURCE")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")

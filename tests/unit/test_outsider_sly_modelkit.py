@@ -180,3 +180,11 @@ def test_a_links_file_with_settings_names_the_line_of_a_bad_bucket(tmp_path: Pat
     links.write_text("s3://cars_2020_20_10/truck.jpg\ns3://ab/x.jpg\n")
     errors = errors_of(links, str(env))
     assert errors and all("line 2" in e for e in errors), errors
+
+
+def test_help_names_every_source_an_outsider_has() -> None:
+    """`mountfs --help` said SOURCE is a TOML file or a URL, with the account-first az:// form."""
+    text = " ".join(mountfs("--help").stdout.split())
+    for source in ("clearml.conf", ".env", "remote_links.yml", "links file", "modelkit:", "-o config=",
+                   "az://container@account"):
+        assert source in text, source
