@@ -284,7 +284,8 @@ def load_source(source: str, config: str | None = None) -> Config:
     own_settings = {k: v for k, v in own.doc.items() if k != "mount"}
     combined = Document(settings.file, _merged(settings.doc, own_settings), settings.text, settings.imported)
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [],
-                          mount_origins=own.imported.origins if own.imported else None)
+                          mount_origins={path: f"{key} of {own.file}" for path, key in
+                                         (own.imported.origins if own.imported else {}).items()})
 
 
 def _merged(base: Table, over: Table) -> Table:

@@ -179,7 +179,7 @@ def test_a_links_file_with_settings_names_the_line_of_a_bad_bucket(tmp_path: Pat
     links = tmp_path / "links.txt"
     links.write_text("s3://cars_2020_20_10/truck.jpg\ns3://ab/x.jpg\n")
     errors = errors_of(links, str(env))
-    assert errors and all("line 2" in e for e in errors), errors
+    assert errors and all(f"line 2 of {links}" in e for e in errors), errors
 
 
 def test_help_names_every_source_an_outsider_has() -> None:
