@@ -37,8 +37,10 @@ def _mount(argv: list[str]) -> int:
         prog="mountfs",
         description="Mount object stores and local folders as one POSIX tree. "
                     f"Subcommands: {', '.join(SUBCOMMANDS)} (mountfs SUBCOMMAND --help).",
-        epilog="SOURCE is a TOML config file or one URL: s3://bucket/prefix, s3://host:port/bucket, "
-               "gs://bucket, az://account/container, file:///path.")
+        epilog="SOURCE is a TOML config file, a clearml.conf, a Supervisely .env, remote_links.yml or "
+               "links file, modelkit: (its MODELKIT_* variables), or one URL: s3://bucket/prefix, "
+               "s3://host:port/bucket, gs://bucket, az://container@account/prefix, file:///path. "
+               "-o config=FILE gives SOURCE the settings of FILE.")
     parser.add_argument("source", metavar="SOURCE")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
@@ -80,6 +82,9 @@ def _subcommand(argv: list[str]) -> int:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="report every error in a config file")
     check.add_argument("file")
+    check.add_argument("-o", dest="options", action="append", default=[], metavar="config=FILE",
+                       help="check FILE (a URL, links file, modelkit:, ...) with the settings of this "
+                            "file, as `mountfs FILE MOUNTPOINT -o config=` would mount it")
     imports = config_sub.add_parser(
         "import", help="print the mountfs TOML equivalent of a clearml.conf, Supervisely .env, "
                        "remote_links.yml or links file")
@@ -102,7 +107,11 @@ def _subcommand(argv: list[str]) -> int:
         return _recover(ns.source, ns.options)
     if ns.config_command == "import":
         return _config_import(ns.file)
-    return _config_check(ns.file)
+    settings = [o.partition("=")[2] for v in ns.options for o in v.split(",") if o.startswith("config=")]
+    others = [o for v in ns.options for o in v.split(",") if o and not o.startswith("config=")]
+    if others or len(settings) > 1 or (settings and not settings[0]):
+        parser.error(f"config check takes one -o config=FILE, not {','.join(ns.options)}")
+    return _config_check(ns.file, settings[0] if settings else None)
 
 
 def _recover(source: str, option_values: list[str]) -> int:
@@ -135,11 +144,14 @@ def _refused(exc: MountfsError) -> int:
     return 1
 
 
-def _config_check(path: str) -> int:
+def _config_check(path: str, settings: str | None = None) -> int:
     from mountfs.config import load_config, load_source
 
     try:  # "modelkit:" checks modelkit's environment variables, as a mount would read them
-        config = load_source(path) if path == "modelkit:" else load_config(path, need_mounts=False)
+        if settings is not None or path == "modelkit:":
+            config = load_source(path, settings)
+        else:
+            config = load_config(path, need_mounts=False)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error.format(), file=sys.stderr)

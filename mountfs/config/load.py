@@ -23,7 +23,7 @@ from mountfs.config.mounts import (
 )
 from mountfs.config.reader import Reader, Table
 from mountfs.config.s3 import s3_section
-from mountfs.config.toml_text import toml_error_hint
+from mountfs.config.toml_text import Path, toml_error_hint
 from mountfs.config.urls import parse_url, shown_url
 from mountfs.config.values import InvalidValue, format_size
 from mountfs.errors import ConfigError, ConfigErrors
@@ -104,12 +104,15 @@ def parse_text(text: str, source: str) -> Document:
 
 
 def build_document(document: Document, source: str | None = None, *, mounts: list[Table] | None = None,
-                   need_mounts: bool = True) -> Config:
-    """Check a document in full; every problem (the importer's and the reader's) is raised together."""
+                   need_mounts: bool = True, mount_origins: dict[Path, str] | None = None) -> Config:
+    """Check a document in full; every problem (the importer's and the reader's) is raised together.
+    `mounts` take the place of the document's own, so the foreign keys its own came from are not
+    theirs: `mount_origins` are (those of the links file they were read from)."""
     imported = document.imported
-    origins = imported.origins if imported else None
-    if origins and mounts is not None:  # the file's own mounts are replaced: so is what named them
+    origins = dict(imported.origins) if imported else {}
+    if mounts is not None:
         origins = {path: key for path, key in origins.items() if path[:1] != ("mount",)}
+        origins.update({path: key for path, key in (mount_origins or {}).items() if path[:1] == ("mount",)})
     reader = Reader(document.file, document.text or "", origins)
     if imported is not None:
         for key, message, hint in imported.errors:
@@ -286,7 +289,9 @@ def load_source(source: str, config: str | None = None) -> Config:
             raise ConfigErrors(reader.errors)
     own_settings = {k: v for k, v in own.doc.items() if k != "mount"}
     combined = Document(settings.file, _merged(settings.doc, own_settings), settings.text, settings.imported)
-    return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [])
+    return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [],
+                          mount_origins={path: f"{key} of {own.file}" for path, key in
+                                         (own.imported.origins if own.imported else {}).items()})
 
 
 def _from_source(error: ConfigError, source: str) -> ConfigError:

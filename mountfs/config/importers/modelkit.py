@@ -146,7 +146,8 @@ def import_environment(env: dict[str, str]) -> Imported:
     assert mount is not None
     doc["mount"] = [mount]
     origins: dict[tuple[str | int, ...], str] = {
-        ("mount", 0, "url"): ASSETS_DIR if not provider else BUCKET,
+        ("mount", 0, "url"): ASSETS_DIR if not provider else BUCKET if provider != "az" else
+        f"{BUCKET} (the container) or AZURE_STORAGE_CONNECTION_STRING (the account)",
         ("s3", "endpoint"): "S3_ENDPOINT",
         ("s3", "region"): "AWS_DEFAULT_REGION",
         ("s3", "extra_args"): "AWS_KMS_KEY_ID",

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
+from mountfs.errors import printable
 
 NAME = "supervisely_env"
 FORMAT = "Supervisely .env"
@@ -45,7 +46,8 @@ _USED = ("STORAGE_PROVIDER", "STORAGE_ENDPOINT", "STORAGE_PORT", "STORAGE_ACCESS
 
 def parse_env(text: str) -> tuple[dict[str, tuple[str, int]], list[tuple[int, str]]]:
     """KEY=VALUE lines as docker compose reads them: comments, blank lines, optional quotes, an inline
-    " #" comment after an unquoted value. (KEY -> (value, line)), and the lines that are none of these."""
+    " #" comment after an unquoted value. (KEY -> (value, line)), and the lines that are none of these
+    (or whose quoted value is not closed, which docker compose refuses too)."""
     values: dict[str, tuple[str, int]] = {}
     bad: list[tuple[int, str]] = []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -59,8 +61,11 @@ def parse_env(text: str) -> tuple[dict[str, tuple[str, int]], list[tuple[int, st
         name, value = match.group(1), match.group(2).strip()
         if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
             value = value[1:-1]
-        elif value[:1] in "\"'" and value[0] in value[1:]:  # a quoted value and a comment after it
+        elif value[:1] in ("\"", "'") and value[0] in value[1:]:  # a quoted value and a comment after it
             value = value[1:value.index(value[0], 1)]
+        elif value[:1] in ("\"", "'"):  # docker compose refuses it too: never part of a secret
+            bad.append((number, line))
+            continue
         else:
             value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
         values[name] = (value, number)
@@ -107,6 +112,25 @@ def split_endpoint(endpoint: str, port: str | None) -> tuple[str, int | None, bo
     return host, number, secure
 
 
+def endpoint_problem(endpoint: str) -> tuple[str, str] | None:
+    """(message, hint) when `split_endpoint` cannot take the endpoint URL apart (a bad port or IPv6
+    address), or it carries a user and password, which the host:port taken from it would silently
+    drop; the secret is not shown."""
+    if "://" not in endpoint:
+        return None
+    scheme, _, rest = endpoint.strip().partition("://")
+    netloc = rest.split("/", 1)[0]
+    shown = f"{scheme}://***@{netloc.rpartition('@')[2]}" if "@" in netloc else endpoint.strip()
+    if "@" in netloc:
+        return (f'"{shown}" carries credentials',
+                "give the host (and port) alone; the key goes in the access and secret keys")
+    try:
+        _ = urllib.parse.urlsplit(endpoint.strip()).port  # raises on a bad port or IPv6 address
+    except ValueError as exc:
+        return f'"{printable(shown)}" is not an endpoint URL ({exc})', "e.g. https://host:port"
+    return None
+
+
 def s3_endpoint(host: str, port: int | None, secure: bool | None) -> tuple[str | None, bool]:
     """("host:port" or None for AWS itself, https?): https on 443, or where the endpoint says so."""
     if host.lower() in AWS_HOSTS and port in (None, 443):
@@ -119,8 +143,13 @@ def s3_endpoint(host: str, port: int | None, secure: bool | None) -> tuple[str |
 def import_text(path: str, text: str) -> Imported:
     values, bad = parse_env(text)
     out = Imported(FORMAT, {})
-    for number, _line in bad:
-        out.errors.append((f"line {number}", "is not KEY=VALUE", "a .env line is NAME=value"))
+    for number, line in bad:
+        match = _LINE.fullmatch(line)
+        if match:  # KEY="value without its closing quote; the value may be a secret: not shown
+            out.errors.append((f"{match.group(1)} (line {number})", "the quote that starts the value is "
+                               "not closed", "close it, or write the value without quotes"))
+        else:
+            out.errors.append((f"line {number}", "is not KEY=VALUE", "a .env line is NAME=value"))
 
     def get(name: str) -> str | None:
         value = values.get(name, ("", 0))[0]
@@ -174,6 +203,10 @@ def _minio(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) 
     port = get("STORAGE_PORT")
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         out.errors.append(("STORAGE_PORT", f'"{port}" is not a port number (1 to 65535)', None))
+        return
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        out.errors.append(("STORAGE_ENDPOINT", *problem))
         return
     host, number, secure = split_endpoint(endpoint, port)
     host_port, https = s3_endpoint(host, number, secure)

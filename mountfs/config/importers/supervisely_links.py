@@ -35,17 +35,23 @@ def looks_like(path: str, text: str) -> bool:
 def import_text(path: str, text: str) -> Imported:
     out = Imported(FORMAT, {})
     groups: dict[tuple[str, str], dict[str, None]] = {}
+    first_line: dict[tuple[str, str], int] = {}  # of each bucket: the store's own rules name it
     for number, line in _lines(text):
+        known = len(groups)
         problem = _link(line, groups)
+        if len(groups) > known:
+            first_line[next(reversed(groups))] = number
         if problem is not None:
             if len(out.errors) < MAX_ERRORS:
                 out.errors.append((f"line {number}", problem[0], problem[1]))
             elif len(out.errors) == MAX_ERRORS:
                 out.errors.append((f"line {number}", "and more lines like these; fix the ones above first",
                                    None))
-    mounts = []
+    mounts: list[dict[str, object]] = []
     for (provider, bucket), keys in groups.items():
         scheme = SCHEMES[provider]
+        for key in ("url", "path"):
+            out.origins[("mount", len(mounts), key)] = f"line {first_line[provider, bucket]}"
         mounts.append({"path": f"{provider}/{escape(bucket)}", "url": f"{scheme}://{escape(bucket)}",
                        "objects": [escape(k) for k in keys]})
     if mounts:

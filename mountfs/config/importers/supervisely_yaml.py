@@ -22,7 +22,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from mountfs.config.importers import Imported, Note
-from mountfs.config.importers.supervisely_env import escape, s3_endpoint, split_endpoint
+from mountfs.config.importers.supervisely_env import endpoint_problem, escape, s3_endpoint, split_endpoint
 
 NAME = "supervisely_yaml"
 FORMAT = "Supervisely remote_links.yml"
@@ -48,7 +48,8 @@ def _load(text: str) -> tuple[Any, str | None]:
 
 def looks_like(path: str, text: str) -> bool:
     """A YAML mapping of entries that each name a provider (no TOML or .env file is one), or a .yml
-    file that names a provider but is not valid YAML (its error is then YAML's)."""
+    file that names a provider but is not TOML (its errors are then this importer's: not YAML, not a
+    mapping of storages, ...)."""
     if "provider" not in text:
         return False
     try:
@@ -59,10 +60,10 @@ def looks_like(path: str, text: str) -> bool:
     doc, error = _load(text)
     if error is not None:
         return path.endswith((".yml", ".yaml"))
-    if not isinstance(doc, dict) or not doc:
-        return False
+    if not isinstance(doc, dict) or not doc:  # a .yml naming a provider: its error is the importer's
+        return path.endswith((".yml", ".yaml")) and doc is not None
     entries = [isinstance(v, dict) and "provider" in v for v in doc.values()]
-    return all(entries) or (any(entries) and path.endswith((".yml", ".yaml")))
+    return all(entries) or path.endswith((".yml", ".yaml"))
 
 
 def import_text(path: str, text: str) -> Imported:
@@ -72,9 +73,10 @@ def import_text(path: str, text: str) -> Imported:
         hint = 'a value with ": " in it needs quotes' if "mapping values" in error else None
         out.errors.append(("(file)", error, hint))
         return out
-    if not isinstance(doc, dict):
-        out.errors.append(("(file)", "is not a YAML mapping of storages",
-                           "see Supervisely's remote_links.yml"))
+    if not isinstance(doc, dict) or ("provider" in doc and not isinstance(doc["provider"], dict)):
+        out.errors.append(("(file)", "is not a YAML mapping of storages", "each storage is NAME: with "
+                           "its provider, endpoint, buckets, ... indented below it, as in Supervisely's "
+                           "remote_links.yml"))
         return out
     mounts: list[dict[str, object]] = []
     s3_entries: list[dict[str, object]] = []
@@ -114,6 +116,7 @@ def import_text(path: str, text: str) -> Imported:
             continue
         if bad:
             continue
+        buckets = list(dict.fromkeys(buckets))  # a bucket listed twice is one directory
         folder = DIRECTORY[provider]
         start = len(mounts)
         if provider == "minio":
@@ -171,6 +174,10 @@ def _minio(where: str, strings: dict[str, str], buckets: list[str], mounts: list
     port = strings.get("port")
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         out.errors.append((f"{where}.port", f'"{port}" is not a port number (1 to 65535)', None))
+        return
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        out.errors.append((f"{where}.endpoint", *problem))
         return
     host, number, secure = split_endpoint(endpoint, port)
     host_port, https = s3_endpoint(host, number, secure)
