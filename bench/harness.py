@@ -26,6 +26,7 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 MB = 1_000_000  # throughput is reported in MB/s (10^6 bytes), as dd, fio and the peers' docs do
+CPU_MS = "daemon.cpu_ms"  # in a measurement's counters: the daemon's user + system CPU, milliseconds
 
 T = TypeVar("T")
 
@@ -36,6 +37,36 @@ def human_size(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
     return f"{n} B"
+
+
+def fmt(value: float) -> str:
+    """Three significant digits without exponent notation."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def cpu_per_op(unit: str, detail: dict[str, Any]) -> tuple[float, str] | None:
+    """The daemon CPU one measurement cost per unit of its work, and that unit's name: seconds per
+    GiB moved (MB/s figures), ms per file (files/s), us per read (ops/s), us per file walked (the
+    metadata walk, timed in seconds); None without a CPU sample."""
+    cpu_ms = (detail.get("counters") or {}).get(CPU_MS)
+    value, seconds = detail.get("value"), detail.get("seconds")
+    if cpu_ms is None or not value or not seconds:
+        return None
+    if unit == "MB/s":
+        return cpu_ms / 1000 / (value * seconds * MB / GiB), "s/GiB"
+    if unit == "files/s":
+        return cpu_ms / (value * seconds), "ms/file"
+    if unit == "ops/s":
+        return cpu_ms * 1000 / (value * seconds), "us/op"
+    if unit == "s" and detail.get("files"):
+        return cpu_ms * 1000 / detail["files"], "us/file"
+    return None
 
 
 class BenchError(Exception):
@@ -217,6 +248,17 @@ def peak_rss_kib(pid: int | None) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a live process, all its threads, in seconds (clock ticks)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def command_output(argv: list[str], timeout: float = 15.0) -> str | None:

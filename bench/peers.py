@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from bench.harness import BenchError, peak_rss_kib
+from bench.harness import CPU_MS, BenchError, cpu_seconds, peak_rss_kib
 from mountfs import kernel_mounts
 
 MOUNT_TIMEOUT = 60.0  # each tool answers in about a second; a wedged one must not stall the run
@@ -101,8 +101,10 @@ class Mount:
         return peak_rss_kib(self.pid)
 
     def counters(self) -> dict[str, int]:
-        """The daemon's own counters (mountfs only), to show what a workload cost it."""
-        return {}
+        """What a workload cost the daemon: its CPU time (every tool), and its own counters
+        (mountfs only). Sampled before and after a measurement; the report shows the difference."""
+        cpu = cpu_seconds(self.pid)
+        return {} if cpu is None else {CPU_MS: round(cpu * 1000)}
 
     def abort(self) -> None:
         """Kill the daemon at once (the watchdog's way to end a read stuck in it)."""
@@ -146,11 +148,11 @@ class MountfsMount(Mount):
         return reply
 
     def counters(self) -> dict[str, int]:
+        out = super().counters()  # the CPU first: the status request below costs a little of it
         try:
             s = self.status()
         except (BenchError, ValueError, OSError, subprocess.TimeoutExpired):
-            return {}
-        out: dict[str, int] = {}
+            return out
         for section, keys in (("store", ("gets", "requests", "bytes_fetched")),
                               ("cache", ("hits", "misses", "shared")),
                               ("reads", ("opens", "reads", "bytes_served"))):

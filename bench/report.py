@@ -11,21 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Metric, Row, Run, human_size
+from bench.harness import Metric, Row, Run, cpu_per_op, fmt, human_size
 
 PEERS = ("boto3", "rclone", "s3fs", "local")
 RSS_FLAT = 1.2  # a by-size table calls RSS flat when the largest file's peak is at most this x the smallest's
-
-
-def fmt(value: float) -> str:
-    """Three significant digits without exponent notation."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def _figure(metric: Metric, tool: str) -> tuple[str, str, str, str]:
@@ -106,15 +95,20 @@ def rss_verdict(metric: Metric) -> str:
             f"{RSS_FLAT:.2f} for the larger file).")
 
 
-def _rss_lines(run: Run) -> list[tuple[str, dict[str, Row]]]:
-    """(table line name, tool -> row) per line: one per metric, one per row of a by-size metric."""
-    out: list[tuple[str, dict[str, Row]]] = []
+def _lines(run: Run) -> list[tuple[str, Metric, dict[str, Row]]]:
+    """(table line name, metric, tool -> row) per line: one per metric, one per row of a by-size metric."""
+    out: list[tuple[str, Metric, dict[str, Row]]] = []
     for metric in run.metrics.values():
         if metric.by_size:
-            out += [(f"{metric.name} {_size_name(row)}", {row.tool: row}) for row in metric.rows.values()]
+            out += [(f"{metric.name} {_size_name(row)}", metric, {row.tool: row})
+                    for row in metric.rows.values()]
         else:
-            out.append((metric.name, {row.tool: row for row in metric.rows.values()}))
+            out.append((metric.name, metric, {row.tool: row for row in metric.rows.values()}))
     return out
+
+
+def _rss_lines(run: Run) -> list[tuple[str, dict[str, Row]]]:
+    return [(name, rows) for name, _, rows in _lines(run)]
 
 
 def rss_table(run: Run) -> str:
@@ -161,10 +155,34 @@ def counters_table(run: Run) -> str:
     return "\n".join(lines) if any_row else ""
 
 
+def cpu_table(run: Run) -> str:
+    """The daemon's CPU (user + system) per unit of work, median over the repeats: the figure the
+    noise of a shared machine moves least, so a change is judged by it beside the throughput."""
+    tools = ("mountfs", "rclone", "s3fs")
+    lines = ["### daemon CPU per unit of work (user + system, median over the repeats)", "",
+             "| workload | unit | " + " | ".join(tools) + " |", "|---|---|" + "---:|" * len(tools)]
+    any_row = False
+    for name, metric, rows in _lines(run):
+        cells, unit_name = [], ""
+        for tool in tools:
+            details = rows[tool].details if tool in rows else []
+            figures = [f for f in (cpu_per_op(metric.unit, d) for d in details) if f]
+            if not figures:
+                cells.append("-")
+                continue
+            unit_name = figures[0][1]
+            values = sorted(v for v, _ in figures)
+            cells.append(fmt(values[len(values) // 2]))
+        if unit_name:
+            any_row = True
+            lines.append(f"| {name} | {unit_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if any_row else ""
+
+
 def markdown(run: Run) -> str:
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    for extra in (rss_table(run), counters_table(run)):
+    for extra in (cpu_table(run), rss_table(run), counters_table(run)):
         if extra:
             parts.append(extra)
     return "\n\n".join(parts) + "\n"

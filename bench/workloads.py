@@ -34,7 +34,9 @@ from bench.harness import (
     MiB,
     Row,
     Run,
+    cpu_per_op,
     drop_caches,
+    fmt,
     human_size,
     short_reason,
     timed,
@@ -229,11 +231,13 @@ class Context:
             row.values.append(value)
             if rss_kib is not None:
                 row.rss_kib.append(rss_kib)
-            row.details.append(detail)
+            row.details.append({"value": value, **detail})
             done.add(metric)
             unit = self.metric(metric).unit
             rss = f", peak RSS {rss_kib / 1024:.0f} MiB" if rss_kib else ""
-            self.log(f"  {metric:<15} {who:<8} {value:10.2f} {unit}{rss}")
+            cpu = cpu_per_op(self.metric(metric).unit, row.details[-1])
+            cpu_text = f", daemon CPU {fmt(cpu[0])} {cpu[1]}" if cpu else ""
+            self.log(f"  {metric:<15} {who:<8} {value:10.2f} {unit}{rss}{cpu_text}")
 
         try:
             body(record)
@@ -643,7 +647,7 @@ def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> Non
         count, seconds = timed(lambda: walk_stat(mount.mountpoint / TREE_PREFIX), ctx.timeout, mount.abort)
         if count != ctx.scale.tree_count:
             raise BenchError(f"saw {count} files, expected {ctx.scale.tree_count}")
-        record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds,
+        record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds, files=count,
                counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
                read_ahead_kb=mount.readahead_kb)
 
