@@ -179,7 +179,7 @@ class SharedCache:
     def status(self) -> dict[str, object]:
         return {"url": self.describe(), "write": self.write, **self.stats.as_dict(),
                 "reads_failing": self.reads.failing, "writes_failing": self.writes.failing,
-                "queued": len(self._queue)}
+                "queued": len(self._queued)}  # waiting or being written
 
     # --- reading ------------------------------------------------------------------------------
 
