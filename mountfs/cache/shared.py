@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -62,6 +63,31 @@ QUEUE_BYTES = 64 * 1024 * 1024  # blocks waiting for a PUT, beyond which new one
 THREADS = 16  # worker threads calling the shared store, hung ones included
 
 
+_calling = threading.local()  # set in a worker thread while it calls the shared store
+QUIETED = ("mountfs.backends.retry", "mountfs.backends.s3", "mountfs.backends.s3_get", "mountfs.backends.gcs",
+           "mountfs.backends.azure", "mountfs.backends.http1", "mountfs.backends.deadline",
+           "urllib3.connectionpool")
+"""Loggers whose lines about a shared-store call are left out: the adapters log every retry and
+every call given up, which for a shared store that is down would be lines a second, where the
+shared cache logs one a minute itself."""
+
+
+class _QuietSharedCalls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_calling, "shared", False)
+
+
+_QUIET = _QuietSharedCalls()
+
+
+def _quietly(fn: Callable[[], T]) -> T:
+    _calling.shared = True
+    try:
+        return fn()
+    finally:
+        _calling.shared = False
+
+
 @dataclass
 class SharedStats:
     hits: int = 0  # blocks served from the shared cache
@@ -89,6 +115,7 @@ class _Level:
     def __init__(self) -> None:
         self.down_until: float | None = None
         self.backoff = MIN_BACKOFF
+        self.since = 0.0  # when the failures began
 
     def usable(self, now: float) -> bool:
         return self.down_until is None or now >= self.down_until
@@ -167,6 +194,9 @@ class SharedCache:
         self._wake = trio.Event()
         self._last_log = float("-inf")
         self._unlogged = 0
+        for name in QUIETED:
+            if _QUIET not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_QUIET)
 
     def describe(self) -> str:
         where = f"{self.store.store_id}/{self.store.bucket}"
@@ -313,7 +343,7 @@ class SharedCache:
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` in a worker thread, given up after `timeout` (the thread is left to finish)."""
         with trio.move_on_after(self.timeout):
-            return await trio.to_thread.run_sync(partial(fn, *args), abandon_on_cancel=True,
+            return await trio.to_thread.run_sync(_quietly, partial(fn, *args), abandon_on_cancel=True,
                                                  limiter=self._limiter)
         self.stats.errors += 1
         raise _TimedOut(f"no answer within {self.timeout:g} s")
@@ -325,9 +355,13 @@ class SharedCache:
         now = self._clock()
         level.failed(now)
         if not was_failing:
+            level.since = now
             wait = (level.down_until or now) - now
             self._log(f"shared cache {self.describe()}: {what} failing, going to the origin "
                       f"(tried again in {wait:.0f} s): {exc}")
+        else:
+            self._log(f"shared cache {self.describe()}: {what} still failing after "
+                      f"{now - level.since:.0f} s, going to the origin: {exc}")
 
     def _answered(self, level: _Level, what: str) -> None:
         if level.answered():

@@ -3,11 +3,13 @@ and a shared store that fails, hangs or refuses never failing or holding a read.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from mountfs.backends.base import ObjectId
@@ -234,3 +236,22 @@ async def test_write_false_and_max_object_size(tmp_path: Path) -> None:
         assert await small.read_all("data/a.bin") == DATA  # larger: not even looked for
         assert await small.read_all("data/b.bin") == OTHER
     assert shared.calls["get_range"] == 6 + 2 and small.shared.stats.writes == 2
+
+
+async def test_a_shared_store_down_for_minutes_logs_a_line_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    origin, shared = stores()
+    clock = Clock()
+    node = Node(tmp_path / "0", origin, shared, clock=clock)
+    shared.inject("get_range", StoreUnavailable("connection refused"), times=1000)
+    shared.inject("put", StoreUnavailable("connection refused"), times=1000)
+    caplog.set_level(logging.INFO, logger="mountfs.cache.shared")
+    for minute in range(3):
+        for step in range(12):  # every 5 s: each back-off over, the shared store is asked again
+            clock.now += 5.1
+            node.cache = BlockCache(str(tmp_path / f"{minute}-{step}"), BLOCK, 4 * BLOCK)
+            node.cache.shared = node.shared
+            async with writing(node):
+                assert await node.read_all("data/b.bin") == OTHER
+    assert shared.calls["get_range"] > 3
+    assert 3 <= len(caplog.records) <= 4, [r.getMessage() for r in caplog.records]
