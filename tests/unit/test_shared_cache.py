@@ -17,7 +17,8 @@ from mountfs.backends.memory import MemoryStore
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
 from mountfs.cache.shared import MIN_BACKOFF, SharedCache, decode, encode, header_meta
-from mountfs.errors import AccessDenied, StoreUnavailable
+from mountfs.cli import format_cache_stats, format_shared_cache
+from mountfs.errors import AccessDenied, NoSpace, StoreUnavailable
 
 BLOCK = 64 * 1024
 DATA = os.urandom(BLOCK * 5 + 123)  # five blocks and a bit
@@ -255,3 +256,35 @@ async def test_a_shared_store_down_for_minutes_logs_a_line_a_minute(
                 assert await node.read_all("data/b.bin") == OTHER
     assert shared.calls["get_range"] > 3
     assert 3 <= len(caplog.records) <= 4, [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("error", [AccessDenied("credentials refused"), NoSpace("the bucket is full"),
+                                   StoreUnavailable("503 Slow Down")])
+async def test_refused_or_full_shared_store_reads_go_to_the_origin(tmp_path: Path, error: Exception) -> None:
+    origin, shared = stores()
+    node = Node(tmp_path, origin, shared)
+    shared.inject("get_range", error, times=100)
+    shared.inject("put", error, times=100)
+    async with writing(node):
+        assert await node.read_all("data/a.bin") == DATA
+    stats = node.shared.stats
+    assert origin.bytes_read == len(DATA) and stats.hits == 0 and stats.writes == 0
+    assert stats.errors == 2 and node.shared.reads.failing and node.shared.writes.failing  # one call each
+
+
+def test_status_and_cache_stats_show_the_shared_cache(tmp_path: Path) -> None:
+    origin, shared = stores()
+    node = Node(tmp_path, origin, shared, write=False)
+    node.shared.stats.hits, node.shared.stats.corrupt, node.shared.stats.bytes_read = 7, 1, 3 * 1024**2
+    line = format_shared_cache(node.shared.status())
+    assert line.startswith("shared: s3://cache:9000/cache/fleet/cache: 7 hits, 0 misses, 3.0 MiB read, "
+                           "0 B written")
+    assert "1 corrupt" in line and line.endswith("; read only")
+    node.shared.reads.failed(0.0)
+    assert "reads failing (going to the origin)" in format_shared_cache(node.shared.status())
+    mount = {"mountpoint": "/mnt/a", "pid": 7, "hits": 1, "misses": 1, "hit_ratio": 0.5, "evicted": 0,
+             "shared_cache": node.shared.status()}
+    stats = {"dir": "/c", "bytes": 0, "files": 0, "objects": 0, "oldest_access": None, "newest_access": None,
+             "index_bytes": 0, "staged_files": 0, "staged_bytes": 0, "disk_free": 0, "disk_size": 0,
+             "mounts": [mount]}
+    assert "shared: s3://cache:9000/cache/fleet/cache: 7 hits" in format_cache_stats(stats)
