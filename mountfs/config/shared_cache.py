@@ -16,6 +16,7 @@ files (and let a write through the mount change them).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from mountfs.config.model import AzureConfig, Config, MountConfig, SharedCacheConfig, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
@@ -74,7 +75,11 @@ def shared_cache_url(text: str, azure: AzureConfig) -> StoreUrl:
 
 
 def overlaps(a: StoreUrl, b: StoreUrl) -> bool:
-    """Whether two URLs share objects: same store and bucket, and one prefix holds the other."""
+    """Whether two URLs share objects: same store and bucket, and one prefix holds the other (for
+    folders, one folder holds the other)."""
+    if a.scheme == b.scheme == "file":
+        pa, pb = (os.path.normpath(u.bucket + "/" + u.prefix) for u in (a, b))
+        return pa == pb or pa.startswith(pb.rstrip("/") + "/") or pb.startswith(pa.rstrip("/") + "/")
     if (a.scheme, (a.host or "").lower(), a.bucket) != (b.scheme, (b.host or "").lower(), b.bucket):
         return b.scheme == a.scheme and b.bucket == "" and (a.host or "") == (b.host or "")
     pa, pb = a.prefix.strip("/"), b.prefix.strip("/")

@@ -77,6 +77,24 @@ def test_bad_urls(tmp_path: Path, url: str, message: str) -> None:
     assert len(found) == 1 and "shared_cache.url" in found[0] and message in found[0], found
 
 
+@pytest.mark.parametrize(("mount", "shared"), [
+    ("file:///data", "file:///data/cache"), ("file:///data/cache/", "file:///data"),
+    ("file:///data", "file:///data/"), ("gs://bkt/x", "gs://bkt"), ("az://cont@acct/p", "az://cont@acct/p/q"),
+])
+def test_a_shared_cache_inside_a_mount_or_around_it_is_refused(tmp_path: Path, mount: str,
+                                                               shared: str) -> None:
+    found = errors(tmp_path, f'[[mount]]\npath = "d"\nurl = "{mount}"\n[shared_cache]\nurl = "{shared}"\n')
+    assert len(found) == 1 and "overlaps the mount" in found[0], found
+
+
+@pytest.mark.parametrize(("mount", "shared"), [
+    ("file:///data", "file:///data2"), ("gs://bkt/x", "gs://bkt/y"), ("s3://h:1/bkt", "s3://h:2/bkt"),
+])
+def test_a_shared_cache_beside_a_mount_is_fine(tmp_path: Path, mount: str, shared: str) -> None:
+    text = f'[[mount]]\npath = "d"\nurl = "{mount}"\n[shared_cache]\nurl = "{shared}"\n'
+    assert load_config(write(tmp_path, text)).shared_cache is not None
+
+
 def test_a_secret_in_the_url_is_never_shown(tmp_path: Path) -> None:
     found = errors(tmp_path, MOUNT + '[shared_cache]\nurl = "s3://AKIAX:sup3rsecretvalue@host:9000/b"\n')
     assert found and not any("sup3rsecretvalue" in e for e in found), found

@@ -16,9 +16,10 @@ from mountfs.backends.base import ObjectId
 from mountfs.backends.memory import MemoryStore
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
-from mountfs.cache.shared import MIN_BACKOFF, SharedCache, decode, encode, header_meta
+from mountfs.cache.shared import MIN_BACKOFF, SharedCache, decode, encode, header_meta, open_shared_cache
 from mountfs.cli import format_cache_stats, format_shared_cache
 from mountfs.errors import AccessDenied, NoSpace, StoreUnavailable
+from mountfs.mount import load_config_with, parse_options
 
 BLOCK = 64 * 1024
 DATA = os.urandom(BLOCK * 5 + 123)  # five blocks and a bit
@@ -288,3 +289,27 @@ def test_status_and_cache_stats_show_the_shared_cache(tmp_path: Path) -> None:
              "index_bytes": 0, "staged_files": 0, "staged_bytes": 0, "disk_free": 0, "disk_size": 0,
              "mounts": [mount]}
     assert "shared: s3://cache:9000/cache/fleet/cache: 7 hits" in format_cache_stats(stats)
+
+
+async def test_a_folder_shared_over_nfs_serves_as_the_shared_cache(tmp_path: Path) -> None:
+    """`url = "file:///mnt/nfs/cache"`: opened from the config as a mount's URL would be."""
+    (tmp_path / "shared").mkdir()
+    origin, _ = stores()
+    configs = [load_config_with("s3://127.0.0.1:9/data", parse_options(
+        [f"cache_dir={tmp_path}/c{i},block_size=64KiB,shared_cache=file://{tmp_path}/shared"]))
+        for i in range(2)]
+    nodes = []
+    for i, config in enumerate(configs):
+        shared = open_shared_cache(config)
+        assert shared is not None and shared.block_size == BLOCK
+        cache = BlockCache(str(tmp_path / f"c{i}"), BLOCK, 4 * BLOCK)
+        cache.shared = shared
+        node = Node(tmp_path / f"n{i}", origin, MemoryStore())
+        node.cache, node.shared = cache, shared
+        nodes.append(node)
+    async with writing(nodes[0]):
+        assert await nodes[0].read_all("data/a.bin") == DATA
+    assert len(list((tmp_path / "shared").iterdir())) == 6
+    async with writing(nodes[1]):
+        assert await nodes[1].read_all("data/a.bin") == DATA
+    assert origin.bytes_read == len(DATA) and nodes[1].shared.stats.hits == 6
