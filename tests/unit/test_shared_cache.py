@@ -313,3 +313,26 @@ async def test_a_folder_shared_over_nfs_serves_as_the_shared_cache(tmp_path: Pat
     async with writing(nodes[1]):
         assert await nodes[1].read_all("data/a.bin") == DATA
     assert origin.bytes_read == len(DATA) and nodes[1].shared.stats.hits == 6
+
+
+async def test_readahead_takes_what_the_shared_cache_has_and_one_origin_request_per_stretch(
+        tmp_path: Path) -> None:
+    origin, shared = stores()
+    writer = Node(tmp_path / "w", origin, shared)
+    obj = writer.obj("data/a.bin")
+    async with writing(writer):  # blocks 0, 1 and 4 in the shared cache
+        for index in (0, 1, 4):
+            await writer.cache.read(obj, len(DATA), index * BLOCK, 1, writer.fetch(obj))  # type: ignore[arg-type]
+    node = Node(tmp_path / "n", origin, shared)
+    asked: list[tuple[int, int]] = []
+    fetch = node.fetch(obj)
+
+    async def counted(start: int, length: int) -> list[Piece]:
+        asked.append((start, length))
+        return await fetch(start, length)  # type: ignore[no-any-return, misc, operator]
+
+    async with writing(node):
+        await node.cache.get_run(obj, len(DATA), 0, 6, counted)
+    assert asked == [(2 * BLOCK, 2 * BLOCK), (5 * BLOCK, 123)]
+    assert node.shared.stats.hits == 3 and node.shared.stats.writes == 3
+    assert await node.read_all("data/a.bin") == DATA and len(asked) == 2  # all in memory or on disk now
