@@ -216,14 +216,17 @@ class SharedCache:
     async def fetch(self, obj: ObjectId, object_size: int, start: int, length: int,
                     origin: Origin) -> list[Piece]:
         """Blocks [start, start + length) of `obj` (start on a block boundary, as the block cache
-        asks): those the shared cache has, the rest from the origin (and queued for writing)."""
+        asks): those the shared cache has, the rest from the origin. Those it was asked for and does
+        not have (or has spoiled) are queued for writing; those it could not be asked for are not
+        (it may have them: one PUT per block)."""
         if self.max_object_size is not None and object_size > self.max_object_size:
             return await origin(start, length)
         size = self.block_size
         indices = range(start // size, (start + length + size - 1) // size)
         found: dict[int, Piece] = {}
+        absent: set[int] = set()
         if self.reads.usable(self._clock()):
-            found = await self._lookup_many(obj, object_size, indices)
+            found, absent = await self._lookup_many(obj, object_size, indices)
         else:
             self.stats.skipped += len(indices)
         out: dict[int, Piece] = dict(found)
@@ -237,15 +240,22 @@ class SharedCache:
                 raise Stale(f"{obj.key}: expected {run_length} bytes at {run_start}, store returned {got}")
             for index, piece in zip(run, pieces, strict=True):
                 out[index] = piece
-                self._enqueue(obj, index, piece)
+                if index in absent:
+                    self._enqueue(obj, index, piece)
         return [out[i] for i in indices]
 
-    async def _lookup_many(self, obj: ObjectId, object_size: int, indices: range) -> dict[int, Piece]:
+    async def _lookup_many(self, obj: ObjectId, object_size: int,
+                           indices: range) -> tuple[dict[int, Piece], set[int]]:
+        """The blocks found, and the indices of those known to be missing or spoiled there."""
         found: dict[int, Piece] = {}
+        absent: set[int] = set()
 
         async def one(index: int) -> None:
             data = await self._lookup(obj, index, min(self.block_size, object_size - index * self.block_size))
-            if data is not None:
+            if isinstance(data, bool):
+                if data:
+                    absent.add(index)
+            else:
                 found[index] = data
 
         if len(indices) == 1:
@@ -254,9 +264,10 @@ class SharedCache:
             async with trio.open_nursery() as nursery:
                 for index in indices:
                     nursery.start_soon(one, index)
-        return found
+        return found, absent
 
-    async def _lookup(self, obj: ObjectId, index: int, length: int) -> Piece | None:
+    async def _lookup(self, obj: ObjectId, index: int, length: int) -> Piece | bool:
+        """The block's data; else True if it is missing or spoiled, False if the store did not say."""
         meta = header_meta(obj, self.block_size, index, length)
         key = self.key(obj, index)
         try:
@@ -265,18 +276,18 @@ class SharedCache:
         except NotFound:
             self._answered(self.reads, "reads")
             self.stats.misses += 1
-            return None
+            return True
         except Exception as exc:
             self._failed(self.reads, "reads", exc)
             self.stats.misses += 1
-            return None
+            return False
         self._answered(self.reads, "reads")
         data = decode(blob, meta, length)
         if isinstance(data, str):
             self.stats.corrupt += 1
             self.stats.misses += 1
             self._log(f"shared cache {self.describe()}: block {key} of {obj.key} not used: {data}")
-            return None
+            return True
         self.stats.hits += 1
         self.stats.bytes_read += length
         return data
