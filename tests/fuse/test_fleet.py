@@ -9,6 +9,7 @@ import json
 import os
 import random
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from tests.fuse.conftest import wait_until
 from tests.fuse.test_s3 import read_file
 from tests.servers import S3Server, start_seaweedfs
@@ -37,25 +39,28 @@ def cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]
     server.stop()
 
 
-def make_tree(origin: S3Server) -> dict[str, bytes]:
+def make_tree(origin: S3Server, bucket: str = ORIGIN_BUCKET, small: int = 100) -> dict[str, bytes]:
     """About 22 MiB: two big files (sequential and random reads) and 100 small ones."""
     rng = random.Random(20)
     tree = {"big.bin": rng.randbytes(12 * MiB + 5), "rand.bin": rng.randbytes(4 * MiB - 3)}
-    tree.update({f"small/{i:03d}.bin": rng.randbytes(60_000 + i) for i in range(100)})
-    origin.create_bucket(ORIGIN_BUCKET)
+    tree.update({f"small/{i:03d}.bin": rng.randbytes(60_000 + i) for i in range(small)})
+    origin.create_bucket(bucket)
     client = origin.client()
     for key, body in tree.items():
-        client.put_object(Bucket=ORIGIN_BUCKET, Key=key, Body=body)
+        client.put_object(Bucket=bucket, Key=key, Body=body)
     return tree
 
 
-def write_config(tmp_path: Path, origin: S3Server, cache: S3Server, timeout: str = "2s") -> str:
-    lines = [f'[[mount]]\npath = "d"\nurl = "s3://{origin.host_port}/{ORIGIN_BUCKET}"\n',
-             f'[shared_cache]\nurl = "s3://{cache.host_port}/{CACHE_BUCKET}/{PREFIX}"\n'
+def write_config(tmp_path: Path, origin: S3Server, cache: S3Server, timeout: str = "2s",
+                 cache_host_port: str | None = None, bucket: str = ORIGIN_BUCKET) -> str:
+    """`cache_host_port`: where the shared cache is reached (a proxy in front of `cache`)."""
+    cache_at = cache_host_port or cache.host_port
+    lines = [f'[[mount]]\npath = "d"\nurl = "s3://{origin.host_port}/{bucket}"\n',
+             f'[shared_cache]\nurl = "s3://{cache_at}/{CACHE_BUCKET}/{PREFIX}"\n'
              f'timeout = "{timeout}"\n',
              '[retry]\nattempts = 2\nbase_delay = "10ms"\nmax_delay = "50ms"\nbudget = "3s"\n']
-    for server in (origin, cache):
-        lines.append(f'[[s3.credentials]]\nhost = "{server.host_port}"\nkey = "{server.access_key}"\n'
+    for server, host_port in ((origin, origin.host_port), (cache, cache_at)):
+        lines.append(f'[[s3.credentials]]\nhost = "{host_port}"\nkey = "{server.access_key}"\n'
                      f'secret = "{server.secret_key}"\nsecure = false\n')
     path = tmp_path / "fleet.toml"
     path.write_text("\n".join(lines))
@@ -169,3 +174,28 @@ def test_a_fleet_reads_the_origin_once_and_never_serves_a_bad_shared_block(
     assert "shared" in mounter.run("status", str(last)).stdout
     lines = [line for line in last.log_text().splitlines() if cache_server.host_port in line]
     assert len(lines) <= 2, lines  # the shared cache's own line, not one per call or retry
+
+
+def test_a_shared_cache_that_never_answers_holds_no_read(mounter: Mounter, seaweedfs: S3Server,
+                                                         cache_server: S3Server, tmp_path: Path) -> None:
+    """Every answer of the shared store held for a minute: each node reads on from the origin."""
+    if not cache_server.running:
+        cache_server.restart()
+    tree = make_tree(seaweedfs, "fleet-stalled", small=10)
+    proxy = FaultProxy(int(cache_server.host_port.rsplit(":", 1)[1]), stall_answers=1.0, stall_seconds=60)
+    try:
+        config = write_config(tmp_path, seaweedfs, cache_server, timeout="1s",
+                              cache_host_port=proxy.host_port, bucket="fleet-stalled")
+        mnt = mounter.mount(config)
+        done: list[bool] = []
+        reader = threading.Thread(target=lambda: done.append(read_all(mnt, tree) is None), daemon=True)
+        reader.start()
+        reader.join(120)  # a hang, not a timing: every answer is held for 60 s
+        assert done == [True], "reads waited for the shared store"
+        stats = shared_stats(mounter, mnt)
+        assert stats["hits"] == 0 and stats["errors"] >= 1 and stats["reads_failing"], stats
+        assert origin_bytes(mounter, mnt) == sum(map(len, tree.values()))
+        lines = [line for line in mnt.log_text().splitlines() if proxy.host_port in line]
+        assert len(lines) <= 2, lines
+    finally:
+        proxy.close()
