@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import boto3
 import botocore.config
 
-from bench import peers, report, workloads
+from bench import fleet, peers, report, workloads
 from bench.harness import Run, machine_facts
 
 if TYPE_CHECKING:
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             workloads.run_direct_read(ctx)
         if "write-seq" in selected:
             workloads.run_write(ctx)
+        if fleet.FLEET in selected:
+            fleet.run_fleet(ctx)
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up and reporting what was measured")
         run.interrupted = True

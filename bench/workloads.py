@@ -86,7 +86,7 @@ QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
 # --- the workloads and their tables --------------------------------------------------------
 
 WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
-             "big-rss", "direct-read", "write-seq")
+             "big-rss", "direct-read", "write-seq", "fleet")
 LOCAL_WORKLOADS = frozenset({"big-rss", "direct-read"})  # need no S3 data set
 BIG_RSS = "big-rss"
 DIRECT_READ = "direct-read"
@@ -103,6 +103,8 @@ DIRECT_LABELS = {"mountfs": "mountfs (direct access, file://)", "local": "the lo
 
 def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
     """metric -> (workload, title, unit, higher is better, tools in table order)."""
+    from bench import fleet  # it builds on this module
+
     big = human_size(scale.big_bytes)
     small = f"{scale.small_count:,} x {human_size(scale.small_bytes)}"
     tree = f"{scale.tree_count:,} objects in {scale.tree_dirs} prefixes"
@@ -135,6 +137,7 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
         DIRECT_READ: (DIRECT_READ, f"sequential read of a {human_size(DIRECT_BYTES)} local file with "
                       f"{READ_BUFFER // MiB} MiB reads, cold (page cache dropped): direct access through a "
                       "file:// mount vs the file itself", "MB/s", True, ("mountfs", "local")),
+        **fleet.specs(scale),
     }
 
 
@@ -147,6 +150,10 @@ def declared_rows(scale: Scale, metric: str, tool: str, label: str) -> list[tupl
     """(row key, label) of every row `tool` has in `metric`'s table: one per file size in big-rss."""
     if metric == BIG_RSS:
         return [(rss_row(size), rss_row(size)) for size in scale.rss_sizes]
+    if metric.startswith("fleet-"):
+        from bench import fleet
+
+        return fleet.rows()
     return [(tool, label)]
 
 

@@ -46,7 +46,7 @@ def _mount(argv: list[str]) -> int:
     parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                         help="uid=, gid=, umask=, allow_other, allow_root, default_permissions, ro, "
-                             "nonempty, cache_dir=, block_size=, log=, fsname=, debug")
+                             "nonempty, cache_dir=, block_size=, log=, fsname=, shared_cache=URL, debug")
     parser.add_argument("--version", action="version", version=f"mountfs {__version__}")
     ns = parser.parse_args(argv)
     from mountfs import mount  # pyfuse3 loads only when mounting
@@ -365,7 +365,8 @@ def cache_stats_json(report: Any, daemons: list[dict[str, Any]]) -> dict[str, An
         "staged_bytes": report.staged_bytes, "disk_size": report.disk_size, "disk_free": report.disk_free,
         "mounts": [{"mountpoint": d["mountpoint"], "pid": d["pid"], "hits": d["cache"]["hits"],
                     "misses": d["cache"]["misses"], "hit_ratio": d["cache"]["hit_ratio"],
-                    "evicted": d["cache"].get("evicted", 0)} for d in daemons],
+                    "evicted": d["cache"].get("evicted", 0), "shared_cache": d.get("shared_cache")}
+                   for d in daemons],
     }
 
 
@@ -399,6 +400,8 @@ def format_cache_stats(f: dict[str, Any]) -> str:
         ratio = "-" if m["hit_ratio"] is None else f"{m['hit_ratio']:.1%}"
         lines.append(f"  mount:   {m['mountpoint']} (pid {m['pid']}): hit ratio {ratio} "
                      f"({m['hits']} hits, {m['misses']} misses), {m['evicted']} evicted")
+        if m.get("shared_cache"):
+            lines.append(f"           {format_shared_cache(m['shared_cache'])}")
     return "\n".join(lines)
 
 
@@ -596,6 +599,8 @@ def format_status(s: dict[str, Any]) -> str:
             state = f"offline for {entry['offline_for']:.0f}s" if entry.get("offline") else "back online"
             lines.append(f"  store {entry['path'] or '/'}: {state}, "
                          f"{entry.get('failed_fast', 0)} calls failed fast")
+    if s.get("shared_cache"):
+        lines.append(f"  {format_shared_cache(s['shared_cache'])}")
     uploads = s.get("uploads")
     if uploads is not None:
         pending = uploads["pending"]
@@ -612,6 +617,22 @@ def format_status(s: dict[str, Any]) -> str:
 
 
 UPLOADS_SHOWN = 10
+
+
+def format_shared_cache(c: dict[str, Any]) -> str:
+    """One line of a fleet's shared cache figures, as this daemon saw them."""
+    text = (f"shared: {c['url']}: {c['hits']} hits, {c['misses']} misses, "
+            f"{human_bytes(c['bytes_read'])} read, "
+            f"{human_bytes(c['bytes_written'])} written ({c['writes']} blocks), {c['errors']} errors, "
+            f"{c['corrupt']} corrupt")
+    if c.get("dropped"):
+        text += f", {c['dropped']} not written"
+    failing = [what for what in ("reads", "writes") if c.get(f"{what}_failing")]
+    if failing:
+        text += f"; {' and '.join(failing)} failing (going to the origin)"
+    if not c.get("write", True):
+        text += "; read only"
+    return text
 
 
 def format_upload(item: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from mountfs.backends.registry import list_buckets, open_store
 from mountfs.cache.block_cache import EVICTION_INTERVAL, BlockCache
 from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.prefetch import PrefetchScheduler
+from mountfs.cache.shared import open_shared_cache
 from mountfs.config import (
     Config,
     InvalidValue,
@@ -48,6 +49,7 @@ from mountfs.config import (
     parse_url,
     secret_values,
 )
+from mountfs.config.shared_cache import from_option as shared_cache_option
 from mountfs.config.urls import shown_url
 from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
@@ -69,7 +71,7 @@ IGNORED_OPTIONS = frozenset({
 })
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
-VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config"}
+VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "shared_cache"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -101,6 +103,7 @@ class MountOptions:
     log_file: str | None = None
     fsname: str | None = None
     config: str | None = None  # a file whose settings apply to SOURCE's mounts ("clearml": ClearML's own)
+    shared_cache: str | None = None  # the URL of a fleet's shared block cache
 
 
 def parse_options(values: list[str]) -> MountOptions:
@@ -140,6 +143,7 @@ def parse_options(values: list[str]) -> MountOptions:
             log_file=settings.get("log"),
             fsname=settings.get("fsname"),
             config=settings.get("config") or None,
+            shared_cache=settings.get("shared_cache") or None,
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
@@ -214,6 +218,13 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         config = dataclasses.replace(config, direct_access=())
     config = expand_endpoints(config, mounts)
     config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, config.mounts))
+    if options.shared_cache:
+        try:
+            shared = shared_cache_option(options.shared_cache, config)
+        except InvalidValue as exc:
+            raise MountSetupError(f"bad mount option shared_cache={shown_url(options.shared_cache)}: "
+                                  f"{exc}") from None
+        config = dataclasses.replace(config, shared_cache=shared)
     for glob in unreachable_globs(config):
         log.warning("[[direct_access]] %s matches nothing served from a local path: direct access "
                     "passes through local or NFS files only (add a [[path_substitution]] to a "
@@ -483,6 +494,7 @@ def serve(prepared: Prepared, notify: Notify) -> int:
         notify(f"cannot open the upload journal in {config.cache.dir}: {exc}")
         return 1
     cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
+    cache.shared = open_shared_cache(config)
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
@@ -566,6 +578,8 @@ class Daemon:
             nursery.start_soon(self.cache.run_housekeeping)
             nursery.start_soon(self.cache.run_committer)
             nursery.start_soon(self.cache.run_eviction)
+            if self.cache.shared is not None:
+                nursery.start_soon(self.cache.shared.run)
             for uploader in self.uploaders:
                 await nursery.start(uploader.run)
             nursery.start_soon(self._recover)
@@ -744,6 +758,7 @@ class Daemon:
                       "requests": sum(sum(s["requests"].values()) for s in stores),
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},
             "stores": stores,
+            "shared_cache": self.cache.shared.status() if self.cache.shared is not None else None,
             "inodes": len(self.operations.namespace.inodes),
             "stale_metadata_served": self.operations.namespace.stale_served,
         }

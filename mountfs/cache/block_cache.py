@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import lmdb
 import trio
@@ -27,6 +28,9 @@ from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mountfs.cache.shared import SharedCache
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +169,8 @@ class BlockCache:
         # Blocks fetched ahead (get_run) that no reader has asked for yet, and where they are: the
         # last copy going unread is a fetch wasted, counted in stats.prefetched_unread.
         self._ahead: OrderedDict[bytes, int] = OrderedDict()
+        # A fleet's shared cache, asked before the store: set by the daemon when configured.
+        self.shared: SharedCache | None = None
 
     def close(self) -> None:
         for block in self._open_blocks.values():
@@ -352,7 +358,10 @@ class BlockCache:
                 start = run[0] * self.block_size
                 length = min(self.block_size * len(run), object_size - start)
                 self.stats.misses += len(run)
-                pieces = await fetch(start, length)
+                if self.shared is None:
+                    pieces = await fetch(start, length)
+                else:
+                    pieces = await self.shared.fetch(obj, object_size, start, length, fetch)
                 got = sum(map(len, pieces))
                 if got != length or any(len(piece) != self.block_size for piece in pieces[:-1]):
                     # The object is shorter than its metadata said: it changed under us.

@@ -23,6 +23,7 @@ from mountfs.config.mounts import (
 )
 from mountfs.config.reader import Reader, Table
 from mountfs.config.s3 import s3_section
+from mountfs.config.shared_cache import shared_cache_section
 from mountfs.config.toml_text import Path, toml_error_hint
 from mountfs.config.urls import parse_url, shown_url
 from mountfs.config.values import InvalidValue, format_size
@@ -30,6 +31,7 @@ from mountfs.errors import ConfigError, ConfigErrors
 
 _TOP_KEYS = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
+    "shared_cache",
 )  # fmt: skip
 
 
@@ -60,6 +62,7 @@ def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = No
         s3=s3_section(r, root),
         gcs=gcs_section(r, root),
         azure=azure,
+        shared_cache=shared_cache_section(r, root, azure, mount_configs),
     )
 
 

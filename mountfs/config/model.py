@@ -252,6 +252,20 @@ class Config:
     s3: S3Config = field(default_factory=S3Config)
     gcs: GcsConfig = field(default_factory=GcsConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
+    shared_cache: SharedCacheConfig | None = None
+    """The fleet's shared block cache; None: blocks come from the origin only."""
     notes: tuple[str, ...] = ()
     """Settings of an imported file that have no equivalent ("key: what mountfs does instead"):
     `config import` prints them as comments, the daemon logs them when it mounts."""
+
+
+@dataclass(frozen=True)
+class SharedCacheConfig:
+    """A second block cache level kept in a bucket that a fleet of nodes shares: a block missing here
+    is looked for there before the origin, and a block fetched from the origin is written there.
+    `max_object_size` None: objects of any size use it."""
+
+    url: StoreUrl
+    write: bool = True
+    max_object_size: int | None = None
+    timeout: float = 5.0

@@ -1,0 +1,157 @@
+"""The `fleet` workload: N mountfs daemons on one machine (N "nodes", each its own cache dir and mount
+point) read the big object and the small files, node 1 first, then the others at once, with a
+shared block cache in a bucket of a second SeaweedFS and without it. What it shows: the bytes the
+origin sent in all (about one copy of the data set with the shared cache, N without), and how long
+node 1 and nodes 2..N took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from bench import peers
+from bench.harness import MB, BenchError, human_size, timed
+from bench.workloads import (
+    BIG_KEY,
+    SMALL_READERS,
+    Context,
+    Scale,
+    read_files_parallel,
+    read_sequential,
+    small_key,
+)
+
+FLEET = "fleet"
+NODES = 3
+SMALL_FILES = 2_000  # at most: the scale's small files, up to this many
+CACHE_BUCKET = "mountfs-fleet-cache"
+METRICS = ("fleet-origin", "fleet-first", "fleet-others")
+ROWS = (("mountfs shared", "mountfs + shared cache"), ("mountfs alone", "mountfs, no shared cache"))
+WRITE_WAIT = 300.0  # seconds node 1 may take to write its blocks to the shared cache
+
+
+def specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
+    """metric -> (workload, title, unit, higher is better, tools), as `workloads.metric_specs`."""
+    data = f"one {human_size(scale.big_bytes)} object and {_small_count(scale):,} small files"
+    return {
+        "fleet-origin": (FLEET, f"bytes the origin sent to {NODES} nodes reading {data}", "MB", False,
+                         ("mountfs",)),
+        "fleet-first": (FLEET, f"node 1 reading {data}, cold", "s", False, ("mountfs",)),
+        "fleet-others": (FLEET, f"nodes 2..{NODES} reading the same at once, after node 1", "s", False,
+                         ("mountfs",)),
+    }
+
+
+def rows() -> list[tuple[str, str]]:
+    return list(ROWS)
+
+
+def _small_count(scale: Scale) -> int:
+    return min(scale.small_count, SMALL_FILES)
+
+
+def run_fleet(ctx: Context) -> None:
+    """Per repeat, the fleet with the shared cache (a fresh prefix of a second SeaweedFS), then without."""
+    if "mountfs" not in ctx.tools or "mountfs" in ctx.skipped:
+        return
+    from tests.servers import start_seaweedfs
+
+    ctx.log(f"[{FLEET}] starting a second SeaweedFS for the shared cache")
+    server = start_seaweedfs(ctx.work / "fleet-seaweedfs")
+    try:
+        server.create_bucket(CACHE_BUCKET)
+        shared = peers.S3Target(server.endpoint, server.host_port, CACHE_BUCKET, server.access_key,
+                                server.secret_key)
+        for n in range(1, ctx.repeat + 1):
+            for key, label in ROWS:
+                ctx.log(f"[{FLEET}] repeat {n}/{ctx.repeat}: {label}")
+                with_shared = shared if key == "mountfs shared" else None
+                ctx.attempt("mountfs", list(METRICS), partial(_fleet, ctx, with_shared), row_key=key)
+    finally:
+        server.stop()
+
+
+def fleet_config(ctx: Context, shared: peers.S3Target | None, prefix: str, cache_dir: Path) -> str:
+    """The bench's mountfs config, plus a [shared_cache] under `prefix` (the fleet's own: empty)."""
+    text = peers.mountfs_config(ctx.target, cache_dir)
+    if shared is not None:
+        text += "\n".join([
+            "[shared_cache]",
+            f'url = "s3://{shared.host_port}/{shared.bucket}/{prefix}"',
+            "[[s3.credentials]]",
+            f'host = "{shared.host_port}"',
+            f'key = "{shared.access_key}"',
+            f'secret = "{shared.secret_key}"',
+            "secure = false",
+            "",
+        ])
+    return text
+
+
+@contextlib.contextmanager
+def _nodes(ctx: Context, shared: peers.S3Target | None) -> Iterator[list[peers.MountfsMount]]:
+    prefix = f"run-{uuid.uuid4().hex[:12]}"  # one per fleet: every node shares it, and it starts empty
+    with contextlib.ExitStack() as stack:
+        mounts = []
+        for i in range(NODES):
+            def start(mountpoint: Path, cache_dir: Path, log_path: Path, work: Path, i: int = i
+                      ) -> peers.MountfsMount:
+                config = work / f"fleet-node{i + 1}.toml"
+                config.write_text(fleet_config(ctx, shared, prefix, cache_dir))
+                return peers.start_mountfs_source(str(config), mountpoint, cache_dir, log_path, work)
+            mounts.append(stack.enter_context(peers._fresh_mount("mountfs", ctx.work, start)))
+        yield mounts
+
+
+def _read_data_set(ctx: Context, mount: peers.MountfsMount) -> int:
+    got = read_sequential(mount.mountpoint / BIG_KEY)
+    paths = [mount.mountpoint / small_key(i) for i in range(_small_count(ctx.scale))]
+    return got + read_files_parallel(paths, SMALL_READERS)
+
+
+def _fleet(ctx: Context, shared: peers.S3Target | None, record: Callable[..., None]) -> None:
+    expected = ctx.scale.big_bytes + _small_count(ctx.scale) * ctx.scale.small_bytes
+    with _nodes(ctx, shared) as nodes:
+        first, others = nodes[0], nodes[1:]
+        ctx.drop_caches()
+        got, first_seconds = timed(partial(_read_data_set, ctx, first), ctx.timeout, first.abort)
+        if got != expected:
+            raise BenchError(f"node 1 read {got} bytes of {expected}")
+        if shared is not None:
+            _wait_written(first)
+
+        def read_others() -> list[int]:
+            with ThreadPoolExecutor(len(others)) as pool:
+                return list(pool.map(partial(_read_data_set, ctx), others))
+
+        def abort_others() -> None:
+            for mount in others:
+                mount.abort()
+
+        ctx.drop_caches()
+        counts, others_seconds = timed(read_others, ctx.timeout, abort_others)
+        if any(count != expected for count in counts):
+            raise BenchError(f"nodes 2..{NODES} read {counts} bytes, expected {expected} each")
+        statuses = [mount.status() for mount in nodes]
+        origin = [int(s["store"]["bytes_fetched"]) for s in statuses]
+        detail = {"origin_bytes_per_node": origin, "data_set_bytes": expected,
+                  "shared_cache": [s.get("shared_cache") for s in statuses]}
+        record("fleet-origin", sum(origin) / MB, **detail)
+        record("fleet-first", first_seconds, mb_per_s=round(expected / first_seconds / MB, 1))
+        record("fleet-others", others_seconds,
+               mb_per_s_per_node=round(expected / others_seconds / MB, 1))
+
+
+def _wait_written(mount: peers.MountfsMount) -> None:
+    """Until node 1 has written every block it fetched to the shared cache (or dropped it)."""
+    deadline = time.monotonic() + WRITE_WAIT
+    while (mount.status().get("shared_cache") or {}).get("queued", 0):
+        if time.monotonic() > deadline:
+            raise BenchError(f"node 1 still writing to the shared cache after {WRITE_WAIT:.0f} s")
+        time.sleep(0.1)

@@ -1,0 +1,418 @@
+"""The second cache level: blocks kept in a bucket a fleet of nodes shares, so the origin sends each
+block once to the fleet instead of once to each node.
+
+It sits between the block cache and the origin: the block cache's fetch of a stretch of blocks
+(a demand read or a readahead alike) asks the shared bucket for each block first, and the origin
+only for those it lacks. Single-flight per block on a node holds across both levels, as both are
+behind the one fetch the block cache already makes once per block.
+
+Each shared object is one block with a header: the identity of the object version it belongs to
+(store endpoint, bucket, key, ETag or generation, block size, cache format), the block index, its
+length and a CRC-32C of the data. Its key is the block's local cache key (a digest of the same
+fields), so a changed object never meets its old blocks; the header is checked on every read
+anyway, so a block corrupted, cut short, or copied over another's key is a miss, counted and never
+served. Nodes write a block with one PUT (readers see all of it or nothing) and never delete: the
+store's lifecycle rule expires old blocks (see docs/fleet.md).
+
+The shared cache is only ever an optimisation: a call that fails or takes longer than `timeout`
+is a miss, and the level that failed (reads or writes) is left alone for a while, doubling up to
+MAX_BACKOFF, then tried again, so a node notices when it is back. Blocks fetched from the origin
+are written in the background from a bounded queue; when it is full they are dropped, never
+making a reader wait. Calls run in worker threads that are abandoned when they time out (a hung
+store must not hold a reader), at most `threads` at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import crc32c
+import trio
+
+from mountfs.backends.base import ObjectId, ObjectStore
+from mountfs.backends.registry import open_store
+from mountfs.buffers import Piece
+from mountfs.cache.index import block_key, identity
+from mountfs.config import Config
+from mountfs.config.model import RetryConfig
+from mountfs.errors import MountfsError, NotFound, Stale, without_credentials
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Origin = Callable[[int, int], Awaitable[list[Piece]]]
+"""origin(start, length) -> the object's bytes in that range as block-sized pieces (the block
+cache's Fetch)."""
+
+MAGIC = b"MFSBLK1\n"
+_U32 = struct.Struct("<I")
+MIN_BACKOFF = 5.0  # seconds a failing level is left alone, doubling...
+MAX_BACKOFF = 60.0  # ...up to this
+LOG_INTERVAL = 60.0  # at most one log line this often
+WRITERS = 4  # PUTs in flight
+QUEUE_BYTES = 64 * 1024 * 1024  # blocks waiting for a PUT, beyond which new ones are dropped
+THREADS = 16  # worker threads calling the shared store, hung ones included
+
+
+_calling = threading.local()  # set in a worker thread while it calls the shared store
+QUIETED = ("mountfs.backends.retry", "mountfs.backends.s3", "mountfs.backends.s3_get", "mountfs.backends.gcs",
+           "mountfs.backends.azure", "mountfs.backends.http1", "mountfs.backends.deadline",
+           "urllib3.connectionpool")
+"""Loggers whose lines about a shared-store call are left out: the adapters log every retry and
+every call given up, which for a shared store that is down would be lines a second, where the
+shared cache logs one a minute itself."""
+
+
+class _QuietSharedCalls(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_calling, "shared", False)
+
+
+_QUIET = _QuietSharedCalls()
+
+
+def _quietly(fn: Callable[[], T]) -> T:
+    _calling.shared = True
+    try:
+        return fn()
+    finally:
+        _calling.shared = False
+
+
+@dataclass
+class SharedStats:
+    hits: int = 0  # blocks served from the shared cache
+    misses: int = 0  # blocks looked for and not there (or not usable: errors, corrupt)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    writes: int = 0  # blocks written (one PUT each)
+    errors: int = 0  # calls that failed or timed out
+    corrupt: int = 0  # blocks found but failing their header check: never served
+    dropped: int = 0  # blocks not written: the queue was full or writes were failing
+    skipped: int = 0  # blocks of objects larger than max_object_size, or while reads were failing
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _Level:
+    """Whether reads (or writes) of the shared store are worth trying now: after a failure, not for
+    a back-off that doubles while failures go on; the first call after it is the probe."""
+
+    def __init__(self) -> None:
+        self.down_until: float | None = None
+        self.backoff = MIN_BACKOFF
+        self.since = 0.0  # when the failures began
+
+    def usable(self, now: float) -> bool:
+        return self.down_until is None or now >= self.down_until
+
+    @property
+    def failing(self) -> bool:
+        return self.down_until is not None
+
+    def failed(self, now: float) -> None:
+        if self.down_until is not None and now < self.down_until:
+            return  # calls started before the first failure was known: one back-off for all
+        self.down_until = now + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    def answered(self) -> bool:
+        """True if this answer ends a failure."""
+        was = self.down_until is not None
+        self.down_until = None
+        self.backoff = MIN_BACKOFF
+        return was
+
+
+def header_meta(obj: ObjectId, block_size: int, index: int, length: int) -> bytes:
+    """The header fields of one block, canonical: a block matches only its own."""
+    return b'{"identity":%s,"index":%d,"length":%d}' % (identity(obj, block_size), index, length)
+
+
+def encode(meta: bytes, data: Piece) -> bytes:
+    """One shared object: magic, header length, header, CRC-32C of the data, the data."""
+    return b"".join((MAGIC, _U32.pack(len(meta)), meta, _U32.pack(crc32c.crc32c(data)), data))
+
+
+def overhead(meta: bytes) -> int:
+    return len(MAGIC) + 2 * _U32.size + len(meta)
+
+
+def decode(blob: bytes, meta: bytes, length: int) -> memoryview | str:
+    """The block's data, or what is wrong with the object found under its key."""
+    head = overhead(meta)
+    if len(blob) < head + length:
+        return f"short ({len(blob)} bytes, expected {head + length})"
+    if len(blob) > head + length:
+        return f"too long ({len(blob)} bytes, expected {head + length})"
+    if blob[:len(MAGIC)] != MAGIC:
+        return "not a mountfs block"
+    start = len(MAGIC) + _U32.size
+    if _U32.unpack_from(blob, len(MAGIC))[0] != len(meta) or blob[start:start + len(meta)] != meta:
+        return "the header names another block"
+    data = memoryview(blob)[head:]
+    if _U32.unpack_from(blob, head - _U32.size)[0] != crc32c.crc32c(data):
+        return "checksum mismatch"
+    return data
+
+
+class SharedCache:
+    """The shared level of one mount daemon. `run` (in the daemon's nursery) writes blocks."""
+
+    def __init__(self, store: ObjectStore, prefix: str, block_size: int, *, write: bool = True,
+                 max_object_size: int | None = None, timeout: float = 5.0, threads: int = THREADS,
+                 queue_bytes: int = QUEUE_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self.block_size = block_size
+        self.write = write
+        self.max_object_size = max_object_size
+        self.timeout = timeout
+        self.stats = SharedStats()
+        self.reads = _Level()
+        self.writes = _Level()
+        self._clock = clock
+        self._limiter = trio.CapacityLimiter(threads)
+        self._queue: deque[tuple[ObjectId, int, Piece]] = deque()
+        self._queued: set[str] = set()
+        self._queued_bytes = 0
+        self._queue_bytes = queue_bytes
+        self._wake = trio.Event()
+        self._last_log = float("-inf")
+        self._unlogged = 0
+        for name in QUIETED:
+            if _QUIET not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_QUIET)
+
+    def describe(self) -> str:
+        where = f"{self.store.store_id}/{self.store.bucket}"
+        return without_credentials(f"{where}/{self.prefix}" if self.prefix else where)
+
+    def key(self, obj: ObjectId, index: int) -> str:
+        name = block_key(obj, self.block_size, index).hex()
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def status(self) -> dict[str, object]:
+        return {"url": self.describe(), "write": self.write, **self.stats.as_dict(),
+                "reads_failing": self.reads.failing, "writes_failing": self.writes.failing,
+                "queued": len(self._queued)}  # waiting or being written
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def fetch(self, obj: ObjectId, object_size: int, start: int, length: int,
+                    origin: Origin) -> list[Piece]:
+        """Blocks [start, start + length) of `obj` (start on a block boundary, as the block cache
+        asks): those the shared cache has, the rest from the origin. Those it was asked for and does
+        not have (or has spoiled) are queued for writing; those it could not be asked for are not
+        (it may have them: one PUT per block)."""
+        if self.max_object_size is not None and object_size > self.max_object_size:
+            return await origin(start, length)
+        size = self.block_size
+        indices = range(start // size, (start + length + size - 1) // size)
+        found: dict[int, Piece] = {}
+        absent: set[int] = set()
+        if self.reads.usable(self._clock()):
+            found, absent = await self._lookup_many(obj, object_size, indices)
+        else:
+            self.stats.skipped += len(indices)
+        out: dict[int, Piece] = dict(found)
+        for run in _stretches([i for i in indices if i not in found]):
+            run_start = run[0] * size
+            run_length = min(size * len(run), start + length - run_start)
+            pieces = await origin(run_start, run_length)
+            expected = [min(size, object_size - i * size) for i in run]
+            if [len(p) for p in pieces] != expected:
+                got = sum(map(len, pieces))
+                raise Stale(f"{obj.key}: expected {run_length} bytes at {run_start}, store returned {got}")
+            for index, piece in zip(run, pieces, strict=True):
+                out[index] = piece
+                if index in absent:
+                    self._enqueue(obj, index, piece)
+        return [out[i] for i in indices]
+
+    async def _lookup_many(self, obj: ObjectId, object_size: int,
+                           indices: range) -> tuple[dict[int, Piece], set[int]]:
+        """The blocks found, and the indices of those known to be missing or spoiled there."""
+        found: dict[int, Piece] = {}
+        absent: set[int] = set()
+
+        async def one(index: int) -> None:
+            data = await self._lookup(obj, index, min(self.block_size, object_size - index * self.block_size))
+            if isinstance(data, bool):
+                if data:
+                    absent.add(index)
+            else:
+                found[index] = data
+
+        if len(indices) == 1:
+            await one(indices[0])
+        else:
+            async with trio.open_nursery() as nursery:
+                for index in indices:
+                    nursery.start_soon(one, index)
+        return found, absent
+
+    async def _lookup(self, obj: ObjectId, index: int, length: int) -> Piece | bool:
+        """The block's data; else True if it is missing or spoiled, False if the store did not say."""
+        meta = header_meta(obj, self.block_size, index, length)
+        key = self.key(obj, index)
+        try:
+            # one byte more than expected: a longer object is caught, not cut to size
+            blob = await self._call(self.store.get_range, key, 0, overhead(meta) + length + 1)
+        except NotFound:
+            self._answered(self.reads, "reads")
+            self.stats.misses += 1
+            return True
+        except Exception as exc:
+            self._failed(self.reads, "reads", exc)
+            self.stats.misses += 1
+            return False
+        self._answered(self.reads, "reads")
+        data = decode(blob, meta, length)
+        if isinstance(data, str):
+            self.stats.corrupt += 1
+            self.stats.misses += 1
+            self._log(f"shared cache {self.describe()}: block {key} of {obj.key} not used: {data}")
+            return True
+        self.stats.hits += 1
+        self.stats.bytes_read += length
+        return data
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _enqueue(self, obj: ObjectId, index: int, data: Piece) -> None:
+        if not self.write:
+            return
+        key = self.key(obj, index)
+        if key in self._queued:
+            return
+        if not self.writes.usable(self._clock()) or self._queued_bytes + len(data) > self._queue_bytes:
+            self.stats.dropped += 1
+            return
+        self._queue.append((obj, index, data))
+        self._queued.add(key)
+        self._queued_bytes += len(data)
+        self._wake.set()
+
+    async def run(self, writers: int = WRITERS) -> None:
+        """Forever: write queued blocks to the shared store."""
+        if not self.write:
+            return
+        async with trio.open_nursery() as nursery:
+            for _ in range(writers):
+                nursery.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            obj, index, data = self._queue.popleft()
+            key = self.key(obj, index)
+            try:
+                if not self.writes.usable(self._clock()):
+                    self.stats.dropped += 1
+                    continue
+                meta = header_meta(obj, self.block_size, index, len(data))
+                try:
+                    await self._call(self._put, key, meta, data)
+                except Exception as exc:
+                    self._failed(self.writes, "writes", exc)
+                    self.stats.dropped += 1
+                    continue
+                self._answered(self.writes, "writes")
+                self.stats.writes += 1
+                self.stats.bytes_written += len(data)
+            finally:
+                self._queued.discard(key)
+                self._queued_bytes -= len(data)
+
+    def _put(self, key: str, meta: bytes, data: Piece) -> None:
+        self.store.put(key, encode(meta, data))
+
+    async def drain(self) -> None:
+        """Wait until the queue is empty and no write is in flight (for tests and benchmarks)."""
+        while self._queued:
+            await trio.sleep(0.01)
+
+    # --- calls and failures ---------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` in a worker thread, given up after `timeout` (the thread is left to finish)."""
+        with trio.move_on_after(self.timeout):
+            return await trio.to_thread.run_sync(_quietly, partial(fn, *args), abandon_on_cancel=True,
+                                                 limiter=self._limiter)
+        self.stats.errors += 1
+        raise _TimedOut(f"no answer within {self.timeout:g} s")
+
+    def _failed(self, level: _Level, what: str, exc: Exception) -> None:
+        if not isinstance(exc, _TimedOut):
+            self.stats.errors += 1
+        was_failing = level.failing
+        now = self._clock()
+        level.failed(now)
+        if not was_failing:
+            level.since = now
+            wait = (level.down_until or now) - now
+            self._log(f"shared cache {self.describe()}: {what} failing, going to the origin "
+                      f"(tried again in {wait:.0f} s): {exc}")
+        else:
+            self._log(f"shared cache {self.describe()}: {what} still failing after "
+                      f"{now - level.since:.0f} s, going to the origin: {exc}")
+
+    def _answered(self, level: _Level, what: str) -> None:
+        if level.answered():
+            self._log(f"shared cache {self.describe()}: {what} work again")
+
+    def _log(self, message: str) -> None:
+        """At most one line a LOG_INTERVAL: a fleet's shared cache going away must not flood logs."""
+        now = self._clock()
+        if now - self._last_log < LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        if self._unlogged:
+            message += f" ({self._unlogged} more such events not logged)"
+        self._last_log, self._unlogged = now, 0
+        log.warning("%s", without_credentials(message))
+
+
+def _stretches(indices: Iterable[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
+def open_shared_cache(config: Config) -> SharedCache | None:
+    """The shared level `config` names, or None. Opening does no I/O: a shared store that is down
+    at mount time is found so at the first read, and the mount goes on without it meanwhile."""
+    shared = config.shared_cache
+    if shared is None:
+        return None
+    # Few, short retries: the origin is the fallback, not a long wait.
+    retry = RetryConfig(attempts=2, base_delay=0.05, max_delay=0.5, budget=shared.timeout,
+                        request_timeout=shared.timeout)
+    try:
+        store = open_store(shared.url, dataclasses.replace(config, retry=retry))
+    except MountfsError as exc:
+        log.warning("shared cache %s not used: %s", without_credentials(shared.url.raw), exc)
+        return None
+    return SharedCache(store, shared.url.prefix, config.cache.block_size, write=shared.write,
+                       max_object_size=shared.max_object_size, timeout=shared.timeout)
