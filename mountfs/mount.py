@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import pyfuse3
@@ -48,6 +48,8 @@ from mountfs.config import (
     parse_url,
     secret_values,
 )
+from mountfs.config.metrics import parse_listen
+from mountfs.config.model import MetricsConfig
 from mountfs.config.urls import shown_url
 from mountfs.errors import MountfsError, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
@@ -59,6 +61,9 @@ from mountfs.upload.journal import UploadJournal
 from mountfs.upload.recovery import Recovered, recover
 from mountfs.upload.uploader import PendingUpload, Uploader
 
+if TYPE_CHECKING:
+    from mountfs.metrics import MetricsServer
+
 log = logging.getLogger(__name__)
 
 # Options that mount(8) and fstab pass along and that mean nothing to a FUSE daemon.
@@ -69,7 +74,7 @@ IGNORED_OPTIONS = frozenset({
 })
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
-VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config"}
+VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "metrics"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -101,6 +106,7 @@ class MountOptions:
     log_file: str | None = None
     fsname: str | None = None
     config: str | None = None  # a file whose settings apply to SOURCE's mounts ("clearml": ClearML's own)
+    metrics: str | None = None  # where to serve Prometheus text, as [metrics] listen (which it overrides)
 
 
 def parse_options(values: list[str]) -> MountOptions:
@@ -140,6 +146,7 @@ def parse_options(values: list[str]) -> MountOptions:
             log_file=settings.get("log"),
             fsname=settings.get("fsname"),
             config=settings.get("config") or None,
+            metrics=_metrics_option(settings["metrics"]) if "metrics" in settings else None,
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
@@ -158,6 +165,13 @@ def _id_option(name: str, text: str | None, default: int) -> int:
     if not (text.isascii() and text.isdigit() and int(text) < 2**32 - 1):
         raise MountSetupError(f"bad mount option {name}={text!r}: expected a number from 0 to {2**32 - 2}")
     return int(text)
+
+
+def _metrics_option(text: str) -> str:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise MountSetupError(f"bad mount option metrics={text}: {exc}") from None
 
 
 def _block_size(text: str) -> int:
@@ -179,6 +193,7 @@ class Prepared:
     options: MountOptions
     config: Config
     stores: list[ObjectStore]
+    metrics: MetricsServer | None = None  # bound before the fork, served by the daemon
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
@@ -189,7 +204,20 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
-    return Prepared(source, mountpoint, options, config, open_stores(config))
+    stores = open_stores(config)
+    return Prepared(source, mountpoint, options, config, stores, bind_metrics(config.metrics.listen))
+
+
+def bind_metrics(address: str | None) -> MetricsServer | None:
+    """Take the metrics address now, so that a bad or busy one fails the mount, not the daemon later."""
+    if address is None:
+        return None
+    from mountfs.metrics import MetricsServer  # prometheus_client: only for daemons that serve metrics
+
+    try:
+        return MetricsServer(address)
+    except OSError as exc:
+        raise MountSetupError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
 
 
 def load_config_with(source: str, options: MountOptions) -> Config:
@@ -212,6 +240,8 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
+    if options.metrics:
+        config = dataclasses.replace(config, metrics=MetricsConfig(listen=options.metrics))
     config = expand_endpoints(config, mounts)
     config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, config.mounts))
     for glob in unreachable_globs(config):
@@ -510,6 +540,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     try:
         trio.run(daemon.main)
     finally:
+        if prepared.metrics is not None:
+            prepared.metrics.close()
         daemon.unmount()
         log.info("unmounted %s; %s", prepared.mountpoint, daemon.summary())
         cache.close()
@@ -575,6 +607,7 @@ class Daemon:
             nursery.start_soon(self._watch_cache_dir)
             nursery.start_soon(self._return_free_memory)
             nursery.start_soon(self._announce_ready)
+            self._serve_metrics()
             await pyfuse3.main()
             self.draining = True
             self.unmount()
@@ -583,6 +616,13 @@ class Daemon:
                 while self._answering:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+    def _serve_metrics(self) -> None:
+        if self.prepared.metrics is not None:
+            from mountfs.metrics import fetcher
+
+            self.prepared.metrics.start(fetcher(self, trio.lowlevel.current_trio_token()))
+            log.info("metrics at http://%s/metrics", self.prepared.metrics.bound)
 
     async def _return_free_memory(self) -> None:
         """Now and then give the heap's free pages back (see `return_free_memory`)."""
@@ -746,6 +786,7 @@ class Daemon:
             "stores": stores,
             "inodes": len(self.operations.namespace.inodes),
             "stale_metadata_served": self.operations.namespace.stale_served,
+            "metrics": self.prepared.metrics.bound if self.prepared.metrics is not None else None,
         }
 
     def summary(self) -> str:

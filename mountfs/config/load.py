@@ -14,6 +14,7 @@ from mountfs.config.azure import azure_section
 from mountfs.config.gcs import gcs_section
 from mountfs.config.general import cache_section, read_section, retry_section, write_section
 from mountfs.config.importers import Imported
+from mountfs.config.metrics import metrics_section
 from mountfs.config.model import AzureConfig, Config, MiB, MountConfig
 from mountfs.config.mounts import (
     direct_access_section,
@@ -30,6 +31,7 @@ from mountfs.errors import ConfigError, ConfigErrors
 
 _TOP_KEYS = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
+    "metrics",
 )  # fmt: skip
 
 
@@ -60,6 +62,7 @@ def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = No
         s3=s3_section(r, root),
         gcs=gcs_section(r, root),
         azure=azure,
+        metrics=metrics_section(r, root),
     )
 
 

@@ -236,6 +236,13 @@ class AzureConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where the daemon serves Prometheus text: "HOST:PORT" or "unix:/path"; None serves nothing."""
+
+    listen: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """`source` is the file path or URL the config came from, for messages and `mountfs status`."""
 
@@ -252,6 +259,7 @@ class Config:
     s3: S3Config = field(default_factory=S3Config)
     gcs: GcsConfig = field(default_factory=GcsConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notes: tuple[str, ...] = ()
     """Settings of an imported file that have no equivalent ("key: what mountfs does instead"):
     `config import` prints them as comments, the daemon logs them when it mounts."""

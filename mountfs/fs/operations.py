@@ -12,9 +12,9 @@ import logging
 import os
 import stat
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
 import pyfuse3
@@ -27,6 +27,7 @@ from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
+from mountfs.latency import Latencies
 from mountfs.namespace.inodes import Node, PageUse
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
@@ -46,26 +47,47 @@ _PASSED_ON = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        requests: RequestStats = args[0].requests  # type: ignore[attr-defined]
+        started = time.perf_counter()
         try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            return await _answered(handler, *args, **kwargs)
+        except pyfuse3.FUSEError as exc:
+            requests.errors[(handler.__name__, exc.errno)] += 1
             raise
-        except MountfsError as exc:
-            code = errno_for(exc)
-            if code == errno.EIO:
-                log.error("%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(code) from exc
-        except OSError as exc:
-            # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
-            code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
-            log.error("%s: %s", handler.__name__, exc)
-            log.debug("%s failed", handler.__name__, exc_info=True)
-            raise pyfuse3.FUSEError(code) from exc
-        except Exception as exc:
-            log.exception("%s failed unexpectedly", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from exc
+        finally:
+            requests.latency.observe(handler.__name__, time.perf_counter() - started)
 
     return wrapper
+
+
+async def _answered(handler: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`handler`'s answer, or the FUSEError that says why not."""
+    try:
+        return await handler(*args, **kwargs)
+    except pyfuse3.FUSEError:
+        raise
+    except MountfsError as exc:
+        code = errno_for(exc)
+        if code == errno.EIO:
+            log.error("%s: %s", handler.__name__, exc)
+        raise pyfuse3.FUSEError(code) from exc
+    except OSError as exc:
+        # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
+        code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
+        log.error("%s: %s", handler.__name__, exc)
+        log.debug("%s failed", handler.__name__, exc_info=True)
+        raise pyfuse3.FUSEError(code) from exc
+    except Exception as exc:
+        log.exception("%s failed unexpectedly", handler.__name__)
+        raise pyfuse3.FUSEError(errno.EIO) from exc
+
+
+@dataclass
+class RequestStats:
+    """FUSE requests by handler: latency (its count is the number of requests) and errors by errno."""
+
+    latency: Latencies = field(default_factory=Latencies)
+    errors: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -136,6 +158,7 @@ class Operations(pyfuse3.Operations):
         self.prefetch = prefetch
         self.readahead_max = readahead_max
         self.stats = ReadStats()
+        self.requests = RequestStats()
         self._files: dict[int, _OpenFile] = {}
         self.direct = DirectFiles(namespace)  # direct-access files: their own handles, no cache
         self._direct: dict[int, DirectHandle] = {}
