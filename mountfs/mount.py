@@ -518,6 +518,7 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
     operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask),
                             prefetch, min(read.readahead_max, memory_cache // 2), recovering=True)
+    operations.xattrs.mount_urls = {m.path: m.url.raw for m in config.mounts}
     daemon = Daemon(prepared, cache, operations, notify, journal)
     fuse_options = {"fsname=" + (options.fsname or prepared.source).replace(",", "_"), "subtype=mountfs"}
     for flag in ("allow_other", "allow_root", "default_permissions"):

@@ -27,6 +27,7 @@ from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
+from mountfs.fs.xattrs import PREFIX, Xattrs
 from mountfs.latency import Latencies
 from mountfs.namespace.inodes import Node, PageUse
 from mountfs.namespace.listing import DirSnapshot
@@ -159,6 +160,7 @@ class Operations(pyfuse3.Operations):
         self.readahead_max = readahead_max
         self.stats = ReadStats()
         self.requests = RequestStats()
+        self.xattrs = Xattrs(cache)
         self._files: dict[int, _OpenFile] = {}
         self.direct = DirectFiles(namespace)  # direct-access files: their own handles, no cache
         self._direct: dict[int, DirectHandle] = {}
@@ -274,6 +276,10 @@ class Operations(pyfuse3.Operations):
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self._dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        """Nothing to sync: every entry is in the store, or staged and journalled, once it is made.
+        An answer, not ENOSYS, which the kernel would remember as "never ask again"."""
 
     # --- files ---------------------------------------------------------------------------
 
@@ -569,6 +575,21 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._refuse(parent_inode, errno.EPERM)
+
+    @_fuse_errors
+    async def getxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
+                       ctx: pyfuse3.RequestContext) -> bytes:
+        text = name.decode(errors="replace")
+        if not text.startswith(PREFIX):  # security.capability, asked before every write: no work
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        value = await self.xattrs.get(await self._current(inode), text)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value.encode()
+
+    @_fuse_errors
+    async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[pyfuse3.XAttrNameT]:
+        return [pyfuse3.XAttrNameT(name.encode()) for name in self.xattrs.names(await self._current(inode))]
 
     async def setxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
