@@ -27,7 +27,7 @@ import lmdb
 import pyfuse3
 import trio
 
-from mountfs import control
+from mountfs import control, logs
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectStore
 from mountfs.backends.listed import ListedStore
@@ -74,12 +74,14 @@ IGNORED_OPTIONS = frozenset({
 })
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
-VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "metrics"}
+VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "metrics",
+                 "log_format", "log_size"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 FREE_MEMORY_INTERVAL = 60.0  # seconds between returns of the heap's free pages to the system
+SD_STATUS_INTERVAL = 10.0  # seconds between STATUS= lines to systemd (`systemctl status` shows the last)
 
 
 class MountSetupError(MountfsError):
@@ -104,6 +106,8 @@ class MountOptions:
     cache_dir: str | None = None
     block_size: int | None = None
     log_file: str | None = None
+    log_format: str = "text"  # or "json": one object per line
+    log_size: int = logs.LOG_SIZE  # a log file rotates at this size
     fsname: str | None = None
     config: str | None = None  # a file whose settings apply to SOURCE's mounts ("clearml": ClearML's own)
     metrics: str | None = None  # where to serve Prometheus text, as [metrics] listen (which it overrides)
@@ -144,6 +148,8 @@ def parse_options(values: list[str]) -> MountOptions:
             cache_dir=settings.get("cache_dir"),
             block_size=_block_size(settings["block_size"]) if "block_size" in settings else None,
             log_file=settings.get("log"),
+            log_format=_log_format(settings.get("log_format", "text")),
+            log_size=_log_size(settings["log_size"]) if "log_size" in settings else logs.LOG_SIZE,
             fsname=settings.get("fsname"),
             config=settings.get("config") or None,
             metrics=_metrics_option(settings["metrics"]) if "metrics" in settings else None,
@@ -165,6 +171,19 @@ def _id_option(name: str, text: str | None, default: int) -> int:
     if not (text.isascii() and text.isdigit() and int(text) < 2**32 - 1):
         raise MountSetupError(f"bad mount option {name}={text!r}: expected a number from 0 to {2**32 - 2}")
     return int(text)
+
+
+def _log_format(text: str) -> str:
+    if text not in logs.FORMATS:
+        raise MountSetupError(f"bad mount option log_format={text}: expected {' or '.join(logs.FORMATS)}")
+    return text
+
+
+def _log_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 4096:
+        raise MountSetupError(f"bad mount option log_size={text}: at least 4KiB (a few lines)")
+    return value
 
 
 def _metrics_option(text: str) -> str:
@@ -462,7 +481,7 @@ Notify = Callable[[str], None]
 def run(prepared: Prepared, foreground: bool) -> int:
     """Mount and serve until unmounted. Returns the exit code."""
     if foreground:
-        _setup_logging(prepared.options, None, secret_values(prepared.config))
+        _setup_logging(prepared, None)
         return serve(prepared, lambda message: None)
     read_end, write_end = os.pipe()
     if os.fork():
@@ -478,7 +497,7 @@ def run(prepared: Prepared, foreground: bool) -> int:
     log_file = prepared.options.log_file or os.path.join(
         control.runtime_dir(), control.mount_id(prepared.mountpoint) + ".log")
     _detach_stdio()
-    _setup_logging(prepared.options, log_file, secret_values(prepared.config))
+    _setup_logging(prepared, log_file)
     pipe = os.fdopen(write_end, "wb", buffering=0)
 
     def notify(message: str) -> None:
@@ -669,6 +688,8 @@ class Daemon:
         self.draining = True
         timeout = self.prepared.config.write.drain_timeout
         pending = [item for uploader in self.uploaders for item in uploader.pending()]
+        _sd_notify(f"STOPPING=1\nSTATUS=unmounting: {len(pending)} upload(s) pending "
+                   f"({_human(sum(item.size for item in pending))})")
         if pending:
             log.info("waiting up to %gs for %d pending upload(s) (%d bytes)", timeout, len(pending),
                      sum(item.size for item in pending))
@@ -714,6 +735,21 @@ class Daemon:
         _raise_kernel_readahead(st.st_dev, self.prepared.config.read.kernel_readahead)
         self.notify("ok")
         _sd_notify("READY=1")
+        if os.environ.get("NOTIFY_SOCKET"):
+            while not self.draining:
+                _sd_notify("STATUS=" + await self.live_figures())
+                await trio.sleep(SD_STATUS_INTERVAL)
+
+    async def live_figures(self) -> str:
+        """One line of what `mountfs status` says, for systemd's STATUS=."""
+        status = await self.status()
+        cache, uploads = status["cache"], status["uploads"]
+        ratio = "" if cache["hit_ratio"] is None else f" ({cache['hit_ratio']:.0%} hits)"
+        offline = [s["path"] or "/" for s in status["stores"] if s["offline"]]
+        return (f"served {_human(status['reads']['bytes_served'])}, fetched "
+                f"{_human(status['store']['bytes_fetched'])}{ratio}; cache {_human(cache['bytes'])}; "
+                f"{len(uploads['pending'])} upload(s) pending ({_human(uploads['pending_bytes'])})"
+                + (f"; offline: {', '.join(offline)}" if offline else ""))
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         self._answering += 1
@@ -851,6 +887,15 @@ def _raise_kernel_readahead(device: int, nbytes: int) -> None:
         log.info("kernel readahead left as it is (%s: %s)", path, exc.strerror)
 
 
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def _sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) how we are, when it is listening."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -870,31 +915,7 @@ def _detach_stdio() -> None:
     os.chdir("/")
 
 
-class _Redacting(logging.Formatter):
-    """Hides the daemon's secrets in every line it logs, tracebacks included: at debug level the SDKs
-    log what they sign and send (a session token is a header)."""
-
-    def __init__(self, fmt: str, secrets: list[str]) -> None:
-        super().__init__(fmt)
-        self.secrets = secrets
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-
-def _setup_logging(options: MountOptions, log_file: str | None, secrets: list[str]) -> None:
-    handler: logging.Handler
-    if log_file:
-        if log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
-            os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if options.debug else logging.INFO)
+def _setup_logging(prepared: Prepared, log_file: str | None) -> None:
+    options = prepared.options
+    logs.setup(prepared.mountpoint, log_file, secret_values(prepared.config), debug=options.debug,
+               log_format=options.log_format, max_bytes=options.log_size)
