@@ -73,7 +73,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return _redact(json.dumps(entry, ensure_ascii=False), self.secrets)
+        # before encoding: JSON escapes a secret holding a quote or a backslash
+        return json.dumps({k: _redact(v, self.secrets) for k, v in entry.items()}, ensure_ascii=False)
 
 
 def under_journal() -> bool:
