@@ -75,7 +75,7 @@ IGNORED_OPTIONS = frozenset({
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
 VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "metrics",
-                 "log_format", "log_size"}
+                 "log_format", "log_size", "file_mode", "dir_mode"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -96,6 +96,8 @@ class MountOptions:
     uid: int
     gid: int
     umask: int = 0o022
+    file_mode: int | None = None  # every file's permission bits (else 666 less the umask)
+    dir_mode: int | None = None  # every directory's (else 777 less the umask)
     allow_other: bool = False
     allow_root: bool = False
     default_permissions: bool = False
@@ -138,6 +140,8 @@ def parse_options(values: list[str]) -> MountOptions:
             uid=_id_option("uid", settings.get("uid"), os.getuid()),
             gid=_id_option("gid", settings.get("gid"), os.getgid()),
             umask=_umask_option(settings.get("umask", "022")),
+            file_mode=_umask_option(settings["file_mode"], "file_mode") if "file_mode" in settings else None,
+            dir_mode=_umask_option(settings["dir_mode"], "dir_mode") if "dir_mode" in settings else None,
             allow_other=flags.get("allow_other", False),
             allow_root=flags.get("allow_root", False),
             default_permissions=flags.get("default_permissions", False),
@@ -158,10 +162,11 @@ def parse_options(values: list[str]) -> MountOptions:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
 
 
-def _umask_option(text: str) -> int:
-    """An octal umask of permission bits only: a negative or huge one would make every mode ----------."""
+def _umask_option(text: str, name: str = "umask") -> int:
+    """Octal permission bits only (a umask, file_mode or dir_mode): a negative or huge one would make
+    every mode ----------, and setuid bits are not ours to give."""
     if not (text.isascii() and text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o777):
-        raise MountSetupError(f"bad mount option umask={text!r}: expected octal digits from 000 to 777")
+        raise MountSetupError(f"bad mount option {name}={text!r}: expected octal digits from 000 to 777")
     return int(text, 8)
 
 
@@ -535,7 +540,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
-    operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask),
+    operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask,
+                                                         options.file_mode, options.dir_mode),
                             prefetch, min(read.readahead_max, memory_cache // 2), recovering=True)
     operations.xattrs.mount_urls = {m.path: m.url.raw for m in config.mounts}
     daemon = Daemon(prepared, cache, operations, notify, journal)
@@ -917,5 +923,7 @@ def _detach_stdio() -> None:
 
 def _setup_logging(prepared: Prepared, log_file: str | None) -> None:
     options = prepared.options
+    if log_file and log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
     logs.setup(prepared.mountpoint, log_file, secret_values(prepared.config), debug=options.debug,
                log_format=options.log_format, max_bytes=options.log_size)

@@ -93,11 +93,22 @@ class RequestStats:
 
 @dataclass(frozen=True)
 class Ownership:
-    """Who owns every entry, and its permission bits: `-o uid=,gid=,umask=`."""
+    """Who owns every entry, and its permission bits: `-o uid=,gid=,umask=,file_mode=,dir_mode=`
+    (a mode, when given, is the bits of every file or directory, the umask left out)."""
 
     uid: int
     gid: int
     umask: int = 0o022
+    file_mode: int | None = None
+    dir_mode: int | None = None
+
+    @property
+    def file_bits(self) -> int:
+        return self.file_mode if self.file_mode is not None else 0o666 & ~self.umask
+
+    @property
+    def dir_bits(self) -> int:
+        return self.dir_mode if self.dir_mode is not None else 0o777 & ~self.umask
 
 
 @dataclass
@@ -181,14 +192,14 @@ class Operations(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         read_only = node.mount is None or not node.mount.writable
         if node.is_dir:
-            mode = stat.S_IFDIR | (0o777 & ~self.ownership.umask)
+            mode = stat.S_IFDIR | self.ownership.dir_bits
             attr.st_nlink = 2
         elif node.link is not None:  # a symlink of a file:// folder: the kernel follows it, not us
             mode = stat.S_IFLNK | 0o777
             attr.st_nlink = 1
             read_only = False  # a symlink's own bits are always rwx
         else:
-            mode = stat.S_IFREG | (0o666 & ~self.ownership.umask)
+            mode = stat.S_IFREG | self.ownership.file_bits
             attr.st_nlink = 1
         if read_only:
             mode &= ~0o222
