@@ -65,6 +65,8 @@ async def figures(daemon: Daemon) -> dict[str, Any]:
         store["latency"] = root.store.stats.latency.snapshot()
         store["bytes_uploaded"] = root.store.stats.bytes_uploaded
     status["retries"] = RETRIES.value
+    prefetch = daemon.operations.prefetch
+    status["prefetch_in_flight"] = prefetch.bytes_in_flight if prefetch is not None else 0
     return status
 
 
@@ -168,6 +170,8 @@ def _cache(data: dict[str, Any]) -> Iterable[Metric]:
     yield _gauge("mountfs_cache_resident_blocks", "Block files in the cache dir", cache["blocks"])
     yield _gauge("mountfs_cache_block_size_bytes", "Block size of this mount", cache["block_size"])
     yield _counter("mountfs_prefetch_blocks", "Blocks fetched ahead of readers", reads["prefetched_blocks"])
+    yield _gauge("mountfs_prefetch_in_flight_bytes", "Bytes being fetched ahead of readers right now",
+                 data["prefetch_in_flight"])
     yield _counter("mountfs_prefetch_unread_blocks", "Blocks fetched ahead that left the cache unread",
                    reads["prefetched_unread"])
     yield _counter("mountfs_prefetch_unread_bytes", "Bytes fetched ahead that left the cache unread "

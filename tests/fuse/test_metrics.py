@@ -118,6 +118,7 @@ def test_metrics_count_what_a_known_workload_does(mounter: Mounter, tmp_path: Pa
     assert value(warm, "mountfs_store_offline", **where) == 0
     assert value(warm, "process_resident_memory_bytes") > 0
     assert value(warm, "process_open_fds") > 0
+    assert ("mountfs_prefetch_in_flight_bytes", frozenset()) in warm
     assert value(warm, "mountfs_threads") >= 2  # the event loop and the metrics server at least
 
     # the same figures as `mountfs status`, and no label names a file
