@@ -71,6 +71,8 @@ def test_metrics_count_what_a_known_workload_does(mounter: Mounter, tmp_path: Pa
     address = status["metrics"]
     assert address.startswith("127.0.0.1:") and not address.endswith(":0"), address
     where = {"mount": "", "store": "file"}
+    shown = mounter.run("status", mount.path)
+    assert f"  metrics: http://{address}/metrics" in shown.stdout.splitlines(), shown.stdout
 
     # cold: every block fetched once; then the same file again, from the cache
     assert Path(mount.join("data", "big.bin")).read_bytes() == content
