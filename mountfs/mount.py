@@ -225,6 +225,7 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
         raise MountSetupError("the mount point is an empty string (give a directory)")
     if options.log_file:
         check_log_file(options.log_file)
+    check_allow_other(options)
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
@@ -458,6 +459,22 @@ def check_log_file(path: str) -> None:
         raise MountSetupError(f"bad mount option log={path!r}: the folder {folder} does not exist")
     if os.path.isdir(path):
         raise MountSetupError(f"bad mount option log={path!r}: is a directory, not a file")
+
+
+def check_allow_other(options: MountOptions, fuse_conf: str = "/etc/fuse.conf") -> None:
+    """fusermount3 refuses allow_other/allow_root to users other than root unless fuse.conf says
+    user_allow_other; it says so on a stderr the daemon no longer has, so say it here."""
+    if not (options.allow_other or options.allow_root) or os.geteuid() == 0:
+        return
+    try:
+        with open(fuse_conf) as f:
+            allowed = any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        allowed = False
+    if not allowed:
+        flag = "allow_other" if options.allow_other else "allow_root"
+        raise MountSetupError(f"mount option {flag} is for root only unless {fuse_conf} has a line "
+                              "user_allow_other (root adds it)")
 
 
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:

@@ -135,14 +135,21 @@ def _closed_folder_above(path: str) -> tuple[str, str] | None:
 
 
 def test_a_user_mounts_in_a_folder_of_their_own(users: tuple[User, User, int], env: dict[str, str],
-                                                 tmp_path: Path) -> None:
+                                                 tmp_path: Path, public_dir: Path) -> None:
     """As a user without privileges: mount (fusermount3 does the mount), read, status, umount; the
-    cache goes to the user's ~/.cache/mountfs. Where /dev/fuse is not open to every user (containers
-    often make it 0600), it runs in a mount namespace of its own with a /dev/fuse that is (0666, as
-    Debian's udev rules make it), so the host's device is not touched; likewise when the test's
-    Python sits below a folder other users cannot enter (a pyenv in /root)."""
-    owner, _, _ = users
+    cache goes to the user's ~/.cache/mountfs. Then with allow_other, which needs user_allow_other in
+    /etc/fuse.conf (a private copy, in a mount namespace of the test's own): the other user reads what
+    the modes allow. Where /dev/fuse is not open to every user (containers often make it 0600), the
+    namespace also has a /dev/fuse that is (0666, as Debian's udev rules make it), so the host's
+    device is not touched; likewise when the test's Python sits below a folder other users cannot
+    enter (a pyenv in /root)."""
+    owner, other, team = users
     home = Path(owner.home)
+    shared = public_dir / "shared"
+    shared.mkdir()
+    os.chown(shared, owner.uid, owner.gid)
+    fuse_conf = tmp_path / "fuse.conf"
+    fuse_conf.write_text("user_allow_other\n")
     src, mnt = home / "bucket", home / "mnt"
     for folder in (src, mnt):
         subprocess.run(["runuser", "-u", owner.name, "--", "mkdir", "-p", str(folder)], check=True)
@@ -153,14 +160,24 @@ def test_a_user_mounts_in_a_folder_of_their_own(users: tuple[User, User, int], e
                 "PYTHONPATH": env.get("PYTHONPATH", ""), "MOUNTFS_RUNTIME_DIR": str(home / "run")}
     exports = " ".join(f"{k}='{v}'" for k, v in user_env.items())
     mountfs = f"env -i {exports} {python} -m mountfs"
+    others = f"allow_other,default_permissions,gid={team},umask=027,cache_dir={home}/cache2"
     script = "\n".join([
         "set -e",
-        f"runuser -u {owner.name} -- {mountfs} file://{src} {mnt} || {{ cat {home}/run/*.log >&2; exit 1; }}",
+        f"runuser -u {owner.name} -- {mountfs} file://{src} {mnt} || {{ cat {home}/run/*.log; exit 1; }}",
         f"runuser -u {owner.name} -- cat {mnt}/f.txt",
         f"runuser -u {owner.name} -- {mountfs} status {mnt} --json > {tmp_path}/status.json",
         f"grep -q ' {mnt} fuse.mountfs ' /proc/self/mounts && echo mounted-here",
         f"runuser -u {owner.name} -- {mountfs} umount {mnt}",
         f"grep -q ' {mnt} ' /proc/self/mounts && echo still-mounted || echo unmounted",
+        # allow_other: refused until /etc/fuse.conf says user_allow_other
+        f"runuser -u {owner.name} -- {mountfs} file://{src} {shared} -o {others} 2> {tmp_path}/refused"
+        " && echo allowed-without-conf || echo refused-without-conf",
+        f"mount --bind {fuse_conf} /etc/fuse.conf",
+        f"runuser -u {owner.name} -- {mountfs} file://{src} {shared} -o {others}",
+        f"runuser -u {other.name} -- cat {shared}/f.txt",
+        f"runuser -u {other.name} -- sh -c 'echo x >> {shared}/f.txt' 2>/dev/null && echo other-wrote"
+        " || echo other-refused",
+        f"runuser -u {owner.name} -- {mountfs} umount {shared}",
     ])
     setup = []
     why = _fuse_for_everyone()
@@ -176,15 +193,15 @@ def test_a_user_mounts_in_a_folder_of_their_own(users: tuple[User, User, int], e
         keep.mkdir()
         setup += [f"mount --bind {branch} {keep}", f"mount -t tmpfs -o mode=0755 tmpfs {closed}",
                   f"mkdir -p {branch}", f"mount --bind {keep} {branch}"]
-    if setup:
-        if shutil.which("unshare") is None:
-            pytest.skip(f"{why or hidden} and unshare (util-linux) is missing")
-        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join([*setup, script])]
-    else:
-        argv = ["sh", "-c", script]
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a private /etc/fuse.conf")
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join([*setup, script])]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    assert result.stdout.split() == ["own", "data", "mounted-here", "unmounted"], result.stdout
+    assert result.stdout.split() == ["own", "data", "mounted-here", "unmounted", "refused-without-conf",
+                                     "own", "data", "other-refused"], (result.stdout, result.stderr)
+    refused = (tmp_path / "refused").read_text()
+    assert "user_allow_other" in refused and "Traceback" not in refused, refused
     status = (tmp_path / "status.json").read_text()
     assert f'"{home}/.cache/mountfs"' in status, status  # the cache dir in the user's home
     with contextlib.suppress(OSError):
