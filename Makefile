@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config rsync attr
 STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator that tests/servers.py starts, installed from npm beside the venv
 NODE_DIR := $(VENV)/node

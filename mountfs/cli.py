@@ -590,6 +590,9 @@ def format_status(s: dict[str, Any]) -> str:
         lines[2] += f"; {reads['prefetched_unread']} blocks fetched ahead were evicted unread"
     if s.get("writes", {}).get("refused"):
         lines.append(f"  writes: refused: {s['writes']['refused']}")
+    if s.get("metrics"):
+        where = s["metrics"]
+        lines.append(f"  metrics: {where if where.startswith('unix:') else f'http://{where}/metrics'}")
     for entry in s.get("stores", []):
         if entry.get("endpoint"):
             source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""

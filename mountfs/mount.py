@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import pyfuse3
 import trio
 
-from mountfs import control
+from mountfs import control, logs
 from mountfs.backends.async_store import AsyncStore
 from mountfs.backends.base import ObjectStore
 from mountfs.backends.listed import ListedStore
@@ -49,6 +49,8 @@ from mountfs.config import (
     parse_url,
     secret_values,
 )
+from mountfs.config.metrics import parse_listen
+from mountfs.config.model import MetricsConfig
 from mountfs.config.shared_cache import from_option as shared_cache_option
 from mountfs.config.urls import shown_url
 from mountfs.errors import MountfsError, printable, without_credentials
@@ -61,6 +63,9 @@ from mountfs.upload.journal import UploadJournal
 from mountfs.upload.recovery import Recovered, recover
 from mountfs.upload.uploader import PendingUpload, Uploader
 
+if TYPE_CHECKING:
+    from mountfs.metrics import MetricsServer
+
 log = logging.getLogger(__name__)
 
 # Options that mount(8) and fstab pass along and that mean nothing to a FUSE daemon.
@@ -71,12 +76,14 @@ IGNORED_OPTIONS = frozenset({
 })
 IGNORED_PREFIXES = ("x-", "comment=")
 FLAG_OPTIONS = {"allow_other", "allow_root", "default_permissions", "ro", "nonempty", "debug", "cache_local"}
-VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "shared_cache"}
+VALUE_OPTIONS = {"uid", "gid", "umask", "cache_dir", "block_size", "log", "fsname", "config", "metrics",
+                 "log_format", "log_size", "file_mode", "dir_mode", "shared_cache"}
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 FREE_MEMORY_INTERVAL = 60.0  # seconds between returns of the heap's free pages to the system
+SD_STATUS_INTERVAL = 10.0  # seconds between STATUS= lines to systemd (`systemctl status` shows the last)
 
 
 class MountSetupError(MountfsError):
@@ -91,6 +98,8 @@ class MountOptions:
     uid: int
     gid: int
     umask: int = 0o022
+    file_mode: int | None = None  # every file's permission bits (else 666 less the umask)
+    dir_mode: int | None = None  # every directory's (else 777 less the umask)
     allow_other: bool = False
     allow_root: bool = False
     default_permissions: bool = False
@@ -101,9 +110,12 @@ class MountOptions:
     cache_dir: str | None = None
     block_size: int | None = None
     log_file: str | None = None
+    log_format: str = "text"  # or "json": one object per line
+    log_size: int = logs.LOG_SIZE  # a log file rotates at this size
     fsname: str | None = None
     config: str | None = None  # a file whose settings apply to SOURCE's mounts ("clearml": ClearML's own)
     shared_cache: str | None = None  # the URL of a fleet's shared block cache
+    metrics: str | None = None  # where to serve Prometheus text, as [metrics] listen (which it overrides)
 
 
 def parse_options(values: list[str]) -> MountOptions:
@@ -131,6 +143,8 @@ def parse_options(values: list[str]) -> MountOptions:
             uid=_id_option("uid", settings.get("uid"), os.getuid()),
             gid=_id_option("gid", settings.get("gid"), os.getgid()),
             umask=_umask_option(settings.get("umask", "022")),
+            file_mode=_umask_option(settings["file_mode"], "file_mode") if "file_mode" in settings else None,
+            dir_mode=_umask_option(settings["dir_mode"], "dir_mode") if "dir_mode" in settings else None,
             allow_other=flags.get("allow_other", False),
             allow_root=flags.get("allow_root", False),
             default_permissions=flags.get("default_permissions", False),
@@ -141,18 +155,22 @@ def parse_options(values: list[str]) -> MountOptions:
             cache_dir=settings.get("cache_dir"),
             block_size=_block_size(settings["block_size"]) if "block_size" in settings else None,
             log_file=settings.get("log"),
+            log_format=_log_format(settings.get("log_format", "text")),
+            log_size=_log_size(settings["log_size"]) if "log_size" in settings else logs.LOG_SIZE,
             fsname=settings.get("fsname"),
             config=settings.get("config") or None,
             shared_cache=settings.get("shared_cache") or None,
+            metrics=_metrics_option(settings["metrics"]) if "metrics" in settings else None,
         )
     except ValueError as exc:
         raise MountSetupError(f"bad mount option value: {exc}") from exc
 
 
-def _umask_option(text: str) -> int:
-    """An octal umask of permission bits only: a negative or huge one would make every mode ----------."""
+def _umask_option(text: str, name: str = "umask") -> int:
+    """Octal permission bits only (a umask, file_mode or dir_mode): a negative or huge one would make
+    every mode ----------, and setuid bits are not ours to give."""
     if not (text.isascii() and text.isdigit() and set(text) <= set("01234567") and int(text, 8) <= 0o777):
-        raise MountSetupError(f"bad mount option umask={text!r}: expected octal digits from 000 to 777")
+        raise MountSetupError(f"bad mount option {name}={text!r}: expected octal digits from 000 to 777")
     return int(text, 8)
 
 
@@ -162,6 +180,26 @@ def _id_option(name: str, text: str | None, default: int) -> int:
     if not (text.isascii() and text.isdigit() and int(text) < 2**32 - 1):
         raise MountSetupError(f"bad mount option {name}={text!r}: expected a number from 0 to {2**32 - 2}")
     return int(text)
+
+
+def _log_format(text: str) -> str:
+    if text not in logs.FORMATS:
+        raise MountSetupError(f"bad mount option log_format={text}: expected {' or '.join(logs.FORMATS)}")
+    return text
+
+
+def _log_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 4096:
+        raise MountSetupError(f"bad mount option log_size={text}: at least 4KiB (a few lines)")
+    return value
+
+
+def _metrics_option(text: str) -> str:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise MountSetupError(f"bad mount option metrics={text}: {exc}") from None
 
 
 def _block_size(text: str) -> int:
@@ -183,6 +221,7 @@ class Prepared:
     options: MountOptions
     config: Config
     stores: list[ObjectStore]
+    metrics: MetricsServer | None = None  # bound before the fork, served by the daemon
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
@@ -190,10 +229,24 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
         raise MountSetupError("the mount point is an empty string (give a directory)")
     if options.log_file:
         check_log_file(options.log_file)
+    check_allow_other(options)
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
-    return Prepared(source, mountpoint, options, config, open_stores(config))
+    stores = open_stores(config)
+    return Prepared(source, mountpoint, options, config, stores, bind_metrics(config.metrics.listen))
+
+
+def bind_metrics(address: str | None) -> MetricsServer | None:
+    """Take the metrics address now, so that a bad or busy one fails the mount, not the daemon later."""
+    if address is None:
+        return None
+    from mountfs.metrics import MetricsServer  # prometheus_client: only for daemons that serve metrics
+
+    try:
+        return MetricsServer(address)
+    except OSError as exc:
+        raise MountSetupError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
 
 
 def load_config_with(source: str, options: MountOptions) -> Config:
@@ -216,6 +269,8 @@ def load_config_with(source: str, options: MountOptions) -> Config:
         mounts = tuple(dataclasses.replace(m, read_only=True) for m in mounts)
     if options.cache_local:
         config = dataclasses.replace(config, direct_access=())
+    if options.metrics:
+        config = dataclasses.replace(config, metrics=MetricsConfig(listen=options.metrics))
     config = expand_endpoints(config, mounts)
     config = dataclasses.replace(config, cache=cache, mounts=substitute_mounts(config, config.mounts))
     if options.shared_cache:
@@ -417,6 +472,22 @@ def check_log_file(path: str) -> None:
         raise MountSetupError(f"bad mount option log={path!r}: is a directory, not a file")
 
 
+def check_allow_other(options: MountOptions, fuse_conf: str = "/etc/fuse.conf") -> None:
+    """fusermount3 refuses allow_other/allow_root to users other than root unless fuse.conf says
+    user_allow_other; it says so on a stderr the daemon no longer has, so say it here."""
+    if not (options.allow_other or options.allow_root) or os.geteuid() == 0:
+        return
+    try:
+        with open(fuse_conf) as f:
+            allowed = any(line.split("#", 1)[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        allowed = False
+    if not allowed:
+        flag = "allow_other" if options.allow_other else "allow_root"
+        raise MountSetupError(f"mount option {flag} is for root only unless {fuse_conf} has a line "
+                              "user_allow_other (root adds it)")
+
+
 def check_mountpoint(mountpoint: str, nonempty: bool) -> None:
     try:
         is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
@@ -443,7 +514,7 @@ Notify = Callable[[str], None]
 def run(prepared: Prepared, foreground: bool) -> int:
     """Mount and serve until unmounted. Returns the exit code."""
     if foreground:
-        _setup_logging(prepared.options, None, secret_values(prepared.config))
+        _setup_logging(prepared, None)
         return serve(prepared, lambda message: None)
     read_end, write_end = os.pipe()
     if os.fork():
@@ -459,7 +530,7 @@ def run(prepared: Prepared, foreground: bool) -> int:
     log_file = prepared.options.log_file or os.path.join(
         control.runtime_dir(), control.mount_id(prepared.mountpoint) + ".log")
     _detach_stdio()
-    _setup_logging(prepared.options, log_file, secret_values(prepared.config))
+    _setup_logging(prepared, log_file)
     pipe = os.fdopen(write_end, "wb", buffering=0)
 
     def notify(message: str) -> None:
@@ -498,8 +569,10 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
-    operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask),
+    operations = Operations(namespace, cache, Ownership(options.uid, options.gid, options.umask,
+                                                         options.file_mode, options.dir_mode),
                             prefetch, min(read.readahead_max, memory_cache // 2), recovering=True)
+    operations.xattrs.mount_urls = {m.path: m.url.raw for m in config.mounts}
     daemon = Daemon(prepared, cache, operations, notify, journal)
     fuse_options = {"fsname=" + (options.fsname or prepared.source).replace(",", "_"), "subtype=mountfs"}
     for flag in ("allow_other", "allow_root", "default_permissions"):
@@ -522,6 +595,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     try:
         trio.run(daemon.main)
     finally:
+        if prepared.metrics is not None:
+            prepared.metrics.close()
         daemon.unmount()
         log.info("unmounted %s; %s", prepared.mountpoint, daemon.summary())
         cache.close()
@@ -589,6 +664,7 @@ class Daemon:
             nursery.start_soon(self._watch_cache_dir)
             nursery.start_soon(self._return_free_memory)
             nursery.start_soon(self._announce_ready)
+            self._serve_metrics()
             await pyfuse3.main()
             self.draining = True
             self.unmount()
@@ -597,6 +673,13 @@ class Daemon:
                 while self._answering:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
+
+    def _serve_metrics(self) -> None:
+        if self.prepared.metrics is not None:
+            from mountfs.metrics import fetcher
+
+            self.prepared.metrics.start(fetcher(self, trio.lowlevel.current_trio_token()))
+            log.info("metrics at http://%s/metrics", self.prepared.metrics.bound)
 
     async def _return_free_memory(self) -> None:
         """Now and then give the heap's free pages back (see `return_free_memory`)."""
@@ -642,6 +725,8 @@ class Daemon:
         self.draining = True
         timeout = self.prepared.config.write.drain_timeout
         pending = [item for uploader in self.uploaders for item in uploader.pending()]
+        _sd_notify(f"STOPPING=1\nSTATUS=unmounting: {len(pending)} upload(s) pending "
+                   f"({_human(sum(item.size for item in pending))})")
         if pending:
             log.info("waiting up to %gs for %d pending upload(s) (%d bytes)", timeout, len(pending),
                      sum(item.size for item in pending))
@@ -687,6 +772,21 @@ class Daemon:
         _raise_kernel_readahead(st.st_dev, self.prepared.config.read.kernel_readahead)
         self.notify("ok")
         _sd_notify("READY=1")
+        if os.environ.get("NOTIFY_SOCKET"):
+            while not self.draining:
+                _sd_notify("STATUS=" + await self.live_figures())
+                await trio.sleep(SD_STATUS_INTERVAL)
+
+    async def live_figures(self) -> str:
+        """One line of what `mountfs status` says, for systemd's STATUS=."""
+        status = await self.status()
+        cache, uploads = status["cache"], status["uploads"]
+        ratio = "" if cache["hit_ratio"] is None else f" ({cache['hit_ratio']:.0%} hits)"
+        offline = [s["path"] or "/" for s in status["stores"] if s["offline"]]
+        return (f"served {_human(status['reads']['bytes_served'])}, fetched "
+                f"{_human(status['store']['bytes_fetched'])}{ratio}; cache {_human(cache['bytes'])}; "
+                f"{len(uploads['pending'])} upload(s) pending ({_human(uploads['pending_bytes'])})"
+                + (f"; offline: {', '.join(offline)}" if offline else ""))
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         self._answering += 1
@@ -761,6 +861,7 @@ class Daemon:
             "shared_cache": self.cache.shared.status() if self.cache.shared is not None else None,
             "inodes": len(self.operations.namespace.inodes),
             "stale_metadata_served": self.operations.namespace.stale_served,
+            "metrics": self.prepared.metrics.bound if self.prepared.metrics is not None else None,
         }
 
     def summary(self) -> str:
@@ -824,6 +925,15 @@ def _raise_kernel_readahead(device: int, nbytes: int) -> None:
         log.info("kernel readahead left as it is (%s: %s)", path, exc.strerror)
 
 
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def _sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) how we are, when it is listening."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -843,31 +953,9 @@ def _detach_stdio() -> None:
     os.chdir("/")
 
 
-class _Redacting(logging.Formatter):
-    """Hides the daemon's secrets in every line it logs, tracebacks included: at debug level the SDKs
-    log what they sign and send (a session token is a header)."""
-
-    def __init__(self, fmt: str, secrets: list[str]) -> None:
-        super().__init__(fmt)
-        self.secrets = secrets
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-
-def _setup_logging(options: MountOptions, log_file: str | None, secrets: list[str]) -> None:
-    handler: logging.Handler
-    if log_file:
-        if log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
-            os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if options.debug else logging.INFO)
+def _setup_logging(prepared: Prepared, log_file: str | None) -> None:
+    options = prepared.options
+    if log_file and log_file != options.log_file:  # the default, in the runtime dir; a given one was checked
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    logs.setup(prepared.mountpoint, log_file, secret_values(prepared.config), debug=options.debug,
+               log_format=options.log_format, max_bytes=options.log_size)

@@ -28,6 +28,7 @@ from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.buffers import Piece
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import Offline, StoreUnavailable, Transient
+from mountfs.latency import Latencies
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class StoreStats:
     bytes_fetched: int = 0
     bytes_uploaded: int = 0
     failed_fast: int = 0  # calls refused at once because the store was offline
+    latency: Latencies = field(default_factory=Latencies)  # seconds per call, retries included, by op
 
 
 class AsyncStore:
@@ -156,7 +158,10 @@ class AsyncStore:
         self.stats.requests[op] += 1
         started = self._clock()
         try:
-            result = await self._run(fn, *args)
+            try:
+                result = await self._run(fn, *args)
+            finally:
+                self.stats.latency.observe(op, self._clock() - started)
         except StoreUnavailable as exc:
             self.stats.errors[op] += 1
             if isinstance(exc.__cause__, Transient):  # retries used up: not a one-off refusal

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,6 +26,21 @@ T = TypeVar("T")
 RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 412, 423, 425, 429})
 """Client errors that may pass: credentials fixed meanwhile, a timeout, a conflict or a lock that
 ends, throttling; and those the callers handle themselves (not found, precondition failed)."""
+
+class RetryCount:
+    """Retries of this process, all stores together (read by the metrics endpoint): incremented by
+    worker threads, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+RETRIES = RetryCount()
 
 # Checking access at mount time fails within seconds on an unreachable endpoint, yet rides out a
 # flaky or throttling store as any call does (one reset answer must not fail the mount).
@@ -70,6 +86,7 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                 log.error("%s failed after %d attempt(s): %s", what, attempt, exc)
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc
             log.warning("%s; retrying in %.2fs (attempt %d)", exc, delay, attempt)
+            RETRIES.add()
             sleep(delay)
 
 

@@ -14,6 +14,7 @@ from mountfs.config.azure import azure_section
 from mountfs.config.gcs import gcs_section
 from mountfs.config.general import cache_section, read_section, retry_section, write_section
 from mountfs.config.importers import Imported
+from mountfs.config.metrics import metrics_section
 from mountfs.config.model import AzureConfig, Config, MiB, MountConfig
 from mountfs.config.mounts import (
     direct_access_section,
@@ -32,6 +33,7 @@ from mountfs.errors import ConfigError, ConfigErrors
 _TOP_KEYS = (
     "cache", "read", "write", "retry", "mount", "direct_access", "path_substitution", "s3", "gcs", "azure",
     "shared_cache",
+    "metrics",
 )  # fmt: skip
 
 
@@ -63,6 +65,7 @@ def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = No
         gcs=gcs_section(r, root),
         azure=azure,
         shared_cache=shared_cache_section(r, root, azure, mount_configs),
+        metrics=metrics_section(r, root),
     )
 
 

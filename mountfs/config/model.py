@@ -236,6 +236,13 @@ class AzureConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where the daemon serves Prometheus text: "HOST:PORT" or "unix:/path"; None serves nothing."""
+
+    listen: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """`source` is the file path or URL the config came from, for messages and `mountfs status`."""
 
@@ -254,6 +261,7 @@ class Config:
     azure: AzureConfig = field(default_factory=AzureConfig)
     shared_cache: SharedCacheConfig | None = None
     """The fleet's shared block cache; None: blocks come from the origin only."""
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     notes: tuple[str, ...] = ()
     """Settings of an imported file that have no equivalent ("key: what mountfs does instead"):
     `config import` prints them as comments, the daemon logs them when it mounts."""

@@ -12,9 +12,9 @@ import logging
 import os
 import stat
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 
 import pyfuse3
@@ -27,6 +27,8 @@ from mountfs.cache.block_cache import BlockCache, Fetch
 from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
 from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
 from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
+from mountfs.fs.xattrs import PREFIX, Xattrs
+from mountfs.latency import Latencies
 from mountfs.namespace.inodes import Node, PageUse
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
@@ -46,35 +48,67 @@ _PASSED_ON = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        requests: RequestStats = args[0].requests  # type: ignore[attr-defined]
+        started = time.perf_counter()
         try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            return await _answered(handler, *args, **kwargs)
+        except pyfuse3.FUSEError as exc:
+            requests.errors[(handler.__name__, exc.errno)] += 1
             raise
-        except MountfsError as exc:
-            code = errno_for(exc)
-            if code == errno.EIO:
-                log.error("%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(code) from exc
-        except OSError as exc:
-            # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
-            code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
-            log.error("%s: %s", handler.__name__, exc)
-            log.debug("%s failed", handler.__name__, exc_info=True)
-            raise pyfuse3.FUSEError(code) from exc
-        except Exception as exc:
-            log.exception("%s failed unexpectedly", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from exc
+        finally:
+            requests.latency.observe(handler.__name__, time.perf_counter() - started)
 
     return wrapper
 
 
+async def _answered(handler: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`handler`'s answer, or the FUSEError that says why not."""
+    try:
+        return await handler(*args, **kwargs)
+    except pyfuse3.FUSEError:
+        raise
+    except MountfsError as exc:
+        code = errno_for(exc)
+        if code == errno.EIO:
+            log.error("%s: %s", handler.__name__, exc)
+        raise pyfuse3.FUSEError(code) from exc
+    except OSError as exc:
+        # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
+        code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
+        log.error("%s: %s", handler.__name__, exc)
+        log.debug("%s failed", handler.__name__, exc_info=True)
+        raise pyfuse3.FUSEError(code) from exc
+    except Exception as exc:
+        log.exception("%s failed unexpectedly", handler.__name__)
+        raise pyfuse3.FUSEError(errno.EIO) from exc
+
+
+@dataclass
+class RequestStats:
+    """FUSE requests by handler: latency (its count is the number of requests) and errors by errno."""
+
+    latency: Latencies = field(default_factory=Latencies)
+    errors: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+
 @dataclass(frozen=True)
 class Ownership:
-    """Who owns every entry, and its permission bits: `-o uid=,gid=,umask=`."""
+    """Who owns every entry, and its permission bits: `-o uid=,gid=,umask=,file_mode=,dir_mode=`
+    (a mode, when given, is the bits of every file or directory, the umask left out)."""
 
     uid: int
     gid: int
     umask: int = 0o022
+    file_mode: int | None = None
+    dir_mode: int | None = None
+
+    @property
+    def file_bits(self) -> int:
+        return self.file_mode if self.file_mode is not None else 0o666 & ~self.umask
+
+    @property
+    def dir_bits(self) -> int:
+        return self.dir_mode if self.dir_mode is not None else 0o777 & ~self.umask
 
 
 @dataclass
@@ -136,6 +170,8 @@ class Operations(pyfuse3.Operations):
         self.prefetch = prefetch
         self.readahead_max = readahead_max
         self.stats = ReadStats()
+        self.requests = RequestStats()
+        self.xattrs = Xattrs(cache)
         self._files: dict[int, _OpenFile] = {}
         self.direct = DirectFiles(namespace)  # direct-access files: their own handles, no cache
         self._direct: dict[int, DirectHandle] = {}
@@ -156,14 +192,14 @@ class Operations(pyfuse3.Operations):
         attr = pyfuse3.EntryAttributes()
         read_only = node.mount is None or not node.mount.writable
         if node.is_dir:
-            mode = stat.S_IFDIR | (0o777 & ~self.ownership.umask)
+            mode = stat.S_IFDIR | self.ownership.dir_bits
             attr.st_nlink = 2
         elif node.link is not None:  # a symlink of a file:// folder: the kernel follows it, not us
             mode = stat.S_IFLNK | 0o777
             attr.st_nlink = 1
             read_only = False  # a symlink's own bits are always rwx
         else:
-            mode = stat.S_IFREG | (0o666 & ~self.ownership.umask)
+            mode = stat.S_IFREG | self.ownership.file_bits
             attr.st_nlink = 1
         if read_only:
             mode &= ~0o222
@@ -251,6 +287,10 @@ class Operations(pyfuse3.Operations):
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self._dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        """Nothing to sync: every entry is in the store, or staged and journalled, once it is made.
+        An answer, not ENOSYS, which the kernel would remember as "never ask again"."""
 
     # --- files ---------------------------------------------------------------------------
 
@@ -546,6 +586,21 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._refuse(parent_inode, errno.EPERM)
+
+    @_fuse_errors
+    async def getxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT,
+                       ctx: pyfuse3.RequestContext) -> bytes:
+        text = name.decode(errors="replace")
+        if not text.startswith(PREFIX):  # security.capability, asked before every write: no work
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        value = await self.xattrs.get(await self._current(inode), text)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value.encode()
+
+    @_fuse_errors
+    async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[pyfuse3.XAttrNameT]:
+        return [pyfuse3.XAttrNameT(name.encode()) for name in self.xattrs.names(await self._current(inode))]
 
     async def setxattr(self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:

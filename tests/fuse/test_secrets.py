@@ -1,5 +1,5 @@
 """Secrets stay secret: a mount with known S3 credentials, at debug log level, is read, written and
-asked about in every way a user can (status, --json, cache stats, ps, /proc/PID/cmdline), and fed
+asked about in every way a user can (status, --json, cache stats, /metrics, ps, /proc/PID/cmdline), and fed
 bad inputs; none of it, nor the daemon's log, shows the secret key or the session token."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.fuse.test_metrics import scrape
 from tests.servers import S3Server
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def test_no_secret_in_logs_status_processes_or_errors(
     moto.create_bucket("secrets")
     moto.client().put_object(Bucket="secrets", Key="hello.txt", Body=b"hello\n")
     config = write_config(tmp_path / "good.toml", moto.host_port, "secrets")
-    mount = mounter.mount(config, "debug")
+    mount = mounter.mount(config, "debug", "metrics=127.0.0.1:0")
     seen: dict[str, str] = {}
 
     # use it: a read, a listing, a write that is uploaded, a miss
@@ -55,6 +56,8 @@ def test_no_secret_in_logs_status_processes_or_errors(
         result = mountfs(*args, timeout=60)
         assert result.returncode == 0, (args, result.stderr)
         seen[" ".join(args)] = result.stdout + result.stderr
+    seen["/metrics"] = scrape(mountfs.status(mount)["metrics"])
+    assert "mountfs_store_requests_total" in seen["/metrics"]
     assert mount.pid is not None
     seen["ps"] = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
     assert str(mount.pid) in seen["ps"]

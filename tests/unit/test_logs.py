@@ -1,0 +1,94 @@
+"""The daemon's log lines: time, level and mount point in each; a log file rotated by size; JSON lines
+for shippers; syslog priorities for the journal; secrets hidden in every form."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mountfs import logs
+from mountfs.mount import MountSetupError, parse_options
+
+SECRET = 'sEcReT/va"lue+x\\yz'  # JSON escapes the quote and the backslash
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_log_file_rotates_by_size_and_names_the_mount(tmp_path: Path, restore_logging: None) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/train", str(path), [SECRET], max_bytes=4096)
+    log = logging.getLogger("mountfs.test")
+    for i in range(400):
+        log.info("event %d on data/file-%d.bin with %s", i, i, SECRET)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["daemon.log", *(f"daemon.log.{n}" for n in range(1, logs.LOG_BACKUPS + 1))], files
+    for name in files:
+        text = (tmp_path / name).read_text()
+        assert len(text) <= 4096 and SECRET not in text
+    last = path.read_text().splitlines()[-1]
+    date, _clock, level, mount, rest = last.split(" ", 4)
+    assert len(date) == 10 and level == "INFO" and mount == "[/mnt/train]", last
+    assert rest == "mountfs.test: event 399 on data/file-399.bin with ***", last
+
+
+def test_json_lines_one_per_event_tracebacks_included(tmp_path: Path, restore_logging: None) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/x", str(path), [SECRET], log_format="json")
+    log = logging.getLogger("mountfs.fs")
+    log.warning("read of a/b failed: %s", "token " + SECRET)
+    try:
+        raise RuntimeError(f"boom {SECRET}")
+    except RuntimeError:
+        log.exception("handler failed")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and SECRET not in path.read_text()
+    first, second = map(json.loads, lines)
+    assert first["level"] == "WARNING" and first["mount"] == "/mnt/x" and first["logger"] == "mountfs.fs"
+    assert first["message"] == "read of a/b failed: token ***" and first["time"].endswith("Z")
+    assert second["message"] == "handler failed" and "RuntimeError: boom ***" in second["exception"]
+
+
+def test_journal_lines_carry_their_priority(tmp_path: Path, restore_logging: None,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "stderr"
+    with open(out, "w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setattr(sys, "stderr", stream)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.under_journal()
+        logs.setup("/mnt/j", None, [], debug=True)
+        log = logging.getLogger("mountfs.mount")
+        log.debug("d")
+        log.info("i")
+        log.warning("w")
+        log.error("e\nsecond line")
+    assert out.read_text().splitlines() == [
+        "<7>[/mnt/j] mountfs.mount: d", "<6>[/mnt/j] mountfs.mount: i", "<4>[/mnt/j] mountfs.mount: w",
+        "<3>[/mnt/j] mountfs.mount: e", "<3>second line"]
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another stream: not ours
+    assert not logs.under_journal()
+
+
+def test_log_options() -> None:
+    options = parse_options(["log_format=json,log_size=1MiB"])
+    assert (options.log_format, options.log_size) == ("json", 1 << 20)
+    assert parse_options([]).log_size == logs.LOG_SIZE
+    with pytest.raises(MountSetupError, match="log_format=xml: expected text or json"):
+        parse_options(["log_format=xml"])
+    with pytest.raises(MountSetupError, match="log_size=10: at least 4KiB"):
+        parse_options(["log_size=10"])
