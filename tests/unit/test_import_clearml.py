@@ -256,6 +256,39 @@ def test_the_readers_errors_name_the_clearml_key(tmp_path: Path) -> None:
         "sdk.storage.cache.default_base_dir"]
 
 
+def test_errors_found_when_mounting_name_the_clearml_key_and_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials are read when the store opens, not by `config check`: their errors name the key of
+    the clearml.conf the user wrote, and that file even when SOURCE is a URL."""
+    from mountfs.config import azure, gcs
+    from mountfs.config.urls import parse_url
+    from mountfs.errors import ConfigError
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "service_account"')
+    imported(f"""
+        sdk.google.storage {{
+            credentials_json: "/nonexistent/credentials.json"
+            credentials = [ {{ bucket: "bucket-one", credentials_json: "{bad}" }} ]
+        }}
+        sdk.azure.storage.containers: [
+            {{ account_name: "acct1", account_key: "k", container_name: "c-one" }} ]
+    """, tmp_path)
+    conf = str(tmp_path / "clearml.conf")
+    config = load_source("gs://other/x", conf)
+    with pytest.raises(ConfigError) as default:
+        gcs.credentials_info(gcs.resolve(config.mounts[0].url, config))
+    assert default.value.format().startswith(f"{conf}: sdk.google.storage.credentials_json: no such")
+    config = load_source(conf)
+    with pytest.raises(ConfigError) as entry:
+        gcs.credentials_info(gcs.resolve(parse_url("gs://bucket-one"), config))
+    assert entry.value.format().startswith(
+        f"{conf}: sdk.google.storage.credentials[0].credentials_json: credentials file")
+    assert azure.resolve(parse_url("az://c-one@acct1"), config).credentials_origin == (
+        "sdk.azure.storage.containers[0].account_key")
+
+
 def test_profile_and_s3_wide_secure_or_verify_are_refused_with_what_to_do(tmp_path: Path) -> None:
     result = imported("""
         sdk.aws.s3 { profile: "team", verify: false, secure: true, credentials: [ { bucket: "bb1",
