@@ -295,6 +295,24 @@ def load_source(source: str, config: str | None = None) -> Config:
                                          (own.imported.origins if own.imported else {}).items()})
 
 
+def import_with_settings(source: str, config: str) -> Imported:
+    """What `mountfs config import SOURCE -o config=FILE` prints: the settings of FILE with the mounts
+    of SOURCE (a links file above all), checked first exactly as `mountfs SOURCE MNT -o config=FILE`
+    would load them. The mounts are taken as written, so their $${ stay escaped."""
+    load_source(source, config)
+    settings = settings_document(config)
+    own = source_document(source)
+    bind_links(own, settings.doc)
+    doc = _merged(settings.doc, {k: v for k, v in own.doc.items() if k != "mount"})
+    doc.pop("mount", None)  # the settings' own mounts are not mounted with SOURCE
+    if own.doc.get("mount"):
+        doc["mount"] = own.doc["mount"]
+    notes = [*(settings.imported.notes if settings.imported else []),
+             *(own.imported.notes if own.imported else [])]
+    formats = [d.imported.format if d.imported else "mountfs TOML" for d in (own, settings)]
+    return Imported(f"{formats[0]} with the settings of {settings.file}, a {formats[1]}", doc, notes)
+
+
 def _from_source(error: ConfigError, source: str) -> ConfigError:
     """An error about the mount made of SOURCE names SOURCE (as shown), not a [[mount]] of the file."""
     if error.key is None or not (error.key == "mount[0]" or error.key.startswith(("mount[0].", "mount[0]["))):

@@ -224,6 +224,41 @@ def test_a_links_file_of_s3_google_and_fs_links_imports_to_a_config_that_checks(
     assert done.returncode == 1 and 'storage id "local-datasets"' in done.stderr
 
 
+def test_config_import_of_a_links_file_takes_its_settings_by_o_config(tmp_path: Path) -> None:
+    """The seed's links file (an azure:// link) and an fs:// link need the settings; with them, `config
+    import` prints one TOML of the settings and just the linked objects, which loads to the same mounts
+    as `mountfs LINKS MNT -o config=` would mount."""
+    yml = filled_seed_yml(tmp_path)
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    yml.write_text(yml.read_text() + f"\nmy-local:\n  provider: fs\n  path: {folder}\n  buckets:\n"
+                   "  - local-datasets\n")
+    links = tmp_path / "links.txt"
+    links.write_text((SEEDS / "supervisely-links.txt").read_text() + "fs://local-datasets/persons/1.jpg\n")
+    for bare in (links, SEEDS / "supervisely-links.txt"):
+        result = config_import(bare)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "name the settings with -o config=" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import", str(links), "-o",
+                             f"config={yml}"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "c2VjcmV0" in result.stdout  # the settings' key: the printed TOML is the whole config
+    toml = tmp_path / "imported.toml"
+    toml.write_text(result.stdout)
+    shape = [(m.path, m.url.raw, m.objects, m.read_only) for m in load_source(str(links), str(yml)).mounts]
+    assert [(m.path, m.url.raw, m.objects, m.read_only) for m in load_config(str(toml)).mounts] == shape
+    assert ("fs/local-datasets", "fs://local-datasets", ("persons/1.jpg",), True) in shape
+    assert len(shape) == 4, "the yml's own buckets are not mounted, only the linked objects"
+
+    other = tmp_path / "other.yml"
+    other.write_text("cars:\n  provider: minio\n  endpoint: s3.amazonaws.com\n  buckets: [cars_2020_20_10]\n")
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import", str(links), "-o",
+                             f"config={other}"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "azure://boats_bucket_2020_20_10: the settings do not say its storage account" in result.stderr
+    assert "fs://local-datasets: the settings map it to no folder" in result.stderr
+
+
 def test_fs_links_are_served_from_the_folder_of_their_storage_id(tmp_path: Path) -> None:
     folder = tmp_path / "datasets"
     (folder / "persons").mkdir(parents=True)
