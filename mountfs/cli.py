@@ -58,6 +58,8 @@ def _mount(argv: list[str]) -> int:
         prepared = mount.prepare(ns.source, ns.mountpoint, options)
     except MountfsError as exc:
         return _refused(exc)
+    for line in prepared.missing if not ns.foreground else ():  # in the foreground the log says it
+        print(f"mountfs: warning: {line}", file=sys.stderr)
     return mount.run(prepared, ns.foreground)
 
 

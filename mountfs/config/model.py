@@ -112,6 +112,9 @@ class MountConfig:
     direct-access globs match it too, so a glob may name a bucket's mirrored part."""
     objects: tuple[str, ...] | None = None
     """Only these keys (under the URL's prefix) are shown, read-only: a list of links, not a bucket."""
+    optional: bool = False
+    """A bucket that does not exist is left out of the tree, with one warning naming it and the
+    store's answer, rather than failing the whole mount (a list of buckets, one since deleted)."""
 
 
 @dataclass(frozen=True)

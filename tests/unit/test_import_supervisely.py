@@ -160,6 +160,23 @@ def test_seed_remote_links_yml_imports_to_a_config_that_checks(tmp_path: Path) -
         ("cars_2020_20_10", "eu-central-1", None), ("cars_2020_10_10", "eu-central-1", None)]
 
 
+def test_the_buckets_of_a_yml_or_links_file_are_optional_and_so_is_their_toml(tmp_path: Path) -> None:
+    """A bucket of the list that no longer exists is left out when mounting, not the whole mount; the
+    imported TOML says so with optional = true, which a TOML config may write too."""
+    config = load_config(str(filled_seed_yml(tmp_path)))
+    assert config.mounts and all(m.optional for m in config.mounts)
+    assert all(m.optional for m in load_source(str(SEEDS / "supervisely-links.txt"),
+                                               str(filled_seed_yml(tmp_path))).mounts)
+    assert "optional = true" in imports_and_checks(filled_seed_yml(tmp_path), tmp_path)
+    toml = tmp_path / "m.toml"
+    toml.write_text('[[mount]]\npath = "a"\nurl = "s3://bucket-a"\n[[mount]]\npath = "b"\n'
+                    'url = "s3://bucket-b"\noptional = true\n')
+    assert [m.optional for m in load_config(str(toml)).mounts] == [False, True]
+    toml.write_text('[[mount]]\npath = "a"\nurl = "s3://bucket-a"\noptional = "yes"\n')
+    assert errors_of(toml) == [
+        f'{toml}:4: mount[0].optional: expected a boolean (true or false), got string "yes"']
+
+
 def test_the_seed_yml_as_written_is_a_yaml_error_with_its_line(tmp_path: Path) -> None:
     """Its Azure secret placeholder holds ": ", which YAML takes for a mapping."""
     path = tmp_path / "remote_links.yml"
@@ -286,10 +303,22 @@ def test_hostile_links_files(tmp_path: Path) -> None:
                      "not a link\n")
     got = errors_of(links, None)
     assert "Traceback" not in "\n".join(got)
-    for line, words in [(2, 'unknown provider "http://"'), (3, "has no bucket"), (4, "has no bucket"),
+    for line, words in [(2, '"http://x/y" is a public web link'), (3, "has no bucket"), (4, "has no bucket"),
                         (5, "names a bucket, not an object"), (6, '".."'), (7, "empty segment"),
                         (8, "is not a bucket name"), (9, "is not a link")]:
         assert any(f"line {line}:" in e and words in e for e in got), (line, got)
+
+
+def test_the_seeds_public_https_link_is_refused_saying_what_a_links_file_mounts(tmp_path: Path) -> None:
+    """The seed: a public link (https://s3-us-west-2.amazonaws.com/test1/abc) needs no settings, as
+    Supervisely opens it itself; it is no bucket to mount. One line says so and what to write."""
+    links = tmp_path / "links.txt"
+    links.write_text("s3://cars_2020_20_10/truck.jpg\nhttps://s3-us-west-2.amazonaws.com/test1/abc\n")
+    result = config_import(links)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "line 2:" in line and "is a public web link, not a storage link" in line
+    assert "s3://BUCKET/KEY" in line
 
 
 def test_ten_thousand_links(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def import_text(path: str, text: str) -> Imported:
         for key in ("url", "path"):
             out.origins[("mount", len(mounts), key)] = f"line {first_line[provider, bucket]}"
         mounts.append({"path": f"{provider}/{escape(bucket)}", "url": f"{scheme}://{escape(bucket)}",
-                       "objects": [escape(k) for k in keys]})
+                       "objects": [escape(k) for k in keys], "optional": True})
     if mounts:
         out.doc["mount"] = mounts
     elif not out.errors:
@@ -68,6 +68,11 @@ def _link(line: str, groups: dict[tuple[str, str], dict[str, None]]) -> tuple[st
     if match is None:
         return f'"{shown}" is not a link', "expected PROVIDER://BUCKET/OBJECT"
     provider = match.group(1).lower()
+    if provider in ("http", "https"):  # Supervisely fetches these itself, with no settings
+        return (f'"{shown}" is a public web link, not a storage link',
+                "Supervisely opens public links itself, as a browser would; a links file mounts "
+                f"storage links, {', '.join(p + '://BUCKET/OBJECT' for p in SCHEMES)}: write the object's "
+                "bucket and key, e.g. s3://BUCKET/KEY, with its credentials in -o config=")
     if provider not in SCHEMES:
         return (f'unknown provider "{provider}://" in "{shown}"',
                 f"Supervisely's providers are {', '.join(p + '://' for p in SCHEMES)}")

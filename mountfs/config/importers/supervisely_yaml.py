@@ -146,6 +146,8 @@ def import_text(path: str, text: str) -> Imported:
                 out.origins[("path_substitution", len(substitutions) - 1)] = where
         for index in range(start, len(mounts)):
             out.origins[("mount", index)] = f"{where}.buckets"
+            mounts[index]["optional"] = True  # as Supervisely, a bucket deleted since is no reason to
+            # serve none of the others
     if len(set(gcs_endpoints.values())) > 1:
         out.errors.append((", ".join(gcs_endpoints), "google entries with different endpoints: mountfs has "
                            "one [gcs] endpoint", None))
