@@ -186,6 +186,8 @@ def test_a_literal_dollar_brace_stays_literal(tmp_path: Path) -> None:
     ("sdk {\n  aws { s3 { key: \"a\"\n", 3, "HOCON syntax error at column 1: Expected '}'"),
     ("sdk {\n  aws.s3.key: ${CM_NOT_SET_ANYWHERE}\n}\n", 2,
      "${CM_NOT_SET_ANYWHERE}: no such key in the file and no such environment variable"),
+    ('sdk.aws.s3.credentials: [\n  { bucket: "b-one", secret: "s3cr3t-value" extra_args: { ACL: "private" }\n'
+     '  }\n]\n', 2, "a value runs into the next one"),
 ])
 def test_hocon_errors_are_one_line_with_file_and_line(tmp_path: Path, text: str, line: int,
                                                       message: str) -> None:
@@ -200,6 +202,7 @@ def test_hocon_errors_are_one_line_with_file_and_line(tmp_path: Path, text: str,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0].startswith(f"{path}:{line}: ")
+    assert "s3cr3t-value" not in result.stderr and "ConfigTree" not in result.stderr
 
 
 # --- every key: mapped, a note, or an error naming it ---------------------------------------------------
