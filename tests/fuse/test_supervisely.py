@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import uuid
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fuse.test_clearml_conf import service_account_key, token_uri  # noqa: F401 (a fixture)
 from tests.fuse.test_s3_env_endpoint import aws_environment
-from tests.servers import S3Server
+from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, Emulator, S3Server
 
 if TYPE_CHECKING:
     from conftest import Mounter
@@ -73,6 +75,85 @@ def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3S
     assert sorted(os.listdir(mnt.join("s3"))) == ["cars_2020_10_10", "cars_2020_20_10"]
     with open(mnt.join("s3", "cars_2020_20_10", "truck.jpg"), "rb") as f:
         assert f.read() == b"a truck"
+
+
+def test_the_seed_yml_and_links_file_mount_on_all_three_stores(mounter: Mounter, moto: S3Server,
+                                                               azurite: Emulator, fake_gcs: Emulator,
+                                                               tmp_path: Path, token_uri: str) -> None:  # noqa: F811
+    """The seed's remote_links.yml, every entry (placeholders and endpoints filled with the test
+    servers'), as SOURCE: s3/ and google/ read a known file; the seed's Azure containers
+    (boats_bucket_2020_20_10) have names Azure refuses, so they are left out with Azure's answer.
+    With those names made valid, azure/ reads its file too. Then the seed's links file, with that
+    yml for its settings: just the linked objects."""
+    s3_client = moto.client()
+    for bucket in ("cars_2020_20_10", "cars_2020_10_10"):
+        s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket="cars_2020_20_10", Key="truck.jpg", Body=b"a truck")
+    s3_client.put_object(Bucket="cars_2020_20_10", Key="car.jpg", Body=b"not linked")
+    service = azurite.azure_client()
+    for container in ("boats-bucket-2020-20-10", "another-boats-bucket-2020-10-10"):
+        service.get_container_client(container).create_container()
+    service.get_container_client("boats-bucket-2020-20-10").upload_blob("supersonicboat.jpg", b"a boat")
+    gcs = fake_gcs.gcs_client()
+    for bucket in ("planes_bucket_2020_20_10", "another_planes_bucket_2020_10_10"):
+        gcs.create_bucket(bucket)
+    gcs.bucket("another_planes_bucket_2020_10_10").blob("boeing.jpg").upload_from_string(b"a plane")
+    key_file = tmp_path / "secret_planes.json"
+    key_file.write_text(json.dumps(service_account_key(token_uri)))
+
+    others = (SEEDS / "supervisely-remote_links.yml").read_text().split("# azure storage example")[1]
+    text = (seed_links_yml(moto) + "# azure storage example" + others).replace(
+        "endpoint: https://<account name>.blob.core.windows.net", f"endpoint: {azurite.endpoint}").replace(
+        "<account name>", AZURITE_ACCOUNT).replace(
+        "<secret key 88 chars long or so: aflmg+wg23fWA+6gAafWmgF4a>", AZURITE_KEY).replace(
+        "endpoint: storage.googleapis.com", f"endpoint: {fake_gcs.endpoint}").replace(
+        "<path to the secret file inside the container>", str(key_file))
+    links_yml = tmp_path / "remote_links.yml"
+    links_yml.write_text(text)
+    env = {k: v for k, v in aws_environment(mounter.run.env, tmp_path).items()
+           if not k.startswith(("AZURE_STORAGE_", "GOOGLE_", "STORAGE_EMULATOR"))}
+    mounter.run = dataclasses.replace(mounter.run, env=env)
+    expected = {"s3/cars_2020_20_10/truck.jpg": b"a truck",
+                "azure/boats-bucket-2020-20-10/supersonicboat.jpg": b"a boat",
+                "google/another_planes_bucket_2020_10_10/boeing.jpg": b"a plane"}
+
+    def files(root: str) -> dict[str, bytes]:
+        out = {}
+        for folder, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    out[os.path.relpath(os.path.join(folder, name), root)] = f.read()
+        return out
+
+    as_written = mounter.mount(links_yml)
+    assert sorted(os.listdir(as_written.path)) == ["google", "s3"]
+    assert sorted(os.listdir(as_written.join("google"))) == ["another_planes_bucket_2020_10_10",
+                                                             "planes_bucket_2020_20_10"]
+    missing = mounter.run.status(as_written)["missing"]
+    assert [m.split(" ")[0] for m in missing] == ["azure/boats_bucket_2020_20_10",
+                                                  "azure/another_boats_bucket_2020_10_10"]
+    assert all("Azure refuses the name (InvalidResourceName" in m for m in missing), missing
+    seen = files(as_written.path)
+    assert seen["s3/cars_2020_20_10/truck.jpg"] == b"a truck"
+    assert seen["google/another_planes_bucket_2020_10_10/boeing.jpg"] == b"a plane"
+
+    valid = tmp_path / "valid" / "remote_links.yml"
+    valid.parent.mkdir()
+    valid.write_text(text.replace("- boats_bucket_2020_20_10", "- boats-bucket-2020-20-10")
+                     .replace("- another_boats_bucket_2020_10_10", "- another-boats-bucket-2020-10-10"))
+    assert "- another-boats-bucket-2020-10-10" in valid.read_text()
+    every = mounter.mount(valid)
+    assert sorted(os.listdir(every.join("azure"))) == ["another-boats-bucket-2020-10-10",
+                                                       "boats-bucket-2020-20-10"]
+    assert files(every.path)["azure/boats-bucket-2020-20-10/supersonicboat.jpg"] == b"a boat"
+
+    linked = mounter.mount(SEEDS / "supervisely-links.txt", f"config={links_yml}")  # as written
+    assert files(linked.path) == {k: v for k, v in expected.items() if not k.startswith("azure/")}
+    links = tmp_path / "links.txt"
+    links.write_text((SEEDS / "supervisely-links.txt").read_text().replace("boats_bucket_2020_20_10",
+                                                                           "boats-bucket-2020-20-10"))
+    linked = mounter.mount(links, f"config={valid}")
+    assert files(linked.path) == expected
 
 
 def test_a_bucket_of_the_yml_that_does_not_exist_is_left_out_not_the_mount(mounter: Mounter, moto: S3Server,
