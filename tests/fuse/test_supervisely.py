@@ -62,6 +62,38 @@ def test_the_env_file_mounts_every_bucket_of_its_storage(mounter: Mounter, seawe
         assert f.read() == b"weights"
 
 
+def test_the_seed_azure_and_google_env_files_mount_their_storage(mounter: Mounter, azurite: Emulator,
+                                                                  fake_gcs: Emulator, tmp_path: Path,
+                                                                  token_uri: str) -> None:  # noqa: F811
+    """The seed's Azure and Google .env blocks as written, their placeholders and endpoints filled
+    with Azurite's and fake-gcs-server's: every container (bucket) of the storage, one directory each."""
+    name = f"sv-{uuid.uuid4().hex[:8]}"
+    azurite.create_bucket(name)
+    azurite.azure_client().get_container_client(name).upload_blob("images/a.jpg", b"on azure")
+    fake_gcs.create_bucket(name)
+    fake_gcs.gcs_client().bucket(name).blob("images/a.jpg").upload_from_string(b"on google")
+    key_file = tmp_path / "gcs.json"
+    key_file.write_text(json.dumps(service_account_key(token_uri)))
+    azure_env = tmp_path / "azure" / ".env"
+    google_env = tmp_path / "google" / ".env"
+    for path in (azure_env, google_env):
+        path.parent.mkdir()
+    azure_env.write_text((SEEDS / "supervisely-azure.env").read_text().replace(
+        "STORAGE_ENDPOINT=https://<account name>.blob.core.windows.net",
+        f"STORAGE_ENDPOINT={azurite.endpoint}").replace("<account name>", AZURITE_ACCOUNT)
+        .replace("<secret key 88 chars long or so: aflmg+wg23fWA+6gAafWmgF4a>", AZURITE_KEY))
+    google_env.write_text((SEEDS / "supervisely-google.env").read_text().replace(
+        "STORAGE_ENDPOINT=storage.googleapis.com", f"STORAGE_ENDPOINT={fake_gcs.endpoint}")
+        .replace("STORAGE_CREDENTIALS_PATH=/gcs.json", f"STORAGE_CREDENTIALS_PATH={key_file}"))
+    env = {k: v for k, v in mounter.run.env.items()
+           if not k.startswith(("AZURE_STORAGE_", "GOOGLE_", "STORAGE_EMULATOR"))}
+    mounter.run = dataclasses.replace(mounter.run, env=env)
+    for env_file, data in ((azure_env, b"on azure"), (google_env, b"on google")):
+        mnt = mounter.mount(env_file)
+        with open(mnt.join(name, "images", "a.jpg"), "rb") as f:
+            assert f.read() == data, env_file
+
+
 def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3Server,
                                                      tmp_path: Path) -> None:
     client = moto.client()
