@@ -210,6 +210,12 @@ def test_a_bucket_of_the_yml_that_does_not_exist_is_left_out_not_the_mount(mount
     assert missing.startswith(f"s3/{gone} left out: bucket {gone} does not exist")
     warnings = [line for line in mnt.log_text().splitlines() if gone in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "Traceback" not in mnt.log_text()
+    other = mounter.fresh_dir("mnt")  # the terminal of who mounts it is told too, in one line
+    result = mounter.run(str(links_yml), other, "-o", f"cache_dir={tmp_path / 'c1'}")
+    mounter.track(other)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"mountfs: warning: {missing}"]
+    mounter.umount(other)
 
     client.delete_object(Bucket=here, Key="truck.jpg")
     client.delete_bucket(Bucket=here)
