@@ -178,6 +178,8 @@ def test_the_seed_yml_and_links_file_mount_on_all_three_stores(mounter: Mounter,
     assert sorted(os.listdir(every.join("azure"))) == ["another-boats-bucket-2020-10-10",
                                                        "boats-bucket-2020-20-10"]
     assert files(every.path)["azure/boats-bucket-2020-20-10/supersonicboat.jpg"] == b"a boat"
+    assert files(mounter.mount(imported(mounter, valid, tmp_path)).path) == files(every.path), (
+        "the imported TOML gives the same tree")
 
     linked = mounter.mount(SEEDS / "supervisely-links.txt", f"config={links_yml}")  # as written
     assert files(linked.path) == {k: v for k, v in expected.items() if not k.startswith("azure/")}
@@ -186,6 +188,17 @@ def test_the_seed_yml_and_links_file_mount_on_all_three_stores(mounter: Mounter,
                                                                            "boats-bucket-2020-20-10"))
     linked = mounter.mount(links, f"config={valid}")
     assert files(linked.path) == expected
+    again = mounter.mount(imported(mounter, links, tmp_path, f"config={valid}"))
+    assert files(again.path) == expected, "the imported TOML (links with their settings) gives the same tree"
+
+
+def imported(mounter: Mounter, path: Path, tmp_path: Path, *options: str) -> Path:
+    """What `mountfs config import PATH [-o config=...]` prints, saved as a TOML config."""
+    result = mounter.run("config", "import", str(path), *(a for o in options for a in ("-o", o)))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / f"imported-{uuid.uuid4().hex[:6]}.toml"
+    out.write_text(result.stdout)
+    return out
 
 
 def test_a_bucket_of_the_yml_that_does_not_exist_is_left_out_not_the_mount(mounter: Mounter, moto: S3Server,
