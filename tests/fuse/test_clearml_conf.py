@@ -141,6 +141,11 @@ def test_the_host_block_as_source_mounts_every_bucket_of_the_host(mounter: Mount
     mnt = mounter.mount(conf)
     with open(mnt.join("s3", seaweedfs.host_port, bucket, "hello.txt"), "rb") as f:
         assert f.read() == FILES["hello.txt"]
+    again = mounter.mount(imported_toml(mounter, conf, tmp_path))
+    with open(again.join("s3", seaweedfs.host_port, bucket, "runs", "1", "model.bin"), "rb") as f:
+        assert f.read() == FILES["runs/1/model.bin"], "the imported TOML gives the same tree"
+    assert sorted(os.listdir(again.join("s3", seaweedfs.host_port))) == sorted(
+        os.listdir(mnt.join("s3", seaweedfs.host_port)))
 
 
 def service_account_key(token_uri: str) -> dict[str, str]:
