@@ -276,6 +276,22 @@ def test_config_import_of_a_links_file_takes_its_settings_by_o_config(tmp_path: 
     assert "fs://local-datasets: the settings map it to no folder" in result.stderr
 
 
+@pytest.mark.parametrize(("options", "code", "says"), [
+    (["-o", "config="], 2, "config import takes one -o config=FILE, not config="),
+    (["-o", "config=a,config=b"], 2, "config import takes one -o config=FILE"),
+    (["-o", "cache_dir=/tmp"], 2, "config import takes one -o config=FILE, not cache_dir=/tmp"),
+    (["-o", "config=/dev/zero"], 1, "/dev/zero: is not a regular file"),
+    (["-o", "config=/nonexistent/remote_links.yml"], 1, "/nonexistent/remote_links.yml: no such file"),
+])
+def test_config_import_with_a_bad_o_config_is_one_line(tmp_path: Path, options: list[str], code: int,
+                                                       says: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import",
+                             str(SEEDS / "supervisely-links.txt"), *options],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == code and "Traceback" not in result.stderr
+    assert says in result.stderr.splitlines()[-1], result.stderr
+
+
 def test_fs_links_are_served_from_the_folder_of_their_storage_id(tmp_path: Path) -> None:
     folder = tmp_path / "datasets"
     (folder / "persons").mkdir(parents=True)
