@@ -177,6 +177,23 @@ def test_the_buckets_of_a_yml_or_links_file_are_optional_and_so_is_their_toml(tm
         f'{toml}:4: mount[0].optional: expected a boolean (true or false), got string "yes"']
 
 
+def test_errors_found_when_mounting_name_the_yml_key_the_user_wrote(tmp_path: Path) -> None:
+    """The credentials file is read when the store opens: its error names credentials_path of the
+    entry, and an Azure key's origin its secret_key, not mountfs's own keys."""
+    from mountfs.config import azure, gcs
+    from mountfs.errors import ConfigError
+
+    yml = tmp_path / "remote_links.yml"
+    yml.write_text("planes:\n  provider: google\n  credentials_path: /nonexistent/k.json\n  buckets:\n"
+                   "  - planes-b\nboats:\n  provider: azure\n  access_key: acct1\n  secret_key: c2VjcmV0\n"
+                   "  buckets: [boats-b]\n")
+    config = load_config(str(yml))
+    with pytest.raises(ConfigError) as info:
+        gcs.credentials_info(gcs.resolve(parse_url("gs://planes-b"), config))
+    assert info.value.format().startswith(f"{yml}: planes.credentials_path: no such credentials file")
+    assert azure.resolve(parse_url("az://boats-b@acct1"), config).credentials_origin == "boats.secret_key"
+
+
 def test_the_seed_yml_as_written_is_a_yaml_error_with_its_line(tmp_path: Path) -> None:
     """Its Azure secret placeholder holds ": ", which YAML takes for a mapping."""
     path = tmp_path / "remote_links.yml"

@@ -133,6 +133,8 @@ def import_text(path: str, text: str) -> Imported:
                 if credentials:
                     gcs_entries.append({"bucket": escape(bucket), "credentials_json": escape(credentials)})
                     out.origins[("gcs", "credentials", len(gcs_entries) - 1)] = where
+                    out.origins[("gcs", "credentials", len(gcs_entries) - 1, "credentials_json")] = (
+                        f"{where}.credentials_path")
         else:
             folder_path = strings.get("path")
             if not folder_path or not folder_path.startswith("/"):
@@ -170,6 +172,13 @@ def import_text(path: str, text: str) -> Imported:
     return out
 
 
+_S3_NAMES = {"key": "access_key", "secret": "secret_key", "endpoint": "endpoint", "secure": "endpoint",
+             "region": "region", "bucket": "buckets"}
+_AZURE_NAMES = {"account_name": "access_key", "account_key": "secret_key", "endpoint": "endpoint",
+                "container_name": "buckets"}
+"""The yml's key each entry key was made from, for messages: the user wrote those."""
+
+
 def _minio(where: str, strings: dict[str, str], buckets: list[str], mounts: list[dict[str, object]],
            entries: list[dict[str, object]], out: Imported) -> None:
     endpoint = strings.get("endpoint", "s3.amazonaws.com")
@@ -199,6 +208,8 @@ def _minio(where: str, strings: dict[str, str], buckets: list[str], mounts: list
             entry["region"] = escape(strings["region"])
         entries.append(entry)
         out.origins[("s3", "credentials", len(entries) - 1)] = where
+        for ours, theirs in _S3_NAMES.items():
+            out.origins[("s3", "credentials", len(entries) - 1, ours)] = f"{where}.{theirs}"
         url = f"s3://{host_port}/{escape(bucket)}" if host_port else f"s3://{escape(bucket)}"
         mounts.append({"path": f"s3/{escape(bucket)}", "url": url})
 
@@ -221,4 +232,6 @@ def _azure(where: str, strings: dict[str, str], buckets: list[str], mounts: list
             entry["endpoint"] = escape(endpoint.rstrip("/"))
         entries.append(entry)
         out.origins[("azure", "containers", len(entries) - 1)] = where
+        for ours, theirs in _AZURE_NAMES.items():
+            out.origins[("azure", "containers", len(entries) - 1, ours)] = f"{where}.{theirs}"
         mounts.append({"path": f"azure/{escape(bucket)}", "url": f"az://{escape(bucket)}@{escape(account)}"})
