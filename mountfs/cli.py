@@ -612,6 +612,8 @@ def format_status(s: dict[str, Any]) -> str:
             state = f"offline for {entry['offline_for']:.0f}s" if entry.get("offline") else "back online"
             lines.append(f"  store {entry['path'] or '/'}: {state}, "
                          f"{entry.get('failed_fast', 0)} calls failed fast")
+    for line in s.get("missing", []):
+        lines.append(f"  missing {line}")
     uploads = s.get("uploads")
     if uploads is not None:
         pending = uploads["pending"]

@@ -220,6 +220,8 @@ def test_a_bucket_of_the_yml_that_does_not_exist_is_left_out_not_the_mount(mount
     with open(mnt.join("s3", here, "truck.jpg"), "rb") as f:
         assert f.read() == b"a truck"
     [missing] = mounter.run.status(mnt)["missing"]
+    shown = mounter.run("status", mnt.path)
+    assert f"  missing {missing}" in shown.stdout.splitlines(), shown.stdout
     assert missing.startswith(f"s3/{gone} left out: bucket {gone} does not exist")
     warnings = [line for line in mnt.log_text().splitlines() if gone in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "Traceback" not in mnt.log_text()
