@@ -58,6 +58,8 @@ def _mount(argv: list[str]) -> int:
         prepared = mount.prepare(ns.source, ns.mountpoint, options)
     except MountfsError as exc:
         return _refused(exc)
+    for line in prepared.missing if not ns.foreground else ():  # in the foreground the log says it
+        print(f"mountfs: warning: {line}", file=sys.stderr)
     return mount.run(prepared, ns.foreground)
 
 
@@ -89,6 +91,9 @@ def _subcommand(argv: list[str]) -> int:
         "import", help="print the mountfs TOML equivalent of a clearml.conf, Supervisely .env, "
                        "remote_links.yml or links file")
     imports.add_argument("file")
+    imports.add_argument("-o", dest="options", action="append", default=[], metavar="config=FILE",
+                         help="with the settings of this file (the .env or remote_links.yml of a links "
+                              "file), as `mountfs FILE MOUNTPOINT -o config=` would mount it")
     _cache_parsers(sub)
     warm = sub.add_parser("warm", help="fetch files or trees of a mounted mountfs into its cache")
     warm.add_argument("paths", nargs="+", metavar="PATH")
@@ -105,12 +110,12 @@ def _subcommand(argv: list[str]) -> int:
         return _status(ns.mountpoint, ns.json)
     if ns.command == "recover":
         return _recover(ns.source, ns.options)
-    if ns.config_command == "import":
-        return _config_import(ns.file)
     settings = [o.partition("=")[2] for v in ns.options for o in v.split(",") if o.startswith("config=")]
     others = [o for v in ns.options for o in v.split(",") if o and not o.startswith("config=")]
     if others or len(settings) > 1 or (settings and not settings[0]):
-        parser.error(f"config check takes one -o config=FILE, not {','.join(ns.options)}")
+        parser.error(f"config {ns.config_command} takes one -o config=FILE, not {','.join(ns.options)}")
+    if ns.config_command == "import":
+        return _config_import(ns.file, settings[0] if settings else None)
     return _config_check(ns.file, settings[0] if settings else None)
 
 
@@ -164,13 +169,24 @@ def _config_check(path: str, settings: str | None = None) -> int:
     return 0
 
 
-def _config_import(path: str) -> int:
+def _config_import(path: str, settings: str | None = None) -> int:
     """The TOML printed is checked as `config check` would check it before it is printed, so what a
     user saves from it loads."""
-    from mountfs.config.load import bind_links, build_document, parse_text, read_document
+    from mountfs.config.load import (
+        bind_links,
+        build_document,
+        import_with_settings,
+        parse_text,
+        read_document,
+    )
     from mountfs.config.toml_out import to_toml
 
     try:
+        if settings is not None:
+            text = to_toml(import_with_settings(path, settings), path)
+            build_document(parse_text(text, path), need_mounts=False)
+            sys.stdout.write(text)
+            return 0
         document = read_document(path)
         bind_links(document, {})
         if document.imported is None:
@@ -604,6 +620,8 @@ def format_status(s: dict[str, Any]) -> str:
                          f"{entry.get('failed_fast', 0)} calls failed fast")
     if s.get("shared_cache"):
         lines.append(f"  {format_shared_cache(s['shared_cache'])}")
+    for line in s.get("missing", []):
+        lines.append(f"  missing {line}")
     uploads = s.get("uploads")
     if uploads is not None:
         pending = uploads["pending"]

@@ -53,7 +53,7 @@ from mountfs.config.metrics import parse_listen
 from mountfs.config.model import MetricsConfig
 from mountfs.config.shared_cache import from_option as shared_cache_option
 from mountfs.config.urls import shown_url
-from mountfs.errors import MountfsError, printable, without_credentials
+from mountfs.errors import MountfsError, NotFound, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
@@ -222,6 +222,8 @@ class Prepared:
     config: Config
     stores: list[ObjectStore]
     metrics: MetricsServer | None = None  # bound before the fork, served by the daemon
+    missing: tuple[str, ...] = ()
+    """One line per optional bucket left out because it does not exist."""
 
 
 def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
@@ -233,8 +235,9 @@ def prepare(source: str, mountpoint: str, options: MountOptions) -> Prepared:
     config = load_config_with(source, options)
     mountpoint = os.path.realpath(mountpoint)  # before mounting: later, resolving it would ask us
     check_mountpoint(mountpoint, options.nonempty)
-    stores = open_stores(config)
-    return Prepared(source, mountpoint, options, config, stores, bind_metrics(config.metrics.listen))
+    config, stores, missing = open_mounts(config)
+    return Prepared(source, mountpoint, options, config, stores, metrics=bind_metrics(config.metrics.listen),
+                    missing=missing)
 
 
 def bind_metrics(address: str | None) -> MetricsServer | None:
@@ -410,7 +413,16 @@ def unreachable_globs(config: Config) -> list[str]:
 
 def open_stores(config: Config) -> list[ObjectStore]:
     """One store per mount entry, each checked for access; the cache dir made."""
+    return open_mounts(config, skip_missing=False)[1]
+
+
+def open_mounts(config: Config, *, skip_missing: bool = True
+                ) -> tuple[Config, list[ObjectStore], tuple[str, ...]]:
+    """The config of the mounts that opened, their stores, and a line for each optional mount left
+    out because its bucket does not exist (when others remain: a mount of nothing is an error)."""
     stores = []
+    kept: list[MountConfig] = []
+    missing: list[str] = []
     rules = Passthrough.from_config(config)
     for entry in config.mounts:
         within = rules.substitution_base(entry.substituted_for) if entry.substituted_for else None
@@ -420,14 +432,22 @@ def open_stores(config: Config) -> list[ObjectStore]:
                 prefix = entry.url.prefix + "/" if entry.url.prefix else ""
                 store = ListedStore(store, (prefix + key for key in entry.objects))
             store.check_access()
+        except NotFound as exc:
+            if not (skip_missing and entry.optional):
+                raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc
+            missing.append(f"{entry.path or '/'} left out: {exc}")
+            continue
         except MountfsError as exc:
             raise MountSetupError(f"cannot use {entry.url.raw}: {exc}") from exc
         stores.append(store)
+        kept.append(entry)
+    if missing and not kept:
+        raise MountSetupError("nothing to mount: " + "; ".join(missing))
     try:
         os.makedirs(config.cache.dir, exist_ok=True)
     except OSError as exc:
         raise MountSetupError(f"cannot create cache dir {config.cache.dir}: {exc.strerror}") from exc
-    return stores
+    return dataclasses.replace(config, mounts=tuple(kept)), stores, tuple(missing)
 
 
 def make_roots(config: Config, stores: list[ObjectStore], journal: UploadJournal | None,
@@ -590,6 +610,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
         notify(f"cannot mount {prepared.mountpoint}: {exc}")
         return 1
     log.info("mounted %s on %s", prepared.source, prepared.mountpoint)
+    for line in prepared.missing:
+        log.warning("%s", line)
     for note in prepared.config.notes:
         log.info("%s: not used: %s", printable(without_credentials(prepared.config.source)), note)
     try:
@@ -859,6 +881,7 @@ class Daemon:
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},
             "stores": stores,
             "shared_cache": self.cache.shared.status() if self.cache.shared is not None else None,
+            "missing": list(self.prepared.missing),
             "inodes": len(self.operations.namespace.inodes),
             "stale_metadata_served": self.operations.namespace.stale_served,
             "metrics": self.prepared.metrics.bound if self.prepared.metrics is not None else None,

@@ -191,6 +191,8 @@ def translate(exc: Exception, what: str) -> Exception:
         detail = f"{code or status} {_reason(exc)}".strip()
         if code == "ContainerNotFound":
             return NotFound(f"{what}: the container does not exist")
+        if code == "InvalidResourceName":  # no container or blob can have that name: none is there
+            return NotFound(f"{what}: Azure refuses the name ({code}: {_reason(exc)})")
         if code in PART_CODES:
             return NotFound(f"{what}: a part was not uploaded, or not with that ETag ({code})")
         if code in NOT_FOUND_CODES or status == 404:
@@ -358,8 +360,10 @@ class AzureStore(ObjectStore):
         try:
             self._call(f"LIST {self._name('')}", do, ACCESS_CHECK_RETRY)
         except NotFound as exc:
+            answer = str(exc).partition(": ")[2]
+            said = "" if answer in ("the container does not exist", "not found") else f"; {answer}"
             raise NotFound(f"container {self.bucket} does not exist in account {self.settings.account} "
-                           f"at {self.settings.account_url}") from exc
+                           f"at {self.settings.account_url}{said}") from exc
         except AccessDenied as exc:
             raise AccessDenied(f"{exc} (credentials: {self.settings.credentials_origin})") from exc
         except StoreUnavailable as exc:

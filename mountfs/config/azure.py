@@ -172,6 +172,7 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
             url = resolve_account(url, config.azure)
         except InvalidValue as exc:
             raise ConfigError(exc.message, file=config.source, hint=exc.hint) from None
+    source = config.settings_source
     account = url.host
     assert account is not None, "resolve_account names the account"
     found = _entry_for(url, config.azure.containers)
@@ -183,20 +184,22 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
     identity: Identity | None = None
     if found is not None:
         index, entry = found
-        origin = f"azure.containers[{index}]"
+        origin = config.key_name("azure", "containers", index)
         endpoint = entry.endpoint
         if entry.client_secret:
             identity = Identity(entry.tenant_id, entry.client_id, entry.client_secret)
             origin = f"{origin} (service principal {entry.client_id} of tenant {entry.tenant_id})"
         elif entry.use_credentials_chain:
             identity = Identity()
-            origin = f"{origin}.use_credentials_chain"
+            origin = config.key_name("azure", "containers", index, "use_credentials_chain")
         elif entry.connection_string:
-            connection = (entry.connection_string, f"{origin}.connection_string")
+            connection = (entry.connection_string, config.key_name("azure", "containers", index,
+                                                                   "connection_string"))
         elif entry.account_key:
-            key, origin = entry.account_key, f"{origin}.account_key"
+            key, origin = entry.account_key, config.key_name("azure", "containers", index, "account_key")
         elif entry.sas_token:
-            sas, origin = _clean_sas(entry.sas_token), f"{origin}.sas_token"
+            sas = _clean_sas(entry.sas_token)
+            origin = config.key_name("azure", "containers", index, "sas_token")
         if endpoint is None and connection is None:
             # An entry without an endpoint (ClearML's have no such key) is on the endpoint the
             # environment's connection string gives its account, if it gives one (an emulator,
@@ -213,12 +216,13 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
         sas, origin = _clean_sas(os.environ[ENV_SAS]), ENV_SAS
     if connection is not None:
         text, origin = connection
-        parsed = parse_connection_string(text, origin, config.source)
+        where = "environment" if origin == ENV_CONNECTION_STRING else source
+        parsed = parse_connection_string(text, origin, where)
         if parsed.account is not None and parsed.account != account:
             raise ConfigError(
                 f'the connection string is for account "{parsed.account}", but the URL '
                 f'{url.raw} names account "{account}"',
-                file=config.source,
+                file=where,
                 key=origin,
             )
         endpoint = endpoint or parsed.endpoint
@@ -227,7 +231,7 @@ def resolve(url: StoreUrl, config: Config) -> AzureSettings:
     if identity is not None and not account_url.lower().startswith("https://"):
         raise ConfigError(
             f"{url.raw}: an Entra ID identity's token is only sent over https, and the endpoint is "
-            f"{account_url}", file=config.source, key=origin.split(" ")[0],
+            f"{account_url}", file=source, key=origin.split(" (")[0],
             hint="use the https endpoint, or an account key or SAS")
     return AzureSettings(
         account=account,

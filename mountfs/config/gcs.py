@@ -99,9 +99,10 @@ def resolve(url: StoreUrl, config: Config) -> GcsSettings:
     credentials_json: str | None = None
     origin = DEFAULT_CREDENTIALS
     if found is not None and found[1].credentials_json:
-        credentials_json, origin = found[1].credentials_json, f"gcs.credentials[{found[0]}].credentials_json"
+        credentials_json = found[1].credentials_json
+        origin = config.key_name("gcs", "credentials", found[0], "credentials_json")
     elif gcs.credentials_json:
-        credentials_json, origin = gcs.credentials_json, "gcs.credentials_json"
+        credentials_json, origin = gcs.credentials_json, config.key_name("gcs", "credentials_json")
     elif os.environ.get(CREDENTIALS_ENV):
         credentials_json, origin = os.environ[CREDENTIALS_ENV], CREDENTIALS_ENV
     if credentials_json is not None and not credentials_json.lstrip().startswith("{"):
@@ -115,7 +116,7 @@ def resolve(url: StoreUrl, config: Config) -> GcsSettings:
         credentials_json=credentials_json,
         credentials_origin=ANONYMOUS if anonymous else origin,
         anonymous=anonymous,
-        config_source=config.source,
+        config_source="environment" if origin == CREDENTIALS_ENV else config.settings_source,
     )
 
 

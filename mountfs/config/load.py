@@ -137,6 +137,7 @@ def build_document(document: Document, source: str | None = None, *, mounts: lis
         raise ConfigErrors([ConfigError(_NESTED, file=document.file)]) from None
     if reader.errors:  # in file order, as an editor would show them; those without a line last
         raise ConfigErrors(sorted(reader.errors, key=lambda e: (e.line is None, e.line or 0)))
+    config = dataclasses.replace(config, settings_file=document.file, key_origins=tuple(origins.items()))
     if imported is not None and imported.notes:
         config = dataclasses.replace(config, notes=tuple(f"{n.key}: {n.message}" for n in imported.notes))
     return config
@@ -298,6 +299,24 @@ def load_source(source: str, config: str | None = None) -> Config:
     return build_document(combined, source, mounts=mounts if isinstance(mounts, list) else [],
                           mount_origins={path: f"{key} of {own.file}" for path, key in
                                          (own.imported.origins if own.imported else {}).items()})
+
+
+def import_with_settings(source: str, config: str) -> Imported:
+    """What `mountfs config import SOURCE -o config=FILE` prints: the settings of FILE with the mounts
+    of SOURCE (a links file above all), checked first exactly as `mountfs SOURCE MNT -o config=FILE`
+    would load them. The mounts are taken as written, so their $${ stay escaped."""
+    load_source(source, config)
+    settings = settings_document(config)
+    own = source_document(source)
+    bind_links(own, settings.doc)
+    doc = _merged(settings.doc, {k: v for k, v in own.doc.items() if k != "mount"})
+    doc.pop("mount", None)  # the settings' own mounts are not mounted with SOURCE
+    if own.doc.get("mount"):
+        doc["mount"] = own.doc["mount"]
+    notes = [*(settings.imported.notes if settings.imported else []),
+             *(own.imported.notes if own.imported else [])]
+    formats = [d.imported.format if d.imported else "mountfs TOML" for d in (own, settings)]
+    return Imported(f"{formats[0]} with the settings of {settings.file}, a {formats[1]}", doc, notes)
 
 
 def _from_source(error: ConfigError, source: str) -> ConfigError:

@@ -112,6 +112,9 @@ class MountConfig:
     direct-access globs match it too, so a glob may name a bucket's mirrored part."""
     objects: tuple[str, ...] | None = None
     """Only these keys (under the URL's prefix) are shown, read-only: a list of links, not a bucket."""
+    optional: bool = False
+    """A bucket that does not exist is left out of the tree, with one warning naming it and the
+    store's answer, rather than failing the whole mount (a list of buckets, one since deleted)."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,20 @@ class Config:
     notes: tuple[str, ...] = ()
     """Settings of an imported file that have no equivalent ("key: what mountfs does instead"):
     `config import` prints them as comments, the daemon logs them when it mounts."""
+    settings_file: str | None = None
+    """The file the settings came from (`source` is the URL when they come from `-o config=`)."""
+    key_origins: tuple[tuple[tuple[str | int, ...], str], ...] = field(default=(), repr=False)
+    """(key path, the imported file's key it came from): errors found when mounting name the key the
+    user wrote, as those of `config check` do."""
+
+    def key_name(self, *path: str | int) -> str:
+        from mountfs.config.toml_text import key_name
+
+        return key_name(dict(self.key_origins), path)
+
+    @property
+    def settings_source(self) -> str:
+        return self.settings_file or self.source
 
 
 @dataclass(frozen=True)

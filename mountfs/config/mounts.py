@@ -12,7 +12,7 @@ from mountfs.config.toml_text import Path, dotted
 from mountfs.config.urls import FS, HTTP_SCHEMES, check_glob_url, parse_url, unresolved
 from mountfs.config.values import InvalidValue
 
-_MOUNT_KEYS = ("path", "url", "read_only", "objects")
+_MOUNT_KEYS = ("path", "url", "read_only", "objects", "optional")
 
 
 def _mount_path_problem(path: str) -> tuple[str, str | None] | None:
@@ -106,6 +106,7 @@ def mounts_section(r: Reader, root: Table, *, required: bool = True,
         )
         url = _mount_url(r, t, ipath)
         read_only = r.bool_(t, ipath, "read_only", False)
+        optional = r.bool_(t, ipath, "optional", False)
         objects = _objects(r, t, ipath, url)
         if objects is not None:
             read_only = True
@@ -123,7 +124,7 @@ def mounts_section(r: Reader, root: Table, *, required: bool = True,
                 r.value_error((*ipath, "url"), exc)
                 url = None
         if mount_path is not None and url is not None:
-            out.append(MountConfig(mount_path, url, read_only, objects=objects))
+            out.append(MountConfig(mount_path, url, read_only, objects=objects, optional=optional))
     return tuple(out)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from mountfs.config.model import StoreUrl
-from mountfs.config.toml_text import Locator, Path, dotted
+from mountfs.config.toml_text import Locator, Path, dotted, key_name
 from mountfs.config.urls import parse_url
 from mountfs.config.values import (
     SECRET_KEYS,
@@ -58,12 +58,7 @@ class Reader:
 
     def key_name(self, path: Path) -> str | None:
         """The key as the user wrote it: for an imported document, the foreign file's key it came from."""
-        for n in range(len(path), 0, -1):
-            origin = self.origins.get(path[:n])
-            if origin is not None:
-                rest = dotted(path[n:])
-                return origin + ("" if not rest else rest if rest.startswith("[") else "." + rest)
-        return dotted(path) or None
+        return key_name(self.origins, path) or None
 
     def value_error(self, path: Path, exc: ValueError) -> None:
         if isinstance(exc, InvalidValue):

@@ -13,6 +13,17 @@ Path = tuple[str | int, ...]
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def key_name(origins: dict[Path, str], path: Path) -> str:
+    """The key as the user wrote it: for an imported document, the foreign file's key it came from
+    (the longest part of `path` with an origin, and the rest of it as mountfs names it)."""
+    for n in range(len(path), 0, -1):
+        origin = origins.get(path[:n])
+        if origin is not None:
+            rest = dotted(path[n:])
+            return origin + ("" if not rest else rest if rest.startswith("[") else "." + rest)
+    return dotted(path)
+
+
 def dotted(path: Path) -> str:
     out = ""
     for part in path:

@@ -141,6 +141,11 @@ def test_the_host_block_as_source_mounts_every_bucket_of_the_host(mounter: Mount
     mnt = mounter.mount(conf)
     with open(mnt.join("s3", seaweedfs.host_port, bucket, "hello.txt"), "rb") as f:
         assert f.read() == FILES["hello.txt"]
+    again = mounter.mount(imported_toml(mounter, conf, tmp_path))
+    with open(again.join("s3", seaweedfs.host_port, bucket, "runs", "1", "model.bin"), "rb") as f:
+        assert f.read() == FILES["runs/1/model.bin"], "the imported TOML gives the same tree"
+    assert sorted(os.listdir(again.join("s3", seaweedfs.host_port))) == sorted(
+        os.listdir(mnt.join("s3", seaweedfs.host_port)))
 
 
 def service_account_key(token_uri: str) -> dict[str, str]:
@@ -228,3 +233,45 @@ def test_the_azure_block_gives_its_key_to_a_container_url(mounter: Mounter, azur
         assert f.read() == FILES["runs/1/model.bin"]
     [store] = mounter.run.status(mnt)["stores"]
     assert store["endpoint"].startswith(azurite.endpoint.rstrip("/"))
+
+
+def test_path_substitution_and_cache_dir_of_o_config_serve_a_url(mounter: Mounter, tmp_path: Path) -> None:
+    """The seed's path_substitution and cache blocks given with -o config= to a URL: the registered
+    prefix is read from the local folder (no store is asked), and the cache lives where
+    default_base_dir says (no cache_dir option given)."""
+    shared = tmp_path / "shared"
+    (shared / "bucket" / "research" / "runs").mkdir(parents=True)
+    (shared / "bucket" / "research" / "runs" / "metrics.json").write_bytes(b'{"acc": 0.9}')
+    conf = seed_copy("path-substitution", tmp_path, **{"file:///mnt/shared": f"file://{shared}"})
+    cache_dir = tmp_path / "clearml-cache"
+    conf.write_text(conf.read_text() + f'sdk.storage.cache.default_base_dir: "{cache_dir}"\n')
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = mounter.run("s3://bucket/research", str(mnt), "-o", f"config={conf}")
+    mounter.track(str(mnt))
+    assert result.returncode == 0, result.stderr
+    with open(mnt / "runs" / "metrics.json", "rb") as f:
+        assert f.read() == b'{"acc": 0.9}'
+    assert mounter.run.status(mnt)["cache"]["dir"] == str(cache_dir)
+    mounter.umount(str(mnt))
+
+
+def test_the_azure_block_with_its_container_name_as_source_mounts_azure_account_container(
+        mounter: Mounter, azurite: Emulator, tmp_path: Path) -> None:
+    """The seed's Azure block with its commented container_name written in: SOURCE mounts it at
+    azure/ACCOUNT/CONTAINER, as ClearML names the URL; the imported TOML gives the same tree."""
+    container = f"clearml-{uuid.uuid4().hex[:8]}"
+    azurite.create_bucket(container)
+    azurite.azure_client().get_container_client(container).upload_blob("runs/1/model.bin",
+                                                                        FILES["runs/1/model.bin"])
+    conf = seed_copy("azure", tmp_path, **{"# container_name:": f'container_name: "{container}"'})
+    env = {k: v for k, v in mounter.run.env.items() if not k.startswith("AZURE_STORAGE_")}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={'A' * 86}==;"
+        f"BlobEndpoint={azurite.endpoint};")
+    mounter.run = dataclasses.replace(mounter.run, env=env)
+    mnt = mounter.mount(conf)
+    tree = walk(mnt.path)
+    assert tree[f"azure/devstoreaccount1/{container}/runs/1/model.bin"] == FILES["runs/1/model.bin"]
+    again = mounter.mount(imported_toml(mounter, conf, tmp_path))
+    assert walk(again.path) == tree, "the imported TOML gives the same tree"

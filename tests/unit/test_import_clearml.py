@@ -186,6 +186,8 @@ def test_a_literal_dollar_brace_stays_literal(tmp_path: Path) -> None:
     ("sdk {\n  aws { s3 { key: \"a\"\n", 3, "HOCON syntax error at column 1: Expected '}'"),
     ("sdk {\n  aws.s3.key: ${CM_NOT_SET_ANYWHERE}\n}\n", 2,
      "${CM_NOT_SET_ANYWHERE}: no such key in the file and no such environment variable"),
+    ('sdk.aws.s3.credentials: [\n  { bucket: "b-one", secret: "s3cr3t-value" extra_args: { ACL: "private" }\n'
+     '  }\n]\n', 2, "a value runs into the next one"),
 ])
 def test_hocon_errors_are_one_line_with_file_and_line(tmp_path: Path, text: str, line: int,
                                                       message: str) -> None:
@@ -200,6 +202,7 @@ def test_hocon_errors_are_one_line_with_file_and_line(tmp_path: Path, text: str,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0].startswith(f"{path}:{line}: ")
+    assert "s3cr3t-value" not in result.stderr and "ConfigTree" not in result.stderr
 
 
 # --- every key: mapped, a note, or an error naming it ---------------------------------------------------
@@ -254,6 +257,39 @@ def test_the_readers_errors_name_the_clearml_key(tmp_path: Path) -> None:
     assert sorted(e.key or "" for e in info.value.errors) == [
         "sdk.aws.boto3.multipart_chunksize", "sdk.aws.s3.credentials[0].secure",
         "sdk.storage.cache.default_base_dir"]
+
+
+def test_errors_found_when_mounting_name_the_clearml_key_and_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials are read when the store opens, not by `config check`: their errors name the key of
+    the clearml.conf the user wrote, and that file even when SOURCE is a URL."""
+    from mountfs.config import azure, gcs
+    from mountfs.config.urls import parse_url
+    from mountfs.errors import ConfigError
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "service_account"')
+    imported(f"""
+        sdk.google.storage {{
+            credentials_json: "/nonexistent/credentials.json"
+            credentials = [ {{ bucket: "bucket-one", credentials_json: "{bad}" }} ]
+        }}
+        sdk.azure.storage.containers: [
+            {{ account_name: "acct1", account_key: "k", container_name: "c-one" }} ]
+    """, tmp_path)
+    conf = str(tmp_path / "clearml.conf")
+    config = load_source("gs://other/x", conf)
+    with pytest.raises(ConfigError) as default:
+        gcs.credentials_info(gcs.resolve(config.mounts[0].url, config))
+    assert default.value.format().startswith(f"{conf}: sdk.google.storage.credentials_json: no such")
+    config = load_source(conf)
+    with pytest.raises(ConfigError) as entry:
+        gcs.credentials_info(gcs.resolve(parse_url("gs://bucket-one"), config))
+    assert entry.value.format().startswith(
+        f"{conf}: sdk.google.storage.credentials[0].credentials_json: credentials file")
+    assert azure.resolve(parse_url("az://c-one@acct1"), config).credentials_origin == (
+        "sdk.azure.storage.containers[0].account_key")
 
 
 def test_profile_and_s3_wide_secure_or_verify_are_refused_with_what_to_do(tmp_path: Path) -> None:

@@ -160,6 +160,40 @@ def test_seed_remote_links_yml_imports_to_a_config_that_checks(tmp_path: Path) -
         ("cars_2020_20_10", "eu-central-1", None), ("cars_2020_10_10", "eu-central-1", None)]
 
 
+def test_the_buckets_of_a_yml_or_links_file_are_optional_and_so_is_their_toml(tmp_path: Path) -> None:
+    """A bucket of the list that no longer exists is left out when mounting, not the whole mount; the
+    imported TOML says so with optional = true, which a TOML config may write too."""
+    config = load_config(str(filled_seed_yml(tmp_path)))
+    assert config.mounts and all(m.optional for m in config.mounts)
+    assert all(m.optional for m in load_source(str(SEEDS / "supervisely-links.txt"),
+                                               str(filled_seed_yml(tmp_path))).mounts)
+    assert "optional = true" in imports_and_checks(filled_seed_yml(tmp_path), tmp_path)
+    toml = tmp_path / "m.toml"
+    toml.write_text('[[mount]]\npath = "a"\nurl = "s3://bucket-a"\n[[mount]]\npath = "b"\n'
+                    'url = "s3://bucket-b"\noptional = true\n')
+    assert [m.optional for m in load_config(str(toml)).mounts] == [False, True]
+    toml.write_text('[[mount]]\npath = "a"\nurl = "s3://bucket-a"\noptional = "yes"\n')
+    assert errors_of(toml) == [
+        f'{toml}:4: mount[0].optional: expected a boolean (true or false), got string "yes"']
+
+
+def test_errors_found_when_mounting_name_the_yml_key_the_user_wrote(tmp_path: Path) -> None:
+    """The credentials file is read when the store opens: its error names credentials_path of the
+    entry, and an Azure key's origin its secret_key, not mountfs's own keys."""
+    from mountfs.config import azure, gcs
+    from mountfs.errors import ConfigError
+
+    yml = tmp_path / "remote_links.yml"
+    yml.write_text("planes:\n  provider: google\n  credentials_path: /nonexistent/k.json\n  buckets:\n"
+                   "  - planes-b\nboats:\n  provider: azure\n  access_key: acct1\n  secret_key: c2VjcmV0\n"
+                   "  buckets: [boats-b]\n")
+    config = load_config(str(yml))
+    with pytest.raises(ConfigError) as info:
+        gcs.credentials_info(gcs.resolve(parse_url("gs://planes-b"), config))
+    assert info.value.format().startswith(f"{yml}: planes.credentials_path: no such credentials file")
+    assert azure.resolve(parse_url("az://boats-b@acct1"), config).credentials_origin == "boats.secret_key"
+
+
 def test_the_seed_yml_as_written_is_a_yaml_error_with_its_line(tmp_path: Path) -> None:
     """Its Azure secret placeholder holds ": ", which YAML takes for a mapping."""
     path = tmp_path / "remote_links.yml"
@@ -224,6 +258,57 @@ def test_a_links_file_of_s3_google_and_fs_links_imports_to_a_config_that_checks(
     assert done.returncode == 1 and 'storage id "local-datasets"' in done.stderr
 
 
+def test_config_import_of_a_links_file_takes_its_settings_by_o_config(tmp_path: Path) -> None:
+    """The seed's links file (an azure:// link) and an fs:// link need the settings; with them, `config
+    import` prints one TOML of the settings and just the linked objects, which loads to the same mounts
+    as `mountfs LINKS MNT -o config=` would mount."""
+    yml = filled_seed_yml(tmp_path)
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    yml.write_text(yml.read_text() + f"\nmy-local:\n  provider: fs\n  path: {folder}\n  buckets:\n"
+                   "  - local-datasets\n")
+    links = tmp_path / "links.txt"
+    links.write_text((SEEDS / "supervisely-links.txt").read_text() + "fs://local-datasets/persons/1.jpg\n")
+    for bare in (links, SEEDS / "supervisely-links.txt"):
+        result = config_import(bare)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "name the settings with -o config=" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import", str(links), "-o",
+                             f"config={yml}"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "c2VjcmV0" in result.stdout  # the settings' key: the printed TOML is the whole config
+    toml = tmp_path / "imported.toml"
+    toml.write_text(result.stdout)
+    shape = [(m.path, m.url.raw, m.objects, m.read_only) for m in load_source(str(links), str(yml)).mounts]
+    assert [(m.path, m.url.raw, m.objects, m.read_only) for m in load_config(str(toml)).mounts] == shape
+    assert ("fs/local-datasets", "fs://local-datasets", ("persons/1.jpg",), True) in shape
+    assert len(shape) == 4, "the yml's own buckets are not mounted, only the linked objects"
+
+    other = tmp_path / "other.yml"
+    other.write_text("cars:\n  provider: minio\n  endpoint: s3.amazonaws.com\n  buckets: [cars_2020_20_10]\n")
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import", str(links), "-o",
+                             f"config={other}"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "azure://boats_bucket_2020_20_10: the settings do not say its storage account" in result.stderr
+    assert "fs://local-datasets: the settings map it to no folder" in result.stderr
+
+
+@pytest.mark.parametrize(("options", "code", "says"), [
+    (["-o", "config="], 2, "config import takes one -o config=FILE, not config="),
+    (["-o", "config=a,config=b"], 2, "config import takes one -o config=FILE"),
+    (["-o", "cache_dir=/tmp"], 2, "config import takes one -o config=FILE, not cache_dir=/tmp"),
+    (["-o", "config=/dev/zero"], 1, "/dev/zero: is not a regular file"),
+    (["-o", "config=/nonexistent/remote_links.yml"], 1, "/nonexistent/remote_links.yml: no such file"),
+])
+def test_config_import_with_a_bad_o_config_is_one_line(tmp_path: Path, options: list[str], code: int,
+                                                       says: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "mountfs", "config", "import",
+                             str(SEEDS / "supervisely-links.txt"), *options],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == code and "Traceback" not in result.stderr
+    assert says in result.stderr.splitlines()[-1], result.stderr
+
+
 def test_fs_links_are_served_from_the_folder_of_their_storage_id(tmp_path: Path) -> None:
     folder = tmp_path / "datasets"
     (folder / "persons").mkdir(parents=True)
@@ -251,10 +336,22 @@ def test_hostile_links_files(tmp_path: Path) -> None:
                      "not a link\n")
     got = errors_of(links, None)
     assert "Traceback" not in "\n".join(got)
-    for line, words in [(2, 'unknown provider "http://"'), (3, "has no bucket"), (4, "has no bucket"),
+    for line, words in [(2, '"http://x/y" is a public web link'), (3, "has no bucket"), (4, "has no bucket"),
                         (5, "names a bucket, not an object"), (6, '".."'), (7, "empty segment"),
                         (8, "is not a bucket name"), (9, "is not a link")]:
         assert any(f"line {line}:" in e and words in e for e in got), (line, got)
+
+
+def test_the_seeds_public_https_link_is_refused_saying_what_a_links_file_mounts(tmp_path: Path) -> None:
+    """The seed: a public link (https://s3-us-west-2.amazonaws.com/test1/abc) needs no settings, as
+    Supervisely opens it itself; it is no bucket to mount. One line says so and what to write."""
+    links = tmp_path / "links.txt"
+    links.write_text("s3://cars_2020_20_10/truck.jpg\nhttps://s3-us-west-2.amazonaws.com/test1/abc\n")
+    result = config_import(links)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "line 2:" in line and "is a public web link, not a storage link" in line
+    assert "s3://BUCKET/KEY" in line
 
 
 def test_ten_thousand_links(tmp_path: Path) -> None:

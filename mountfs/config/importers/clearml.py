@@ -127,6 +127,10 @@ def _parse(path: str, text: str) -> dict[str, Any]:
             line = int(where.group(1))
             message = message[: where.start()] + message[where.end() :]
         hint = None
+        if re.match(r"Token .* must be of type", message, flags=re.DOTALL):  # pyhocon's own words quote
+            # the values, a secret among them
+            message = "a value runs into the next one (a string and a table or list joined)"
+            hint = "put a comma or a new line between two keys"
         missing = re.match(r"Cannot resolve variable \$\{(\??)([^}]*)\}", message)
         if missing:
             message = f"${{{missing.group(2)}}}: no such key in the file and no such environment variable"

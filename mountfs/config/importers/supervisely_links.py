@@ -53,7 +53,7 @@ def import_text(path: str, text: str) -> Imported:
         for key in ("url", "path"):
             out.origins[("mount", len(mounts), key)] = f"line {first_line[provider, bucket]}"
         mounts.append({"path": f"{provider}/{escape(bucket)}", "url": f"{scheme}://{escape(bucket)}",
-                       "objects": [escape(k) for k in keys]})
+                       "objects": [escape(k) for k in keys], "optional": True})
     if mounts:
         out.doc["mount"] = mounts
     elif not out.errors:
@@ -68,6 +68,11 @@ def _link(line: str, groups: dict[tuple[str, str], dict[str, None]]) -> tuple[st
     if match is None:
         return f'"{shown}" is not a link', "expected PROVIDER://BUCKET/OBJECT"
     provider = match.group(1).lower()
+    if provider in ("http", "https"):  # Supervisely fetches these itself, with no settings
+        return (f'"{shown}" is a public web link, not a storage link',
+                "Supervisely opens public links itself, as a browser would; a links file mounts "
+                f"storage links, {', '.join(p + '://BUCKET/OBJECT' for p in SCHEMES)}: write the object's "
+                "bucket and key, e.g. s3://BUCKET/KEY, with its credentials in -o config=")
     if provider not in SCHEMES:
         return (f'unknown provider "{provider}://" in "{shown}"',
                 f"Supervisely's providers are {', '.join(p + '://' for p in SCHEMES)}")
@@ -88,13 +93,28 @@ def _link(line: str, groups: dict[tuple[str, str], dict[str, None]]) -> tuple[st
 
 def bind(mounts: list[object], settings: dict[str, object]) -> list[str]:
     """Give each Azure link's mount its account, from the settings' [[azure.containers]]: the entry of
-    its container, else the one account there. Returns the problems (one per container)."""
+    its container, else the one account there; and check each fs:// storage id has its folder there.
+    Returns the problems (one per container or storage id)."""
     azure = settings.get("azure")
     containers = azure.get("containers") if isinstance(azure, dict) else None
     entries = [e for e in containers if isinstance(e, dict)] if isinstance(containers, list) else []
     accounts = {str(e.get("account_name")) for e in entries if e.get("account_name")}
+    rules = settings.get("path_substitution")
+    folders = {str(rule.get("registered_prefix", "")).rstrip("/") for rule in rules
+               if isinstance(rule, dict)} if isinstance(rules, list) else set()
     problems = []
     for mount in mounts:
+        if isinstance(mount, dict) and str(mount.get("url", "")).startswith("fs://"):
+            url = str(mount["url"])
+            if url not in folders and not any("$" in f for f in folders):  # ${VAR}: checked when built
+                storage = url[len("fs://"):]
+                where = ("the settings map it to no folder" if settings else
+                         "a links file does not say which folder it is; name the settings with -o config=")
+                problems.append(
+                    f'{url}: {where}: a remote_links.yml with a provider: fs entry listing storage id '
+                    f'"{storage}" (path: /its/folder, buckets: [{storage}]), or a TOML config with a '
+                    f'[[path_substitution]] of registered_prefix = "{url}"')
+            continue
         if not isinstance(mount, dict) or not str(mount.get("url", "")).startswith("az://"):
             continue
         url = str(mount["url"])
@@ -107,7 +127,8 @@ def bind(mounts: list[object], settings: dict[str, object]) -> list[str]:
         elif len(accounts) == 1:
             mount["url"] = f"{url}@{next(iter(accounts))}"
         else:
-            problems.append(f"azure://{container}: a links file does not say the storage account; mount "
-                            "it with -o config= naming a .env (STORAGE_PROVIDER=azure) or a remote_links.yml "
-                            "that lists the container")
+            where = ("the settings do not say its storage account" if settings else "a links file does not "
+                     "say the storage account; name the settings with -o config=")
+            problems.append(f"azure://{container}: {where}: a .env (STORAGE_PROVIDER=azure) or a "
+                            "remote_links.yml whose provider: azure entry lists the container")
     return problems

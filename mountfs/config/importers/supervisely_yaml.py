@@ -133,6 +133,8 @@ def import_text(path: str, text: str) -> Imported:
                 if credentials:
                     gcs_entries.append({"bucket": escape(bucket), "credentials_json": escape(credentials)})
                     out.origins[("gcs", "credentials", len(gcs_entries) - 1)] = where
+                    out.origins[("gcs", "credentials", len(gcs_entries) - 1, "credentials_json")] = (
+                        f"{where}.credentials_path")
         else:
             folder_path = strings.get("path")
             if not folder_path or not folder_path.startswith("/"):
@@ -146,6 +148,8 @@ def import_text(path: str, text: str) -> Imported:
                 out.origins[("path_substitution", len(substitutions) - 1)] = where
         for index in range(start, len(mounts)):
             out.origins[("mount", index)] = f"{where}.buckets"
+            mounts[index]["optional"] = True  # as Supervisely, a bucket deleted since is no reason to
+            # serve none of the others
     if len(set(gcs_endpoints.values())) > 1:
         out.errors.append((", ".join(gcs_endpoints), "google entries with different endpoints: mountfs has "
                            "one [gcs] endpoint", None))
@@ -166,6 +170,13 @@ def import_text(path: str, text: str) -> Imported:
     if mounts:
         result["mount"] = mounts
     return out
+
+
+_S3_NAMES = {"key": "access_key", "secret": "secret_key", "endpoint": "endpoint", "secure": "endpoint",
+             "region": "region", "bucket": "buckets"}
+_AZURE_NAMES = {"account_name": "access_key", "account_key": "secret_key", "endpoint": "endpoint",
+                "container_name": "buckets"}
+"""The yml's key each entry key was made from, for messages: the user wrote those."""
 
 
 def _minio(where: str, strings: dict[str, str], buckets: list[str], mounts: list[dict[str, object]],
@@ -197,6 +208,8 @@ def _minio(where: str, strings: dict[str, str], buckets: list[str], mounts: list
             entry["region"] = escape(strings["region"])
         entries.append(entry)
         out.origins[("s3", "credentials", len(entries) - 1)] = where
+        for ours, theirs in _S3_NAMES.items():
+            out.origins[("s3", "credentials", len(entries) - 1, ours)] = f"{where}.{theirs}"
         url = f"s3://{host_port}/{escape(bucket)}" if host_port else f"s3://{escape(bucket)}"
         mounts.append({"path": f"s3/{escape(bucket)}", "url": url})
 
@@ -219,4 +232,6 @@ def _azure(where: str, strings: dict[str, str], buckets: list[str], mounts: list
             entry["endpoint"] = escape(endpoint.rstrip("/"))
         entries.append(entry)
         out.origins[("azure", "containers", len(entries) - 1)] = where
+        for ours, theirs in _AZURE_NAMES.items():
+            out.origins[("azure", "containers", len(entries) - 1, ours)] = f"{where}.{theirs}"
         mounts.append({"path": f"azure/{escape(bucket)}", "url": f"az://{escape(bucket)}@{escape(account)}"})
