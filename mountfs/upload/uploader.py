@@ -806,10 +806,15 @@ class Uploader:
         if staged.released:
             await self._drop(staged)
 
-    async def rename(self, staged: StagedUpload, key: str) -> None:
+    async def rename(self, staged: StagedUpload, key: str) -> bool:
         """The file moves to `key` while staged: its data is uploaded there instead (the caller deals
-        with objects already in the store under either name)."""
+        with objects already in the store under either name). False, and nothing done, when the
+        upload was dropped or discarded while this waited for its flush to end (its last handle
+        was closed and its data reached the store under the old name): the caller moves the
+        object in the store instead."""
         async with staged.flush_lock:
+            if staged.dropped or staged.discarded:
+                return False
             staged.stream_stopped = True
             await self._wait_streams(staged)
             if staged.upload_id is not None:
@@ -825,6 +830,7 @@ class Uploader:
             await self._sync(staged)
         if staged.released:
             self._schedule_retry(staged, 0.0)
+        return True
 
     # --- status, unmount, recovery -----------------------------------------------------------
 
