@@ -784,7 +784,8 @@ async def test_a_block_stored_again_while_eviction_unlinks_its_old_file_keeps_re
 
 
 async def test_a_pending_block_whose_file_an_eviction_unlinked_is_fetched_again_not_corrupt(
-        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A block that left memory while its first copy was written is fetched again by a reader that
     found no record yet. An eviction pass that began before the second copy was queued (so did not
     count it in use) evicts the first copy's record, and with it unlinks the file the second copy

@@ -766,11 +766,11 @@ async def test_o_trunc_open_while_the_last_close_is_released_keeps_its_file(
     async def overwrite() -> None:
         handles.append(await open_file(ops, "f.bin", os.O_WRONLY | os.O_TRUNC))
 
-    async with trio.open_nursery() as nursery:
-        async with staged.journal_lock:  # the truncation of the open waits for its journal record
-            nursery.start_soon(overwrite)
-            await _until(lambda: staged.journal_lock.statistics().tasks_waiting == 1)
-            await ops.release(fh)  # the first handle's release arrives meanwhile
+    # the truncation of the open waits for its journal record, held here
+    async with trio.open_nursery() as nursery, staged.journal_lock:
+        nursery.start_soon(overwrite)
+        await _until(lambda: staged.journal_lock.statistics().tasks_waiting == 1)
+        await ops.release(fh)  # the first handle's release arrives meanwhile
     second = handles[0]
     assert ops._files[second].staged is staged
     await uploader.flush(staged)  # what the background retry of a released upload does
@@ -790,13 +790,12 @@ async def test_rename_waiting_for_an_upload_that_ends_and_drops_the_file_moves_t
     await ops.flush(fh)
     staged = ops._files[fh].staged
     assert staged is not None
-    async with trio.open_nursery() as nursery:
-        async with staged.flush_lock:  # an upload of the file still holds it
-            nursery.start_soon(ops.release, fh)
-            await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 1)
-            old_parent, old_name = await parent_of(ops, "a.bin")
-            nursery.start_soon(ops.rename, old_parent, old_name, old_parent, name("b.bin"), 0, CTX)
-            await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 2)
+    old_parent, old_name = await parent_of(ops, "a.bin")
+    async with trio.open_nursery() as nursery, staged.flush_lock:  # an upload of the file holds it
+        nursery.start_soon(ops.release, fh)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 1)
+        nursery.start_soon(ops.rename, old_parent, old_name, old_parent, name("b.bin"), 0, CTX)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 2)
     assert staged.dropped
     assert keys(store) >= {"b.bin"} and "a.bin" not in keys(store)
     assert stored(store, "b.bin") == b"acknowledged"
