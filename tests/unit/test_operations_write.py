@@ -800,3 +800,40 @@ async def test_rename_waiting_for_an_upload_that_ends_and_drops_the_file_moves_t
     assert keys(store) >= {"b.bin"} and "a.bin" not in keys(store)
     assert stored(store, "b.bin") == b"acknowledged"
     assert await read_file(ops, "b.bin") == b"acknowledged"
+
+
+class _GatedFile(GatedStore):
+    """Only the PUT of `gated` waits for the gate."""
+
+    gated = "d/f.bin"
+
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> Any:
+        if key == self.gated:
+            return super().put(key, data, mtime_ns)
+        return MemoryStore.put(self, key, data, mtime_ns)
+
+
+async def test_a_directory_rename_that_waited_for_an_upload_ending_after_its_listing_moves_the_file(
+        journal: UploadJournal, clock: FakeClock, tmp_path: Path) -> None:
+    """A file's last close is uploading while its directory is renamed: the rename lists the
+    directory before the object is there, then waits for the upload, which ends and drops the
+    staged file (all handles closed). The object the upload made is moved too: the closed file is
+    in the new directory, and nothing stays behind in the old one."""
+    store = _GatedFile()
+    ops = make_ops(store, journal, clock, tmp_path)
+    await ops.mkdir(ROOT, name("d"), 0o755, CTX)
+    fh = await create(ops, "d/f.bin")
+    await ops.write(fh, 0, b"closed while its folder moved")
+    staged = ops._files[fh].staged
+    assert staged is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.flush, fh)
+        await trio.to_thread.run_sync(store.entered.wait, 10)  # the PUT is under way
+        await ops.release(fh)
+        nursery.start_soon(ops.rename, ROOT, name("d"), ROOT, name("e"), 0, CTX)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 1)
+        store.gate.set()
+    assert staged.dropped
+    assert stored(store, "e/f.bin") == b"closed while its folder moved"
+    assert not any(key.startswith("d/") for key in keys(store))
+    assert await read_file(ops, "e/f.bin") == b"closed while its folder moved"
