@@ -534,6 +534,11 @@ class BlockCache:
         # The file goes inside the transaction that drops the record (see CacheIndex), and only if
         # the record is still the one the file was opened by.
         if pending is not None:
+            if not self.files.exists(key):
+                # An eviction pass that dropped an older record of the key unlinked this copy's file
+                # after its write: not cached (its commit leaves it out), nothing corrupt.
+                log.debug("cached block %s was evicted before its record was committed", key.hex())
+                return
             self.files.remove(key)
         elif not self.index.remove(key, unlink=self.files.remove, only=current):
             return

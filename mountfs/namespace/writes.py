@@ -170,10 +170,21 @@ class Writes:
                 read = None if truncate or base is None else _reader(mount.store, self.cache, base)
                 staged = await self._with_room(base.size if read is not None and base is not None else 0,
                                                partial(uploader.open_staged, node.key, base, read=read))
-            elif truncate and staged.size:
-                await self._with_room(0, partial(uploader.truncate, staged, 0))
-            node.staged = staged
-            self._hold(staged)
+                node.staged = staged
+                self._hold(staged)
+            else:
+                # Held before anything awaits: the last close of another handle may be on its way
+                # (FUSE sends release after close returns), and must not release what this open
+                # takes over, or the upload of its data drops the file under this handle.
+                node.staged = staged
+                self._hold(staged)
+                if truncate and staged.size:
+                    try:
+                        await self._with_room(0, partial(uploader.truncate, staged, 0))
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await self.release(node, staged)
+                        raise
         if truncate:
             self._touch(node)
         return staged
@@ -427,9 +438,9 @@ class Writes:
             if replaced is not None:  # being written under the new name: it is replaced
                 await uploader.discard(replaced)
             staged = self.namespace.staged_of(node)
-            if staged is not None:
-                # Still being written (or waiting for a retry): its data goes up under the new name.
-                await uploader.rename(staged, new_key)
+            # Still being written (or waiting for a retry): its data goes up under the new name,
+            # unless its upload ended, and dropped it, while the rename waited for it.
+            if staged is not None and await uploader.rename(staged, new_key):
                 try:
                     await mount.store.delete(old_key)
                 except MountfsError as exc:
@@ -498,8 +509,19 @@ class Writes:
             raise RenameIncomplete(
                 f"rename of {old} to {new} stopped after copying {copied} of {len(objects)} objects "
                 f"({exc}); nothing was removed: {old} is complete, {new} holds partial copies") from exc
+        listed = set(objects)
         for staged in self.namespace.staged_under(mount, old):
-            await uploader.rename(staged, new + staged.key[len(old):])
+            old_key, new_key = staged.key, new + staged.key[len(old):]
+            if not await uploader.rename(staged, new_key) and staged.dropped and old_key not in listed:
+                # its upload ended while the rename waited, after the walk: the object moves too
+                try:
+                    copies[new_key] = await store.copy(old_key, new_key)
+                except MountfsError as exc:
+                    self._forget_listings(mount, new, parents)
+                    raise RenameIncomplete(f"rename of {old} to {new}: {old_key} could not be copied "
+                                           f"({exc}); nothing was removed") from exc
+                files.append(old_key)
+                objects.append(old_key)
         deleted = 0
 
         async def delete(key: str) -> None:

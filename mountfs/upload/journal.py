@@ -173,6 +173,24 @@ class UploadJournal:
             raise
         return fd
 
+    def alive(self, session: str) -> bool:
+        """Whether a live process holds `session` (this one included)."""
+        if session == self.session:
+            return True
+        try:
+            fd = os.open(self._lock_path(session), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False  # closed, or adopted after its process died
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # (and with it the shared lock, if it was taken)
+        return False
+
     def adopt_orphans(self) -> list[JournalRecord]:
         """Take over the records of every dead session (their process is gone) and return them.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import UploadFailed
 from mountfs.upload.journal import CLEAN, REJECTED, JournalRecord, UploadJournal
+from mountfs.upload.staging import staging_session
 from mountfs.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -120,13 +121,16 @@ async def _recover_one(journal: UploadJournal, uploader: Uploader | None, record
 
 
 async def _sweep(journal: UploadJournal, staged_files: list[str], run: BlockingRunner) -> list[Recovered]:
-    """Remove staged files that no record names. Records are written before their file is created
-    and removed before it is deleted, and `staged_files` was listed before the records were read, so
-    a file listed here without a record is never one a live process still needs."""
+    """Remove staged files that no record names, but not those of a live session: a file is
+    created before its record (and deleted after it), so a live process may hold a file whose
+    record it is about to write. A file of a dead session without a record never had its open
+    answered, or was being dropped. (Files named before sessions were in their names had their
+    record written first: one listed here before the records were read is an orphan.)"""
     known = {os.path.basename(r.path) for r in await run(journal.records)}
     swept: list[Recovered] = []
     for name in staged_files:
-        if name not in known:
+        session = staging_session(name)
+        if name not in known and (session is None or not await run(journal.alive, session)):
             path = os.path.join(journal.staging_dir, name)
             size = await run(_size, path)
             if size is not None:  # not just uploaded and removed by this recovery

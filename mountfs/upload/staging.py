@@ -31,6 +31,19 @@ Reader = Callable[[int, int], Awaitable[bytes | memoryview]]
 """read(offset, length) -> the old object's bytes in that range (through the block cache)."""
 
 
+def staging_name(session: str) -> str:
+    """A new staged file's name (and journal id): its journal session, then a unique part."""
+    return f"{session}-{uuid.uuid4().hex}"
+
+
+def staging_session(name: str) -> str | None:
+    """The journal session a staged file's name starts with; None for a name of another form."""
+    session, sep, rest = name.partition("-")
+    if not sep or not rest or len(session) != 32 or any(c not in "0123456789abcdef" for c in session):
+        return None
+    return session
+
+
 def no_space(path: str, exc: OSError) -> NoSpace:
     return NoSpace(f"cannot stage {path}: the cache disk is full ({os.strerror(exc.errno or 0)})")
 

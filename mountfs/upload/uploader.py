@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -65,7 +64,7 @@ from mountfs.upload.journal import (
     PartRecord,
     UploadJournal,
 )
-from mountfs.upload.staging import Reader, StagedFile, fill_from
+from mountfs.upload.staging import Reader, StagedFile, fill_from, staging_name
 
 log = logging.getLogger(__name__)
 
@@ -280,27 +279,32 @@ class Uploader:
 
         `base` is the object's current version (None: a new object). With `read`, the staged file
         starts as a copy of it (overwrite, append); without, it starts empty (O_TRUNC) and the
-        truncation itself is a change to upload. The journal record comes first, the file second.
+        truncation itself is a change to upload. The file comes first, its journal record second:
+        a process killed in between leaves a file without a record, which recovery removes once
+        its session is dead (nothing of it was acknowledged), never a record whose file is missing,
+        which would stand for a lost write. The file is named after this journal's session, so
+        that another daemon's recovery leaves it alone while this one lives.
         """
-        staging_id = uuid.uuid4().hex
+        staging_id = staging_name(self.journal.session)
         fill = base is not None and read is not None
         record = JournalRecord(
             id=staging_id, store_id=self.store.store_id, bucket=self.store.bucket, key=key,
             path=os.path.join(self.journal.staging_dir, staging_id), state=CLEAN if fill else STAGING,
             base_etag=base.etag if base is not None else None)
-        await self._io(self.journal.put, record)
-        file: StagedFile | None = None
+        file = await self._io(StagedFile.create, self.journal.staging_dir, self.part_size, staging_id)
+        journalled = False
         try:
-            file = await self._io(StagedFile.create, self.journal.staging_dir, self.part_size, staging_id)
+            await self._io(self.journal.put, record)
+            journalled = True
             staged = StagedUpload(record, file, base, uploaded_clock=-1)
             if base is not None and read is not None:
                 await fill_from(file, read, base.size, self._io)
                 staged.uploaded_clock = file.clock
         except BaseException:
             with trio.CancelScope(shield=True):
-                if file is not None:
-                    await self._io(file.remove)
-                await self._io(self.journal.remove, staging_id)
+                if journalled:
+                    await self._io(self.journal.remove, staging_id)
+                await self._io(file.remove)
             raise
         self._add(staged)
         return staged
@@ -806,10 +810,15 @@ class Uploader:
         if staged.released:
             await self._drop(staged)
 
-    async def rename(self, staged: StagedUpload, key: str) -> None:
+    async def rename(self, staged: StagedUpload, key: str) -> bool:
         """The file moves to `key` while staged: its data is uploaded there instead (the caller deals
-        with objects already in the store under either name)."""
+        with objects already in the store under either name). False, and nothing done, when the
+        upload was dropped or discarded while this waited for its flush to end (its last handle
+        was closed and its data reached the store under the old name): the caller moves the
+        object in the store instead."""
         async with staged.flush_lock:
+            if staged.dropped or staged.discarded:
+                return False
             staged.stream_stopped = True
             await self._wait_streams(staged)
             if staged.upload_id is not None:
@@ -825,6 +834,7 @@ class Uploader:
             await self._sync(staged)
         if staged.released:
             self._schedule_retry(staged, 0.0)
+        return True
 
     # --- status, unmount, recovery -----------------------------------------------------------
 

@@ -25,13 +25,18 @@ run of its scenario, with the figures it measured, the date and the commit it ra
 """
 
 
-def _commit() -> str:
+def _commit(root: Path = ROOT) -> str:
+    """HEAD, with "-dirty" when a file differs from it; the table itself does not count (the
+    suites change it as they run: the first of several chaos phases made the others dirty)."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                  "--", ".", f":(exclude){REPORT.name}"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (head or "unknown") + ("-dirty" if changed else "")
 
 
 def _cell(text: str) -> str:

@@ -781,3 +781,47 @@ async def test_a_block_stored_again_while_eviction_unlinks_its_old_file_keeps_re
     assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
     assert cache.stats.corrupt == 0
     cache.close()
+
+
+async def test_a_pending_block_whose_file_an_eviction_unlinked_is_fetched_again_not_corrupt(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A block that left memory while its first copy was written is fetched again by a reader that
+    found no record yet. An eviction pass that began before the second copy was queued (so did not
+    count it in use) evicts the first copy's record, and with it unlinks the file the second copy
+    just put under the same key. The second copy's pending record then names no file: that block is
+    not cached (its commit leaves it out), not corrupt, and is fetched again without a warning."""
+    import logging
+
+    from mountfs.cache import block_cache
+
+    monkeypatch.setattr(block_cache, "COMMIT_DELAY", 30.0)
+    cache, source = make_cache(str(tmp_path)), Source()
+    key = block_key(OBJ, BLOCK, 0)
+
+    async def pending() -> None:
+        with trio.fail_after(10):
+            while key not in cache._pending:
+                await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        cache.nursery = nursery  # no committer: records wait until totals() commits them
+        assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+        await pending()
+        await cache.totals()  # the first copy's record is committed
+        cache._memory.clear()
+        cache._memory_bytes = 0
+        await cache.get_block(OBJ, len(DATA), 0, source.fetch, on_disk_checked=True)  # the second copy
+        await pending()
+        assert cache.index.remove(key, unlink=cache.files.remove)  # the pass, by the first record
+        cache._memory.clear()
+        cache._memory_bytes = 0
+        with caplog.at_level(logging.WARNING, logger="mountfs.cache.block_cache"):
+            assert await cache.read(OBJ, len(DATA), 0, 10, source.fetch) == DATA[:10]
+        assert cache.stats.corrupt == 0 and "dropping cached block" not in caplog.text
+        assert len(source.fetches) == 3
+        await pending()
+        await cache.totals()
+        assert cache.index.lookup(key) is not None and cache.files.exists(key)
+        nursery.cancel_scope.cancel()
+    cache.close()

@@ -739,3 +739,101 @@ async def test_writes_wait_for_recovery(store: MemoryStore, journal: UploadJourn
         assert not done.is_set() and await read_file(ops, "top.txt") == b"hello", "reads go on"
         ops.writes.ready.set()
     assert stored(store, "after-recovery") == b"x"
+
+
+async def _until(check: Any) -> None:
+    """Let other tasks (and their worker threads) run until `check()` holds."""
+    with trio.fail_after(10):
+        while not check():
+            await trio.sleep(0.001)
+
+
+async def test_o_trunc_open_while_the_last_close_is_released_keeps_its_file(
+        ops: Operations, store: MemoryStore) -> None:
+    """close(2) returns after FUSE's flush; its release comes later, and may come while another
+    open(O_TRUNC) of the file is truncating the staged file it shares. That open's handle must keep
+    the file: no write of it fails (EIO "already released") once the upload of the truncation
+    drops the staged file, and what it writes reaches the store."""
+    fh = await create(ops, "f.bin")
+    await ops.write(fh, 0, b"first version")
+    await ops.flush(fh)  # close(2) returned; the kernel has not sent the release yet
+    staged = ops._files[fh].staged
+    assert staged is not None
+    uploader = ops.namespace.mounts[0].uploader
+    assert uploader is not None
+    handles: list[pyfuse3.FileHandleT] = []
+
+    async def overwrite() -> None:
+        handles.append(await open_file(ops, "f.bin", os.O_WRONLY | os.O_TRUNC))
+
+    # the truncation of the open waits for its journal record, held here
+    async with trio.open_nursery() as nursery, staged.journal_lock:
+        nursery.start_soon(overwrite)
+        await _until(lambda: staged.journal_lock.statistics().tasks_waiting == 1)
+        await ops.release(fh)  # the first handle's release arrives meanwhile
+    second = handles[0]
+    assert ops._files[second].staged is staged
+    await uploader.flush(staged)  # what the background retry of a released upload does
+    assert await ops.write(second, 0, b"second") == 6
+    await close(ops, second)
+    assert stored(store, "f.bin") == b"second"
+    assert await read_file(ops, "f.bin") == b"second"
+
+
+async def test_rename_waiting_for_an_upload_that_ends_and_drops_the_file_moves_the_object(
+        ops: Operations, store: MemoryStore) -> None:
+    """A file is renamed right after its last close: the rename waits for the staged upload, whose
+    release (clean, uploaded) drops it first. The rename then moves the object in the store: the
+    closed file's data is under the new name, not deleted with the old one."""
+    fh = await create(ops, "a.bin")
+    await ops.write(fh, 0, b"acknowledged")
+    await ops.flush(fh)
+    staged = ops._files[fh].staged
+    assert staged is not None
+    old_parent, old_name = await parent_of(ops, "a.bin")
+    async with trio.open_nursery() as nursery, staged.flush_lock:  # an upload of the file holds it
+        nursery.start_soon(ops.release, fh)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 1)
+        nursery.start_soon(ops.rename, old_parent, old_name, old_parent, name("b.bin"), 0, CTX)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 2)
+    assert staged.dropped
+    assert keys(store) >= {"b.bin"} and "a.bin" not in keys(store)
+    assert stored(store, "b.bin") == b"acknowledged"
+    assert await read_file(ops, "b.bin") == b"acknowledged"
+
+
+class _GatedFile(GatedStore):
+    """Only the PUT of `gated` waits for the gate."""
+
+    gated = "d/f.bin"
+
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> Any:
+        if key == self.gated:
+            return super().put(key, data, mtime_ns)
+        return MemoryStore.put(self, key, data, mtime_ns)
+
+
+async def test_a_directory_rename_that_waited_for_an_upload_ending_after_its_listing_moves_the_file(
+        journal: UploadJournal, clock: FakeClock, tmp_path: Path) -> None:
+    """A file's last close is uploading while its directory is renamed: the rename lists the
+    directory before the object is there, then waits for the upload, which ends and drops the
+    staged file (all handles closed). The object the upload made is moved too: the closed file is
+    in the new directory, and nothing stays behind in the old one."""
+    store = _GatedFile()
+    ops = make_ops(store, journal, clock, tmp_path)
+    await ops.mkdir(ROOT, name("d"), 0o755, CTX)
+    fh = await create(ops, "d/f.bin")
+    await ops.write(fh, 0, b"closed while its folder moved")
+    staged = ops._files[fh].staged
+    assert staged is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.flush, fh)
+        await trio.to_thread.run_sync(store.entered.wait, 10)  # the PUT is under way
+        await ops.release(fh)
+        nursery.start_soon(ops.rename, ROOT, name("d"), ROOT, name("e"), 0, CTX)
+        await _until(lambda: staged.flush_lock.statistics().tasks_waiting == 1)
+        store.gate.set()
+    assert staged.dropped
+    assert stored(store, "e/f.bin") == b"closed while its folder moved"
+    assert not any(key.startswith("d/") for key in keys(store))
+    assert await read_file(ops, "e/f.bin") == b"closed while its folder moved"

@@ -1,9 +1,10 @@
 """The RELIABILITY.md table: a row per scenario, replaced by the next run of the same scenario."""
 
 import datetime
+import subprocess
 from pathlib import Path
 
-from tests.reliability.report import record
+from tests.reliability.report import _commit, record
 
 WHEN = datetime.datetime(2026, 12, 3, 12, 0, tzinfo=datetime.UTC)
 
@@ -27,3 +28,20 @@ def test_a_pipe_in_a_figure_does_not_break_the_table(tmp_path: Path) -> None:
     report = tmp_path / "RELIABILITY.md"
     row = record("fuzz", "make fuzz", {"errors": "EIO|ENOENT"}, report, WHEN, "x")
     assert row.count(" | ") == 4 and "EIO\\|ENOENT" in row
+
+
+def test_the_commit_is_dirty_for_a_changed_file_but_not_for_the_table_itself(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
+                               *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "RELIABILITY.md").write_text("table\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "RELIABILITY.md").write_text("table\nrow\n")  # the phase before wrote its row
+    assert _commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _commit(tmp_path) == head + "-dirty"

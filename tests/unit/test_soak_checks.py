@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.reliability.soak import State, Store, verify_stores
+from tests.reliability.soak import Samples, State, Store, verify_stores
 
 
 def store_of(objects: dict[str, bytes]) -> Store:
@@ -36,3 +36,12 @@ def test_compare_counts_every_differing_byte_and_the_length_difference() -> None
     assert state.wrong_bytes == 2 + 2
     assert state.bytes_verified == 8
     assert "first difference at offset 2" in state.failures[0]
+
+
+def test_open_files_or_threads_that_keep_rising_are_a_leak_and_a_warm_level_is_not() -> None:
+    warm = Samples(rss=[100] * 9, fds=[20, 50, 55, 52, 54, 57, 53, 55, 56],
+                   threads=[4, 20, 22, 23, 22, 23, 24, 23, 23])
+    assert warm.rising() == []
+    leaking = Samples(rss=[100] * 9, fds=[20, 50, 60, 70, 90, 110, 140, 170, 200],
+                      threads=[4, 20, 22, 24, 30, 36, 44, 52, 60])
+    assert leaking.rising() == ["open files rose from 70 to 200", "threads rose from 24 to 60"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -356,4 +357,82 @@ async def test_orphan_search_leaves_other_writers_uploads_alone(tmp_path: Path) 
     assert await uploader.abort_orphans("k", mark, (), "dead", [mine, other], frozenset({"dead"})) == 1
     assert sorted(u for u, _ in store.multipart_uploads("k")) == sorted([named, later])
     assert orphan not in {u for u, _ in store.multipart_uploads("k")}
+    journal.close()
+
+
+KILLED_OPENING = textwrap.dedent("""
+    import os, signal, sys
+    import trio
+    from mountfs.backends.async_store import AsyncStore
+    from mountfs.backends.memory import MemoryStore
+    from mountfs.config import WriteConfig
+    from mountfs.upload import staging
+    from mountfs.upload.journal import UploadJournal
+    from mountfs.upload.uploader import Uploader
+
+    real_create = staging.StagedFile.create
+
+    def create_and_die(*args, **kwargs):
+        if sys.argv[2] == "after":
+            real_create(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    async def main():
+        journal = UploadJournal(sys.argv[1])
+        uploader = Uploader(AsyncStore(MemoryStore(), 4), journal, WriteConfig(part_size=1024))
+        staging.StagedFile.create = create_and_die
+        await uploader.open_staged("never-opened.bin", None)
+
+    trio.run(main)
+""")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_kill_9_while_a_file_is_staged_for_an_open_that_never_returned(tmp_path: Path,
+                                                                             when: str) -> None:
+    """kill -9 before or after the staged file of a create is made, before the create returned:
+    nothing was acknowledged, so recovery reports no lost write (`mountfs recover` would exit 1),
+    uploads nothing under the name, and leaves no staged file or record behind."""
+    done = await trio.run_process([sys.executable, "-c", KILLED_OPENING, str(tmp_path), when], cwd=REPO,
+                                  check=False)
+    assert done.returncode == -signal.SIGKILL
+    journal = UploadJournal(str(tmp_path))
+    store = MemoryStore()
+    report = await recover(journal, [make_uploader(store, journal)])
+    assert [r.outcome for r in report] == ([ORPHAN] if when == "after" else [])
+    assert store.keys() == [] and journal.records() == []
+    assert not os.path.exists(journal.staging_dir) or os.listdir(journal.staging_dir) == []
+    journal.close()
+
+
+LIVE_STAGING = textwrap.dedent("""
+    import os, signal, sys
+    from mountfs.upload.journal import UploadJournal
+    from mountfs.upload.staging import StagedFile, staging_name
+
+    journal = UploadJournal(sys.argv[1])
+    staged = StagedFile.create(journal.staging_dir, 1024, staging_name(journal.session))
+    print(staged.path, flush=True)  # made, its record not written yet
+    sys.stdin.read()
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+async def test_recovery_leaves_the_staged_files_of_a_live_session_alone(tmp_path: Path) -> None:
+    """A live daemon's staged file whose record is not written yet (the file is made first)
+    survives the recovery of another daemon sharing the cache dir; once that daemon is dead, the
+    file is an orphan and is swept."""
+    live = subprocess.Popen([sys.executable, "-c", LIVE_STAGING, str(tmp_path)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert live.stdout is not None and live.stdin is not None
+    path = live.stdout.readline().strip()
+    try:
+        journal = UploadJournal(str(tmp_path))
+        assert await recover(journal, [make_uploader(MemoryStore(), journal)]) == []
+        assert os.path.exists(path)
+    finally:
+        live.stdin.close()
+        live.wait(10)
+    report = await recover(journal, [make_uploader(MemoryStore(), journal)])
+    assert [r.outcome for r in report] == [ORPHAN] and not os.path.exists(path)
     journal.close()
