@@ -55,13 +55,15 @@ SOAK_S ?= 360
 soak: $(STAMP) $(AZURITE)
 	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_S)
 
-# Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md). BENCH_ARGS="--quick --repeat 1" for a smoke run.
+# Benchmarks against boto3, rclone and s3fs (bench/RESULTS.md), with py-spy samples of the daemon.
+# BENCH_ARGS="--quick --repeat 1" for a smoke run.
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.
 BENCH_APT_PACKAGES := rclone s3fs
 bench: $(STAMP)
 	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/py-spy --version 2>/dev/null | grep -q ' 0.3.14' || $(BIN)/python -m pip install -q py-spy==0.3.14
+	$(BIN)/python -m bench --profile $(BENCH_ARGS)
 
 system-deps:
 	$(call apt-install-missing,$(APT_PACKAGES))

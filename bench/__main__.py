@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import boto3
 import botocore.config
 
-from bench import fleet, peers, report, workloads
+from bench import fleet, peers, profile, report, workloads
 from bench.harness import Run, machine_facts
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a smoke run: 256 MiB object, 500 small files, a tree of 1,000, "
                              "big-rss with 1 GiB and 2 GiB files")
     parser.add_argument("--repeat", type=int, default=3, help="repeats of each measurement (default 3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the mountfs daemon with py-spy during each measurement's first repeat; "
+                             "the top frames go to the report")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS),
                         help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
     parser.add_argument("--timeout", type=float, default=None,
@@ -136,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
                                 repeat=args.repeat, timeout=timeout, tools=args.tools, run=run,
                                 skipped=skipped, server_data=Path(server.data_dir))
+        if args.profile:
+            if profile.available() is None:
+                print("bench: --profile needs py-spy (pip install py-spy==0.3.14): not profiling")
+            else:
+                ctx.profile_dir = Path(args.results_dir) / "profiles"
+                ctx.profile_dir.mkdir(parents=True, exist_ok=True)
         _declare_rows(ctx, selected)
         if selected & {"cold-seq", "warm-seq", "hot-seq"}:
             workloads.run_sequential(ctx, selected)

@@ -150,6 +150,8 @@ class Run:
     metrics: dict[str, Metric] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # metric -> where the mountfs daemon's CPU went (bench/profile.py): samples, rate, top frames
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
 

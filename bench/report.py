@@ -179,10 +179,23 @@ def cpu_table(run: Run) -> str:
     return "\n".join(lines) if any_row else ""
 
 
+def profile_tables(run: Run) -> str:
+    """Where the mountfs daemon's CPU went (py-spy, `--profile`): the top frames by own time of each
+    profiled measurement, with their total time (the share of samples they were anywhere in)."""
+    if not run.profiles:
+        return ""
+    lines = ["### where the mountfs daemon's CPU goes (py-spy samples of the first repeat, `--profile`)"]
+    for metric, found in run.profiles.items():
+        lines += ["", f"{metric}: {found['samples']:,} samples at {found['rate']} Hz", "",
+                  "| frame (own time first) | own % | total % |", "|---|---:|---:|"]
+        lines += [f"| `{name}` | {own * 100:.1f} | {total * 100:.1f} |" for name, own, total in found["top"]]
+    return "\n".join(lines)
+
+
 def markdown(run: Run) -> str:
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    for extra in (cpu_table(run), rss_table(run), counters_table(run)):
+    for extra in (cpu_table(run), profile_tables(run), rss_table(run), counters_table(run)):
         if extra:
             parts.append(extra)
     return "\n\n".join(parts) + "\n"

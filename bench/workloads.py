@@ -9,6 +9,7 @@ the page cache is dropped. Bytes read back are spot-checked against the source a
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import random
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3.s3.transfer
 
-from bench import peers
+from bench import peers, profile
 from bench.harness import (
     MB,
     BenchError,
@@ -181,6 +182,23 @@ class Context:
     skipped: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
     server_data: Path | None = None  # kept in the page cache when a cold figure drops it
+    profile_dir: Path | None = None  # py-spy the mountfs daemon during each measurement (first repeat)
+
+    @contextlib.contextmanager
+    def profiled(self, mount: peers.Mount, metric: str) -> Iterator[None]:
+        """Sample where the daemon's CPU goes while the body runs: mountfs only, once per metric
+        (the first repeat), with --profile; the summary goes to the run's profiles."""
+        if self.profile_dir is None or mount.tool != "mountfs" or metric in self.run.profiles:
+            yield
+            return
+        out = self.profile_dir / f"{metric}.txt"
+        with profile.sampling(mount.pid, out):
+            yield
+        with contextlib.suppress(OSError):
+            samples, frames = profile.summarize(out.read_text())
+            top = [[f.name, round(f.own, 4), round(f.total, 4)] for f in frames]
+            self.run.profiles[metric] = {"samples": samples, "rate": profile.RATE, "raw": str(out),
+                                         "top": top}
 
     def drop_caches(self) -> None:
         """A cold client in front of a warm server (see `harness.drop_caches`)."""
@@ -438,7 +456,8 @@ def _seq_mount(ctx: Context, tool: str, metrics: list[str], samples: list[int],
 
         def measure(metric: str) -> None:
             before = mount.counters()
-            got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
+            with ctx.profiled(mount, metric):
+                got, seconds = timed(lambda: read_sequential(path), ctx.timeout, mount.abort)
             if got != size:
                 raise BenchError(f"{metric}: read {got} bytes of {size}")
             record(metric, size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
@@ -502,7 +521,8 @@ def _small_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
             paths = [folder / name for name in sorted(os.listdir(folder))]
             return len(paths), read_files_parallel(paths, SMALL_READERS)
 
-        (count, nbytes), seconds = timed(work, ctx.timeout, mount.abort)
+        with ctx.profiled(mount, "small-files"):
+            (count, nbytes), seconds = timed(work, ctx.timeout, mount.abort)
         _check_small(count, nbytes, ctx.scale)
         record("small-files", count / seconds, mount.peak_rss_kib(), seconds=seconds,
                counters=_delta(mount.counters(), before), mount_seconds=round(mount.mount_seconds, 3),
@@ -548,7 +568,8 @@ def _random_mount(ctx: Context, tool: str, metrics: list[str], offsets: list[int
         for metric in metrics:  # cold on the fresh mount, then warm: the same offsets again
             ctx.drop_caches()
             before = mount.counters()
-            _, seconds = timed(lambda: read_random(path, offsets, io_size), ctx.timeout, mount.abort)
+            with ctx.profiled(mount, metric):
+                _, seconds = timed(lambda: read_random(path, offsets, io_size), ctx.timeout, mount.abort)
             record(metric, len(offsets) / seconds, mount.peak_rss_kib(), seconds=seconds,
                    counters=_delta(mount.counters(), before), read_ahead_kb=mount.readahead_kb,
                    mount_seconds=round(mount.mount_seconds, 3))
@@ -619,8 +640,9 @@ def _write_mount(ctx: Context, tool: str, record: Callable[..., None]) -> None:
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
         os.makedirs(mount.mountpoint / WRITE_PREFIX, exist_ok=True)
         before = mount.counters()
-        got, seconds = timed(lambda: write_sequential(ctx.local_big, mount.mountpoint / key), ctx.timeout,
-                             mount.abort)
+        with ctx.profiled(mount, "write-seq"):
+            got, seconds = timed(lambda: write_sequential(ctx.local_big, mount.mountpoint / key),
+                                 ctx.timeout, mount.abort)
         if got != size:
             raise BenchError(f"wrote {got} bytes of {size}")
         record("write-seq", size / seconds / MB, mount.peak_rss_kib(), seconds=seconds,
@@ -651,7 +673,9 @@ def _metadata_mount(ctx: Context, tool: str, record: Callable[..., None]) -> Non
     with peers.mounted(tool, ctx.target, ctx.work) as mount:
         ctx.drop_caches()
         before = mount.counters()
-        count, seconds = timed(lambda: walk_stat(mount.mountpoint / TREE_PREFIX), ctx.timeout, mount.abort)
+        with ctx.profiled(mount, "metadata"):
+            count, seconds = timed(lambda: walk_stat(mount.mountpoint / TREE_PREFIX), ctx.timeout,
+                                   mount.abort)
         if count != ctx.scale.tree_count:
             raise BenchError(f"saw {count} files, expected {ctx.scale.tree_count}")
         record("metadata", seconds, mount.peak_rss_kib(), seconds=seconds, files=count,
