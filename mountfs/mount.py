@@ -675,6 +675,8 @@ class Daemon:
             nursery.start_soon(self.cache.run_housekeeping)
             nursery.start_soon(self.cache.run_committer)
             nursery.start_soon(self.cache.run_eviction)
+            for store in {id(root.store): root.store for root in self.operations.namespace.mounts}.values():
+                nursery.start_soon(store.prepare)  # the first request must not wait for an SDK client
             if self.cache.shared is not None:
                 nursery.start_soon(self.cache.shared.run)
             for uploader in self.uploaders:

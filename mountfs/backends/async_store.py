@@ -113,6 +113,14 @@ class AsyncStore:
     async def check_access(self) -> None:
         await self._run(self.store.check_access)
 
+    async def prepare(self) -> None:
+        """The store's `prepare`, in a worker thread; a failure is only logged (at debug): the first
+        request meets it again and reports it."""
+        try:
+            await self._run(self.store.prepare)
+        except Exception as exc:
+            log.debug("preparing %s: %s", self.store_id, exc)
+
     # --- writes: counted under the ObjectStore method names ------------------------------------
 
     async def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:

@@ -141,6 +141,12 @@ class ObjectStore(abc.ABC):
         """Fail fast (NotFound, AccessDenied, StoreUnavailable) when the bucket is not usable."""
         self.list("", "/", None, 1)
 
+    def prepare(self) -> None:
+        """Make ready what the first request would otherwise wait for (an SDK client, its service
+        model, a CA bundle), in the daemon that will send it. Blocking; a failure is left for that
+        request to meet and report. Nothing, for a store with nothing to make ready."""
+        return
+
     # --- writes ------------------------------------------------------------------------
     # `mtime_ns` on an upload: the object carries that modification time from the start (a file
     # whose mtime was set while it was still staged), with no second request. Stores fix metadata

@@ -183,3 +183,13 @@ async def test_a_refusal_without_retries_does_not_count_as_offline() -> None:
         await store.put("k2", b"x")
     assert not store.offline
     assert store.stats.requests["put"] == 1 and store.stats.errors["put"] == 1
+
+
+async def test_a_store_that_cannot_prepare_is_left_for_its_first_request() -> None:
+    class Unprepared(MemoryStore):
+        def prepare(self) -> None:
+            raise unreachable()
+
+    store = AsyncStore(Unprepared(), threads=2)
+    await store.prepare()  # logged at debug, not raised: the first request reports it
+    assert not store.offline and not store.stats.requests and not store.stats.errors

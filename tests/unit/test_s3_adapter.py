@@ -466,3 +466,16 @@ def test_an_untrusted_tls_certificate_is_a_clear_error_not_a_retry() -> None:
     assert isinstance(error, StoreUnavailable) and not isinstance(error, Transient)
     assert "not trusted (self-signed certificate)" in str(error) and 'verify = "/path/ca.pem"' in str(error)
     assert isinstance(translate(ssl.SSLError(1, "handshake reset"), "GET s3://b/k"), Transient)
+
+
+def test_prepare_makes_the_client_the_first_request_then_uses(config) -> None:  # type: ignore[no-untyped-def]
+    """The daemon prepares each store before the first request: boto3's client (its service model
+    takes a noticeable part of a second to load) is made then, not on the first HEAD."""
+    from mountfs.backends import s3 as s3_backend
+
+    store = S3Store(resolve(parse_url("s3://minio.internal:9000/prepared"), config), RetryConfig())
+    before = dict(s3_backend._clients)
+    store.prepare()  # offline: making a client sends nothing
+    made = [client for ident, client in s3_backend._clients.items() if ident not in before]
+    assert len(made) == 1
+    assert store.client is made[0]
