@@ -32,6 +32,8 @@ test: $(STAMP) $(AZURITE) lint typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check mountfs tests bench
+	@same=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+	if [ -n "$$same" ]; then echo "test files sharing a name (pytest collects only one): $$same"; exit 1; fi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy mountfs
