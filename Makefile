@@ -60,7 +60,8 @@ soak: $(STAMP) $(AZURITE)
 BENCH_APT_PACKAGES := rclone s3fs
 bench: $(STAMP)
 	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
+	$(BIN)/python -c 'import matplotlib, torch, s3torchconnector, s3fs' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 system-deps:
