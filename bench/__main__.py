@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import boto3
 import botocore.config
 
-from bench import fleet, peers, profile, report, workloads
+from bench import fleet, peers, profile, report, training, workloads
 from bench.harness import Run, machine_facts
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ALL_TOOLS = ("mountfs", "boto3", "rclone", "s3fs", "local")
+ALL_TOOLS = ("mountfs", "boto3", "rclone", "s3fs", "local", "s3torchconnector", "fsspec")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         target = peers.S3Target(server.endpoint, server.host_port, workloads.BUCKET, server.access_key,
                                 server.secret_key)
         local_big = work / "big.bin"
-        if selected - workloads.LOCAL_WORKLOADS:
+        if selected - workloads.LOCAL_WORKLOADS - training.OWN_DATA:
             print(f"bench: filling s3://{workloads.BUCKET} ({scale.name} scale)")
             run.dataset = workloads.fill_bucket(client, scale, local_big, print)
         ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             workloads.run_write(ctx)
         if fleet.FLEET in selected:
             fleet.run_fleet(ctx)
+        if training.DATALOADER in selected:
+            training.run_dataloader(ctx)
+        if training.CHECKPOINT in selected:
+            training.run_checkpoint(ctx)
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up and reporting what was measured")
         run.interrupted = True

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.harness import Metric, Row, Run, cpu_per_op, fmt, human_size
 
-PEERS = ("boto3", "rclone", "s3fs", "local")
+PEERS = ("boto3", "rclone", "s3fs", "local", "s3torchconnector", "fsspec")
 RSS_FLAT = 1.2  # a by-size table calls RSS flat when the largest file's peak is at most this x the smallest's
 
 

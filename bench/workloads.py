@@ -87,7 +87,7 @@ QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
 # --- the workloads and their tables --------------------------------------------------------
 
 WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
-             "big-rss", "direct-read", "write-seq", "fleet")
+             "big-rss", "direct-read", "write-seq", "fleet", "dataloader", "checkpoint")
 LOCAL_WORKLOADS = frozenset({"big-rss", "direct-read"})  # need no S3 data set
 BIG_RSS = "big-rss"
 DIRECT_READ = "direct-read"
@@ -98,13 +98,15 @@ TOOL_LABELS = {
     **peers.LABELS,
     "boto3": "boto3",
     "local": "local file (page cache)",
+    "s3torchconnector": "s3torchconnector",  # the SDK peers of bench/training.py
+    "fsspec": "fsspec s3fs",
 }
 DIRECT_LABELS = {"mountfs": "mountfs (direct access, file://)", "local": "the local file itself"}
 
 
 def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
     """metric -> (workload, title, unit, higher is better, tools in table order)."""
-    from bench import fleet  # it builds on this module
+    from bench import fleet, training  # they build on this module
 
     big = human_size(scale.big_bytes)
     small = f"{scale.small_count:,} x {human_size(scale.small_bytes)}"
@@ -139,6 +141,7 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
                       f"{READ_BUFFER // MiB} MiB reads, cold (page cache dropped): direct access through a "
                       "file:// mount vs the file itself", "MB/s", True, ("mountfs", "local")),
         **fleet.specs(scale),
+        **training.specs(scale),
     }
 
 
