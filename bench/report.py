@@ -184,7 +184,8 @@ def profile_tables(run: Run) -> str:
     profiled measurement, with their total time (the share of samples they were anywhere in)."""
     if not run.profiles:
         return ""
-    lines = ["### where the mountfs daemon's CPU goes (py-spy samples of the first repeat, `--profile`)"]
+    lines = ["### where the mountfs daemon's Python time goes (py-spy samples of the GIL holder in the "
+             "first repeat, `--profile`)"]
     for metric, found in run.profiles.items():
         lines += ["", f"{metric}: {found['samples']:,} samples at {found['rate']} Hz", "",
                   "| frame (own time first) | own % | total % |", "|---|---:|---:|"]
