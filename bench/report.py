@@ -182,7 +182,9 @@ def cpu_table(run: Run) -> str:
 def markdown(run: Run) -> str:
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    for extra in (cpu_table(run), rss_table(run), counters_table(run)):
+    from bench.wan import link_table
+
+    for extra in (cpu_table(run), rss_table(run), counters_table(run), link_table(run)):
         if extra:
             parts.append(extra)
     return "\n\n".join(parts) + "\n"
