@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         client = fill_client = make_client(server)
         client.create_bucket(Bucket=workloads.BUCKET)
         endpoint, host_port = server.endpoint, server.host_port
-        if args.link.shaped or ra:
+        if args.link.shaped:  # else only the random-access workloads go through a (counting) proxy
             link = wan.ProxyProcess(server.host_port, args.link, work / "link-proxy.log")
             endpoint, host_port = link.endpoint, link.host_port
             client = make_client(server, endpoint)

@@ -7,12 +7,14 @@ Why: a random reader fetches a footer, an index, a central directory, some pages
 fetches whole blocks or big chunks for each multiplies the bytes (egress, cache, latency). Each
 figure is the time of the work and the bytes that crossed the counting proxy in front of SeaweedFS
 (every tool is counted there, the same way); "read" is what the same reader read from the local
-original (its rchar), so fetched / read is the amplification. The reader runs in a child process
+original (its rchar; for parquet the chosen column chunks and the footer), so fetched / read is
+the amplification. The reader runs in a child process
 (bench/ra_reader.py) whose CPU is the direct clients' CPU figure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -25,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import peers
+from bench import peers, wan
 from bench.harness import CPU_MS, BenchError, GiB, KiB, MiB, human_size, timed
 from bench.workloads import BUCKET, Context, Scale
 
@@ -206,10 +208,19 @@ def run_reader(python: str, workload: str, source: str, params: dict[str, Any], 
 
 
 def run_random_access(ctx: Context, selected: set[str]) -> None:
+    """Behind the run's link (--wan), else behind a proxy that only counts, where every tool's bytes
+    are counted the same way."""
+    if ctx.link is not None:
+        _run_random_access(ctx, selected)
+        return
+    with wan.running(ctx.target.host_port, wan.LinkSpec(), ctx.work / "count-proxy.log") as proxy:
+        target = dataclasses.replace(ctx.target, endpoint=proxy.endpoint, host_port=proxy.host_port)
+        _run_random_access(dataclasses.replace(ctx, target=target, link=proxy), selected)
+
+
+def _run_random_access(ctx: Context, selected: set[str]) -> None:
     """Per workload: make the file, upload it (not through the link), take the local reference
     (bytes read, result), then every tool cold, `repeat` times."""
-    if ctx.link is None:
-        raise BenchError("the random-access workloads need the counting proxy (ctx.link)")
     client = ctx.fill_client or ctx.client
     for workload in (w for w in WORKLOADS if w in selected):
         size = getattr(sizes(ctx.scale), workload)
@@ -240,7 +251,10 @@ def _check(workload: str, tool: str, reply: dict[str, Any], reference: dict[str,
 
 def _one(ctx: Context, workload: str, tool: str, local: Path, params: dict[str, Any],
          reference: dict[str, Any], extra: dict[str, Any], record: Callable[..., None]) -> None:
-    app = {"app_bytes": int(reference["rchar"]), **extra}
+    # what the reader needs: for parquet the chosen column chunks and the footer (what a perfect reader
+    # fetches, less than pyarrow reads locally), else what the reader read from the local file
+    app = {"app_bytes": int(extra.get("needed_bytes", reference["rchar"])), "local_rchar": reference["rchar"],
+           **extra}
     if tool == "local":
         ctx.drop_caches()
         reply = run_reader(sys.executable, workload, str(local), params, ctx.timeout, lambda: None)

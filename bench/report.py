@@ -180,10 +180,12 @@ def cpu_table(run: Run) -> str:
 
 
 def markdown(run: Run) -> str:
+    from bench.wan import link_note, link_table
+
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    from bench.wan import link_table
-
+    if note := link_note(run):
+        parts.insert(0, note)
     for extra in (cpu_table(run), rss_table(run), counters_table(run), link_table(run)):
         if extra:
             parts.append(extra)

@@ -288,7 +288,8 @@ def link_table(run: Any) -> str:
     lines = [f"### bytes fetched through the link ({link}) per measurement (median over repeats)", "",
              "Fetched: bytes the proxy in front of SeaweedFS passed to the tool (HTTP heads included), "
              "from its start of a measurement (mount included) to its figure. Read: bytes the "
-             "application read.", "",
+             "application read (parquet: the chosen column chunks and the footer). CPU: the daemon's "
+             "(mounts) or the client process's (direct clients).", "",
              "| measurement | tool | MiB fetched | MiB read | fetched / read | CPU s |",
              "|---|---|---:|---:|---:|---:|"]
     any_row = False
@@ -308,6 +309,14 @@ def link_table(run: Any) -> str:
             lines.append(f"| {metric.name} | {row.label} | {fetched / 2**20:,.1f} | {read_text} | "
                          f"{ratio} | {cpu} |")
     return "\n".join(lines) if any_row else ""
+
+
+def link_note(run: Any) -> str:
+    """A line above the tables when every figure was taken over a shaped link."""
+    link = run.settings.get("link")
+    if not link or link.startswith("loopback"):
+        return ""
+    return f"**Every tool reached SeaweedFS through a shaped link: {link} (bench/wan.py).**"
 
 
 def _median(values: Sequence[float]) -> float:

@@ -122,6 +122,8 @@ def test_link_table_shows_the_ratio_per_tool() -> None:
     table = wan.link_table(run)
     assert "| zip | mountfs | 6.0 | 2.0 | 3.00 | 1.50 |" in table
     assert "local file" not in table  # no link sample, no row
+    assert wan.link_note(run).startswith("**Every tool reached SeaweedFS through a shaped link: 20 ms")
+    assert wan.link_note(SimpleNamespace(settings={"link": "loopback (counting only)"})) == ""
 
 
 def test_reader_picks_are_seeded_and_spread() -> None:
