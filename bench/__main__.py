@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                               "tree_dirs": scale.tree_dirs, "tree_bytes": scale.tree_bytes,
                               "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops,
                               "rss_sizes": list(scale.rss_sizes)},
-                  "link": args.link.describe()},
+                  "link": args.link.describe() if args.link.shaped else None},
         machine=machine_facts(weed, str(REPO)),
     )
     print(report.machine_markdown(run, finished=False))

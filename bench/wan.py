@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,13 @@ class LinkProxy:
             return
         if self.spec.rtt:
             await asyncio.sleep(self.spec.rtt)  # the handshake's round trip
-        pumps = [asyncio.create_task(self._pump(client_r, server_w, self.up)),
-                 asyncio.create_task(self._pump(server_r, client_w, self.down))]
+        def close_both() -> None:
+            for w in (client_w, server_w):
+                with contextlib.suppress(Exception):
+                    w.close()
+
+        pumps = [asyncio.create_task(self._pump(client_r, server_w, self.up, close_both)),
+                 asyncio.create_task(self._pump(server_r, client_w, self.down, close_both))]
         try:
             await asyncio.gather(*pumps)
         except (OSError, asyncio.IncompleteReadError):
@@ -139,32 +144,40 @@ class LinkProxy:
         finally:
             for task in pumps:
                 task.cancel()
-            for w in (client_w, server_w):
-                with contextlib.suppress(Exception):
-                    w.close()
+            close_both()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: _Direction) -> None:
+                    direction: _Direction, close_both: Callable[[], None]) -> None:
         """Read as it comes, deliver each chunk at its due time (departure + one-way delay), in order;
-        the bounded queue is the link's window, so a slow receiver slows the sender."""
+        the bounded queue is the link's window, so a slow receiver slows the sender. A receiver that
+        went away closes both sides (the reader then sees its end), never leaves the reader waiting
+        on a full queue."""
         loop = asyncio.get_running_loop()
         delay = self.spec.rtt / 2
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(QUEUE_CHUNKS)
 
         async def deliver() -> None:
+            broken = False
             while True:
                 due, data = await queue.get()
-                if not data:
-                    with contextlib.suppress(OSError):
+                if broken:
+                    if not data:
+                        return
+                    continue
+                try:
+                    if not data:
                         if writer.can_write_eof():
                             writer.write_eof()
-                    return
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                writer.write(data)
-                direction.bytes += len(data)  # counted when passed on: what a client abandons is not
-                await writer.drain()
+                        return
+                    wait = due - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    writer.write(data)
+                    direction.bytes += len(data)  # counted when passed on: what a client abandons is not
+                    await writer.drain()
+                except (OSError, RuntimeError):  # reset, broken pipe, a transport already closed
+                    broken = True
+                    close_both()
 
         sender = asyncio.create_task(deliver())
         try:
@@ -284,8 +297,8 @@ def link_table(run: Any) -> str:
     tool, MiB the application read, their ratio, and the CPU of the daemon (mounts) or of the
     client process (direct clients)."""
     small = int(run.settings.get("dataset", {}).get("small_bytes") or 0)
-    link = run.settings.get("link") or "loopback"
-    lines = [f"### bytes fetched through the link ({link}) per measurement (median over repeats)", "",
+    link = run.settings.get("link") or "no shaping"
+    lines = [f"### bytes fetched through the proxy ({link}) per measurement (median over repeats)", "",
              "Fetched: bytes the proxy in front of SeaweedFS passed to the tool (HTTP heads included), "
              "from its start of a measurement (mount included) to its figure. Read: bytes the "
              "application read (parquet: the chosen column chunks and the footer). CPU: the daemon's "
@@ -314,7 +327,7 @@ def link_table(run: Any) -> str:
 def link_note(run: Any) -> str:
     """A line above the tables when every figure was taken over a shaped link."""
     link = run.settings.get("link")
-    if not link or link.startswith("loopback"):
+    if not link:
         return ""
     return f"**Every tool reached SeaweedFS through a shaped link: {link} (bench/wan.py).**"
 

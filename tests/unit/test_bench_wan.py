@@ -123,7 +123,7 @@ def test_link_table_shows_the_ratio_per_tool() -> None:
     assert "| zip | mountfs | 6.0 | 2.0 | 3.00 | 1.50 |" in table
     assert "local file" not in table  # no link sample, no row
     assert wan.link_note(run).startswith("**Every tool reached SeaweedFS through a shaped link: 20 ms")
-    assert wan.link_note(SimpleNamespace(settings={"link": "loopback (counting only)"})) == ""
+    assert wan.link_note(SimpleNamespace(settings={"link": None})) == ""
 
 
 def test_reader_picks_are_seeded_and_spread() -> None:
@@ -165,3 +165,30 @@ def test_parquet_needed_bytes_counts_footer_and_chosen_chunks(tmp_path: Path) ->
     assert 2 * 2 * chunk_bytes < needed < 2 * 2 * chunk_bytes * 1.05 + 64 * 1024
     rows, _checksum = ra_reader.parquet(str(path), {"columns": ra.PARQUET_READ})
     assert rows == 2 * group // (8 * ra.PARQUET_COLUMNS)
+
+
+def test_a_client_that_leaves_mid_answer_frees_the_server_connection() -> None:
+    """rclone and s3fs abandon ranged reads: the proxy must then close the server's side too, or
+    every abandoned answer holds a server connection for the rest of the run."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    freed = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                for _ in range(1024):
+                    conn.sendall(b"x" * 1024 * 1024)
+            except OSError:
+                freed.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with wan.running(f"127.0.0.1:{listener.getsockname()[1]}", wan.parse_link("0")) as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as s:
+                assert s.recv(1)  # then a plain close (FIN): the proxy learns it when it writes
+            assert freed.wait(20), "the server's connection stayed open after its client left"
+    finally:
+        listener.close()
+        thread.join(1)
