@@ -115,12 +115,12 @@ def test_delta_and_bytes_read() -> None:
 def test_link_table_shows_the_ratio_per_tool() -> None:
     metric = Metric("zip", "t", "s", False)
     metric.row("mountfs", "mountfs").details.append(
-        {"value": 1.0, "seconds": 1.0, "app_bytes": 2 * 2**20, wan.LINK_KEY: {"bytes_down": 6 * 2**20},
-         "counters": {"daemon.cpu_ms": 1500}})
+        {"value": 1.0, "seconds": 1.0, "app_bytes": 2 * 2**20,
+         wan.LINK_KEY: {"bytes_down": 6 * 2**20, "cpu_ms": 250}, "counters": {"daemon.cpu_ms": 1500}})
     metric.row("local", "local file").details.append({"value": 1.0, "app_bytes": 2**20})
     run = SimpleNamespace(metrics={"zip": metric}, settings={"link": "20 ms round trip"})
     table = wan.link_table(run)
-    assert "| zip | mountfs | 6.0 | 2.0 | 3.00 | 1.50 |" in table
+    assert "| zip | mountfs | 6.0 | 2.0 | 3.00 | 1.50 | 0.25 |" in table
     assert "local file" not in table  # no link sample, no row
     assert wan.link_note(run).startswith("**Every tool reached SeaweedFS through a shaped link: 20 ms")
     assert wan.link_note(SimpleNamespace(settings={"link": None})) == ""
