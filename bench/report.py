@@ -284,6 +284,13 @@ def big_rss_how(run: Run) -> str:
     )
 
 
+def _random_access_how(run: Run) -> list[str]:
+    from bench.random_access import how
+
+    text = how(run)
+    return [text, ""] if text else []
+
+
 def write_results_md(run: Run, path: Path, tables: str) -> None:
     text = "\n".join([
         "# mountfs benchmark results",
@@ -307,6 +314,7 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "",
         big_rss_how(run),
         "",
+        *_random_access_how(run),
         *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
         tables,
     ])
