@@ -192,3 +192,17 @@ def test_a_client_that_leaves_mid_answer_frees_the_server_connection() -> None:
     finally:
         listener.close()
         thread.join(1)
+
+
+def test_reader_python_and_missing_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import sys
+
+    from bench import random_access as ra
+
+    assert ra.reader_python("pyarrow") == sys.executable
+    assert ra.missing_reason("mountfs") is None and ra.missing_reason("pyarrow") is None
+    monkeypatch.setattr(ra, "DEFAULT_FSSPEC_VENV", tmp_path / "none")
+    monkeypatch.setenv(ra.FSSPEC_PYTHON_ENV, str(tmp_path / "missing-python"))
+    if ra.reader_python("fsspec") is None:  # no s3fs in this Python either
+        assert ra.FSSPEC_PYTHON_ENV in (ra.missing_reason("fsspec") or "")
