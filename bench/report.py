@@ -194,9 +194,13 @@ def profile_tables(run: Run) -> str:
 
 
 def markdown(run: Run) -> str:
+    from bench.wan import link_note, link_table
+
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    for extra in (cpu_table(run), profile_tables(run), rss_table(run), counters_table(run)):
+    if note := link_note(run):
+        parts.insert(0, note)
+    for extra in (cpu_table(run), profile_tables(run), rss_table(run), counters_table(run), link_table(run)):
         if extra:
             parts.append(extra)
     return "\n\n".join(parts) + "\n"
@@ -294,6 +298,13 @@ def big_rss_how(run: Run) -> str:
     )
 
 
+def _random_access_how(run: Run) -> list[str]:
+    from bench.random_access import how
+
+    text = how(run)
+    return [text, ""] if text else []
+
+
 def write_results_md(run: Run, path: Path, tables: str) -> None:
     text = "\n".join([
         "# mountfs benchmark results",
@@ -317,6 +328,7 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "",
         big_rss_how(run),
         "",
+        *_random_access_how(run),
         *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
         tables,
     ])
