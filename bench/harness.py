@@ -52,8 +52,8 @@ def fmt(value: float) -> str:
 
 def cpu_per_op(unit: str, detail: dict[str, Any]) -> tuple[float, str] | None:
     """The daemon CPU one measurement cost per unit of its work, and that unit's name: seconds per
-    GiB moved (MB/s figures), ms per file (files/s), us per read (ops/s), us per file walked (the
-    metadata walk, timed in seconds); None without a CPU sample."""
+    GiB moved (MB/s and GiB/s figures), ms per file (files/s), us per read (ops/s), ms per sample
+    (samples/s), us per file walked (the metadata walk, timed in seconds); None without a CPU sample."""
     cpu_ms = (detail.get("counters") or {}).get(CPU_MS)
     value, seconds = detail.get("value"), detail.get("seconds")
     if cpu_ms is None or not value or not seconds:
@@ -64,6 +64,10 @@ def cpu_per_op(unit: str, detail: dict[str, Any]) -> tuple[float, str] | None:
         return cpu_ms / (value * seconds), "ms/file"
     if unit == "ops/s":
         return cpu_ms * 1000 / (value * seconds), "us/op"
+    if unit == "samples/s":
+        return cpu_ms / (value * seconds), "ms/sample"
+    if unit == "GiB/s":
+        return cpu_ms / 1000 / (value * seconds), "s/GiB"
     if unit == "s" and detail.get("files"):
         return cpu_ms * 1000 / detail["files"], "us/file"
     return None

@@ -2,8 +2,11 @@
 
 Why sampling from outside: the daemon runs as it always does (no profiler hooks inside it), and
 py-spy's `--nonblocking` reads its stacks without stopping it, so the figure being measured moves
-little. The raw stacks go to a file per measurement; the report keeps the top frames by own time
-(where the CPU is spent) and by total time (what it is spent for).
+little. Only the thread holding the GIL is sampled (`--gil`): threads waiting on a socket or a lock
+looked busy to py-spy's idle test here, and the Python work is what this profile is for (a C call
+that releases the GIL, a crc32c or a pread, shows up only as time not sampled). The raw stacks go
+to a file per measurement; the report keeps the top frames by own time (where the time is spent)
+and by total time (what it is spent for).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def sampling(pid: int | None, out: Path) -> Iterator[None]:
         return
     process = subprocess.Popen(
         [binary, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw", "--nonblocking",
-         "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--gil", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
     finally:

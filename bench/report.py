@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.harness import Metric, Row, Run, cpu_per_op, fmt, human_size
 
-PEERS = ("boto3", "rclone", "s3fs", "local")
+PEERS = ("boto3", "rclone", "s3fs", "local", "s3torchconnector", "fsspec")
 RSS_FLAT = 1.2  # a by-size table calls RSS flat when the largest file's peak is at most this x the smallest's
 
 
@@ -184,7 +184,8 @@ def profile_tables(run: Run) -> str:
     profiled measurement, with their total time (the share of samples they were anywhere in)."""
     if not run.profiles:
         return ""
-    lines = ["### where the mountfs daemon's CPU goes (py-spy samples of the first repeat, `--profile`)"]
+    lines = ["### where the mountfs daemon's Python time goes (py-spy samples of the GIL holder in the "
+             "first repeat, `--profile`)"]
     for metric, found in run.profiles.items():
         lines += ["", f"{metric}: {found['samples']:,} samples at {found['rate']} Hz", "",
                   "| frame (own time first) | own % | total % |", "|---|---:|---:|"]
@@ -193,9 +194,13 @@ def profile_tables(run: Run) -> str:
 
 
 def markdown(run: Run) -> str:
+    from bench.wan import link_note, link_table
+
     repeats = int(run.settings.get("repeat", 1))
     parts = [metric_table(m, repeats) for m in run.metrics.values()]
-    for extra in (cpu_table(run), profile_tables(run), rss_table(run), counters_table(run)):
+    if note := link_note(run):
+        parts.insert(0, note)
+    for extra in (cpu_table(run), profile_tables(run), rss_table(run), counters_table(run), link_table(run)):
         if extra:
             parts.append(extra)
     return "\n\n".join(parts) + "\n"
@@ -293,6 +298,13 @@ def big_rss_how(run: Run) -> str:
     )
 
 
+def _random_access_how(run: Run) -> list[str]:
+    from bench.random_access import how
+
+    text = how(run)
+    return [text, ""] if text else []
+
+
 def write_results_md(run: Run, path: Path, tables: str) -> None:
     text = "\n".join([
         "# mountfs benchmark results",
@@ -316,6 +328,7 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "",
         big_rss_how(run),
         "",
+        *_random_access_how(run),
         *([f"- note: {n}" for n in run.notes] + [""] if run.notes else []),
         tables,
     ])

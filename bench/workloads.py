@@ -46,6 +46,8 @@ from bench.harness import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from bench.wan import ProxyProcess
+
 BUCKET = "mountfs-bench"
 BIG_KEY = "big/blob.bin"
 SMALL_PREFIX = "small"
@@ -87,7 +89,9 @@ QUICK = Scale("quick", big_bytes=256 * MiB, small_count=500, tree_count=1_000,
 # --- the workloads and their tables --------------------------------------------------------
 
 WORKLOADS = ("cold-seq", "warm-seq", "hot-seq", "small-files", "random-4k", "random-1m", "metadata",
-             "big-rss", "direct-read", "write-seq", "fleet")
+             "big-rss", "direct-read", "write-seq", "fleet", "dataloader", "checkpoint")
+RANDOM_ACCESS = ("parquet", "zip", "sqlite")  # bench/random_access.py
+WORKLOADS = (*WORKLOADS, *RANDOM_ACCESS)
 LOCAL_WORKLOADS = frozenset({"big-rss", "direct-read"})  # need no S3 data set
 BIG_RSS = "big-rss"
 DIRECT_READ = "direct-read"
@@ -98,13 +102,15 @@ TOOL_LABELS = {
     **peers.LABELS,
     "boto3": "boto3",
     "local": "local file (page cache)",
+    "s3torchconnector": "s3torchconnector",  # the SDK peers of bench/training.py
+    "fsspec": "fsspec s3fs",
 }
 DIRECT_LABELS = {"mountfs": "mountfs (direct access, file://)", "local": "the local file itself"}
 
 
 def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str, ...]]]:
     """metric -> (workload, title, unit, higher is better, tools in table order)."""
-    from bench import fleet  # it builds on this module
+    from bench import fleet, random_access, training  # they build on this module
 
     big = human_size(scale.big_bytes)
     small = f"{scale.small_count:,} x {human_size(scale.small_bytes)}"
@@ -139,6 +145,8 @@ def metric_specs(scale: Scale) -> dict[str, tuple[str, str, str, bool, tuple[str
                       f"{READ_BUFFER // MiB} MiB reads, cold (page cache dropped): direct access through a "
                       "file:// mount vs the file itself", "MB/s", True, ("mountfs", "local")),
         **fleet.specs(scale),
+        **training.specs(scale),
+        **random_access.specs(scale),
     }
 
 
@@ -182,6 +190,8 @@ class Context:
     skipped: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
     server_data: Path | None = None  # kept in the page cache when a cold figure drops it
+    link: ProxyProcess | None = None  # the proxy (bench.wan) every tool reaches the server through
+    fill_client: S3Client | None = None  # straight to the server: setting data up is not measured
     profile_dir: Path | None = None  # py-spy the mountfs daemon during each measurement (first repeat)
 
     @contextlib.contextmanager
@@ -232,6 +242,10 @@ class Context:
     def label(self, tool: str, metric: str) -> str:
         if metric == DIRECT_READ:
             return DIRECT_LABELS[tool]
+        if metric in RANDOM_ACCESS:
+            from bench import random_access
+
+            return random_access.LABELS.get(tool) or TOOL_LABELS[tool]
         if tool == "boto3":
             return BOTO3_LABELS["random" if metric.startswith("random") else metric]
         return TOOL_LABELS[tool]
@@ -245,6 +259,7 @@ class Context:
         wanted = [m for m in metrics if tool in specs[m][4]]
         done: set[str] = set()
         who = row_key or tool
+        link_mark = [self.link.counters()] if self.link is not None else []
 
         def row_of(metric: str) -> Row:
             return self.metric(metric).row(tool, row_key or self.label(tool, metric), key=row_key)
@@ -256,6 +271,12 @@ class Context:
             row.values.append(value)
             if rss_kib is not None:
                 row.rss_kib.append(rss_kib)
+            if self.link is not None:  # the bytes through the link since the last figure of this attempt
+                from bench.wan import LINK_KEY, delta
+
+                now = self.link.counters()
+                detail = {**detail, LINK_KEY: delta(now, link_mark[0])}
+                link_mark[0] = now
             row.details.append({"value": value, **detail})
             done.add(metric)
             unit = self.metric(metric).unit
