@@ -25,10 +25,14 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
 from mountfs.errors import printable
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "supervisely_env"
 FORMAT = "Supervisely .env"
@@ -286,3 +290,17 @@ def _notes(values: dict[str, tuple[str, int]], out: Imported) -> None:
         out.notes.append(Note(", ".join(others), "not about storage; ignored"))
 
 
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """What to set in the .env when the storage finds no credentials: its own variables."""
+    where = f" in {config.settings_source}"
+    if store == "gcs":
+        return (f"set STORAGE_CREDENTIALS_PATH (the key file){where}, or GOOGLE_APPLICATION_CREDENTIALS in "
+                "mountfs's environment")
+    if any(note.startswith("STORAGE_IAM_ROLE:") for note in config.notes):
+        return (f"STORAGE_IAM_ROLE is set{where}: the instance's role, which boto3's credential chain "
+                "did not find (no instance metadata, AWS_ACCESS_KEY_ID or AWS_PROFILE); or set "
+                "STORAGE_ACCESS_KEY and STORAGE_SECRET_KEY instead")
+    return (f"set STORAGE_ACCESS_KEY and STORAGE_SECRET_KEY{where}, or STORAGE_IAM_ROLE for the "
+            "instance's role")

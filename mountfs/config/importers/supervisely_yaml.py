@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import tomllib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml  # type: ignore[import-untyped]
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.importers.supervisely_env import endpoint_problem, escape, s3_endpoint, split_endpoint
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "supervisely_yaml"
 FORMAT = "Supervisely remote_links.yml"
@@ -235,3 +238,20 @@ def _azure(where: str, strings: dict[str, str], buckets: list[str], mounts: list
         for ours, theirs in _AZURE_NAMES.items():
             out.origins[("azure", "containers", len(entries) - 1, ours)] = f"{where}.{theirs}"
         mounts.append({"path": f"azure/{escape(bucket)}", "url": f"az://{escape(bucket)}@{escape(account)}"})
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """What to set in the remote_links.yml when a bucket finds no credentials: its own keys."""
+    where = f" in {config.settings_source}"
+    if store == "gcs":
+        return (f'set credentials_path (the key file) of the google storage that lists "{url.bucket}"'
+                f"{where}, or GOOGLE_APPLICATION_CREDENTIALS in mountfs's environment")
+    if entry is None:
+        return (f'add a minio storage with "{url.bucket}" in its buckets, and its access_key and secret_key, '
+                f"to {config.settings_source}")
+    name = config.key_name("s3", "credentials", entry)
+    if any(note.startswith(f"{name}.iam_role:") for note in config.notes):
+        return (f"{name}.iam_role is set{where}: the instance's role, which boto3's credential chain did "
+                f"not find (no instance metadata, AWS_ACCESS_KEY_ID or AWS_PROFILE); or set access_key and "
+                f"secret_key of {name} instead")
+    return f"set access_key and secret_key of {name}{where}, or iam_role for the instance's role"
