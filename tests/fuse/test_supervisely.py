@@ -203,8 +203,9 @@ def test_the_seed_yml_and_links_file_mount_on_all_three_stores(mounter: Mounter,
     assert sorted(os.listdir(every.join("azure"))) == ["another-boats-bucket-2020-10-10",
                                                        "boats-bucket-2020-20-10"]
     assert files(every.path)["azure/boats-bucket-2020-20-10/supersonicboat.jpg"] == b"a boat"
-    assert files(mounter.mount(imported(mounter, valid, tmp_path)).path) == files(every.path), (
-        "the imported TOML gives the same tree")
+    from_toml = mounter.mount(imported(mounter, valid, tmp_path))
+    assert files(from_toml.path) == files(every.path), "the imported TOML gives the same tree"
+    same_tree(every.path, from_toml.path, list(expected))
 
     linked = mounter.mount(SEEDS / "supervisely-links.txt", f"config={links_yml}")  # as written
     assert files(linked.path) == {k: v for k, v in expected.items() if not k.startswith("azure/")}
