@@ -93,6 +93,10 @@ class AccessDenied(MountfsError):
     """The credentials do not allow this operation."""
 
 
+class NoCredentials(AccessDenied):
+    """No credentials were found to sign with: the message says what to set."""
+
+
 class ReadOnly(MountfsError):
     """A write was attempted on a read-only mount or entry."""
 

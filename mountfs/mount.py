@@ -53,7 +53,7 @@ from mountfs.config.metrics import parse_listen
 from mountfs.config.model import MetricsConfig
 from mountfs.config.shared_cache import from_option as shared_cache_option
 from mountfs.config.urls import shown_url
-from mountfs.errors import MountfsError, NotFound, printable, without_credentials
+from mountfs.errors import MountfsError, NoCredentials, NotFound, printable, without_credentials
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
@@ -317,6 +317,8 @@ def _buckets_at(url: StoreUrl, config: Config) -> list[tuple[str, str | None]]:
     where = shown_url(url.raw)
     try:
         found = list_buckets(url, config)
+    except NoCredentials as exc:  # naming the buckets would not help: they need credentials too
+        raise MountSetupError(f"cannot list the buckets of {where}: {exc}") from exc
     except MountfsError as exc:
         raise MountSetupError(
             f"cannot list the buckets of {where} ({exc}); name the buckets instead: a TOML config with "

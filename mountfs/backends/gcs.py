@@ -72,10 +72,11 @@ from mountfs.backends import mtime
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
 from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_for_good, root_cause
 from mountfs.config import RetryConfig
-from mountfs.config.gcs import GcsSettings, load_credentials
+from mountfs.config.gcs import OWN_HINT, GcsSettings, load_credentials
 from mountfs.errors import (
     AccessDenied,
     MountfsError,
+    NoCredentials,
     NotFound,
     Rejected,
     Stale,
@@ -130,7 +131,7 @@ def client_for(settings: GcsSettings, timeout: float) -> Any:
     return client
 
 
-def translate(exc: Exception, what: str) -> Exception:
+def translate(exc: Exception, what: str, credentials_hint: str = OWN_HINT) -> Exception:
     """The mountfs error for a google-cloud-storage / google-auth failure of the request `what`."""
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         status = exc.code if isinstance(exc.code, int) else 0
@@ -152,9 +153,7 @@ def translate(exc: Exception, what: str) -> Exception:
             return Rejected(f"{what}: refused by the store ({detail})")
         return StoreUnavailable(f"{what}: {detail}")
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
-        return AccessDenied(
-            f"{what}: no Google credentials found (set credentials_json in [gcs] or [[gcs.credentials]], "
-            "or GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`)")
+        return NoCredentials(f"{what}: no Google credentials found ({credentials_hint})")
     if isinstance(exc, google.auth.exceptions.RefreshError):
         return AccessDenied(f"{what}: the credentials were refused: {exc}")
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
@@ -169,7 +168,8 @@ def list_buckets(settings: GcsSettings, retry: RetryConfig) -> builtins.list[str
         client = client_for(settings, retry.request_timeout)
         return [str(b.name) for b in client.list_buckets(timeout=retry.request_timeout, retry=None)]
 
-    return call_translated(do, translate, retry, f"list buckets at {settings.endpoint or 'Google'}")
+    return call_translated(do, functools.partial(translate, credentials_hint=settings.credentials_hint),
+                           retry, f"list buckets at {settings.endpoint or 'Google'}")
 
 
 class GcsStore(ObjectStore):
@@ -190,7 +190,8 @@ class GcsStore(ObjectStore):
         return self.client.bucket(self.bucket)
 
     def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
-        return call_translated(fn, translate, retry or self.retry, what)
+        hinted = functools.partial(translate, credentials_hint=self.settings.credentials_hint)
+        return call_translated(fn, hinted, retry or self.retry, what)
 
     def _name(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"

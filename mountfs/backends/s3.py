@@ -20,6 +20,7 @@ import builtins
 import dataclasses
 import datetime
 import email.utils
+import functools
 import hashlib
 import http.client
 import logging
@@ -47,10 +48,11 @@ from mountfs.backends.retry import ACCESS_CHECK_RETRY, call_translated, refused_
 from mountfs.backends.s3_get import Credentials, S3Error, S3Reads, object_url
 from mountfs.buffers import Piece
 from mountfs.config import RetryConfig
-from mountfs.config.s3 import S3Settings
+from mountfs.config.s3 import OWN_HINT, S3Settings
 from mountfs.errors import (
     AccessDenied,
     Misconfigured,
+    NoCredentials,
     NotFound,
     Rejected,
     Stale,
@@ -302,8 +304,9 @@ def _behind_proxy(settings: S3Settings) -> bool:
     return not urllib.request.proxy_bypass(urllib.parse.urlsplit(base).hostname or host)
 
 
-def translate(exc: Exception, what: str) -> Exception:
-    """The mountfs error for a boto3/botocore (or s3_get) failure of the request `what`."""
+def translate(exc: Exception, what: str, credentials_hint: str = OWN_HINT) -> Exception:
+    """The mountfs error for a boto3/botocore (or s3_get) failure of the request `what`;
+    `credentials_hint` says what to set when no credentials are found (the settings' own keys)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -311,8 +314,7 @@ def translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, S3Error):
         return _answer_error(exc.code, str(exc.status), exc.message, what)
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return AccessDenied(f"{what}: no credentials found (set key and secret in [s3] or "
-                            "[[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE)")
+        return NoCredentials(f"{what}: no credentials found ({credentials_hint})")
     if isinstance(exc, botocore.exceptions.ProfileNotFound):
         return AccessDenied(f"{what}: {exc} (check AWS_PROFILE and the shared credentials file)")
     if isinstance(exc, ssl.SSLCertVerificationError):  # retrying cannot help: say what to set
@@ -330,6 +332,10 @@ def translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, (*TRANSIENT_EXCEPTIONS, ssl.SSLError, botocore.exceptions.SSLError)):
         return Transient(f"{what}: {exc}")
     return exc
+
+
+def _translate_for(settings: S3Settings) -> Callable[[Exception, str], Exception]:
+    return functools.partial(translate, credentials_hint=settings.credentials_hint)
 
 
 def _not_tls(exc: Exception) -> bool:
@@ -371,7 +377,7 @@ def list_buckets(settings: S3Settings, retry: RetryConfig, *,
         return [(str(b["Name"]), b.get("BucketRegion") or None) for b in reply.get("Buckets", [])
                 if b.get("Name")]
 
-    found = call_translated(do, translate, retry, f"ListBuckets at {where}")
+    found = call_translated(do, _translate_for(settings), retry, f"ListBuckets at {where}")
     if not regions:
         return found
 
@@ -451,7 +457,7 @@ class S3Store(ObjectStore):
         return reads_for(self.settings, self.retry.request_timeout)
 
     def _call(self, what: str, fn: Callable[[], T], retry: RetryConfig | None = None) -> T:
-        return call_translated(fn, translate, retry or self.retry, what)
+        return call_translated(fn, _translate_for(self.settings), retry or self.retry, what)
 
     def _name(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

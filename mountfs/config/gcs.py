@@ -31,6 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mountfs.config import importers
 from mountfs.config.model import Config, GcsConfig, GcsCredentials, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.urls import (
@@ -48,6 +49,8 @@ CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 ANONYMOUS = "anonymous (emulator endpoint)"
 DEFAULT_CREDENTIALS = "application default credentials"
+OWN_HINT = ("set credentials_json in [gcs] or [[gcs.credentials]], or GOOGLE_APPLICATION_CREDENTIALS, "
+            "or run `gcloud auth application-default login`")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class GcsSettings:
     anonymous: bool = False
     config_source: str | None = None
     pool_connections: int = 32
+    credentials_hint: str = field(default=OWN_HINT, compare=False)  # what to set when none are found
 
     def describe(self) -> str:
         """Where this is, for messages; never a secret."""
@@ -117,6 +121,7 @@ def resolve(url: StoreUrl, config: Config) -> GcsSettings:
         credentials_origin=ANONYMOUS if anonymous else origin,
         anonymous=anonymous,
         config_source="environment" if origin == CREDENTIALS_ENV else config.settings_source,
+        credentials_hint=importers.credentials_hint("gcs", config, url, found and found[0], OWN_HINT),
     )
 
 

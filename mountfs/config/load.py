@@ -137,7 +137,8 @@ def build_document(document: Document, source: str | None = None, *, mounts: lis
         raise ConfigErrors([ConfigError(_NESTED, file=document.file)]) from None
     if reader.errors:  # in file order, as an editor would show them; those without a line last
         raise ConfigErrors(sorted(reader.errors, key=lambda e: (e.line is None, e.line or 0)))
-    config = dataclasses.replace(config, settings_file=document.file, key_origins=tuple(origins.items()))
+    config = dataclasses.replace(config, settings_file=document.file, key_origins=tuple(origins.items()),
+                                 settings_format=imported.format if imported is not None else None)
     if imported is not None and imported.notes:
         config = dataclasses.replace(config, notes=tuple(f"{n.key}: {n.message}" for n in imported.notes))
     return config

@@ -270,6 +270,9 @@ class Config:
     `config import` prints them as comments, the daemon logs them when it mounts."""
     settings_file: str | None = None
     """The file the settings came from (`source` is the URL when they come from `-o config=`)."""
+    settings_format: str | None = None
+    """The importer's name for the settings' format ("clearml", "Supervisely .env", ...); None for
+    mountfs's own TOML: a hint names the keys of the file the user writes."""
     key_origins: tuple[tuple[tuple[str | int, ...], str], ...] = field(default=(), repr=False)
     """(key path, the imported file's key it came from): errors found when mounting name the key the
     user wrote, as those of `config check` do."""

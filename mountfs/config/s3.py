@@ -28,6 +28,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
+from mountfs.config import importers
 from mountfs.config.model import Config, S3Boto3, S3Config, S3Credentials, S3ExtraArgs, StoreUrl
 from mountfs.config.reader import ABSENT, Reader, Table
 from mountfs.config.toml_text import Path, dotted
@@ -44,6 +45,7 @@ DEFAULT_REGION = "us-east-1"
 AWS = "AWS default"  # the endpoint source when no endpoint is configured anywhere
 AddressingStyle = Literal["auto", "path", "virtual"]
 _OWN_SOURCES = ("URL", "[[s3.credentials]]", "[s3] endpoint")  # endpoints named in mountfs's config
+OWN_HINT = "set key and secret in [s3] or [[s3.credentials]], or AWS_ACCESS_KEY_ID / AWS_PROFILE"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class S3Settings:
     ask_region: bool = False  # no region configured, AWS: the bucket's own, asked when the store opens
     ca_dir: str | None = None  # where a CA bundle named by URL is saved (under the cache dir)
     upload_concurrency: int | None = None  # parts in flight; None: [write] max_concurrency
+    credentials_hint: str = field(default=OWN_HINT, compare=False)  # what to set when none are found
 
     @property
     def uses_chain(self) -> bool:
@@ -154,6 +157,7 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
         ask_region=endpoint is None and configured_region(entry) is None,
         ca_dir=os.path.join(config.cache.dir, "ca-bundles"),
         upload_concurrency=s3.boto3.max_multipart_concurrency,
+        credentials_hint=_credentials_hint(url, config, entry, endpoint),
         **_role(entry, s3),
     )
     if not url.bucket:  # a whole endpoint, to list its buckets: no bucket URL to decide
@@ -163,6 +167,15 @@ def resolve(url: StoreUrl, config: Config) -> S3Settings:
     except (botocore.exceptions.BotoCoreError, ValueError) as exc:
         raise StoreUnavailable(f"{settings.describe()}: the endpoint cannot be used: {exc}") from None
     return settings
+
+
+def _credentials_hint(url: StoreUrl, config: Config, entry: S3Credentials | None,
+                      endpoint: str | None) -> str:
+    """What to set when no credentials are found, in the keys of the file the settings came from."""
+    index = next((i for i, e in enumerate(config.s3.credentials) if e is entry), None)
+    host = url.host or (urllib.parse.urlsplit(endpoint).netloc if endpoint else None)
+    where = dataclasses.replace(url, host=host)
+    return importers.credentials_hint("s3", config, where, index, OWN_HINT)
 
 
 def extra_args_of(entry: S3Credentials | None, s3: S3Config) -> S3ExtraArgs:

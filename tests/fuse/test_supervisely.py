@@ -60,6 +60,8 @@ def test_the_env_file_mounts_every_bucket_of_its_storage(mounter: Mounter, seawe
         assert f.read() == b"public image"
     with open(mnt.join("sv-private", "model.bin"), "rb") as f:
         assert f.read() == b"weights"
+    same_tree(mnt.path, mounter.mount(imported(mounter, env_file, tmp_path)).path,
+              ["sv-public/images/a.jpg", "sv-private/model.bin"])
 
 
 def test_the_seed_azure_and_google_env_files_mount_their_storage(mounter: Mounter, azurite: Emulator,
@@ -92,6 +94,29 @@ def test_the_seed_azure_and_google_env_files_mount_their_storage(mounter: Mounte
         mnt = mounter.mount(env_file)
         with open(mnt.join(name, "images", "a.jpg"), "rb") as f:
             assert f.read() == data, env_file
+        again = mounter.mount(imported(mounter, env_file, tmp_path))
+        same_tree(mnt.path, again.path, [f"{name}/images/a.jpg"])
+
+
+def same_tree(direct: str, imported: str, known: list[str]) -> None:
+    """The mount of the file itself and that of the TOML `config import` printed for it show the same
+    names and sizes, and the same bytes in the `known` files (every bucket of a shared test server is
+    in both: only a few are read)."""
+
+    def tree(root: str) -> dict[str, int]:
+        out = {}
+        for folder, dirs, names in os.walk(root):
+            for name in dirs + names:
+                path = os.path.join(folder, name)
+                out[os.path.relpath(path, root)] = -1 if name in dirs else os.stat(path).st_size
+        return out
+
+    seen = tree(direct)
+    assert all(path in seen for path in known), known
+    assert tree(imported) == seen, "the imported TOML gives the same tree"
+    for path in known:
+        with open(os.path.join(direct, path), "rb") as a, open(os.path.join(imported, path), "rb") as b:
+            assert a.read() == b.read(), path
 
 
 def test_remote_links_yml_mounts_provider_and_bucket(mounter: Mounter, moto: S3Server,
@@ -178,8 +203,9 @@ def test_the_seed_yml_and_links_file_mount_on_all_three_stores(mounter: Mounter,
     assert sorted(os.listdir(every.join("azure"))) == ["another-boats-bucket-2020-10-10",
                                                        "boats-bucket-2020-20-10"]
     assert files(every.path)["azure/boats-bucket-2020-20-10/supersonicboat.jpg"] == b"a boat"
-    assert files(mounter.mount(imported(mounter, valid, tmp_path)).path) == files(every.path), (
-        "the imported TOML gives the same tree")
+    from_toml = mounter.mount(imported(mounter, valid, tmp_path))
+    assert files(from_toml.path) == files(every.path), "the imported TOML gives the same tree"
+    same_tree(every.path, from_toml.path, list(expected))
 
     linked = mounter.mount(SEEDS / "supervisely-links.txt", f"config={links_yml}")  # as written
     assert files(linked.path) == {k: v for k, v in expected.items() if not k.startswith("azure/")}

@@ -18,6 +18,7 @@ from mountfs.config.gcs import GcsSettings, credentials_info, load_credentials, 
 from mountfs.errors import (
     AccessDenied,
     ConfigError,
+    NoCredentials,
     NotFound,
     Rejected,
     Stale,
@@ -192,7 +193,7 @@ def test_unusable_credentials_json_names_the_key_never_the_content(tmp_path: Pat
     (requests.exceptions.ReadTimeout("slow"), Transient),
     (google.auth.exceptions.TransportError("token endpoint unreachable"), Transient),
     (google.auth.exceptions.RefreshError("invalid_grant: Bad Request"), AccessDenied),
-    (google.auth.exceptions.DefaultCredentialsError("none"), AccessDenied),
+    (google.auth.exceptions.DefaultCredentialsError("none"), NoCredentials),
 ])
 def test_sdk_errors_map_to_one_hierarchy(exc: Exception, kind: type) -> None:
     assert type(translate(exc, "GET gs://b/k")) is kind

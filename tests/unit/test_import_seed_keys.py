@@ -122,6 +122,12 @@ CONNECTION = ("DefaultEndpointsProtocol=https;AccountName={};AccountKey=c2VlZA==
               "EndpointSuffix=core.windows.net")
 
 
+OVERRIDE = "docker-compose.override.yml"
+"""An edit of this name writes the Supervisely file's docker-compose.override.yml beside it."""
+GOOGLE_ENV = {"STORAGE_PROVIDER": "google", "STORAGE_ENDPOINT": "storage.googleapis.com", "STORAGE_PORT": "",
+              "STORAGE_ACCESS_KEY": "", "STORAGE_SECRET_KEY": "", "STORAGE_CREDENTIALS_PATH": "/gcs.json"}
+
+
 def clearml(key: str, **slots: str) -> Row:
     return Row("clearml", key, slots)
 
@@ -209,6 +215,14 @@ ROWS = [
     Row("env", "CACHE_IMAGE_CONVERTER_EXPIRES", {"CACHE_IMAGE_CONVERTER_EXPIRES": "7d"}),
     Row("env", "JUPYTER_DOWNLOAD_FILES_BEFORE_START", {"JUPYTER_DOWNLOAD_FILES_BEFORE_START": "false"}),
     Row("env", "STORAGE_JUPYTER_SYNC", {"STORAGE_JUPYTER_SYNC": "false"}),
+    # the docker-compose.override.yml the same document has users write beside the .env
+    Row("env", "services.proxy.environment.CACHE_STORAGE_SIZE",
+        {OVERRIDE: "services:\n  proxy:\n    environment:\n      CACHE_STORAGE_SIZE: 20g\n"}),
+    Row("env", "services.proxy.environment.CACHE_PREVIEWS_SIZE",
+        {OVERRIDE: "services:\n  proxy:\n    environment:\n      CACHE_PREVIEWS_SIZE: 1g\n"}),
+    Row("env", "services.http-storage.volumes",
+        {OVERRIDE: "services:\n  http-storage:\n    volumes:\n    - OTHERKEYFILE:/gcs.json:ro\n"},
+        GOOGLE_ENV),
     # Supervisely remote_links.yml
     Row("yml", "my-car-datasets.provider", {"provider: minio": "provider: azure", "port: 9000": "",
                                             "endpoint: minio.seed": "endpoint: https://boats.blob.core.windows.net",
@@ -229,6 +243,10 @@ ROWS = [
     Row("yml", "my-planes-datasets.endpoint",
         {"endpoint: storage.googleapis.com": "endpoint: http://127.0.0.1:4443"}),
     Row("yml", "my-local.path", {"path: /srv/seed": "path: /srv/other"}),
+    Row("yml", "services.http-storage.volumes",
+        {"credentials_path: KEYFILE": "credentials_path: /secret_planes.json",
+         OVERRIDE: "services:\n  http-storage:\n    volumes:\n    - OTHERKEYFILE:/secret_planes.json:ro\n"},
+        {"credentials_path: KEYFILE": "credentials_path: /secret_planes.json"}),
     # modelkit-storage-provider.txt
     Row("modelkit", "MODELKIT_STORAGE_PROVIDER", {"MODELKIT_STORAGE_PROVIDER": "gcs"}),
     Row("modelkit", "MODELKIT_STORAGE_BUCKET", {"MODELKIT_STORAGE_BUCKET": "other-bucket"}),
@@ -315,13 +333,20 @@ def _load(fmt: str, edit: dict[str, str], base: dict[str, str], files: dict[str,
 
 def _read(fmt: str, edit: dict[str, str], base: dict[str, str], files: dict[str, str],
           folder: Path) -> Config:
+    override = folder / OVERRIDE
+    text = edit.get(OVERRIDE)
+    if text is None:
+        override.unlink(missing_ok=True)
+    else:
+        override.write_text(text.replace("OTHERKEYFILE", files["OTHERKEYFILE"]))
+    edit = {k: v for k, v in edit.items() if k != OVERRIDE}
     if fmt == "clearml":
         path = folder / "clearml.conf"
         path.write_text(_fill(CLEARML, CLEARML_SLOTS, edit, files))
         return load_source(str(path))
     if fmt == "yml":
         path = folder / "remote_links.yml"
-        path.write_text(_fill(YML, YML_SLOTS, edit, files))
+        path.write_text(_fill(YML, YML_SLOTS, {**base, **edit}, files))
         return load_source(str(path))
     values = {k: files.get(v, v) for k, v in {**ENV, **base, **edit}.items() if v}
     path = folder / ".env"

@@ -541,3 +541,56 @@ def test_hostile_yml_files(tmp_path: Path) -> None:
 def test_a_whole_endpoint_on_the_command_line_as_in_a_config() -> None:
     (mount,) = load_source("s3://127.0.0.1:9000/").mounts
     assert (mount.path, mount.url.host, mount.url.bucket) == ("", "127.0.0.1:9000", "")
+
+
+SEED_OVERRIDE = """\
+services:
+  http-storage:
+    volumes:
+    - {key}:/gcs.json:ro
+    - {key}:/secret_planes.json:ro
+    - data:/data
+  proxy:
+    environment:
+      CACHE_PREVIEWS_SIZE: 1g
+      CACHE_PREVIEWS_EXPIRES: 12h
+      CACHE_STORAGE_SIZE: 10g
+      CACHE_STORAGE_EXPIRES: 7d
+      CACHE_IMAGE_CONVERTER_SIZE: 10g
+      CACHE_IMAGE_CONVERTER_EXPIRES: 7d
+"""
+
+
+def test_the_compose_override_beside_the_env_gives_the_key_file_and_cache_sizes(tmp_path: Path) -> None:
+    """The seed's docker-compose.override.yml (the key file mounted at /gcs.json in the http-storage
+    container, the proxy's cache sizes) is read beside the .env: STORAGE_CREDENTIALS_PATH=/gcs.json is
+    the container's path, the key is read from the host file mounted there; the proxy's sizes win."""
+    key = tmp_path / "keys" / "gcs.json"
+    env = tmp_path / ".env"
+    env.write_text((SEEDS / "supervisely-google.env").read_text() + "CACHE_STORAGE_SIZE=20g\n")
+    config = load_config(str(env))
+    assert config.gcs.credentials_json == "/gcs.json" and config.cache.max_size == 20 << 30
+    (tmp_path / "docker-compose.override.yml").write_text(SEED_OVERRIDE.format(key="./keys/gcs.json"))
+    config = load_config(str(env))
+    assert config.gcs.credentials_json == str(key)
+    assert (config.cache.max_size, config.cache.expiry) == (10 << 30, 7 * 86400)
+    assert any(n.startswith("STORAGE_CREDENTIALS_PATH: /gcs.json is the http-storage container's path")
+               for n in config.notes)
+    assert any(n.startswith("CACHE_PREVIEWS_SIZE:") for n in config.notes)
+    assert f'credentials_json = "{key}"' in imports_and_checks(env, tmp_path)
+
+
+def test_the_compose_override_beside_the_yml_gives_its_key_file(tmp_path: Path) -> None:
+    """The seed's credentials_path is a path inside the container ("<path to the secret file inside the
+    container>"): the override the seed shows mounts the host's key file at /secret_planes.json."""
+    yml = filled_seed_yml(tmp_path)
+    yml.write_text(yml.read_text().replace("<path to the secret file inside the container>",
+                                           "/secret_planes.json"))
+    config = load_config(str(yml))
+    assert {c.credentials_json for c in config.gcs.credentials} == {"/secret_planes.json"}
+    (tmp_path / "docker-compose.override.yml").write_text(SEED_OVERRIDE.format(key="~/planes.json"))
+    config = load_config(str(yml))
+    home = str(Path("~/planes.json").expanduser())
+    assert {c.credentials_json for c in config.gcs.credentials} == {home}
+    assert any(n.startswith("my-planes-datasets.credentials_path: /secret_planes.json is the http-storage")
+               for n in config.notes)

@@ -2,7 +2,9 @@
 mountfs's own TOML shape, which the same reader then checks, so an imported setting is held to exactly
 the rules of a written one and `mountfs config import` can print it.
 
-An importer module has `NAME`, `looks_like(path, text) -> bool` and `import_text(path, text) -> Imported`.
+An importer module has `NAME`, `looks_like(path, text) -> bool`, `import_text(path, text) -> Imported` and
+`credentials_hint(store, config, url, entry) -> str` (what to set, in its own keys, when a store finds no
+credentials).
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from mountfs.config.toml_text import Path
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 IMPORTERS = ("clearml", "supervisely_env", "supervisely_yaml", "supervisely_links")
 """Module names under this package, asked in this order whether a file that is not TOML is theirs."""
@@ -52,3 +58,17 @@ def detect(path: str, text: str) -> ModuleType | None:
         if module.looks_like(path, text):
             return module
     return None
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None, own: str) -> str:
+    """What to set when `store` ("s3", "gcs") finds no credentials for `url`, in the keys of the file the
+    settings came from (`entry`: the index of the store's credentials entry used, if any); `own`, the
+    hint in mountfs's TOML keys, for settings written in TOML."""
+    if config.settings_format is None:
+        return own
+    for name in (*IMPORTERS, "modelkit"):
+        module = importer(name)
+        if getattr(module, "FORMAT", module.NAME) == config.settings_format:
+            hint: str = module.credentials_hint(store, config, url, entry)
+            return hint
+    return own

@@ -33,12 +33,15 @@ import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
 from mountfs.config.values import closest
 from mountfs.errors import ConfigError, ConfigErrors, without_credentials
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "clearml"
 
@@ -711,3 +714,40 @@ def import_text(path: str, text: str) -> Imported:
             walk(imp, imp.table(sdk[name], base + name), base + name)
     _mounts(imp)
     return Imported(NAME, imp.doc, imp.notes, imp.origins, imp.errors)
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """What to write in the clearml.conf when a bucket finds no credentials: its own keys."""
+    where = f" in {config.settings_source}"
+    if store == "gcs":
+        gs = _section(config, "gcs", "sdk.google.storage")
+        if entry is not None:
+            first = f"set credentials_json in {config.key_name('gcs', 'credentials', entry)}{where}"
+        else:
+            first = (f'set {gs}.credentials_json{where}, or add {{ bucket: "{url.bucket}", credentials_json: '
+                     f'"/path/key.json" }} to {gs}.credentials')
+        return f"{first}; or GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`"
+    s3 = _section(config, "s3", "sdk.aws.s3")
+    chain = config.s3.use_credentials_chain or (
+        entry is not None and config.s3.credentials[entry].use_credentials_chain)
+    if chain:
+        key = config.key_name(*(("s3", "credentials", entry) if entry is not None else ("s3",)))
+        return (f"{key}.use_credentials_chain is true{where}, and boto3's credential chain found none: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in mountfs's environment, "
+                "or give key and secret instead")
+    if entry is not None:
+        first = f"set key and secret in {config.key_name('s3', 'credentials', entry)}{where}"
+    elif url.host or url.bucket:
+        named = f'host: "{url.host}"' if url.host else f'bucket: "{url.bucket}"'
+        first = (f"set {s3}.key and {s3}.secret{where}, or add {{ {named}, key: ..., secret: ... }} to "
+                 f"{s3}.credentials")
+    else:
+        first = f"set {s3}.key and {s3}.secret{where}"
+    return (f"{first}; or use_credentials_chain: true, with AWS_ACCESS_KEY_ID / AWS_PROFILE in mountfs's "
+            "environment")
+
+
+def _section(config: Config, ours: str, theirs: str) -> str:
+    """The clearml.conf section that is mountfs's `ours` (as the file spells it: with or without sdk.)."""
+    name = config.key_name(ours)
+    return theirs if name == ours else name

@@ -21,10 +21,14 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mountfs.config.azure import parse_connection_string
 from mountfs.config.importers import Imported, Note
 from mountfs.errors import ConfigError, ConfigErrors
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "modelkit"
 SOURCE = "modelkit:"
@@ -205,3 +209,13 @@ def _bucket_from_ssm(name: str, env: dict[str, str], error: Report) -> str | Non
         error(BUCKET, f'the SSM parameter "{name}" does not hold a bucket name')
         return None
     return value
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """modelkit's drivers take their credentials from the environment: the variables they read."""
+    if store == "gcs":
+        return (f"set GOOGLE_APPLICATION_CREDENTIALS (the key file) in the environment of "
+                f"`mountfs {SOURCE}`, as modelkit's gcs driver reads it, or run "
+                "`gcloud auth application-default login`")
+    return (f"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment of "
+            f"`mountfs {SOURCE}`, as modelkit's s3 driver reads them")

@@ -17,6 +17,11 @@ storage it keeps its data in, mounted whole, one directory per bucket.
 `CACHE_STORAGE_SIZE` (nginx sizes: 10g) is [cache] max_size, `CACHE_STORAGE_EXPIRES` (7d) [cache]
 expiry. Other STORAGE_* and CACHE_* keys are noted; the rest of the file (JUPYTER_*, ...) is not about
 storage and is noted once.
+
+The `docker-compose.override.yml` beside the file is read too, as Supervisely's own guide has users write
+it: the CACHE_* variables of its `proxy` service's environment win over the .env's, and a key file the
+`http-storage` service's volumes mount (`/host/key.json:/gcs.json:ro`) is read from the host path that
+STORAGE_CREDENTIALS_PATH (a path inside the container) is mounted from.
 """
 
 from __future__ import annotations
@@ -25,10 +30,16 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import yaml  # type: ignore[import-untyped]
 
 from mountfs.config.importers import Imported, Note
 from mountfs.config.toml_text import Path
 from mountfs.errors import printable
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "supervisely_env"
 FORMAT = "Supervisely .env"
@@ -70,6 +81,57 @@ def parse_env(text: str) -> tuple[dict[str, tuple[str, int]], list[tuple[int, st
             value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
         values[name] = (value, number)
     return values, bad
+
+
+OVERRIDE = "docker-compose.override.yml"
+
+
+class Compose:
+    """What the docker-compose.override.yml beside a Supervisely file says about storage: the `proxy`
+    service's environment and where the `http-storage` service's volumes come from on the host."""
+
+    def __init__(self, beside: str, out: Imported) -> None:
+        self.path = os.path.join(os.path.dirname(os.path.abspath(beside)), OVERRIDE)
+        self.environment: dict[str, str] = {}
+        self.volumes: list[tuple[str, str]] = []  # (container path, host path)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = yaml.safe_load(f.read(1 << 20))
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            out.notes.append(Note(self.path, f"cannot be read ({type(exc).__name__}): its services' "
+                                  "settings are not taken"))
+            return
+        services = doc.get("services") if isinstance(doc, dict) else None
+        if not isinstance(services, dict):
+            return
+        proxy, storage = services.get("proxy"), services.get("http-storage")
+        environment = proxy.get("environment") if isinstance(proxy, dict) else None
+        if isinstance(environment, list):  # ["NAME=value", ...]
+            environment = dict(str(e).partition("=")[::2] for e in environment)
+        if isinstance(environment, dict):
+            self.environment = {str(k): str(v) for k, v in environment.items() if v is not None}
+        volumes = storage.get("volumes") if isinstance(storage, dict) else None
+        for volume in volumes if isinstance(volumes, list) else []:
+            if isinstance(volume, dict):  # the long syntax
+                host, target = volume.get("source"), volume.get("target")
+            else:
+                host, _, rest = str(volume).partition(":")
+                target = rest.split(":")[0]
+            # a bind mount (a named volume's source is a bare name); relative to the compose file
+            if isinstance(host, str) and host.startswith(("/", ".", "~")) and isinstance(target, str):
+                host = os.path.join(os.path.dirname(self.path), os.path.expanduser(host))
+                self.volumes.append((target.rstrip("/") or "/", host))
+
+    def host_path(self, inside: str) -> str | None:
+        """The host's path of a path inside the http-storage container, if a volume mounts it."""
+        for target, host in sorted(self.volumes, key=lambda v: -len(v[0])):
+            if inside == target:
+                return os.path.normpath(host)
+            if inside.startswith(target.rstrip("/") + "/"):
+                return os.path.normpath(os.path.join(host, inside[len(target.rstrip("/")) + 1:]))
+        return None
 
 
 def looks_like(path: str, text: str) -> bool:
@@ -151,12 +213,19 @@ def import_text(path: str, text: str) -> Imported:
         else:
             out.errors.append((f"line {number}", "is not KEY=VALUE", "a .env line is NAME=value"))
 
+    compose = Compose(path, out)
+    for name, value in compose.environment.items():
+        if name.startswith("CACHE_"):  # what the proxy is given wins over the .env
+            values[name] = (value, 0)
+
     def get(name: str) -> str | None:
         value = values.get(name, ("", 0))[0]
         return value or None
 
     def origin(doc_path: Path, name: str) -> None:
-        out.origins[doc_path] = f"{name} (line {values[name][1]})" if name in values else name
+        line = values.get(name, ("", -1))[1]
+        out.origins[doc_path] = (name if line < 0 else f"{name} (line {line})" if line else
+                                 f"{name} ({compose.path} services.proxy.environment)")
 
     doc = out.doc
     cache: dict[str, object] = {}
@@ -176,7 +245,7 @@ def import_text(path: str, text: str) -> Imported:
     elif provider == "azure":
         _azure(get, out, mount, origin)
     elif provider == "google":
-        _google(get, out, mount, origin)
+        _google(get, out, mount, origin, compose)
     elif provider == "http":
         data_path = get("DATA_PATH") or DEFAULT_DATA_PATH
         if not data_path.startswith("/"):
@@ -258,9 +327,14 @@ def _azure(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) 
     origin(("mount", 0, "url"), "STORAGE_ACCESS_KEY")
 
 
-def _google(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin) -> None:
+def _google(get: _Get, out: Imported, mount: dict[str, object], origin: _Origin, compose: Compose) -> None:
     gcs: dict[str, object] = {}
     credentials, endpoint = get("STORAGE_CREDENTIALS_PATH"), get("STORAGE_ENDPOINT")
+    host = compose.host_path(credentials) if credentials else None
+    if credentials and host:
+        out.notes.append(Note("STORAGE_CREDENTIALS_PATH", f"{credentials} is the http-storage container's "
+                              f"path: read from {host}, which {compose.path} mounts there", "gcs"))
+        credentials = host
     if credentials:
         gcs["credentials_json"] = escape(credentials)
         origin(("gcs", "credentials_json"), "STORAGE_CREDENTIALS_PATH")
@@ -286,3 +360,17 @@ def _notes(values: dict[str, tuple[str, int]], out: Imported) -> None:
         out.notes.append(Note(", ".join(others), "not about storage; ignored"))
 
 
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """What to set in the .env when the storage finds no credentials: its own variables."""
+    where = f" in {config.settings_source}"
+    if store == "gcs":
+        return (f"set STORAGE_CREDENTIALS_PATH (the key file){where}, or GOOGLE_APPLICATION_CREDENTIALS in "
+                "mountfs's environment")
+    if any(note.startswith("STORAGE_IAM_ROLE:") for note in config.notes):
+        return (f"STORAGE_IAM_ROLE is set{where}: the instance's role, which boto3's credential chain "
+                "did not find (no instance metadata, AWS_ACCESS_KEY_ID or AWS_PROFILE); or set "
+                "STORAGE_ACCESS_KEY and STORAGE_SECRET_KEY instead")
+    return (f"set STORAGE_ACCESS_KEY and STORAGE_SECRET_KEY{where}, or STORAGE_IAM_ROLE for the "
+            "instance's role")

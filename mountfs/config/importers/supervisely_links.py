@@ -8,11 +8,15 @@ only account there).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from mountfs.config.importers import Imported
 from mountfs.config.importers.supervisely_env import escape
 from mountfs.config.mounts import check_object_key
 from mountfs.config.values import InvalidValue
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "supervisely_links"
 FORMAT = "Supervisely links file"
@@ -132,3 +136,10 @@ def bind(mounts: list[object], settings: dict[str, object]) -> list[str]:
             problems.append(f"azure://{container}: {where}: a .env (STORAGE_PROVIDER=azure) or a "
                             "remote_links.yml whose provider: azure entry lists the container")
     return problems
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """A links file holds no credentials: the .env or remote_links.yml that has them does."""
+    env = "GOOGLE_APPLICATION_CREDENTIALS" if store == "gcs" else "AWS_ACCESS_KEY_ID / AWS_PROFILE"
+    return (f"name the Supervisely .env or remote_links.yml that has them: -o config=FILE; or set {env} "
+            "in mountfs's environment")

@@ -7,7 +7,9 @@ its credentials and its buckets. Every bucket becomes a directory `PROVIDER/BUCK
   or `iam_role` (the instance's role, through boto3's credential chain), `region`. Each bucket gets an
   [[s3.credentials]] entry with its endpoint, so a link `s3://bucket/key` finds its server too.
 - `azure`: `access_key` is the account name, `secret_key` its key, `endpoint` its account URL.
-- `google`: `credentials_path` (the key file), `endpoint` (storage.googleapis.com or an emulator).
+- `google`: `credentials_path` (the key file), `endpoint` (storage.googleapis.com or an emulator). The
+  path is inside Supervisely's http-storage container: a docker-compose.override.yml beside the yml
+  that mounts the key file there (`/host/key.json:/secret_planes.json:ro`) says where it is on the host.
 - `fs` (Supervisely's "File system" provider): `path` is the folder on the server, `buckets` its
   storage ids (the entry's own name when there is no `buckets`): `fs://ID/...` links are served from
   the folder through a [[path_substitution]] of `fs://ID` to `file://PATH`.
@@ -17,12 +19,21 @@ from __future__ import annotations
 
 import os
 import tomllib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml  # type: ignore[import-untyped]
 
 from mountfs.config.importers import Imported, Note
-from mountfs.config.importers.supervisely_env import endpoint_problem, escape, s3_endpoint, split_endpoint
+from mountfs.config.importers.supervisely_env import (
+    Compose,
+    endpoint_problem,
+    escape,
+    s3_endpoint,
+    split_endpoint,
+)
+
+if TYPE_CHECKING:
+    from mountfs.config.model import Config, StoreUrl
 
 NAME = "supervisely_yaml"
 FORMAT = "Supervisely remote_links.yml"
@@ -84,6 +95,7 @@ def import_text(path: str, text: str) -> Imported:
     gcs_entries: list[dict[str, object]] = []
     substitutions: list[dict[str, object]] = []
     gcs_endpoints: dict[str, str] = {}
+    compose = Compose(path, out)
     for name, entry in doc.items():
         where = str(name)
         if not isinstance(entry, dict):
@@ -125,6 +137,12 @@ def import_text(path: str, text: str) -> Imported:
             _azure(where, strings, buckets, mounts, azure_entries, out)
         elif provider == "google":
             credentials = strings.get("credentials_path")
+            host = compose.host_path(credentials) if credentials else None
+            if credentials and host:
+                out.notes.append(Note(f"{where}.credentials_path", f"{credentials} is the http-storage "
+                                      f"container's path: read from {host}, which {compose.path} mounts "
+                                      "there", "gcs"))
+                credentials = host
             endpoint = strings.get("endpoint", "storage.googleapis.com")
             if endpoint.rstrip("/").lower() not in ("storage.googleapis.com", "https://storage.googleapis.com"):
                 gcs_endpoints[where] = endpoint if "://" in endpoint else "https://" + endpoint
@@ -235,3 +253,20 @@ def _azure(where: str, strings: dict[str, str], buckets: list[str], mounts: list
         for ours, theirs in _AZURE_NAMES.items():
             out.origins[("azure", "containers", len(entries) - 1, ours)] = f"{where}.{theirs}"
         mounts.append({"path": f"azure/{escape(bucket)}", "url": f"az://{escape(bucket)}@{escape(account)}"})
+
+
+def credentials_hint(store: str, config: Config, url: StoreUrl, entry: int | None) -> str:
+    """What to set in the remote_links.yml when a bucket finds no credentials: its own keys."""
+    where = f" in {config.settings_source}"
+    if store == "gcs":
+        return (f'set credentials_path (the key file) of the google storage that lists "{url.bucket}"'
+                f"{where}, or GOOGLE_APPLICATION_CREDENTIALS in mountfs's environment")
+    if entry is None:
+        return (f'add a minio storage with "{url.bucket}" in its buckets, and its access_key and secret_key, '
+                f"to {config.settings_source}")
+    name = config.key_name("s3", "credentials", entry)
+    if any(note.startswith(f"{name}.iam_role:") for note in config.notes):
+        return (f"{name}.iam_role is set{where}: the instance's role, which boto3's credential chain did "
+                f"not find (no instance metadata, AWS_ACCESS_KEY_ID or AWS_PROFILE); or set access_key and "
+                f"secret_key of {name} instead")
+    return f"set access_key and secret_key of {name}{where}, or iam_role for the instance's role"
