@@ -72,6 +72,7 @@ QUEUE_BYTES = 64 * 1024 * 1024  # bytes of blocks held in memory waiting for a P
 SPILLED = 65536  # blocks waiting for a PUT beyond that, read back from the disk cache; then dropped
 THREADS = 16  # worker threads looking blocks up in the shared store, hung ones included
 MISSES_IN_A_ROW = 16  # look-ups missing in a row after which fetches stop waiting for them
+QUIET = 0.2  # seconds without an origin fetch after which every writer writes; before, one only
 
 
 _calling = threading.local()  # set in a worker thread while it calls the shared store
@@ -212,6 +213,8 @@ class SharedCache:
         self._checking: set[str] = set()  # looked up in the background, the block held meanwhile
         self._checking_bytes = 0
         self._nursery: trio.Nursery | None = None
+        self._fetching = 0  # origin fetches in flight
+        self._fetched_at = float("-inf")  # when the last one ended
         self._wake = trio.Event()
         self._last_log = float("-inf")
         self._unlogged = 0
@@ -265,12 +268,20 @@ class SharedCache:
                     self._enqueue(obj, index, piece)
         return [out[i] for i in indices]
 
+    def _quiet(self) -> bool:
+        return not self._fetching and self._clock() - self._fetched_at >= QUIET
+
     async def _from_origin(self, obj: ObjectId, object_size: int, run: list[int], stop: int,
                            origin: Origin) -> list[Piece]:
         size = self.block_size
         run_start = run[0] * size
         run_length = min(size * len(run), stop - run_start)
-        pieces = await origin(run_start, run_length)
+        self._fetching += 1
+        try:
+            pieces = await origin(run_start, run_length)
+        finally:
+            self._fetching -= 1
+            self._fetched_at = self._clock()
         expected = [min(size, object_size - i * size) for i in run]
         if [len(p) for p in pieces] != expected:
             got = sum(map(len, pieces))
@@ -383,16 +394,23 @@ class SharedCache:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                for _ in range(self._writers):
-                    nursery.start_soon(self._writer)
+                for n in range(self._writers):
+                    nursery.start_soon(self._writer, n == 0)
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
 
-    async def _writer(self) -> None:
+    async def _writer(self, always: bool) -> None:
+        """One writer writes at all times; the others only while the node fetches nothing from
+        the origin, so a reader's fetches do not share the node with a burst of PUTs (the queue
+        keeps the blocks meanwhile, and they are written once it reads no more)."""
         while True:
-            while not self._queue:
-                self._wake = trio.Event()
+            while not self._queue or not (always or self._quiet()):
+                if self._queue:
+                    await trio.sleep(QUIET / 2)
+                    continue
+                if self._wake.is_set():  # one event for all idle writers: each enqueue wakes them all
+                    self._wake = trio.Event()
                 await self._wake.wait()
             obj, index, length, held = self._queue.popleft()
             key = self.key(obj, index)

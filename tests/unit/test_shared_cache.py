@@ -401,7 +401,7 @@ async def test_a_node_that_keeps_missing_reads_from_the_origin_without_waiting_f
         shared.lookups_open.clear()  # look-ups hang from now on
         with trio.fail_after(5):  # ends long before the look-ups' timeout: they are not waited for
             assert await first.read_all("data/a.bin") == DATA
-        assert first.shared.stats.writes == 2 and first.shared.status()["queued"] == 6
+        assert first.shared.status()["queued"] >= 6  # a.bin's blocks wait for their look-ups
         shared.lookups_open.set()  # now they answer "missing", and the blocks are written
     stats = first.shared.stats
     assert stats.writes == 8 and stats.errors == 0 and stats.hits == 0 and stats.misses == 8
@@ -458,3 +458,28 @@ async def test_a_shared_write_is_one_lean_put(tmp_path: Path) -> None:
     async with writing(node):
         assert await node.read_all("data/b.bin") == OTHER
     assert len(lean) == 2 and shared.calls["put"] == 2 and shared.calls["head"] == 0
+
+
+async def test_while_the_node_fetches_from_the_origin_one_writer_writes(tmp_path: Path) -> None:
+    origin, _ = stores()
+    entered: list[str] = []
+
+    class Counted(GatedStore):
+        def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+            entered.append(key)
+            return super().put(key, data, mtime_ns)
+
+    shared = Counted("cache", "s3://cache:9000")
+    shared.puts_open.clear()
+    clock = Clock()  # stands still: the node's last origin fetch stays recent
+    node = Node(tmp_path, origin, shared, clock=clock)
+    async with writing(node):
+        assert await node.read_all("data/a.bin") == DATA
+        await trio.sleep(3 * shared_module.QUIET)
+        assert len(entered) == 1  # the other writers wait for the reads to calm down
+        clock.now += shared_module.QUIET
+        with trio.fail_after(5):
+            while len(entered) < 4:
+                await trio.sleep(0.01)
+        shared.puts_open.set()
+    assert node.shared.stats.writes == 6 and node.shared.stats.dropped == 0
