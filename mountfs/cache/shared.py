@@ -265,7 +265,7 @@ class SharedCache:
             for index, piece in zip(run, pieces, strict=True):
                 out[index] = piece
                 if index in absent:
-                    self._enqueue(obj, index, piece)
+                    self._enqueue(obj, index, len(piece), piece)
         return [out[i] for i in indices]
 
     def _quiet(self) -> bool:
@@ -290,27 +290,32 @@ class SharedCache:
 
     def _check_later(self, obj: ObjectId, index: int, data: Piece) -> None:
         """Look a block already fetched from the origin up in the background, and queue it for
-        writing if the shared cache lacks it; held in memory meanwhile, within the queue's bound."""
+        writing if the shared cache lacks it; its bytes are held meanwhile within the queue's bound,
+        past it only its name (the writer reads it back from disk)."""
         key = self.key(obj, index)
         if key in self._queued or key in self._checking:
             return
-        if self._nursery is None or self._checking_bytes + len(data) > self._queue_bytes:
-            self.stats.dropped += 1
+        held: Piece | None = data
+        if self._checking_bytes + len(data) > self._queue_bytes:
+            held = None
+        if self._nursery is None or (held is None and (self.reload is None
+                                                       or len(self._checking) >= self._max_spilled)):
+            self.stats.dropped += 1  # stopping, or past every bound
             return
         self._checking.add(key)
-        self._checking_bytes += len(data)
-        self._nursery.start_soon(self._check, obj, index, data, key)
+        self._checking_bytes += len(held) if held is not None else 0
+        self._nursery.start_soon(self._check, obj, index, len(data), held, key)
 
-    async def _check(self, obj: ObjectId, index: int, data: Piece, key: str) -> None:
+    async def _check(self, obj: ObjectId, index: int, length: int, held: Piece | None, key: str) -> None:
         try:
             if not self.reads.usable(self._clock()):
                 self.stats.skipped += 1
                 return
-            if await self._lookup(obj, index, len(data), serve=False) is True:
-                self._enqueue(obj, index, data)
+            if await self._lookup(obj, index, length, serve=False) is True:
+                self._enqueue(obj, index, length, held)
         finally:
             self._checking.discard(key)
-            self._checking_bytes -= len(data)
+            self._checking_bytes -= len(held) if held is not None else 0
 
     async def _lookup_many(self, obj: ObjectId, object_size: int,
                            indices: range) -> tuple[dict[int, Piece], set[int]]:
@@ -366,7 +371,9 @@ class SharedCache:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _enqueue(self, obj: ObjectId, index: int, data: Piece) -> None:
+    def _enqueue(self, obj: ObjectId, index: int, length: int, data: Piece | None) -> None:
+        """Queue a block for its PUT: with its bytes within the queue's bound, else by name only
+        (None: the writer reads it back from disk), else not at all."""
         if not self.write:
             return
         key = self.key(obj, index)
@@ -375,11 +382,11 @@ class SharedCache:
         if not self.writes.usable(self._clock()):
             self.stats.dropped += 1
             return
-        if self._queued_bytes + len(data) <= self._queue_bytes:
-            self._queue.append((obj, index, len(data), data))
-            self._queued_bytes += len(data)
+        if data is not None and self._queued_bytes + length <= self._queue_bytes:
+            self._queue.append((obj, index, length, data))
+            self._queued_bytes += length
         elif self.reload is not None and self._spilled < self._max_spilled:
-            self._queue.append((obj, index, len(data), None))  # on this node's disk: read back then
+            self._queue.append((obj, index, length, None))  # on this node's disk: read back then
             self._spilled += 1
         else:
             self.stats.dropped += 1

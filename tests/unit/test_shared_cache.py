@@ -483,3 +483,18 @@ async def test_while_the_node_fetches_from_the_origin_one_writer_writes(tmp_path
                 await trio.sleep(0.01)
         shared.puts_open.set()
     assert node.shared.stats.writes == 6 and node.shared.stats.dropped == 0
+
+
+async def test_background_lookups_past_the_memory_bound_hold_names_and_write_every_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_module, "MISSES_IN_A_ROW", 2)
+    origin, shared = gated_stores()
+    node = Node(tmp_path, origin, shared, queue_bytes=BLOCK)
+    node.shared.reload = node.cache._load
+    async with writing(node):
+        assert await node.read_all("data/b.bin") == OTHER
+        shared.lookups_open.clear()
+        assert await node.read_all("data/a.bin") == DATA
+        assert node.shared._checking_bytes <= BLOCK
+        shared.lookups_open.set()
+    assert node.shared.stats.writes == 8 and node.shared.stats.dropped == 0
