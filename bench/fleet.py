@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench import peers
-from bench.harness import MB, BenchError, human_size, timed
+from bench.harness import CPU_MS, MB, BenchError, human_size, timed
 from bench.workloads import (
     BIG_KEY,
     SMALL_READERS,
@@ -120,11 +121,14 @@ def _fleet(ctx: Context, shared: peers.S3Target | None, record: Callable[..., No
     with _nodes(ctx, shared) as nodes:
         first, others = nodes[0], nodes[1:]
         ctx.drop_caches()
+        before = _cpu_ms(nodes)
         got, first_seconds = timed(partial(_read_data_set, ctx, first), ctx.timeout, first.abort)
+        first_cpu = _cpu_ms(nodes)[0] - before[0]
         if got != expected:
             raise BenchError(f"node 1 read {got} bytes of {expected}")
         if shared is not None:
             _wait_written(first)
+        written = _cpu_ms(nodes)
 
         def read_others() -> list[int]:
             with ThreadPoolExecutor(len(others)) as pool:
@@ -136,16 +140,31 @@ def _fleet(ctx: Context, shared: peers.S3Target | None, record: Callable[..., No
 
         ctx.drop_caches()
         counts, others_seconds = timed(read_others, ctx.timeout, abort_others)
+        others_cpu = [after - was for after, was in zip(_cpu_ms(nodes)[1:], written[1:], strict=True)]
         if any(count != expected for count in counts):
             raise BenchError(f"nodes 2..{NODES} read {counts} bytes, expected {expected} each")
         statuses = [mount.status() for mount in nodes]
         origin = [int(s["store"]["bytes_fetched"]) for s in statuses]
-        detail = {"origin_bytes_per_node": origin, "data_set_bytes": expected,
-                  "shared_cache": [s.get("shared_cache") for s in statuses]}
+        shared_stats: list[Any] = [s.get("shared_cache") for s in statuses]
+        detail = {"origin_bytes_per_node": origin, "data_set_bytes": expected, "shared_cache": shared_stats}
         record("fleet-origin", sum(origin) / MB, **detail)
-        record("fleet-first", first_seconds, mb_per_s=round(expected / first_seconds / MB, 1))
+        # daemon CPU: node 1's while it read (and while it finished writing), each other node's
+        record("fleet-first", first_seconds, mb_per_s=round(expected / first_seconds / MB, 1),
+               daemon_cpu_s=round(first_cpu / 1000, 2),
+               daemon_cpu_s_writing_after=round((written[0] - before[0] - first_cpu) / 1000, 2))
         record("fleet-others", others_seconds,
-               mb_per_s_per_node=round(expected / others_seconds / MB, 1))
+               mb_per_s_per_node=round(expected / others_seconds / MB, 1),
+               daemon_cpu_s_per_node=[round(ms / 1000, 2) for ms in others_cpu])
+        ctx.log(f"  node 1 daemon CPU {first_cpu / 1000:.2f} s reading, "
+                f"{(written[0] - before[0] - first_cpu) / 1000:.2f} s writing after; nodes 2..{NODES}: "
+                + ", ".join(f"{ms / 1000:.2f} s" for ms in others_cpu)
+                + f"; origin sent {sum(origin) / MB:.0f} MB"
+                + "".join(f"; node {i + 1} shared: {c['hits']} hits, {c['misses']} misses, {c['writes']} "
+                          f"written, {c['dropped']} dropped" for i, c in enumerate(shared_stats) if c))
+
+
+def _cpu_ms(nodes: list[peers.MountfsMount]) -> list[int]:
+    return [mount.counters().get(CPU_MS, 0) for mount in nodes]
 
 
 def _wait_written(mount: peers.MountfsMount) -> None:

@@ -588,6 +588,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
         return 1
     cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
     cache.shared = open_shared_cache(config)
+    if cache.shared is not None:  # blocks queued for it beyond its memory bound are read back from disk
+        cache.shared.reload = cache._load
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)

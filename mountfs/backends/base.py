@@ -156,6 +156,11 @@ class ObjectStore(abc.ABC):
     def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 
+    def put_etag(self, key: str, data: bytes) -> str:
+        """One PUT, answering only the new object's ETag: for a writer that needs nothing else (a
+        cache's block). Adapters whose `put` needs a second request for its metadata skip it here."""
+        return self.put(key, data).etag
+
     def create_multipart(self, key: str, mtime_ns: int | None = None) -> str:
         raise Unsupported(f"{type(self).__name__} does not write yet")
 

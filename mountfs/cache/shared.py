@@ -4,7 +4,9 @@ block once to the fleet instead of once to each node.
 It sits between the block cache and the origin: the block cache's fetch of a stretch of blocks
 (a demand read or a readahead alike) asks the shared bucket for each block first, and the origin
 only for those it lacks. Single-flight per block on a node holds across both levels, as both are
-behind the one fetch the block cache already makes once per block.
+behind the one fetch the block cache already makes once per block. A node whose look-ups keep
+missing (the first to read a data set) stops waiting for them: it fetches from the origin at once
+and looks up in the background, only to learn which blocks to write; its first hit ends that.
 
 Each shared object is one block with a header: the identity of the object version it belongs to
 (store endpoint, bucket, key, ETag or generation, block size, cache format), the block index, its
@@ -17,9 +19,13 @@ store's lifecycle rule expires old blocks (see docs/fleet.md).
 The shared cache is only ever an optimisation: a call that fails or takes longer than `timeout`
 is a miss, and the level that failed (reads or writes) is left alone for a while, doubling up to
 MAX_BACKOFF, then tried again, so a node notices when it is back. Blocks fetched from the origin
-are written in the background from a bounded queue; when it is full they are dropped, never
-making a reader wait. Calls run in worker threads that are abandoned when they time out (a hung
-store must not hold a reader), at most `threads` at once.
+are written in the background, one PUT each and nothing else (no HEAD after it), from a queue that
+holds their bytes up to `queue_bytes`; beyond that it holds only their names, and the writer reads
+them back from the node's own disk cache (`reload`), so a node reading faster than the shared store
+takes PUTs still writes every block, later. Past that bound too blocks are dropped, never making a
+reader wait. Calls run in worker threads that are abandoned when they time out (a hung store must
+not hold a reader): look-ups at most `threads` at once, writes on threads of their own, so writes
+never hold up a look-up.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ T = TypeVar("T")
 Origin = Callable[[int, int], Awaitable[list[Piece]]]
 """origin(start, length) -> the object's bytes in that range as block-sized pieces (the block
 cache's Fetch)."""
+Reload = Callable[[bytes], "Piece | None"]
+"""reload(local block key) -> the block from the node's disk cache, checked, or None (in a worker
+thread)."""
 
 MAGIC = b"MFSBLK1\n"
 _U32 = struct.Struct("<I")
@@ -59,8 +68,11 @@ MIN_BACKOFF = 5.0  # seconds a failing level is left alone, doubling...
 MAX_BACKOFF = 60.0  # ...up to this
 LOG_INTERVAL = 60.0  # at most one log line this often
 WRITERS = 4  # PUTs in flight
-QUEUE_BYTES = 64 * 1024 * 1024  # blocks waiting for a PUT, beyond which new ones are dropped
-THREADS = 16  # worker threads calling the shared store, hung ones included
+QUEUE_BYTES = 64 * 1024 * 1024  # bytes of blocks held in memory waiting for a PUT (and for a look-up)
+SPILLED = 65536  # blocks waiting for a PUT beyond that, read back from the disk cache; then dropped
+THREADS = 16  # worker threads looking blocks up in the shared store, hung ones included
+MISSES_IN_A_ROW = 16  # look-ups missing in a row after which fetches stop waiting for them
+QUIET = 0.2  # seconds without an origin fetch after which every writer writes; before, one only
 
 
 _calling = threading.local()  # set in a worker thread while it calls the shared store
@@ -175,7 +187,8 @@ class SharedCache:
 
     def __init__(self, store: ObjectStore, prefix: str, block_size: int, *, write: bool = True,
                  max_object_size: int | None = None, timeout: float = 5.0, threads: int = THREADS,
-                 queue_bytes: int = QUEUE_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+                 queue_bytes: int = QUEUE_BYTES, spilled: int = SPILLED, writers: int = WRITERS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.prefix = prefix.strip("/")
         self.block_size = block_size
@@ -186,11 +199,22 @@ class SharedCache:
         self.reads = _Level()
         self.writes = _Level()
         self._clock = clock
+        self.reload: Reload | None = None  # set by the daemon: its block cache's disk
         self._limiter = trio.CapacityLimiter(threads)
-        self._queue: deque[tuple[ObjectId, int, Piece]] = deque()
+        self._writers = writers
+        self._write_limiter = trio.CapacityLimiter(writers)
+        self._queue: deque[tuple[ObjectId, int, int, Piece | None]] = deque()  # no bytes: reload them
         self._queued: set[str] = set()
         self._queued_bytes = 0
         self._queue_bytes = queue_bytes
+        self._spilled = 0
+        self._max_spilled = spilled
+        self._misses_in_row = 0
+        self._checking: set[str] = set()  # looked up in the background, the block held meanwhile
+        self._checking_bytes = 0
+        self._nursery: trio.Nursery | None = None
+        self._fetching = 0  # origin fetches in flight
+        self._fetched_at = float("-inf")  # when the last one ended
         self._wake = trio.Event()
         self._last_log = float("-inf")
         self._unlogged = 0
@@ -209,7 +233,7 @@ class SharedCache:
     def status(self) -> dict[str, object]:
         return {"url": self.describe(), "write": self.write, **self.stats.as_dict(),
                 "reads_failing": self.reads.failing, "writes_failing": self.writes.failing,
-                "queued": len(self._queued)}  # waiting or being written
+                "queued": len(self._queued) + len(self._checking)}  # waiting or being written
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -225,24 +249,73 @@ class SharedCache:
         indices = range(start // size, (start + length + size - 1) // size)
         found: dict[int, Piece] = {}
         absent: set[int] = set()
-        if self.reads.usable(self._clock()):
-            found, absent = await self._lookup_many(obj, object_size, indices)
-        else:
+        if not self.reads.usable(self._clock()):
             self.stats.skipped += len(indices)
+        elif self._nursery is not None and self.write and self._misses_in_row >= MISSES_IN_A_ROW:
+            # Nothing found for a while: the origin at once, the look-ups only decide the writes.
+            pieces = await self._from_origin(obj, object_size, list(indices), start + length, origin)
+            for index, piece in zip(indices, pieces, strict=True):
+                self._check_later(obj, index, piece)
+            return pieces
+        else:
+            found, absent = await self._lookup_many(obj, object_size, indices)
         out: dict[int, Piece] = dict(found)
         for run in _stretches([i for i in indices if i not in found]):
-            run_start = run[0] * size
-            run_length = min(size * len(run), start + length - run_start)
-            pieces = await origin(run_start, run_length)
-            expected = [min(size, object_size - i * size) for i in run]
-            if [len(p) for p in pieces] != expected:
-                got = sum(map(len, pieces))
-                raise Stale(f"{obj.key}: expected {run_length} bytes at {run_start}, store returned {got}")
+            pieces = await self._from_origin(obj, object_size, run, start + length, origin)
             for index, piece in zip(run, pieces, strict=True):
                 out[index] = piece
                 if index in absent:
-                    self._enqueue(obj, index, piece)
+                    self._enqueue(obj, index, len(piece), piece)
         return [out[i] for i in indices]
+
+    def _quiet(self) -> bool:
+        return not self._fetching and self._clock() - self._fetched_at >= QUIET
+
+    async def _from_origin(self, obj: ObjectId, object_size: int, run: list[int], stop: int,
+                           origin: Origin) -> list[Piece]:
+        size = self.block_size
+        run_start = run[0] * size
+        run_length = min(size * len(run), stop - run_start)
+        self._fetching += 1
+        try:
+            pieces = await origin(run_start, run_length)
+        finally:
+            self._fetching -= 1
+            self._fetched_at = self._clock()
+        expected = [min(size, object_size - i * size) for i in run]
+        if [len(p) for p in pieces] != expected:
+            got = sum(map(len, pieces))
+            raise Stale(f"{obj.key}: expected {run_length} bytes at {run_start}, store returned {got}")
+        return pieces
+
+    def _check_later(self, obj: ObjectId, index: int, data: Piece) -> None:
+        """Look a block already fetched from the origin up in the background, and queue it for
+        writing if the shared cache lacks it; its bytes are held meanwhile within the queue's bound,
+        past it only its name (the writer reads it back from disk)."""
+        key = self.key(obj, index)
+        if key in self._queued or key in self._checking:
+            return
+        held: Piece | None = data
+        if self._checking_bytes + len(data) > self._queue_bytes:
+            held = None
+        if self._nursery is None or (held is None and (self.reload is None
+                                                       or len(self._checking) >= self._max_spilled)):
+            self.stats.dropped += 1  # stopping, or past every bound
+            return
+        self._checking.add(key)
+        self._checking_bytes += len(held) if held is not None else 0
+        self._nursery.start_soon(self._check, obj, index, len(data), held, key)
+
+    async def _check(self, obj: ObjectId, index: int, length: int, held: Piece | None, key: str) -> None:
+        try:
+            if not self.reads.usable(self._clock()):
+                self.stats.skipped += 1
+                return
+            if await self._lookup(obj, index, length, serve=False) is True:
+                self._enqueue(obj, index, length, held)
+        finally:
+            self._checking.discard(key)
+            self._checking_bytes -= len(held) if held is not None else 0
 
     async def _lookup_many(self, obj: ObjectId, object_size: int,
                            indices: range) -> tuple[dict[int, Piece], set[int]]:
@@ -266,8 +339,9 @@ class SharedCache:
                     nursery.start_soon(one, index)
         return found, absent
 
-    async def _lookup(self, obj: ObjectId, index: int, length: int) -> Piece | bool:
-        """The block's data; else True if it is missing or spoiled, False if the store did not say."""
+    async def _lookup(self, obj: ObjectId, index: int, length: int, serve: bool = True) -> Piece | bool:
+        """The block's data; else True if it is missing or spoiled, False if the store did not say.
+        `serve=False`: only whether it is there is wanted (its block came from the origin)."""
         meta = header_meta(obj, self.block_size, index, length)
         key = self.key(obj, index)
         try:
@@ -276,6 +350,7 @@ class SharedCache:
         except NotFound:
             self._answered(self.reads, "reads")
             self.stats.misses += 1
+            self._misses_in_row += 1
             return True
         except Exception as exc:
             self._failed(self.reads, "reads", exc)
@@ -288,74 +363,116 @@ class SharedCache:
             self.stats.misses += 1
             self._log(f"shared cache {self.describe()}: block {key} of {obj.key} not used: {data}")
             return True
-        self.stats.hits += 1
-        self.stats.bytes_read += length
+        self._misses_in_row = 0
+        if serve:
+            self.stats.hits += 1
+            self.stats.bytes_read += length
         return data
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _enqueue(self, obj: ObjectId, index: int, data: Piece) -> None:
+    def _enqueue(self, obj: ObjectId, index: int, length: int, data: Piece | None) -> None:
+        """Queue a block for its PUT: with its bytes within the queue's bound, else by name only
+        (None: the writer reads it back from disk), else not at all."""
         if not self.write:
             return
         key = self.key(obj, index)
         if key in self._queued:
             return
-        if not self.writes.usable(self._clock()) or self._queued_bytes + len(data) > self._queue_bytes:
+        if not self.writes.usable(self._clock()):
             self.stats.dropped += 1
             return
-        self._queue.append((obj, index, data))
+        if data is not None and self._queued_bytes + length <= self._queue_bytes:
+            self._queue.append((obj, index, length, data))
+            self._queued_bytes += length
+        elif self.reload is not None and self._spilled < self._max_spilled:
+            self._queue.append((obj, index, length, None))  # on this node's disk: read back then
+            self._spilled += 1
+        else:
+            self.stats.dropped += 1
+            return
         self._queued.add(key)
-        self._queued_bytes += len(data)
         self._wake.set()
 
-    async def run(self, writers: int = WRITERS) -> None:
-        """Forever: write queued blocks to the shared store."""
+    async def run(self) -> None:
+        """Forever: write queued blocks to the shared store (and look up in the background)."""
         if not self.write:
             return
         async with trio.open_nursery() as nursery:
-            for _ in range(writers):
-                nursery.start_soon(self._writer)
+            self._nursery = nursery
+            try:
+                for n in range(self._writers):
+                    nursery.start_soon(self._writer, n == 0)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
-    async def _writer(self) -> None:
+    async def _writer(self, always: bool) -> None:
+        """One writer writes at all times; the others only while the node fetches nothing from
+        the origin, so a reader's fetches do not share the node with a burst of PUTs (the queue
+        keeps the blocks meanwhile, and they are written once it reads no more)."""
         while True:
-            while not self._queue:
-                self._wake = trio.Event()
+            while not self._queue or not (always or self._quiet()):
+                if self._queue:
+                    await trio.sleep(QUIET / 2)
+                    continue
+                if self._wake.is_set():  # one event for all idle writers: each enqueue wakes them all
+                    self._wake = trio.Event()
                 await self._wake.wait()
-            obj, index, data = self._queue.popleft()
+            obj, index, length, held = self._queue.popleft()
             key = self.key(obj, index)
             try:
                 if not self.writes.usable(self._clock()):
                     self.stats.dropped += 1
                     continue
-                meta = header_meta(obj, self.block_size, index, len(data))
+                data = held if held is not None else await self._reload(obj, index, length)
+                if data is None:  # evicted, or not yet on disk
+                    self.stats.dropped += 1
+                    continue
+                meta = header_meta(obj, self.block_size, index, length)
                 try:
-                    await self._call(self._put, key, meta, data)
+                    await self._call(self._put, key, meta, data, limiter=self._write_limiter)
                 except Exception as exc:
                     self._failed(self.writes, "writes", exc)
                     self.stats.dropped += 1
                     continue
                 self._answered(self.writes, "writes")
                 self.stats.writes += 1
-                self.stats.bytes_written += len(data)
+                self.stats.bytes_written += length
             finally:
                 self._queued.discard(key)
-                self._queued_bytes -= len(data)
+                if held is not None:
+                    self._queued_bytes -= length
+                else:
+                    self._spilled -= 1
+
+    async def _reload(self, obj: ObjectId, index: int, length: int) -> Piece | None:
+        """A queued block's bytes, read back from this node's disk cache (checked there)."""
+        if self.reload is None:
+            return None
+        try:
+            data = await trio.to_thread.run_sync(self.reload, block_key(obj, self.block_size, index),
+                                                 limiter=self._write_limiter)
+        except Exception:  # the local cache's own trouble: the block is just not written
+            return None
+        return data if data is not None and len(data) == length else None
 
     def _put(self, key: str, meta: bytes, data: Piece) -> None:
-        self.store.put(key, encode(meta, data))
+        self.store.put_etag(key, encode(meta, data))  # its answer is all a cache needs: no HEAD
 
     async def drain(self) -> None:
         """Wait until the queue is empty and no write is in flight (for tests and benchmarks)."""
-        while self._queued:
+        while self._queued or self._checking:
             await trio.sleep(0.01)
 
     # --- calls and failures ---------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+    async def _call(self, fn: Callable[..., T], *args: object,
+                    limiter: trio.CapacityLimiter | None = None) -> T:
         """`fn(*args)` in a worker thread, given up after `timeout` (the thread is left to finish)."""
         with trio.move_on_after(self.timeout):
             return await trio.to_thread.run_sync(_quietly, partial(fn, *args), abandon_on_cancel=True,
-                                                 limiter=self._limiter)
+                                                 limiter=limiter or self._limiter)
         self.stats.errors += 1
         raise _TimedOut(f"no answer within {self.timeout:g} s")
 

@@ -292,3 +292,20 @@ def test_a_list_of_uploads_that_trickles_in_gives_up_after_the_request_timeout(
         assert proxy.endless_served >= 1
     finally:
         proxy.close()
+
+
+def test_put_etag_is_one_request(s3_server: Any, s3_bucket: str) -> None:
+    """A cache's write costs one PUT, no HEAD after it."""
+    store = s3_store(s3_server, s3_bucket)
+    calls: list[str] = []
+
+    def seen(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    store.client.meta.events.register("before-call.s3", seen)
+    try:
+        etag = store.put_etag("lean", b"block")
+    finally:
+        store.client.meta.events.unregister("before-call.s3", seen)
+    assert calls == ["PutObject"]
+    assert store.head("lean").etag == etag

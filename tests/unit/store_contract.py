@@ -338,6 +338,14 @@ class StoreWriteContract:
         with pytest.raises(Stale):
             store.get_range("k", 0, 1, etag=first.etag)
 
+    def test_put_etag_writes_with_the_etag_a_head_shows(self, store: ObjectStore) -> None:
+        etag = store.put_etag("w/lean.bin", b"lean block")
+        meta = store.head("w/lean.bin")
+        assert (meta.size, meta.etag) == (10, etag)
+        assert store.get_range("w/lean.bin", 0, 100, etag=etag) == b"lean block"
+        again = store.put_etag("w/lean.bin", b"another block")
+        assert again != etag and store.head("w/lean.bin").etag == again
+
     def test_put_empty(self, store: ObjectStore) -> None:
         assert store.put("e", b"").size == 0
         assert store.get_range("e", 0, 10) == b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from mountfs.backends.base import ObjectId
+import mountfs.cache.shared as shared_module
+from mountfs.backends.base import ObjectId, ObjectMeta
 from mountfs.backends.memory import MemoryStore
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
@@ -337,3 +339,162 @@ async def test_readahead_takes_what_the_shared_cache_has_and_one_origin_request_
     assert asked == [(2 * BLOCK, 2 * BLOCK), (5 * BLOCK, 123)]
     assert node.shared.stats.hits == 3 and node.shared.stats.writes == 3
     assert await node.read_all("data/a.bin") == DATA and len(asked) == 2  # all in memory or on disk now
+
+
+class GatedStore(MemoryStore):
+    """A shared store whose look-ups (or PUTs) wait until the test opens their gate."""
+
+    def __init__(self, bucket: str, store_id: str) -> None:
+        super().__init__(bucket, store_id)
+        self.lookups_open = threading.Event()
+        self.lookups_open.set()
+        self.puts_open = threading.Event()
+        self.puts_open.set()
+
+    def get_range(self, key: str, start: int, length: int, etag: str | None = None) -> bytes:
+        self.lookups_open.wait(10)
+        return super().get_range(key, start, length, etag)
+
+    def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+        self.puts_open.wait(10)
+        return super().put(key, data, mtime_ns)
+
+
+def gated_stores() -> tuple[MemoryStore, GatedStore]:
+    origin, _ = stores()
+    return origin, GatedStore("cache", "s3://cache:9000")
+
+
+async def test_blocks_past_the_memory_bound_are_read_back_from_disk_and_all_written(tmp_path: Path) -> None:
+    origin, shared = stores()
+    node = Node(tmp_path, origin, shared, queue_bytes=2 * BLOCK)
+    node.shared.reload = node.cache._load
+    # no writer runs while it reads: two blocks wait in memory, the other four by name only
+    assert await node.read_all("data/a.bin") == DATA
+    assert node.shared.stats.dropped == 0 and node.shared.status()["queued"] == 6
+    async with writing(node):
+        pass
+    assert node.shared.stats.writes == 6 and node.shared.stats.dropped == 0
+    second = Node(tmp_path / "2", origin, shared)
+    async with writing(second):
+        assert await second.read_all("data/a.bin") == DATA
+    assert second.shared.stats.hits == 6 and origin.bytes_read == len(DATA)
+
+
+async def test_a_block_gone_from_disk_before_its_turn_is_dropped_never_written_wrong(tmp_path: Path) -> None:
+    origin, shared = stores()
+    node = Node(tmp_path, origin, shared, queue_bytes=BLOCK)
+    node.shared.reload = lambda key: b"x" * 10  # not the block's length: a wrong read back
+    assert await node.read_all("data/a.bin") == DATA
+    async with writing(node):
+        pass
+    assert node.shared.stats.writes == 1 and node.shared.stats.dropped == 5 and len(shared.keys()) == 1
+
+
+async def test_a_node_that_keeps_missing_reads_from_the_origin_without_waiting_for_lookups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_module, "MISSES_IN_A_ROW", 2)
+    origin, shared = gated_stores()
+    first = Node(tmp_path / "1", origin, shared)
+    async with writing(first):
+        assert await first.read_all("data/b.bin") == OTHER  # two misses in a row
+        shared.lookups_open.clear()  # look-ups hang from now on
+        with trio.fail_after(5):  # ends long before the look-ups' timeout: they are not waited for
+            assert await first.read_all("data/a.bin") == DATA
+        assert first.shared.status()["queued"] >= 6  # a.bin's blocks wait for their look-ups
+        shared.lookups_open.set()  # now they answer "missing", and the blocks are written
+    stats = first.shared.stats
+    assert stats.writes == 8 and stats.errors == 0 and stats.hits == 0 and stats.misses == 8
+    second = Node(tmp_path / "2", origin, shared)
+    async with writing(second):
+        assert await second.read_all("data/a.bin") == DATA
+    assert second.shared.stats.hits == 6 and origin.bytes_read == len(DATA) + len(OTHER)
+
+
+async def test_a_background_lookup_that_finds_the_block_writes_nothing_and_ends_the_streak(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_module, "MISSES_IN_A_ROW", 2)
+    origin, shared = stores()
+    writer = Node(tmp_path / "w", origin, shared)
+    async with writing(writer):
+        await writer.read_all("data/a.bin")
+    node = Node(tmp_path / "n", origin, shared)
+    async with writing(node):
+        assert await node.read_all("data/b.bin") == OTHER  # two misses: the origin first from now on
+        obj = node.obj("data/a.bin")
+        assert bytes(await node.cache.read(obj, len(DATA), 0, 1, node.fetch(obj))) == DATA[:1]  # type: ignore[arg-type]
+    assert shared.calls["put"] == 6 + 2  # block 0 of a.bin was there: not written again
+    assert node.shared._misses_in_row == 0
+    async with writing(node):
+        assert await node.read_all("data/a.bin") == DATA  # looked up first again: hits
+    assert node.shared.stats.hits == 5
+
+
+async def test_writes_hung_on_their_threads_never_hold_a_lookup(tmp_path: Path) -> None:
+    origin, shared = gated_stores()
+    node = Node(tmp_path, origin, shared, threads=1, writers=1, timeout=3.0)
+    shared.puts_open.clear()  # every PUT hangs
+    async with writing(node):
+        assert await node.read_all("data/a.bin") == DATA
+        await trio.sleep(0.1)  # a writer is in its PUT now
+        assert await node.read_all("data/b.bin") == OTHER
+        assert node.shared.stats.errors == 0 and node.shared.stats.misses == 8  # both answered
+        shared.puts_open.set()
+    assert node.shared.stats.writes == 8
+
+
+async def test_a_shared_write_is_one_lean_put(tmp_path: Path) -> None:
+    """put_etag, not put: an S3 put would HEAD the object after it, doubling the write requests."""
+    origin, _ = stores()
+    lean: list[str] = []
+
+    class Lean(MemoryStore):
+        def put_etag(self, key: str, data: bytes) -> str:
+            lean.append(key)
+            return super().put_etag(key, data)
+
+    shared = Lean("cache", "s3://cache:9000")
+    node = Node(tmp_path, origin, shared)
+    async with writing(node):
+        assert await node.read_all("data/b.bin") == OTHER
+    assert len(lean) == 2 and shared.calls["put"] == 2 and shared.calls["head"] == 0
+
+
+async def test_while_the_node_fetches_from_the_origin_one_writer_writes(tmp_path: Path) -> None:
+    origin, _ = stores()
+    entered: list[str] = []
+
+    class Counted(GatedStore):
+        def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> ObjectMeta:
+            entered.append(key)
+            return super().put(key, data, mtime_ns)
+
+    shared = Counted("cache", "s3://cache:9000")
+    shared.puts_open.clear()
+    clock = Clock()  # stands still: the node's last origin fetch stays recent
+    node = Node(tmp_path, origin, shared, clock=clock)
+    async with writing(node):
+        assert await node.read_all("data/a.bin") == DATA
+        await trio.sleep(3 * shared_module.QUIET)
+        assert len(entered) == 1  # the other writers wait for the reads to calm down
+        clock.now += shared_module.QUIET
+        with trio.fail_after(5):
+            while len(entered) < 4:
+                await trio.sleep(0.01)
+        shared.puts_open.set()
+    assert node.shared.stats.writes == 6 and node.shared.stats.dropped == 0
+
+
+async def test_background_lookups_past_the_memory_bound_hold_names_and_write_every_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_module, "MISSES_IN_A_ROW", 2)
+    origin, shared = gated_stores()
+    node = Node(tmp_path, origin, shared, queue_bytes=BLOCK)
+    node.shared.reload = node.cache._load
+    async with writing(node):
+        assert await node.read_all("data/b.bin") == OTHER
+        shared.lookups_open.clear()
+        assert await node.read_all("data/a.bin") == DATA
+        assert node.shared._checking_bytes <= BLOCK
+        shared.lookups_open.set()
+    assert node.shared.stats.writes == 8 and node.shared.stats.dropped == 0
