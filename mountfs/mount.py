@@ -564,7 +564,8 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     except (OSError, RuntimeError, lmdb.Error) as exc:
         notify(f"cannot open the upload journal in {config.cache.dir}: {exc}")
         return 1
-    cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
+    cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache,
+                       random_fetch=config.read.random_fetch)
     cache.shared = open_shared_cache(config)
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
