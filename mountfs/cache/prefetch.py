@@ -30,6 +30,10 @@ REQUEST_BYTES = 16 << 20
 # before, reads a footer (parquet, zip's central directory, an index at the end).
 FOOTER_READ = 1 << 20
 FOOTER_ZONE = 1 << 20
+# Until reads are confirmed as a stream, one continues the one before only if it starts this close
+# to where that ended: small random reads of a big file land within the tolerance of a stream
+# (kernel readahead's disorder) often enough to be taken for one, fetching whole blocks.
+CONFIRM_GAP = 256 * 1024
 
 
 @dataclass
@@ -68,7 +72,8 @@ class ReadPattern:
         if first:
             continues = offset == 0 and not (self.access is not None and self.access.read_at_random)
         else:
-            continues = abs(offset - self.next_offset) <= self.tolerance
+            gap = self.tolerance if self.kind == "stream" else min(self.tolerance, CONFIRM_GAP)
+            continues = abs(offset - self.next_offset) <= gap
         if continues:
             self.run += 1
             self.next_offset = max(self.next_offset, offset + size)

@@ -99,3 +99,15 @@ async def test_random_reads_through_the_handlers_fetch_about_what_they_read(
     assert whole == data
     assert fetched(store, before) == len(data)
     await operations.release(info.fh)
+
+
+def test_reads_within_the_tolerance_but_not_adjacent_are_not_taken_for_a_stream() -> None:
+    p = pattern()  # tolerance: a block, which a stream's reads may be out of order by
+    for offset in (5 * BLOCK, 5 * BLOCK + 600_000, 5 * BLOCK + 100_000, 5 * BLOCK + 900_000):
+        p.observe(offset, 4096, OBJ, SIZE)
+        assert p.random and p.window == 0
+    p.observe(5 * BLOCK + 904_096, 4096, OBJ, SIZE)
+    p.observe(5 * BLOCK + 908_192, 4096, OBJ, SIZE)
+    assert not p.random  # adjacent: a stream, which then tolerates disorder within a block
+    p.observe(5 * BLOCK + 1_500_000, 4096, OBJ, SIZE)
+    assert not p.random
