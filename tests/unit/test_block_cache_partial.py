@@ -12,7 +12,8 @@ from mountfs.backends.memory import MemoryStore
 from mountfs.buffers import Piece
 from mountfs.cache.block_cache import BlockCache
 from mountfs.cache.blocks import CHUNK
-from mountfs.cache.index import BlockRecord, block_key
+from mountfs.cache.eviction import CacheLimits
+from mountfs.cache.index import BlockRecord, IndexTotals, block_key
 from mountfs.cache.maintenance import check_block, verify
 from mountfs.cache.shared import SharedCache
 
@@ -220,4 +221,20 @@ async def test_the_shared_cache_gets_whole_blocks_only(tmp_path: os.PathLike[str
         assert whole == DATA[:2 * BLOCK]
         await cache.shared.drain()
         nursery.cancel_scope.cancel()
+    cache.close()
+
+
+async def test_eviction_counts_the_bytes_partial_blocks_hold(tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
+    # One 64 KiB span in each of 8 blocks: 512 KiB held, far below 8 blocks' 8 MiB.
+    for index in range(8):
+        await cache.read(source.obj, SIZE, index * BLOCK + 10, 100, source.fetch, random=True)
+    assert (await cache.totals()) == IndexTotals(8, 8 * SPAN)
+    cache.enable_eviction(CacheLimits(max_size=4 * SPAN + 100))
+    report = await cache.evict_now()
+    assert report.removed_blocks == 4 and report.removed_bytes == 4 * SPAN
+    assert cache.index.totals() == IndexTotals(4, 4 * SPAN)
+    assert sum(1 for _ in cache.index.iter_blocks()) == 4
+    on_disk = [name for sub in os.scandir(cache.files.root) if sub.is_dir() for name in os.listdir(sub.path)]
+    assert len(on_disk) == 4  # each file went with its record
     cache.close()
