@@ -267,7 +267,7 @@ class BlockCache:
             else:
                 on_disk_checked = True
         if random and key not in self._memory:
-            return await self.get_range(obj, object_size, index, start, stop, fetch)
+            return await self.get_range(obj, object_size, index, start, stop, fetch, on_disk_checked)
         block = await self.get_block(obj, object_size, index, fetch, on_disk_checked)
         return memoryview(block)[start:stop]
 
@@ -389,11 +389,13 @@ class BlockCache:
         return filled[index]
 
     async def get_range(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
-                        fetch: Fetch) -> Buffer:
+                        fetch: Fetch, on_disk_checked: bool = False) -> Buffer:
         """Bytes [start, stop) of a block read at random: the chunks around them that its file
         lacks are fetched (a span of `random_fetch` bytes, aligned), written into its sparse file
         in place and recorded; the rest of the block is fetched only when read. One fetch per
-        block at a time: a reader of a block being fetched waits, then looks at the disk again."""
+        block at a time: a reader of a block being fetched waits, then looks at the disk again.
+        `on_disk_checked`: the caller just found no record of it (not looked up again: the record
+        of the chunks fetched is merged with any other when they are written)."""
         key = block_key(obj, self.block_size, index)
         asked_itself = False
         while True:
@@ -416,13 +418,14 @@ class BlockCache:
                     continue
                 raise flight.error
             part = await self._read_from_disk(key, start, stop)  # another range of it was fetched
+            on_disk_checked = False
             if part is not None and not isinstance(part, _Lacking):
                 self.stats.hits += 1
                 self._touched.add(key)
                 return part
         flight = self._in_flight[key] = _InFlight()
         try:
-            record = await self._io(self._record, key)
+            record = None if on_disk_checked else await self._io(self._record, key)
             length = min(self.block_size, object_size - index * self.block_size)
             span, chunk = self.random_fetch, self.files.chunk
             first, last = start // span * span, min(length, -(-stop // span) * span)
