@@ -383,7 +383,9 @@ class BlockCache:
                     asked_itself = True
                     continue
                 raise flight.error
-            # The fetching task was cancelled: its readers try again on their own.
+            # The fetching task was cancelled, or fetched part of the block only (now on disk):
+            # its readers try again on their own.
+            on_disk_checked = False
         flight = self._in_flight[key] = _InFlight()
         filled = await self._fill(obj, object_size, {index: (key, flight)}, fetch, on_disk_checked)
         return filled[index]

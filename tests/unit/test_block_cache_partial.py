@@ -238,3 +238,26 @@ async def test_eviction_counts_the_bytes_partial_blocks_hold(tmp_path: os.PathLi
     on_disk = [name for sub in os.scandir(cache.files.root) if sub.is_dir() for name in os.listdir(sub.path)]
     assert len(on_disk) == 4  # each file went with its record
     cache.close()
+
+
+async def test_a_stream_waiting_for_a_random_read_of_its_block_fetches_only_the_rest(
+        tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    got: dict[str, bytes] = {}
+
+    async def random_read() -> None:
+        read = await cache.read(source.obj, SIZE, BLOCK + 100, 4096, source.fetch, random=True)
+        got["random"] = bytes(read)
+
+    async def stream() -> None:
+        # Found the block missing on disk just before the random read claimed it, then waits.
+        await trio.sleep(0.01)
+        block = await cache.get_block(source.obj, SIZE, 1, source.fetch, on_disk_checked=True)
+        got["stream"] = bytes(block)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(random_read)
+        nursery.start_soon(stream)
+    assert got == {"random": DATA[BLOCK + 100:BLOCK + 4196], "stream": DATA[BLOCK:2 * BLOCK]}
+    assert source.requests == [(BLOCK, SPAN), (BLOCK + SPAN, BLOCK - SPAN)]
+    cache.close()
