@@ -454,8 +454,9 @@ class BlockCache:
         if part is not None and not isinstance(part, _Lacking):
             return part
         # Not on disk after all (the write failed, or the file was evicted meanwhile): fetched as is.
-        first, last = start // chunk * chunk, stop
-        return memoryview(await self._fetch_chunks(obj, None, index, length, first, last, fetch))
+        first = start // chunk * chunk
+        got = await self._fetch_chunks(obj, None, index, length, first, stop, fetch)
+        return memoryview(got)[start - first:]
 
     async def _fetch_chunks(self, obj: ObjectId, key: bytes | None, index: int, length: int, first: int,
                             last: int, fetch: Fetch) -> Buffer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
 import trio
 
 from mountfs.backends.base import ObjectId
@@ -16,6 +17,7 @@ from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.index import BlockRecord, IndexTotals, block_key
 from mountfs.cache.maintenance import check_block, verify
 from mountfs.cache.shared import SharedCache
+from mountfs.errors import NoSpace
 
 BLOCK = 1 << 20
 SIZE = 8 * BLOCK + 12345
@@ -260,4 +262,19 @@ async def test_a_stream_waiting_for_a_random_read_of_its_block_fetches_only_the_
         nursery.start_soon(stream)
     assert got == {"random": DATA[BLOCK + 100:BLOCK + 4196], "stream": DATA[BLOCK:2 * BLOCK]}
     assert source.requests == [(BLOCK, SPAN), (BLOCK + SPAN, BLOCK - SPAN)]
+    cache.close()
+
+
+async def test_a_read_across_chunks_present_and_chunks_that_could_not_be_written(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
+    await cache.read(source.obj, SIZE, 10, 100, source.fetch, random=True)  # [0, SPAN) cached
+
+    def full(*args: object) -> None:
+        raise NoSpace("cache disk full")
+
+    monkeypatch.setattr(cache.files, "write_chunks", full)
+    for offset in (SPAN - 100, SPAN - 20_000):  # across the edge of what is cached
+        got = await cache.read(source.obj, SIZE, offset, 200 + 16_384, source.fetch, random=True)
+        assert bytes(got) == DATA[offset:offset + 200 + 16_384]
     cache.close()
