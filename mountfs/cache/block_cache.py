@@ -558,6 +558,9 @@ class BlockCache:
             for index, (record, buffer) in partial.items():
                 await self._complete(obj, index, record, buffer, fetch)
                 key, flight = pending.pop(index)
+                stale = self._open_blocks.pop(key, None)  # the partial file, about to be replaced
+                if stale is not None:
+                    stale.close()
                 self._ahead.pop(key, None)
                 self._moved(key, _WRITING)
                 filled[index] = self._settle(key, flight, memoryview(buffer))

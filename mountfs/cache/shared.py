@@ -4,7 +4,9 @@ block once to the fleet instead of once to each node.
 It sits between the block cache and the origin: the block cache's fetch of a stretch of blocks
 (a demand read or a readahead alike) asks the shared bucket for each block first, and the origin
 only for those it lacks. Single-flight per block on a node holds across both levels, as both are
-behind the one fetch the block cache already makes once per block.
+behind the one fetch the block cache already makes once per block. It keeps whole blocks only:
+a read at random fetches a few chunks of a block from the origin, and the rest of a block partly
+cached is fetched from the origin too; neither is written here.
 
 Each shared object is one block with a header: the identity of the object version it belongs to
 (store endpoint, bucket, key, ETag or generation, block size, cache format), the block index, its
