@@ -41,7 +41,13 @@ def test_random_4k_reads_fetch_about_64k_each_and_status_shows_it(mounter: Mount
     assert status["stores"][0]["traffic"] == traffic
     text = mounter.run("status", mnt.path, timeout=30)
     assert text.returncode == 0 and "amplification" in text.stdout, text.stdout + text.stderr
-    # A whole read afterwards fetches only the rest, and the bytes are right.
+    # The partial blocks (recorded by the status call above) check out while mounted.
+    verify = mounter.run("cache", "verify", "--cache-dir", mnt.cache_dir)
+    assert verify.returncode == 0 and "clean" in verify.stdout, verify.stdout + verify.stderr
+    # `warm` fetches only the rest; the bytes are right, and nothing more is fetched.
+    warm = mounter.run("warm", mnt.join("big.bin"))
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert mounter.run.status(mnt)["store"]["bytes_fetched"] == len(data)
     result = subprocess.run(["cmp", str(root / "big.bin"), os.path.join(mnt.path, "big.bin")],
                             capture_output=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
