@@ -431,17 +431,19 @@ class BlockCache:
             length = min(self.block_size, object_size - index * self.block_size)
             span, chunk = self.random_fetch, self.files.chunk
             first, last = start // span * span, min(length, -(-stop // span) * span)
-            if record is not None and record.length == length and not record.whole:
-                # Only what is missing: the chunks present at either end of the span are not
-                # fetched again (those between two missing ones are, in the same request).
-                while first < last and record.has(first, min(first + chunk, length)):
-                    first += chunk
-                while last > first and record.has((last - 1) // chunk * chunk, last):
-                    last = (last - 1) // chunk * chunk
-            if first < last:
-                got = await self._fetch_chunks(obj, key, index, length, first, last, fetch)
-                if first <= start and stop <= last:
-                    return memoryview(got)[start - first:stop - first]
+            stretches = [(first, last)]
+            if record is not None and record.length == length:
+                # Only what is missing: no chunk is fetched twice (a span seldom lacks more than
+                # one stretch, so this is seldom more than one request).
+                stretches = [(max(a, first), min(b, last)) for a, b in record.missing()
+                             if a < last and b > first]
+            direct: Buffer | None = None
+            for a, b in stretches:
+                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch)
+                if a <= start and stop <= b:
+                    direct = memoryview(got)[start - a:stop - a]
+            if direct is not None:
+                return direct
         except BaseException as exc:
             if isinstance(exc, Exception):
                 flight.error = exc

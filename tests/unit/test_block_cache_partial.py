@@ -278,3 +278,17 @@ async def test_a_read_across_chunks_present_and_chunks_that_could_not_be_written
         got = await cache.read(source.obj, SIZE, offset, 200 + 16_384, source.fetch, random=True)
         assert bytes(got) == DATA[offset:offset + 200 + 16_384]
     cache.close()
+
+
+async def test_a_span_with_chunks_cached_in_its_middle_fetches_only_what_it_lacks(
+        tmp_path: os.PathLike[str]) -> None:
+    small = BlockCache(str(tmp_path), BLOCK, 1 << 20, random_fetch=CHUNK)
+    source = Counting()
+    await small.read(source.obj, SIZE, CHUNK + 10, 100, source.fetch, random=True)
+    assert source.requests == [(CHUNK, CHUNK)]
+    small.close()
+    cache = BlockCache(str(tmp_path), BLOCK, 1 << 20)  # 64 KiB spans now
+    assert bytes(await cache.read(source.obj, SIZE, 10, 3 * CHUNK, source.fetch, random=True)) == \
+        DATA[10:10 + 3 * CHUNK]
+    assert source.requests == [(CHUNK, CHUNK), (0, CHUNK), (2 * CHUNK, 2 * CHUNK)]  # none twice
+    cache.close()
