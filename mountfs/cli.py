@@ -609,6 +609,10 @@ def format_status(s: dict[str, Any]) -> str:
     if s.get("metrics"):
         where = s["metrics"]
         lines.append(f"  metrics: {where if where.startswith('unix:') else f'http://{where}/metrics'}")
+    for name, t in s.get("traffic", {}).items():
+        ratio = "-" if t["amplification"] is None else f"{t['amplification']:.1f}x"
+        lines.append(f"  traffic {name}: {human_bytes(t['fetched'])} fetched for {human_bytes(t['served'])} "
+                     f"served (amplification {ratio}, for the cache's life)")
     for entry in s.get("stores", []):
         if entry.get("endpoint"):
             source = f" (from {entry['endpoint_source']})" if entry.get("endpoint_source") else ""

@@ -137,6 +137,12 @@ def _stores(data: dict[str, Any]) -> Iterable[Metric]:
     failed_fast = CounterMetricFamily("mountfs_store_failed_fast",
                                       "Calls refused at once because the store was offline", labels=labels)
     offline = GaugeMetricFamily("mountfs_store_offline", "1 while the store is offline", labels=labels)
+    lifetime_fetched = CounterMetricFamily(
+        "mountfs_cache_lifetime_fetched_bytes", "Bytes the cache fetched from the store, for the cache "
+        "dir's whole life", labels=labels)
+    lifetime_served = CounterMetricFamily(
+        "mountfs_cache_lifetime_served_bytes", "Bytes served from the store's objects, for the cache "
+        "dir's whole life", labels=labels)
     for store in data["stores"]:
         key = [store["path"], store["kind"]]
         for op, count in sorted(store["requests"].items()):
@@ -149,7 +155,11 @@ def _stores(data: dict[str, Any]) -> Iterable[Metric]:
         uploaded.add_metric(key, store["bytes_uploaded"])
         failed_fast.add_metric(key, store["failed_fast"])
         offline.add_metric(key, 1.0 if store["offline"] else 0.0)
-    yield from (requests, errors, latency, fetched, uploaded, failed_fast, offline)
+        traffic = store.get("traffic", {})
+        lifetime_fetched.add_metric(key, traffic.get("fetched", 0))
+        lifetime_served.add_metric(key, traffic.get("served", 0))
+    yield from (requests, errors, latency, fetched, uploaded, failed_fast, offline, lifetime_fetched,
+                lifetime_served)
     yield _counter("mountfs_store_retries", "Store requests sent again after a transient failure",
                    data["retries"])
 

@@ -586,10 +586,11 @@ def serve(prepared: Prepared, notify: Notify) -> int:
     except (OSError, RuntimeError, lmdb.Error) as exc:
         notify(f"cannot open the upload journal in {config.cache.dir}: {exc}")
         return 1
-    cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache)
+    cache = BlockCache(config.cache.dir, config.cache.block_size, memory_cache,
+                       random_fetch=config.read.random_fetch)
     cache.shared = open_shared_cache(config)
     if cache.shared is not None:  # blocks queued for it beyond its memory bound are read back from disk
-        cache.shared.reload = cache._load
+        cache.shared.reload = cache.load_whole
     prefetch = PrefetchScheduler(cache, read.max_concurrency, read.max_memory // 4)
     roots = make_roots(config, prepared.stores, journal)
     namespace = Namespace(roots, config.read.metadata_ttl, config.read.negative_ttl)
@@ -856,16 +857,20 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         stats = self.cache.stats
         totals = await self.cache.totals()
+        traffic = {name: {"fetched": t.fetched, "served": t.served, "amplification": t.amplification}
+                   for name, t in sorted((await self.cache.traffic()).items())}
         lookups = stats.hits + stats.misses
         stores: list[dict[str, Any]] = []
         for root in self.operations.namespace.mounts:
             store_stats = root.store.stats
+            lifetime = traffic.get(f"{root.store.store_id}/{root.store.bucket}",
+                                   {"fetched": 0, "served": 0, "amplification": None})
             stores.append({"path": root.path, "url": _url_of(self.prepared, root.path),
                            "endpoint": root.store.endpoint, "endpoint_source": root.store.endpoint_source,
                            "requests": dict(store_stats.requests), "errors": dict(store_stats.errors),
                            "bytes_fetched": store_stats.bytes_fetched,
                            "offline": root.store.offline, "offline_for": round(root.store.offline_for, 1),
-                           "failed_fast": store_stats.failed_fast})
+                           "failed_fast": store_stats.failed_fast, "traffic": lifetime})
         reads = self.operations.stats
         prefetch = self.operations.prefetch
         return {
@@ -886,6 +891,8 @@ class Daemon:
                       "requests": sum(sum(s["requests"].values()) for s in stores),
                       "bytes_fetched": sum(s["bytes_fetched"] for s in stores)},
             "stores": stores,
+            # Bytes fetched from each store and served from it, for the cache dir's whole life.
+            "traffic": traffic,
             "shared_cache": self.cache.shared.status() if self.cache.shared is not None else None,
             "missing": list(self.prepared.missing),
             "inodes": len(self.operations.namespace.inodes),

@@ -23,6 +23,7 @@ import trio
 
 from mountfs.backends.base import ObjectId
 from mountfs.buffers import DIRECT_MIN, Buffer, Piece
+from mountfs.cache.access import AccessMemory
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
@@ -49,6 +50,7 @@ EVICTION_RETRY = 1.0  # seconds before another pass when blocks being read kept 
 ROOM_AHEAD = 32 * 1024 * 1024  # freed beyond what a staged write lacked (at most an eighth of the disk)
 STAGED_CHECK = 32 * 1024 * 1024  # bytes staged between two checks of min_free
 PREFETCH_TRACKED = 65536  # blocks fetched ahead and not read yet that are followed, at most
+RANDOM_FETCH = 64 * 1024  # what a read that is not part of a sequential stream fetches, at least
 
 # Where a block fetched ahead and not read yet is (see BlockCache._ahead).
 _CLAIMED, _WRITING, _ON_DISK, _IN_MEMORY = range(4)
@@ -109,6 +111,33 @@ def _worth_asking_again(error: BaseException) -> bool:
     return isinstance(error, StoreUnavailable) and not isinstance(error, Offline)
 
 
+class _Lacking:
+    """A block's file is there but lacks the chunks a read wants (a partial block)."""
+
+
+LACKING = _Lacking()
+
+
+@dataclass
+class Traffic:
+    """Bytes fetched from a store (or the shared cache) and bytes served to readers of it."""
+
+    fetched: int = 0
+    served: int = 0
+
+    @property
+    def amplification(self) -> float | None:
+        return round(self.fetched / self.served, 2) if self.served else None
+
+
+class _LackingError(Exception):
+    """Raised in a worker thread: the block file (open) lacks the chunks asked for."""
+
+    def __init__(self, block: OpenBlock) -> None:
+        super().__init__()
+        self.block = block
+
+
 class _InFlight:
     def __init__(self, ahead: bool = False) -> None:
         self.ahead = ahead  # fetched ahead of any reader (prefetch), not for the one waiting on it
@@ -118,7 +147,8 @@ class _InFlight:
 
 
 class BlockCache:
-    def __init__(self, cache_dir: str, block_size: int, memory_bytes: int, io_threads: int = 8) -> None:
+    def __init__(self, cache_dir: str, block_size: int, memory_bytes: int, io_threads: int = 8,
+                 random_fetch: int = RANDOM_FETCH) -> None:
         self.cache_dir = cache_dir
         self.block_size = block_size
         self.index = CacheIndex(cache_dir)
@@ -126,7 +156,17 @@ class BlockCache:
             log.warning("%s holds blocks cached by an older mountfs: they are never served (each is "
                         "fetched again) and age out; `mountfs cache verify` drops them now", cache_dir)
         self.files = BlockFiles(cache_dir)
+        # A read at random fetches the chunks it touches rounded up to this (whole chunks, at
+        # most a block; a cache dir of 64 KiB chunks, or a smaller block, changes it).
+        self.random_fetch = min(block_size, max(random_fetch, self.files.chunk))
         self.stats = CacheStats()
+        # Bytes fetched and served by store ("store/bucket"), since the last flush to the index.
+        self._traffic: dict[str, Traffic] = {}
+        # Inodes of partial block files this daemon wrote chunks into and has not recorded yet:
+        # their record is committed only if the file is still that one (see _is_written).
+        self._written_inodes: dict[bytes, int] = {}
+        # How each object has been read, by all its handles (see prefetch.ReadPattern).
+        self.access = AccessMemory()
         self._io = BlockingRunner(io_threads)
         self.poll = PageCachePoll()
         self._memory: OrderedDict[bytes, Piece] = OrderedDict()
@@ -183,9 +223,11 @@ class BlockCache:
     # --- reading ------------------------------------------------------------------------
 
     async def read(self, obj: ObjectId, object_size: int, offset: int, length: int,
-                   fetch: Fetch) -> Buffer:
+                   fetch: Fetch, random: bool = False) -> Buffer:
         """Exactly `length` bytes from `offset`, fewer only at the end of the object. A read within
-        one block in memory is a view of it, not a copy (pyfuse3 sends any buffer)."""
+        one block in memory is a view of it, not a copy (pyfuse3 sends any buffer). `random`: the
+        read is not part of a sequential stream, so what is missing of the chunks it touches is
+        fetched (rounded up to `random_fetch`), not whole blocks."""
         end = min(offset + length, object_size)
         if offset >= end:
             return b""
@@ -194,32 +236,50 @@ class BlockCache:
         for index in range(first, last + 1):
             block_start = index * self.block_size
             start, stop = max(offset, block_start) - block_start, min(end - block_start, self.block_size)
-            pieces.append(await self._read_in_block(obj, object_size, index, start, stop, fetch))
+            pieces.append(await self._read_in_block(obj, object_size, index, start, stop, fetch, random))
+        self.traffic_of(obj).served += end - offset
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    def traffic_of(self, obj: ObjectId) -> Traffic:
+        name = f"{obj.store}/{obj.bucket}"
+        traffic = self._traffic.get(name)
+        if traffic is None:
+            traffic = self._traffic[name] = Traffic()
+        return traffic
+
     async def _read_in_block(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
-                             fetch: Fetch) -> Buffer:
+                             fetch: Fetch, random: bool = False) -> Buffer:
         """Bytes [start, stop) of one block: from memory, else straight from its file on disk (only
-        the chunks needed, so a small random read stays small), else fetched whole from the store."""
+        the chunks needed, so a small random read stays small), else fetched from the store: whole,
+        or for a read at random only the chunks around it."""
         key = block_key(obj, self.block_size, index)
         if self._ahead:
             self._ahead.pop(key, None)
         on_disk_checked = False
         if key not in self._memory and key not in self._in_flight:
             part = await self._read_from_disk(key, start, stop)
-            if part is not None:
+            if isinstance(part, _Lacking):
+                part = None  # partly on disk: what is there is used, the rest fetched
+            elif part is not None:
                 self.stats.hits += 1
                 self._touched.add(key)
                 return part
-            on_disk_checked = True
+            else:
+                on_disk_checked = True
+        if random and key not in self._memory:
+            return await self.get_range(obj, object_size, index, start, stop, fetch, on_disk_checked)
         block = await self.get_block(obj, object_size, index, fetch, on_disk_checked)
         return memoryview(block)[start:stop]
 
-    async def _read_from_disk(self, key: bytes, start: int, stop: int) -> Buffer | None:
-        """Bytes [start, stop) from the block's file, None when it is not cached. A block read
-        recently stays open, and its pages are read on the loop when the page cache has them
-        (no worker thread, no disk wait); anything else goes to a worker thread."""
+    async def _read_from_disk(self, key: bytes, start: int, stop: int) -> Buffer | _Lacking | None:
+        """Bytes [start, stop) from the block's file, None when it is not cached, LACKING when its
+        file lacks some of them. A block read recently stays open, and its pages are read on the
+        loop when the page cache has them (no worker thread, no disk wait); anything else goes to
+        a worker thread."""
         block = self._open_blocks.pop(key, None)
+        if block is not None and not block.holds(start, stop):
+            block.close()  # opened by an older record: the index may know of more chunks now
+            block = None
         epoch = self._eviction_epoch
         self._reading[key] = self._reading.get(key, 0) + 1
         try:
@@ -233,6 +293,9 @@ class BlockCache:
                 block.close()
             await self._io(self._drop_corrupt, key, exc)
             return None
+        except _LackingError as exc:
+            self._keep_open(key, exc.block, epoch)
+            return LACKING
         except BaseException:  # cancelled while it was taken out: put it back
             if block is not None and not block.closed:
                 self._keep_open(key, block, epoch)
@@ -266,10 +329,12 @@ class BlockCache:
             if record is None:
                 return None, None
             try:
-                block = self.files.open(key, record.length, record.crcs)
+                block = self.files.open(key, record.length, record.crcs, record.present)
             except CorruptBlock as exc:
                 exc.record = record
                 raise
+            if not block.holds(start, stop):
+                raise _LackingError(block)
         try:
             return block, block.read(start, stop)
         except BaseException:
@@ -318,10 +383,144 @@ class BlockCache:
                     asked_itself = True
                     continue
                 raise flight.error
-            # The fetching task was cancelled: its readers try again on their own.
+            # The fetching task was cancelled, or fetched part of the block only (now on disk):
+            # its readers try again on their own.
+            on_disk_checked = False
         flight = self._in_flight[key] = _InFlight()
         filled = await self._fill(obj, object_size, {index: (key, flight)}, fetch, on_disk_checked)
         return filled[index]
+
+    async def get_range(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
+                        fetch: Fetch, on_disk_checked: bool = False) -> Buffer:
+        """Bytes [start, stop) of a block read at random: the chunks around them that its file
+        lacks are fetched (a span of `random_fetch` bytes, aligned), written into its sparse file
+        in place and recorded; the rest of the block is fetched only when read. One fetch per
+        block at a time: a reader of a block being fetched waits, then looks at the disk again.
+        `on_disk_checked`: the caller just found no record of it (not looked up again: the record
+        of the chunks fetched is merged with any other when they are written)."""
+        key = block_key(obj, self.block_size, index)
+        asked_itself = False
+        while True:
+            data = self._memory.get(key)
+            if data is not None:
+                self._memory.move_to_end(key)
+                self._touched.add(key)
+                self.stats.hits += 1
+                return memoryview(data)[start:stop]
+            flight = self._in_flight.get(key)
+            if flight is None:
+                break
+            self.stats.shared += 1
+            await flight.done.wait()
+            if flight.data is not None:
+                return memoryview(flight.data)[start:stop]
+            if flight.error is not None:
+                if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
+                    asked_itself = True
+                    continue
+                raise flight.error
+            part = await self._read_from_disk(key, start, stop)  # another range of it was fetched
+            on_disk_checked = False
+            if part is not None and not isinstance(part, _Lacking):
+                self.stats.hits += 1
+                self._touched.add(key)
+                return part
+        flight = self._in_flight[key] = _InFlight()
+        try:
+            record = None if on_disk_checked else await self._io(self._record, key)
+            length = min(self.block_size, object_size - index * self.block_size)
+            span, chunk = self.random_fetch, self.files.chunk
+            first, last = start // span * span, min(length, -(-stop // span) * span)
+            stretches = [(first, last)]
+            if record is not None and record.length == length:
+                # Only what is missing: no chunk is fetched twice (a span seldom lacks more than
+                # one stretch, so this is seldom more than one request).
+                stretches = [(max(a, first), min(b, last)) for a, b in record.missing()
+                             if a < last and b > first]
+            direct: Buffer | None = None
+            for a, b in stretches:
+                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch)
+                if a <= start and stop <= b:
+                    direct = memoryview(got)[start - a:stop - a]
+            if direct is not None:
+                return direct
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                flight.error = exc
+            raise
+        finally:
+            del self._in_flight[key]
+            flight.done.set()
+        # Partly fetched now, partly on disk before.
+        part = await self._read_from_disk(key, start, stop)
+        if part is not None and not isinstance(part, _Lacking):
+            return part
+        # Not on disk after all (the write failed, or the file was evicted meanwhile): fetched as is.
+        first = start // chunk * chunk
+        got = await self._fetch_chunks(obj, None, index, length, first, stop, fetch)
+        return memoryview(got)[start - first:]
+
+    async def _fetch_chunks(self, obj: ObjectId, key: bytes | None, index: int, length: int, first: int,
+                            last: int, fetch: Fetch) -> Buffer:
+        """Bytes [first, last) of a block from the store; kept in its file unless `key` is None."""
+        self.stats.misses += 1
+        pieces = await fetch(index * self.block_size + first, last - first)
+        got: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(got) != last - first:
+            raise Stale(f"{obj.key}: expected {last - first} bytes at {index * self.block_size + first}, "
+                        f"store returned {len(got)}")
+        self.traffic_of(obj).fetched += len(got)
+        if key is not None:
+            with trio.CancelScope(shield=True):  # what was fetched is recorded with its file
+                await self._keep_chunks(obj, key, length, first, got)
+        return got
+
+    async def _keep_chunks(self, obj: ObjectId, key: bytes, length: int, offset: int, data: Buffer) -> None:
+        """Write chunks of a partial block into its file and stage their record: readers waiting
+        for them find them on disk (the record pending) as soon as this returns."""
+        try:
+            record, inode = await self._io(self._write_chunks, key, length, offset, data)
+        except Exception as exc:  # the reader still gets its bytes; the next read fetches them again
+            log.warning("part of a block of %s not cached: %s", obj.key, exc)
+            if isinstance(exc, NoSpace):
+                self._eviction_wanted.set()
+            return
+        stale = self._open_blocks.pop(key, None)  # opened with fewer chunks
+        if stale is not None:
+            stale.close()
+        if record.whole:
+            self._written_inodes.pop(key, None)
+        else:
+            self._written_inodes[key] = inode
+        self._pending[key] = record
+        self._to_commit.append((obj, key, record))
+        if self.nursery is None:
+            await self._io(self._commit_pending)
+        else:
+            self._commit_wanted.set()
+
+    def _write_chunks(self, key: bytes, length: int, offset: int, data: Buffer) -> tuple[BlockRecord, int]:
+        """Chunks into a partial block's file; its record with them, merged with what it holds."""
+        crcs, inode = self.files.write_chunks(key, length, offset, data)
+        chunk = self.files.chunk
+        count = -(-length // chunk)
+        first = offset // chunk
+        present = ((1 << len(crcs)) - 1) << first
+        all_crcs = [0] * count
+        all_crcs[first:first + len(crcs)] = crcs
+        record = BlockRecord(length, tuple(all_crcs), time.time(), present, chunk)
+        if present == (1 << count) - 1:
+            record = BlockRecord(length, record.crcs, record.last_access)
+        previous = self._record(key)
+        if previous is not None and self.files.inode(key) == inode:
+            record = previous.merged(record)
+        return record, inode
+
+    def _is_written(self, key: bytes) -> bool:
+        """Whether a block's file is (still) there to be recorded: for a partial block, the very
+        file its chunks went into (a file unlinked and made again by another reader lacks them)."""
+        inode = self._written_inodes.get(key)
+        return self.files.exists(key) if inode is None else self.files.inode(key) == inode
 
     async def get_run(self, obj: ObjectId, object_size: int, first: int, count: int, fetch: Fetch) -> None:
         """Bring blocks [first, first + count) into memory: those on disk loaded, the rest fetched
@@ -346,14 +545,29 @@ class BlockCache:
         filled: dict[int, Piece] = {}
         pending = dict(claimed)
         try:
+            partial: dict[int, tuple[BlockRecord, bytearray]] = {}
             if not on_disk_checked:
                 loaded = await self._io(self._load_many, {i: key for i, (key, _) in pending.items()})
                 for index, data in loaded.items():
+                    if isinstance(data, tuple):
+                        partial[index] = data
+                        continue
                     key, flight = pending.pop(index)
                     self._ahead.pop(key, None)  # not fetched: no fetch to waste
                     self.stats.hits += 1
                     self._touched.add(key)
                     filled[index] = self._settle(key, flight, data)
+            for index, (record, buffer) in partial.items():
+                await self._complete(obj, index, record, buffer, fetch)
+                key, flight = pending.pop(index)
+                stale = self._open_blocks.pop(key, None)  # the partial file, about to be replaced
+                if stale is not None:
+                    stale.close()
+                self._ahead.pop(key, None)
+                self._moved(key, _WRITING)
+                filled[index] = self._settle(key, flight, memoryview(buffer))
+                with trio.CancelScope(shield=True):
+                    await self._keep(obj, key, filled[index])
             for run in _stretches(sorted(pending)):
                 start = run[0] * self.block_size
                 length = min(self.block_size * len(run), object_size - start)
@@ -363,6 +577,7 @@ class BlockCache:
                 else:
                     pieces = await self.shared.fetch(obj, object_size, start, length, fetch)
                 got = sum(map(len, pieces))
+                self.traffic_of(obj).fetched += got
                 if got != length or any(len(piece) != self.block_size for piece in pieces[:-1]):
                     # The object is shorter than its metadata said: it changed under us.
                     raise Stale(f"{obj.key}: expected {length} bytes at {start}, store returned {got}")
@@ -383,6 +598,24 @@ class BlockCache:
             raise
         return filled
 
+    async def _complete(self, obj: ObjectId, index: int, record: BlockRecord, buffer: bytearray,
+                        fetch: Fetch) -> None:
+        """Fill in what a partial block lacks, one store request per missing stretch (from the
+        origin: the shared cache keeps whole blocks only)."""
+        base = index * self.block_size
+        self.stats.misses += 1
+        for start, stop in record.missing():
+            pieces = await fetch(base + start, stop - start)
+            got = sum(map(len, pieces))
+            self.traffic_of(obj).fetched += got
+            if got != stop - start:
+                raise Stale(f"{obj.key}: expected {stop - start} bytes at {base + start}, "
+                            f"store returned {got}")
+            at = start
+            for piece in pieces:
+                buffer[at:at + len(piece)] = piece
+                at += len(piece)
+
     def _settle(self, key: bytes, flight: _InFlight, data: Piece) -> Piece:
         flight.data = data
         self._remember(key, data)
@@ -392,6 +625,7 @@ class BlockCache:
 
     async def _keep(self, obj: ObjectId, key: bytes, data: Piece) -> None:
         """Write a fetched block to disk: in the background when the daemon gave us a nursery."""
+        self._written_inodes.pop(key, None)  # a whole block replaces a partial one's file
         if self.nursery is None:
             await self._io(self._store, obj, key, data)
             self._moved(key, _ON_DISK)
@@ -489,13 +723,14 @@ class BlockCache:
             try:
                 committed = self.index.commit_many(
                     ((identity(obj, self.block_size), key, record) for obj, key, record in batch),
-                    present=self.files.exists)
+                    present=self._is_written)
             except BaseException:
                 self._to_commit[:0] = batch  # still on disk, still pending: committed next time
                 raise
             for _, key, record in batch:
                 if self._pending.get(key) is record:
                     del self._pending[key]
+                    self._written_inodes.pop(key, None)
             self._unrecorded.extend(committed.missing)
             return committed.totals
 
@@ -503,8 +738,9 @@ class BlockCache:
         """The block's record: written and waiting for its commit, or in the index."""
         return self._pending.get(key) or self.index.lookup(key)
 
-    def _load_many(self, keys: dict[int, bytes]) -> dict[int, Piece]:
-        """Of the blocks `keys` names (by index), those found whole and sound on disk."""
+    def _load_many(self, keys: dict[int, bytes]) -> dict[int, Piece | tuple[BlockRecord, bytearray]]:
+        """Of the blocks `keys` names (by index), those found sound on disk: whole, or partial
+        (their record, and the block with what it lacks zero)."""
         found = {}
         for index, key in keys.items():
             data = self._load(key)
@@ -512,11 +748,19 @@ class BlockCache:
                 found[index] = data
         return found
 
-    def _load(self, key: bytes) -> Piece | None:
+    def load_whole(self, key: bytes) -> Piece | None:
+        """The block from disk, checked, if it is there whole (blocking): what the shared cache
+        writes back, which keeps whole blocks only."""
+        found = self._load(key)
+        return None if found is None or isinstance(found, tuple) else found
+
+    def _load(self, key: bytes) -> Piece | tuple[BlockRecord, bytearray] | None:
         record = self._record(key)
         if record is None:
             return None
         try:
+            if record.present is not None:
+                return record, self.files.read_present(key, record.length, record.crcs, record.present)
             return self.files.read_whole(key, record.length, record.crcs)
         except CorruptBlock as exc:
             exc.record = record
@@ -585,10 +829,46 @@ class BlockCache:
     # --- housekeeping -------------------------------------------------------------------
 
     def flush_touches(self) -> None:
-        """Write the batched last-access times (blocking)."""
+        """Write the batched last-access times and traffic figures (blocking)."""
         touched, self._touched = self._touched, set()
         if touched:
             self.index.touch(touched)
+        taken = self._take_traffic()
+        if not self._flush_traffic(taken):
+            self._restore_traffic(taken)
+
+    def _take_traffic(self) -> dict[str, tuple[int, int]]:
+        """The traffic counted since the last flush (on the loop, which owns the counters)."""
+        traffic, self._traffic = self._traffic, {}
+        return {name: (t.fetched, t.served) for name, t in traffic.items() if t.fetched or t.served}
+
+    def _flush_traffic(self, traffic: dict[str, tuple[int, int]]) -> bool:
+        """Add the figures to the index (blocking); False if it could not take them."""
+        if not traffic:
+            return True
+        try:
+            self.index.add_traffic(traffic)
+        except lmdb.Error as exc:  # a full cache disk: figures only, kept for the next try
+            log.warning("cache index: traffic figures not recorded: %s", exc)
+            return False
+        return True
+
+    def _restore_traffic(self, traffic: dict[str, tuple[int, int]]) -> None:
+        for name, (fetched, served) in traffic.items():
+            kept = self._traffic.setdefault(name, Traffic())
+            kept.fetched += fetched
+            kept.served += served
+
+    async def traffic(self) -> dict[str, Traffic]:
+        """Bytes fetched and served by store ("store/bucket") for the cache's whole life, by every
+        daemon that used this cache dir, this one's latest included."""
+        recorded = await self._io(self.index.traffic)
+        found = {name: Traffic(fetched, served) for name, (fetched, served) in recorded.items()}
+        for name, t in self._traffic.items():
+            total = found.setdefault(name, Traffic())
+            total.fetched += t.fetched
+            total.served += t.served
+        return found
 
     async def run_housekeeping(self) -> None:
         """Forever: flush access times now and then, so a hit costs no LMDB write."""
@@ -600,6 +880,9 @@ class BlockCache:
                     await self._io(self.index.touch, touched)
                 except lmdb.Error as exc:  # a full cache disk: access times are only a hint
                     log.warning("cache index: access times not recorded: %s", exc)
+            taken = self._take_traffic()
+            if not await self._io(self._flush_traffic, taken):
+                self._restore_traffic(taken)
 
     def enable_eviction(self, limits: CacheLimits, interval: float = EVICTION_INTERVAL, *,
                         clock: Callable[[], float] = time.time,
@@ -645,7 +928,7 @@ class BlockCache:
         if self._evictor is None:
             return EvictionReport()
         in_use = self.in_use()
-        incoming = self._landing + sum(record.length for _, _, record in self._to_commit)
+        incoming = self._landing + sum(record.stored for _, _, record in self._to_commit)
         self._eviction_epoch += 1
         try:
             with trio.CancelScope(shield=True):  # records removed must have their files removed too

@@ -173,6 +173,61 @@ class BlockFiles:
             raise
         return chunk_crcs(data, self.checksum, self.chunk)
 
+    def write_chunks(self, key: bytes, length: int, offset: int, data: Buffer) -> tuple[tuple[int, ...], int]:
+        """Write bytes at `offset` (a chunk boundary) of a block of `length` bytes that may be only
+        partly present: in place, into its sparse file (made, of full length, when missing), so
+        readers of the chunks already recorded read on. Returns the checksums of the chunks
+        written and the file's inode, which its commit checks (see BlockCache._is_written)."""
+        final = self.path(key)
+        folder = os.path.dirname(final)
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        try:
+            try:
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                st = os.fstat(fd)
+                if st.st_size != length:
+                    os.ftruncate(fd, length)
+                view = memoryview(data)
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], offset + done)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"cache disk full writing {final}") from exc
+            raise
+        return chunk_crcs(data, self.checksum, self.chunk), st.st_ino
+
+    def inode(self, key: bytes) -> int | None:
+        """The inode of the block's file, None when there is none."""
+        try:
+            return os.stat(self.path(key)).st_ino
+        except FileNotFoundError:
+            return None
+
+    def read_present(self, key: bytes, length: int, crcs: tuple[int, ...], present: int) -> bytearray:
+        """A partial block, its missing chunks zero: the whole (sparse) file, the chunks it holds
+        checked."""
+        fd = self._open_checked(key, length)
+        try:
+            data = bytearray(length)
+            if os.preadv(fd, [data], 0) != length:
+                raise CorruptBlock(f"block file {key.hex()} is shorter than {length}")
+        finally:
+            os.close(fd)
+        view, chunk = memoryview(data), self.chunk
+        for number, crc in enumerate(crcs):
+            if present >> number & 1 and self.checksum(view[number * chunk:(number + 1) * chunk]) != crc:
+                raise CorruptBlock(f"block file {key.hex()} fails its checksum (chunk {number})")
+        return data
+
     def _write_file(self, path: str, data: Buffer, direct: bool) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
         try:
@@ -197,9 +252,11 @@ class BlockFiles:
             buffer = self._local.staging = mmap.mmap(-1, DIRECT_PIECE)
         return buffer
 
-    def open(self, key: bytes, length: int, crcs: tuple[int, ...]) -> OpenBlock:
-        """The block file, open and checked for length, ready for many small reads."""
-        return OpenBlock(key, self._open_checked(key, length), length, crcs, self.checksum, self.chunk)
+    def open(self, key: bytes, length: int, crcs: tuple[int, ...], present: int | None = None) -> OpenBlock:
+        """The block file, open and checked for length, ready for many small reads; `present`:
+        the chunks a partial block holds (None: all)."""
+        return OpenBlock(key, self._open_checked(key, length), length, crcs, self.checksum, self.chunk,
+                         present)
 
     def _open_checked(self, key: bytes, length: int, flags: int = 0) -> int:
         """A read descriptor of the block file, which must be `length` bytes long."""
@@ -291,8 +348,9 @@ class OpenBlock:
     """
 
     def __init__(self, key: bytes, fd: int, length: int, crcs: tuple[int, ...],
-                 checksum: Checksum = _crc32c, chunk: int = CHUNK) -> None:
+                 checksum: Checksum = _crc32c, chunk: int = CHUNK, present: int | None = None) -> None:
         self.key = key
+        self.present = present  # the chunks of a partial block (None: whole)
         self.checksum = checksum
         self.chunk = chunk
         self.fd = fd
@@ -312,6 +370,14 @@ class OpenBlock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def holds(self, start: int, end: int) -> bool:
+        """Whether the file holds bytes [start, end) (a partial block may not)."""
+        if self.present is None:
+            return True
+        first, last = start // self.chunk, (end - 1) // self.chunk
+        wanted = ((1 << (last - first + 1)) - 1) << first
+        return self.present & wanted == wanted
 
     def read(self, start: int, end: int) -> Buffer:
         """Bytes [start, end); blocks on the disk when the pages are not cached."""

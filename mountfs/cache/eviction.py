@@ -170,7 +170,7 @@ class Evictor:
                         else:
                             record = BlockRecord.unpack(raw)
                             victims.append((key, record))
-                            need_bytes -= record.length
+                            need_bytes -= record.stored
                             need_files -= 1
                             batch_expired += is_expired
                         positioned = cursor.next()
@@ -178,7 +178,7 @@ class Evictor:
                         txn.delete(lru_entry, db=self.index.lru)
                     for key, _ in victims:
                         self.index.remove_in(txn, key)
-                    batch_bytes = sum(record.length for _, record in victims)
+                    batch_bytes = sum(record.stored for _, record in victims)
                     self.index.add_totals(txn, -len(victims), -batch_bytes)
                     totals = self.index.totals_in(txn)
                     for key, _ in victims:  # inside the transaction: see the module's docstring

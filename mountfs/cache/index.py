@@ -19,6 +19,7 @@ journal and this index are not blocks, are never evicted, and are not counted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -37,6 +38,7 @@ MAP_SIZE = 1 << 36
 _RECORD = struct.Struct("<QdI")  # length, last access (unix seconds), number of chunk checksums
 _TOTALS = struct.Struct("<QQ")  # blocks, bytes
 _TOTALS_KEY = b"totals"
+_TRAFFIC_PREFIX = b"traffic:"  # in meta, + "store/bucket": bytes fetched and bytes served, for good
 _LRU_READY_KEY = b"lru-v1"  # in meta: the lru sub-db holds every record
 _FORMAT_KEY = b"format"  # in meta: the newest CACHE_FORMAT that wrote to this cache dir
 _LRU_TIME = struct.Struct(">d")  # big-endian: non-negative doubles sort as their bytes
@@ -104,27 +106,102 @@ def _format_of(raw: bytes | None) -> int:
         return 1
 
 
+_PARTIAL = struct.Struct("<I")  # after the checksums of a partial block: its chunk size, then the bitmap
+
+
 @dataclass(frozen=True)
 class BlockRecord:
     """A block on disk: its length, a crc32 per checksum chunk (so a small read verifies only
-    what it reads), and when it was last used."""
+    what it reads), and when it was last used.
+
+    A block read at random may be partly present: `present` is then a bitmap of the chunks of
+    `chunk` bytes its (sparse) file holds, and the checksums of the others are 0. None (what a
+    record written before partial blocks existed reads as) is a whole block. A record packs the
+    bitmap after the checksums, which a mountfs of the previous release ignores: it would read a
+    partial block as whole, fail the checksum of a missing chunk and fetch the block again."""
 
     length: int
     crcs: tuple[int, ...]
     last_access: float
+    present: int | None = None
+    chunk: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.present is None
+
+    @property
+    def stored(self) -> int:
+        """Bytes of the block its file holds (what the cache's size limits count)."""
+        if self.present is None:
+            return self.length
+        total = self.present.bit_count() * self.chunk
+        last = len(self.crcs) - 1
+        if last >= 0 and self.present >> last & 1:
+            total -= last * self.chunk + self.chunk - self.length
+        return total
+
+    def has(self, start: int, stop: int) -> bool:
+        """Whether bytes [start, stop) of the block are in its file."""
+        if self.present is None:
+            return True
+        if stop <= start:
+            return True
+        first, last = start // self.chunk, (stop - 1) // self.chunk
+        wanted = ((1 << (last - first + 1)) - 1) << first
+        return self.present & wanted == wanted
+
+    def missing(self) -> list[tuple[int, int]]:
+        """The stretches [start, stop) of the block its file lacks."""
+        if self.present is None:
+            return []
+        stretches: list[tuple[int, int]] = []
+        for number in range(len(self.crcs)):
+            if self.present >> number & 1:
+                continue
+            start, stop = number * self.chunk, min(self.length, (number + 1) * self.chunk)
+            if stretches and stretches[-1][1] == start:
+                stretches[-1] = (stretches[-1][0], stop)
+            else:
+                stretches.append((start, stop))
+        return stretches
+
+    def merged(self, other: BlockRecord) -> BlockRecord:
+        """This record with the chunks `other` (of the same block and file) holds too; whole when
+        every chunk is then present."""
+        if other.present is None or other.length != self.length:
+            return other
+        if self.present is None:
+            return self
+        present = self.present | other.present
+        crcs = tuple(mine if present_mine else theirs for mine, theirs, present_mine in
+                     zip(self.crcs, other.crcs, (self.present >> n & 1 for n in range(len(self.crcs))),
+                         strict=True))
+        when = max(self.last_access, other.last_access)
+        if present == (1 << len(crcs)) - 1:
+            return BlockRecord(self.length, crcs, when)
+        return BlockRecord(self.length, crcs, when, present, self.chunk)
 
     def pack(self) -> bytes:
-        return _RECORD.pack(self.length, self.last_access, len(self.crcs)) + struct.pack(
+        raw = _RECORD.pack(self.length, self.last_access, len(self.crcs)) + struct.pack(
             f"<{len(self.crcs)}I", *self.crcs)
+        if self.present is not None:
+            raw += _PARTIAL.pack(self.chunk) + self.present.to_bytes(-(-len(self.crcs) // 8), "little")
+        return raw
 
     @classmethod
     def unpack(cls, raw: bytes) -> BlockRecord:
         length, last_access, count = _RECORD.unpack_from(raw)
         crcs = struct.unpack_from(f"<{count}I", raw, _RECORD.size)
-        return cls(length, crcs, last_access)
+        tail = _RECORD.size + 4 * count
+        if len(raw) <= tail:
+            return cls(length, crcs, last_access)
+        (chunk,) = _PARTIAL.unpack_from(raw, tail)
+        present = int.from_bytes(raw[tail + _PARTIAL.size:], "little")
+        return cls(length, crcs, last_access, present, chunk)
 
     def touched(self, when: float) -> BlockRecord:
-        return BlockRecord(self.length, self.crcs, when)
+        return dataclasses.replace(self, last_access=when)
 
 
 @dataclass(frozen=True)
@@ -215,17 +292,20 @@ class CacheIndex:
                 if present is not None and not present(key):
                     missing.append(key)
                     continue
-                previous = txn.get(key, db=self.blocks)
+                raw = txn.get(key, db=self.blocks)
+                previous = None if raw is None else BlockRecord.unpack(raw)
                 if previous is not None:
-                    txn.delete(lru_key(key, BlockRecord.unpack(previous).last_access), db=self.lru)
+                    txn.delete(lru_key(key, previous.last_access), db=self.lru)
+                    if not record.whole:  # chunks written by another reader of the same file stay
+                        record = previous.merged(record)
                 txn.put(key, record.pack(), db=self.blocks)
                 txn.put(lru_key(key, record.last_access), b"", db=self.lru)
                 digest = key[:20]
                 if txn.get(digest, db=self.objects) is None:
                     txn.put(digest, ident, db=self.objects)
-                added_blocks, added_bytes = 1, record.length
+                added_blocks, added_bytes = 1, record.stored
                 if previous is not None:
-                    added_blocks, added_bytes = 0, record.length - BlockRecord.unpack(previous).length
+                    added_blocks, added_bytes = 0, record.stored - previous.stored
                 self.add_totals(txn, added_blocks, added_bytes)
             return Committed(self.totals_in(txn), missing)
 
@@ -242,7 +322,7 @@ class CacheIndex:
                 return False
             if unlink is not None:
                 unlink(key)
-            self.add_totals(txn, -1, -record.length)
+            self.add_totals(txn, -1, -record.stored)
         return True
 
     def remove_many(self, keys: Iterable[bytes],
@@ -258,7 +338,7 @@ class CacheIndex:
                     removed.append((key, record))
                     if unlink is not None:
                         unlink(key)
-            self.add_totals(txn, -len(removed), -sum(r.length for _, r in removed))
+            self.add_totals(txn, -len(removed), -sum(r.stored for _, r in removed))
         return removed
 
     def remove_in(self, txn: lmdb.Transaction[bytes], key: bytes) -> BlockRecord | None:
@@ -304,6 +384,27 @@ class CacheIndex:
     def set_totals(self, txn: lmdb.Transaction[bytes], totals: IndexTotals) -> None:
         """Overwrite the totals (verify recounts them) inside the caller's write transaction."""
         txn.put(_TOTALS_KEY, _TOTALS.pack(totals.blocks, totals.bytes), db=self.meta)
+
+    def add_traffic(self, traffic: dict[str, tuple[int, int]]) -> None:
+        """Add bytes fetched and bytes served, by store, to the totals kept for the cache's life."""
+        with self.env.begin(write=True, db=self.meta) as txn:
+            for name, (fetched, served) in traffic.items():
+                key = _TRAFFIC_PREFIX + name.encode()[:400]
+                raw = txn.get(key)
+                old = _TOTALS.unpack(raw) if raw is not None else (0, 0)
+                txn.put(key, _TOTALS.pack(old[0] + fetched, old[1] + served))
+
+    def traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes fetched and bytes served by store, since the cache dir was made."""
+        found: dict[str, tuple[int, int]] = {}
+        with self.env.begin(db=self.meta) as txn:
+            cursor = txn.cursor()
+            positioned = cursor.set_range(_TRAFFIC_PREFIX)
+            while positioned and bytes(cursor.key()).startswith(_TRAFFIC_PREFIX):
+                name = bytes(cursor.key())[len(_TRAFFIC_PREFIX):].decode(errors="replace")
+                found[name] = _TOTALS.unpack(cursor.value())
+                positioned = cursor.next()
+        return found
 
     def access_range(self) -> tuple[float, float] | None:
         """The oldest and newest last access of any block (the two ends of the lru sub-db)."""

@@ -178,7 +178,8 @@ def verify_index(index: CacheIndex, files: BlockFiles, *, orphan_grace: float = 
 
 
 def check_block(files: BlockFiles, key: bytes, record: BlockRecord) -> str:
-    """"ok", "missing" or "corrupt": the whole file against its record, a chunk at a time."""
+    """"ok", "missing" or "corrupt": the whole file against its record, a chunk at a time (of a
+    partial block, the chunks its record says it holds)."""
     try:
         fd = os.open(files.path(key), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -187,10 +188,15 @@ def check_block(files: BlockFiles, key: bytes, record: BlockRecord) -> str:
         chunk = files.chunk
         if os.fstat(fd).st_size != record.length or len(record.crcs) != -(-record.length // chunk):
             return "corrupt"
+        if record.present is not None and record.chunk != chunk:
+            return "corrupt"
         per_read = max(1, VERIFY_READ // chunk)  # a pread per 16 KiB chunk would crawl
         for first in range(0, len(record.crcs), per_read):
             data = os.pread(fd, per_read * chunk, first * chunk)
-            if record.crcs[first:first + per_read] != chunk_crcs(data, files.checksum, chunk):
+            got = chunk_crcs(data, files.checksum, chunk)
+            if record.present is not None:  # a partial block: only the chunks it holds are checked
+                got = tuple(crc if record.present >> (first + n) & 1 else 0 for n, crc in enumerate(got))
+            if record.crcs[first:first + per_read] != got:
                 return "corrupt"
         return "ok"
     except OSError:  # an unreadable sector is as bad as a wrong checksum
@@ -267,7 +273,7 @@ def _drop_bad(index: CacheIndex, files: BlockFiles,
                 record = index.remove_in(txn, key)
                 assert record is not None
                 files.remove(key)  # before the commit, as everywhere: see CacheIndex
-                removed_bytes += record.length
+                removed_bytes += record.stored
                 dropped.append(key)
                 corrupt += verdict == "corrupt"
                 missing += verdict == "missing"
@@ -328,7 +334,7 @@ def _recount(index: CacheIndex) -> tuple[bool, int, IndexTotals]:
         for key, raw in txn.cursor(db=index.blocks):
             record = BlockRecord.unpack(raw)
             blocks += 1
-            nbytes += record.length
+            nbytes += record.stored
             if lru_ok and txn.get(lru_key(bytes(key), record.last_access), db=index.lru) is None:
                 lru_ok = False
         lru_ok = lru_ok and int(txn.stat(index.lru)["entries"]) == blocks

@@ -3,8 +3,10 @@ scheduler fetches those blocks in parallel, within a concurrency and a memory bu
 
 A handle that reads sequentially grows its window from one block, doubling up to the maximum; the
 small out-of-order offsets that kernel readahead produces count as sequential; a real seek resets
-the window to nothing. Prefetched blocks land in the block cache through the same single-flight
-path as demand reads, so a reader that gets there first simply joins the fetch in flight.
+the window to nothing. A read outside a stream (a jump, a footer, a first read not at offset 0)
+is a read at random: the block cache then fetches only the chunks around it, not whole blocks.
+Prefetched blocks land in the block cache through the same single-flight path as demand reads,
+so a reader that gets there first simply joins the fetch in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from mountfs.backends.base import ObjectId
+from mountfs.cache.access import AccessMemory, ObjectAccess
 from mountfs.cache.block_cache import BlockCache, Fetch
 
 log = logging.getLogger(__name__)
@@ -23,34 +26,76 @@ CONFIRMING_READS = 2
 # Consecutive blocks fetched ahead go in one request up to this size: per request, botocore costs
 # about a millisecond of CPU, which at 4 MiB a request was a third of the daemon's time.
 REQUEST_BYTES = 16 << 20
+# A read this small that ends this close to the end of its file, and does not continue the one
+# before, reads a footer (parquet, zip's central directory, an index at the end).
+FOOTER_READ = 1 << 20
+FOOTER_ZONE = 1 << 20
+# Until reads are confirmed as a stream, one continues the one before only if it starts this close
+# to where that ended: small random reads of a big file land within the tolerance of a stream
+# (kernel readahead's disorder) often enough to be taken for one, fetching whole blocks.
+CONFIRM_GAP = 256 * 1024
 
 
 @dataclass
 class ReadPattern:
-    """One open file's reads, reduced to how many bytes past the current read to fetch."""
+    """One open file's reads, reduced to how many bytes past the current read to fetch, and
+    whether the current read is part of a sequential stream (else: a read at random).
+
+    `kind` names the last read: "stream" (sequential: whole blocks, a window ahead), "continuing"
+    (follows the one before, not confirmed yet), "start" (a first read not at offset 0), "footer"
+    or "jump". `objects` (shared by every handle) remembers objects read at random."""
 
     block_size: int
     max_window: int
     tolerance: int  # how far a read may start from where the last ended and still be sequential
+    objects: AccessMemory | None = None
     next_offset: int = -1
     window: int = 0
     run: int = 0  # reads in a row that continued the one before
+    kind: str = ""
+    access: ObjectAccess | None = None
 
-    def observe(self, offset: int, size: int) -> int:
-        # A file's first read counts as sequential when it starts at the beginning. Elsewhere it
-        # takes two continuations in a row: one big random read reaches us as two or three
-        # adjacent requests, and reading blocks ahead for it would waste a fetch per read.
+    @property
+    def random(self) -> bool:
+        """The last read is not part of a sequential stream (with or without a window ahead:
+        readahead_max may be 0)."""
+        return self.kind != "stream"
+
+    def observe(self, offset: int, size: int, obj: ObjectId | None = None, object_size: int = 0) -> int:
+        # A file's first read counts as sequential when it starts at the beginning, unless other
+        # handles found the object read at random. Elsewhere it takes two continuations in a row:
+        # one big random read reaches us as two or three adjacent requests, and reading blocks
+        # ahead for it would waste a fetch per read.
         first = self.next_offset < 0
-        continues = offset == 0 if first else abs(offset - self.next_offset) <= self.tolerance
+        if self.access is None and obj is not None and self.objects is not None:
+            self.access = self.objects.of(obj)
+        if first:
+            continues = offset == 0 and not (self.access is not None and self.access.read_at_random)
+        else:
+            gap = self.tolerance if self.kind == "stream" else min(self.tolerance, CONFIRM_GAP)
+            continues = abs(offset - self.next_offset) <= gap
         if continues:
             self.run += 1
             self.next_offset = max(self.next_offset, offset + size)
-            if first or self.window or self.run >= CONFIRMING_READS:
+            if first or self.kind == "stream" or self.run >= CONFIRMING_READS:
+                if self.kind != "stream" and self.access is not None:
+                    self.access.streams += 1
                 self.window = min(max(self.window * 2, self.block_size), self.max_window)
+                self.kind = "stream"
+            else:
+                self.kind = "continuing"
+            return self.window
+        self.run = 0
+        self.window = 0
+        self.next_offset = offset + size
+        if object_size and size <= FOOTER_READ and offset + size >= object_size - FOOTER_ZONE and offset:
+            self.kind = "footer"
+        elif first:
+            self.kind = "start"
         else:
-            self.run = 0
-            self.window = 0
-            self.next_offset = offset + size
+            self.kind = "jump"
+        if self.access is not None and self.kind != "start":
+            self.access.random += 1
         return self.window
 
 

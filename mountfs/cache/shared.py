@@ -7,6 +7,8 @@ only for those it lacks. Single-flight per block on a node holds across both lev
 behind the one fetch the block cache already makes once per block. A node whose look-ups keep
 missing (the first to read a data set) stops waiting for them: it fetches from the origin at once
 and looks up in the background, only to learn which blocks to write; its first hit ends that.
+It keeps whole blocks only: a read at random fetches a few chunks of a block from the origin, and
+the rest of a block partly cached is fetched from the origin too; neither is written here.
 
 Each shared object is one block with a header: the identity of the object version it belongs to
 (store endpoint, bucket, key, ETag or generation, block size, cache format), the block index, its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from mountfs.config.model import CacheConfig, MinFree, ReadConfig, RetryConfig, WriteConfig
 from mountfs.config.reader import ABSENT, Reader, Table
@@ -16,10 +17,12 @@ from mountfs.config.values import (
     positive,
 )
 
+CHUNK = 16 * 1024  # the block cache's checksum chunk: the least a read at random fetches
+
 _CACHE_KEYS = ("dir", "max_size", "max_files", "expiry", "block_size", "min_free")
 _READ_KEYS = (
     "metadata_ttl", "negative_ttl", "max_concurrency", "readahead_max", "max_memory", "kernel_readahead",
-    "offline_grace",
+    "offline_grace", "random_fetch",
 )  # fmt: skip
 _WRITE_KEYS = ("part_size", "max_concurrency", "drain_timeout")
 _RETRY_KEYS = ("attempts", "base_delay", "max_delay", "budget", "request_timeout")
@@ -76,7 +79,21 @@ def min_free(r: Reader, tbl: Table, path: Path, key: str, default: MinFree) -> M
         return default
 
 
-def read_section(r: Reader, root: Table) -> ReadConfig:
+def random_fetch_problem(block_size: int) -> Callable[[int], str | None]:
+    """The rule for read.random_fetch with blocks of `block_size` bytes."""
+
+    def problem(v: int) -> str | None:
+        if v < CHUNK or v & (v - 1):
+            return f"must be a power of two of at least {format_size(CHUNK)} (the checksum chunk), got " \
+                   f"{format_size(v)}"
+        if v > block_size:
+            return f"must be at most the block size ({format_size(block_size)}), got {format_size(v)}"
+        return None
+
+    return problem
+
+
+def read_section(r: Reader, root: Table, block_size: int = CacheConfig.block_size) -> ReadConfig:
     path, t = r.sub(root, (), "read", _READ_KEYS)
     default = ReadConfig()
     return ReadConfig(
@@ -87,6 +104,7 @@ def read_section(r: Reader, root: Table) -> ReadConfig:
         max_memory=r.size(t, path, "max_memory", default.max_memory),
         kernel_readahead=r.size(t, path, "kernel_readahead", default.kernel_readahead, lambda v: None),
         offline_grace=r.duration(t, path, "offline_grace", default.offline_grace),
+        random_fetch=r.size(t, path, "random_fetch", default.random_fetch, random_fetch_problem(block_size)),
     )
 
 

@@ -46,8 +46,9 @@ def build(r: Reader, doc: Table, source: str, *, mounts: list[Table] | None = No
     if mounts is not None:
         expanded["mount"] = mounts
     root = r.table(expanded, (), _TOP_KEYS, "")
-    cache, read, write, retry = (cache_section(r, root), read_section(r, root), write_section(r, root),
-                                 retry_section(r, root))
+    cache = cache_section(r, root)
+    read = read_section(r, root, cache.block_size)
+    write, retry = write_section(r, root), retry_section(r, root)
     substitutions = path_substitution_section(r, root)
     azure = azure_section(r, root)
     mount_configs = mounts_section(r, root, required=need_mounts,

@@ -78,6 +78,9 @@ class ReadConfig:
     kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root
     # While a store is unreachable, cached metadata past its TTL is still served for this long.
     offline_grace: float = 3600.0
+    # What a read that is not part of a sequential stream fetches (the chunks it touches, rounded
+    # up to this), instead of whole blocks: a power of two, whole 16 KiB chunks, at most a block.
+    random_fetch: int = 64 * KiB
 
 
 @dataclass(frozen=True)

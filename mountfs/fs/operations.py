@@ -318,7 +318,8 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
     def _open_file(self, node: Node, staged: StagedUpload | None) -> _OpenFile:
-        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE)
+        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE,
+                              self.cache.access)
         handle = _OpenFile(node, None, 0, None, pattern, PrefetchGroup(), staged)
         self._pin(handle)
         return handle
@@ -402,12 +403,13 @@ class Operations(pyfuse3.Operations):
             self._pin(handle)
             if handle.obj is None or handle.fetch is None:
                 return b""  # a file that never reached the store and has no staged data any more
-            window = handle.pattern.observe(off, size)
+            window = handle.pattern.observe(off, size, handle.obj, handle.size)
             if window and self.prefetch is not None:
                 ahead = off + size
                 self.prefetch.schedule(handle.prefetches, handle.obj, handle.size, ahead, ahead + window,
                                        handle.fetch)
-            data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch)
+            data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch,
+                                         random=handle.pattern.random)
         self.stats.reads += 1
         self.stats.bytes_served += len(data)
         return cast(bytes, data)  # pyfuse3 replies with any buffer: a view saves a copy

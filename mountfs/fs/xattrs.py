@@ -80,7 +80,7 @@ class Xattrs:
             for key in keys:
                 record = index.lookup(key)
                 if record is not None:
-                    total += record.length
+                    total += record.stored  # a partial block: the bytes its file holds
             return total
 
         return await trio.to_thread.run_sync(count)

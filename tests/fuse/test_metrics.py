@@ -127,6 +127,8 @@ def test_metrics_count_what_a_known_workload_does(mounter: Mounter, tmp_path: Pa
     status = mounter.run.status(mount)
     assert value(warm, "mountfs_cache_misses_total") == status["cache"]["misses"]
     assert value(warm, "mountfs_store_fetched_bytes_total", **where) == status["store"]["bytes_fetched"]
+    assert value(warm, "mountfs_cache_lifetime_fetched_bytes_total", **where) == size
+    assert value(warm, "mountfs_cache_lifetime_served_bytes_total", **where) >= size
     assert "big.bin" not in text and "new.bin" not in text and str(src) not in text
 
     # every series the Grafana dashboard draws exists

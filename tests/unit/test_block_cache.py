@@ -731,12 +731,13 @@ async def test_a_block_evicted_and_fetched_again_while_a_reader_opened_it_is_not
     key = block_key(OBJ, BLOCK, 0)
     real_open = cache.files.open
 
-    def open_after_eviction_and_refetch(k: bytes, length: int, crcs: tuple[int, ...]) -> object:
+    def open_after_eviction_and_refetch(k: bytes, length: int, crcs: tuple[int, ...],
+                                        present: int | None = None) -> object:
         monkeypatch.setattr(cache.files, "open", real_open)
         cache.index.remove(k)
         cache.files.remove(k)
         try:
-            return real_open(k, length, crcs)
+            return real_open(k, length, crcs, present)
         finally:
             cache._store(OBJ, k, DATA[:BLOCK])  # the other reader's fetch lands meanwhile
 
