@@ -43,41 +43,43 @@ _PASSED_ON = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    name = handler.__name__
+
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # One coroutine around the handler (not two): every request passes through here.
         requests: RequestStats = args[0].requests  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
-            return await _answered(handler, *args, **kwargs)
+            return await handler(*args, **kwargs)
         except pyfuse3.FUSEError as exc:
-            requests.errors[(handler.__name__, exc.errno)] += 1
+            requests.errors[(name, exc.errno)] += 1
             raise
+        except Exception as exc:
+            error = _fuse_error(name, exc)
+            requests.errors[(name, error.errno)] += 1
+            raise error from exc
         finally:
-            requests.latency.observe(handler.__name__, time.perf_counter() - started)
+            requests.latency.observe(name, time.perf_counter() - started)
 
     return wrapper
 
 
-async def _answered(handler: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
-    """`handler`'s answer, or the FUSEError that says why not."""
-    try:
-        return await handler(*args, **kwargs)
-    except pyfuse3.FUSEError:
-        raise
-    except MountfsError as exc:
+def _fuse_error(name: str, exc: Exception) -> pyfuse3.FUSEError:
+    """The FUSEError that answers a request whose handler `name` raised `exc`."""
+    if isinstance(exc, MountfsError):
         code = errno_for(exc)
         if code == errno.EIO:
-            log.error("%s: %s", handler.__name__, exc)
-        raise pyfuse3.FUSEError(code) from exc
-    except OSError as exc:
+            log.error("%s: %s", name, exc)
+    elif isinstance(exc, OSError):
         # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
         code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
-        log.error("%s: %s", handler.__name__, exc)
-        log.debug("%s failed", handler.__name__, exc_info=True)
-        raise pyfuse3.FUSEError(code) from exc
-    except Exception as exc:
-        log.exception("%s failed unexpectedly", handler.__name__)
-        raise pyfuse3.FUSEError(errno.EIO) from exc
+        log.error("%s: %s", name, exc)
+        log.debug("%s failed", name, exc_info=exc)
+    else:
+        log.error("%s failed unexpectedly", name, exc_info=exc)
+        code = errno.EIO
+    return pyfuse3.FUSEError(code)
 
 
 @dataclass

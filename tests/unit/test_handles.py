@@ -203,3 +203,53 @@ async def test_a_direct_handle_open_for_reading_takes_no_write(folder: Path, clo
     await handle.fsync(False)  # nothing to sync
     assert (folder / "data.bin").read_bytes() == b"0123456789"
     await handle.release()
+
+
+# --- the handlers in front of them ----------------------------------------------------------
+
+
+class Failing(FileHandle):
+    """A handle whose every read raises what it is given."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, node: Node, error: Exception) -> None:
+        super().__init__(node)
+        self.error = error
+
+    async def read(self, offset: int, size: int) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (Stale("changed"), errno.ESTALE),
+    (OSError(errno.ENOSPC, "cache disk full"), errno.ENOSPC),
+    (OSError(errno.EBADMSG, "cache disk broken"), errno.EIO),
+    (RuntimeError("a bug"), errno.EIO),
+])
+async def test_the_read_handler_answers_a_handles_error_with_its_errno(
+        ops: Operations, error: Exception, code: int, caplog: pytest.LogCaptureFixture) -> None:
+    ops._files[99] = Failing(await node_of(ops.namespace, "top.txt"), error)
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.read(pyfuse3.FileHandleT(99), 0, 10)
+    assert excinfo.value.errno == code and excinfo.value.__cause__ is error
+    assert ops.requests.errors[("read", code)] == 1
+    assert ops.requests.latency.by_name["read"].total >= 0
+    if isinstance(error, RuntimeError):
+        assert "read failed unexpectedly" in caplog.text and "a bug" in caplog.text
+
+
+async def test_the_handlers_dispatch_to_the_handle(ops: Operations) -> None:
+    node = await node_of(ops.namespace, "top.txt")
+    info = await ops.open(pyfuse3.InodeT(node.inode), os.O_RDONLY, None)  # type: ignore[arg-type]
+    assert isinstance(ops._files[info.fh], CachedHandle)
+    assert bytes(await ops.read(info.fh, 1, 3)) == b"ell"
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.write(info.fh, 0, b"x")
+    assert excinfo.value.errno == errno.EBADF
+    await ops.flush(info.fh)
+    await ops.release(info.fh)
+    assert info.fh not in ops._files and node.page_handles == 0
+    with pytest.raises(pyfuse3.FUSEError) as excinfo:
+        await ops.write(info.fh, 0, b"x")  # released: no such handle
+    assert excinfo.value.errno == errno.EBADF
