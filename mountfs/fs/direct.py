@@ -13,12 +13,12 @@ loop never blocks).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from mountfs.backends.base import ObjectMeta
 from mountfs.backends.local import LocalStore, error_from_os, meta_from_stat
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import IsADirectory, ReadOnly
+from mountfs.fs.handles import FileHandle
 from mountfs.namespace.inodes import MountRoot, Node
 from mountfs.namespace.tree import Namespace
 
@@ -27,12 +27,34 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY
 _KEPT_FLAGS = os.O_ACCMODE | os.O_TRUNC  # O_APPEND stays out: the kernel gives every write its offset
 
 
-@dataclass(eq=False)
-class DirectHandle:
-    node: Node
-    fd: int
-    path: str
-    writable: bool
+class DirectHandle(FileHandle):
+    """An open direct-access file: its own descriptor, no cache, no staging. Flush (every close)
+    is a no-op; fsync is the file's fsync."""
+
+    __slots__ = ("fd", "files", "path", "writable")
+
+    def __init__(self, node: Node, fd: int, path: str, writable: bool, files: DirectFiles) -> None:
+        super().__init__(node)
+        self.fd, self.path, self.writable, self.files = fd, path, writable, files
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await self.files.read(self, offset, size)
+
+    async def write(self, offset: int, data: bytes) -> int:
+        return await self.files.write(self, offset, data)
+
+    async def fsync(self, datasync: bool) -> None:
+        await self.files.fsync(self, datasync)
+
+    async def truncate(self, size: int) -> None:
+        await self.files.truncate(self.node, size, self)
+
+    async def release(self) -> None:
+        await self.files.release(self)
+
+    @property
+    def backing_fd(self) -> int:
+        return self.fd
 
 
 def _store_of(mount: MountRoot) -> LocalStore:
@@ -107,8 +129,8 @@ def _ftruncate(fd: int, size: int, key: str, path: str) -> ObjectMeta:
 
 
 class DirectFiles:
-    """The file operations of direct-access files; the FUSE handlers call these when
-    `node.mount.is_direct(node.key)`."""
+    """The file operations of direct-access files (`node.mount.is_direct(node.key)`): their
+    handles' methods and the handlers' path operations (truncate, utimens, getattr) call these."""
 
     def __init__(self, namespace: Namespace, threads: int = 16) -> None:
         self.namespace = namespace
@@ -136,7 +158,7 @@ class DirectFiles:
         store = _store_of(node.mount)
         fd, meta = await self._io(_open, store, node.key, flags)
         self._updated(node, meta)
-        return DirectHandle(node, fd, store.file_path(node.key), writable)
+        return DirectHandle(node, fd, store.file_path(node.key), writable, self)
 
     async def create(self, parent: Node, name: bytes, flags: int) -> tuple[Node, DirectHandle]:
         mount = _check_writable(parent)
@@ -146,7 +168,7 @@ class DirectFiles:
         fd, meta = await self._io(_open, store, key, (flags & os.O_TRUNC) | os.O_RDWR, True)
         node = self.namespace.add_entry(parent, name, False, meta)
         self._updated(node, meta)
-        return node, DirectHandle(node, fd, path, True)
+        return node, DirectHandle(node, fd, path, True, self)
 
     async def read(self, handle: DirectHandle, offset: int, size: int) -> bytes:
         return await self._io(_pread, handle.fd, size, offset, handle.path)

@@ -20,20 +20,17 @@ from typing import Any, NoReturn, ParamSpec, TypeVar, cast
 import pyfuse3
 import trio
 
-from mountfs.backends.async_store import AsyncStore
-from mountfs.backends.base import ObjectId
-from mountfs.buffers import Piece
-from mountfs.cache.block_cache import BlockCache, Fetch
-from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler, ReadPattern
+from mountfs.cache.block_cache import BlockCache
+from mountfs.cache.prefetch import DirectoryPattern, PrefetchGroup, PrefetchScheduler
 from mountfs.errors import InvalidArgument, IsADirectory, MountfsError, NotPermitted, errno_for
-from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles, DirectHandle
+from mountfs.fs.direct import ATTR_TIMEOUT, DirectFiles
+from mountfs.fs.handles import CachedHandle, FileHandle, Services, StagedHandle, fetcher
 from mountfs.fs.xattrs import PREFIX, Xattrs
 from mountfs.latency import Latencies
 from mountfs.namespace.inodes import Node, PageUse
 from mountfs.namespace.listing import DirSnapshot
 from mountfs.namespace.tree import Namespace
 from mountfs.namespace.writes import Writes
-from mountfs.upload.uploader import StagedUpload
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +43,43 @@ _PASSED_ON = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 def _fuse_errors(handler: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    name = handler.__name__
+
     @functools.wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # One coroutine around the handler (not two): every request passes through here.
         requests: RequestStats = args[0].requests  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
-            return await _answered(handler, *args, **kwargs)
+            return await handler(*args, **kwargs)
         except pyfuse3.FUSEError as exc:
-            requests.errors[(handler.__name__, exc.errno)] += 1
+            requests.errors[(name, exc.errno)] += 1
             raise
+        except Exception as exc:
+            error = _fuse_error(name, exc)
+            requests.errors[(name, error.errno)] += 1
+            raise error from exc
         finally:
-            requests.latency.observe(handler.__name__, time.perf_counter() - started)
+            requests.latency.observe(name, time.perf_counter() - started)
 
     return wrapper
 
 
-async def _answered(handler: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> R:
-    """`handler`'s answer, or the FUSEError that says why not."""
-    try:
-        return await handler(*args, **kwargs)
-    except pyfuse3.FUSEError:
-        raise
-    except MountfsError as exc:
+def _fuse_error(name: str, exc: Exception) -> pyfuse3.FUSEError:
+    """The FUSEError that answers a request whose handler `name` raised `exc`."""
+    if isinstance(exc, MountfsError):
         code = errno_for(exc)
         if code == errno.EIO:
-            log.error("%s: %s", handler.__name__, exc)
-        raise pyfuse3.FUSEError(code) from exc
-    except OSError as exc:
+            log.error("%s: %s", name, exc)
+    elif isinstance(exc, OSError):
         # the cache disk refused (read-only, full, gone): one line that says so, not a traceback
         code = exc.errno if exc.errno in _PASSED_ON else errno.EIO
-        log.error("%s: %s", handler.__name__, exc)
-        log.debug("%s failed", handler.__name__, exc_info=True)
-        raise pyfuse3.FUSEError(code) from exc
-    except Exception as exc:
-        log.exception("%s failed unexpectedly", handler.__name__)
-        raise pyfuse3.FUSEError(errno.EIO) from exc
+        log.error("%s: %s", name, exc)
+        log.debug("%s failed", name, exc_info=exc)
+    else:
+        log.error("%s failed unexpectedly", name, exc_info=exc)
+        code = errno.EIO
+    return pyfuse3.FUSEError(code)
 
 
 @dataclass
@@ -120,18 +119,6 @@ class ReadStats:
     bytes_written: int = 0
 
 
-@dataclass
-class _OpenFile:
-    node: Node
-    obj: ObjectId | None  # the version pinned at open: every read asks for this ETag (None: not stored yet)
-    size: int
-    fetch: Fetch | None
-    pattern: ReadPattern
-    prefetches: PrefetchGroup
-    staged: StagedUpload | None = None  # write handles: the file's staged upload (one per file)
-    paged: bool = False  # reads through the kernel's page cache (counted on the node), else direct I/O
-
-
 def drop_kernel_pages(inode: int) -> None:
     """Make the kernel drop its cached pages (and attributes) of `inode`. Blocking: the kernel may
     wait for reads in flight, which the event loop must stay free to answer."""
@@ -142,16 +129,6 @@ def drop_kernel_pages(inode: int) -> None:
             raise
 
 
-def _fetcher(store: AsyncStore, obj: ObjectId, block_size: int) -> Fetch:
-    async def fetch(start: int, length: int) -> list[Piece]:
-        return await store.get_pieces(obj.key, start, length, block_size, obj.etag)
-
-    return fetch
-
-
-# Kernel readahead sends reads a little out of order; within this distance they still count as
-# sequential.
-SEQUENTIAL_TOLERANCE = 1 << 20
 # When files of a directory are opened in listing order, the first block of this many next files
 # is fetched ahead (within the prefetch budgets); patterns are kept for this many directories.
 SIBLINGS_AHEAD = 32
@@ -172,9 +149,9 @@ class Operations(pyfuse3.Operations):
         self.stats = ReadStats()
         self.requests = RequestStats()
         self.xattrs = Xattrs(cache)
-        self._files: dict[int, _OpenFile] = {}
         self.direct = DirectFiles(namespace)  # direct-access files: their own handles, no cache
-        self._direct: dict[int, DirectHandle] = {}
+        self.services = Services(namespace, cache, self.writes, prefetch, readahead_max)
+        self._files: dict[int, FileHandle] = {}  # open files by handle number, of every kind
         self._directories: OrderedDict[int, DirectoryPattern] = OrderedDict()
         self._sibling_prefetches = PrefetchGroup()
         self._dirs: dict[int, tuple[int, DirSnapshot]] = {}
@@ -302,50 +279,29 @@ class Operations(pyfuse3.Operations):
         if DirectFiles.covers(node):
             return self._opened_direct(await self.direct.open(node, flags))
         truncate = bool(flags & os.O_TRUNC)
-        writing = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR) or truncate
-        staged = await self.writes.open_for_write(node, truncate=truncate) if writing else None
-        fh = self._handle()
-        handle = self._files[fh] = self._open_file(node, staged)
-        self.stats.opens += 1
-        if staged is None:
-            self._prefetch_siblings(node)
-        return await self._file_info(fh, handle)
+        if (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR) or truncate:
+            staged = await self.writes.open_for_write(node, truncate=truncate)
+            return await self._opened(StagedHandle(node, staged, self.services))
+        self._prefetch_siblings(node)
+        return await self._opened(CachedHandle(node, self.services))
 
-    def _opened_direct(self, handle: DirectHandle) -> pyfuse3.FileInfo:
+    def _opened_direct(self, handle: FileHandle) -> pyfuse3.FileInfo:
+        """A direct file: never through the kernel's page cache of an earlier open."""
         fh = self._handle()
-        self._direct[fh] = handle
+        self._files[fh] = handle
         self.stats.opens += 1
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=False)
 
-    def _open_file(self, node: Node, staged: StagedUpload | None) -> _OpenFile:
-        pattern = ReadPattern(self.cache.block_size, self.readahead_max, SEQUENTIAL_TOLERANCE,
-                              self.cache.access)
-        handle = _OpenFile(node, None, 0, None, pattern, PrefetchGroup(), staged)
-        self._pin(handle)
-        return handle
-
-    def _pin(self, handle: _OpenFile) -> None:
-        """Reads of the stored object ask for the version seen at open (ESTALE once it changes), or
-        the version this mount uploaded since, or the new ETag this mount gave the same bytes (a
-        copy in place, or a rename: then under the new key)."""
-        meta, node = handle.node.meta, handle.node
-        if meta is None or not meta.etag or node.mount is None:
-            return
-        if handle.obj is None or (meta.etag != handle.obj.etag and meta.etag in (
-                node.written_etag, node.same_bytes(handle.obj.etag))) or (
-                meta.key != handle.obj.key and meta.etag == handle.obj.etag):  # renamed here, same ETag
-            store = node.mount.store
-            handle.obj = store.store.object_id(meta)
-            handle.size = meta.size
-            handle.fetch = _fetcher(store, handle.obj, self.cache.block_size)
-
-    async def _file_info(self, fh: int, handle: _OpenFile) -> pyfuse3.FileInfo:
+    async def _opened(self, handle: CachedHandle) -> pyfuse3.FileInfo:
         """The kernel's page cache of a file is shared by all its handles and filled by whichever
         reads first, so a handle reads through it only while every handle that does reads the same
         version (the one pinned at open), and only once pages of any other version are gone; a
         handle of another version gets direct I/O. Pages of the version a handle reads are kept,
         so re-reads of an unchanged object never leave the page cache. A file being written: its
         staged bytes, which every handle reads."""
+        fh = self._handle()
+        self._files[fh] = handle
+        self.stats.opens += 1
         node = handle.node
         staged = handle.staged is not None or self.namespace.staged_of(node) is not None
         version = None if staged or handle.obj is None else handle.obj.etag
@@ -388,30 +344,10 @@ class Operations(pyfuse3.Operations):
 
     @_fuse_errors
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        direct = self._direct.get(fh)
-        if direct is not None:
-            data: Any = await self.direct.read(direct, off, size)
-            self.stats.reads += 1
-            self.stats.bytes_served += len(data)
-            return cast(bytes, data)
-        handle = self._files[fh]
-        staged = handle.staged if handle.staged is not None else self.namespace.staged_of(handle.node)
-        if staged is not None and not staged.dropped:  # being written: the staged bytes are the newest
-            assert handle.node.mount is not None and handle.node.mount.uploader is not None
-            data = await handle.node.mount.uploader.read(staged, off, size)
-        else:
-            self._pin(handle)
-            if handle.obj is None or handle.fetch is None:
-                return b""  # a file that never reached the store and has no staged data any more
-            window = handle.pattern.observe(off, size, handle.obj, handle.size)
-            if window and self.prefetch is not None:
-                ahead = off + size
-                self.prefetch.schedule(handle.prefetches, handle.obj, handle.size, ahead, ahead + window,
-                                       handle.fetch)
-            data = await self.cache.read(handle.obj, handle.size, off, size, handle.fetch,
-                                         random=handle.pattern.random)
-        self.stats.reads += 1
-        self.stats.bytes_served += len(data)
+        data = await self._files[fh].read(off, size)
+        stats = self.stats
+        stats.reads += 1
+        stats.bytes_served += len(data)
         return cast(bytes, data)  # pyfuse3 replies with any buffer: a view saves a copy
 
     def _prefetch_siblings(self, node: Node) -> None:
@@ -441,34 +377,16 @@ class Operations(pyfuse3.Operations):
                 continue
             obj = store.store.object_id(meta)
             if not self.prefetch.schedule(self._sibling_prefetches, obj, meta.size, 0,
-                                          min(meta.size, block_size), _fetcher(store, obj, block_size)):
+                                          min(meta.size, block_size), fetcher(store, obj, block_size)):
                 pattern.fetched_through = at - 1  # at the limit: the next open goes on from here
                 return
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
-        direct = self._direct.pop(fh, None)
-        if direct is not None:
-            await self.direct.release(direct)
-            return
         handle = self._files.pop(fh, None)
-        if handle is None:
-            return
-        handle.prefetches.cancel()
-        if handle.paged:
-            handle.node.close_pages()
-        if handle.staged is not None:
-            try:  # FUSE discards errors of release: what failed is logged, the data stays staged
-                await self.writes.release(handle.node, handle.staged)
-            except Exception:
-                log.exception("release of %s failed", handle.node.key)
+        if handle is not None:
+            await handle.release()
 
     # --- writing -------------------------------------------------------------------------
-
-    def _writer(self, fh: pyfuse3.FileHandleT) -> tuple[_OpenFile, StagedUpload]:
-        handle = self._files.get(fh)
-        if handle is None or handle.staged is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        return handle, handle.staged
 
     @_fuse_errors
     async def create(self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: int, flags: int,
@@ -483,19 +401,14 @@ class Operations(pyfuse3.Operations):
             return self._opened_direct(direct), self.attributes(node)
         node, staged = await self.writes.create(parent, name)
         self.namespace.inodes.remember(node)
-        fh = self._handle()
-        handle = self._files[fh] = self._open_file(node, staged)
-        self.stats.opens += 1
-        return await self._file_info(fh, handle), self.attributes(node)
+        return await self._opened(StagedHandle(node, staged, self.services)), self.attributes(node)
 
     @_fuse_errors
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        direct = self._direct.get(fh)
-        if direct is not None:
-            written = await self.direct.write(direct, off, buf)
-        else:
-            handle, staged = self._writer(fh)
-            written = await self.writes.write(handle.node, staged, off, buf)
+        handle = self._files.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        written = await handle.write(off, buf)
         self.stats.writes += 1
         self.stats.bytes_written += written
         return written
@@ -503,41 +416,31 @@ class Operations(pyfuse3.Operations):
     @_fuse_errors
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
         handle = self._files.get(fh)
-        if handle is not None and handle.staged is not None:
-            await self.writes.flush(handle.node, handle.staged)
+        if handle is not None:
+            await handle.flush()
 
     @_fuse_errors
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
-        direct = self._direct.get(fh)
-        if direct is not None:
-            await self.direct.fsync(direct, datasync)  # flush (every close) stays a no-op for these
-            return
-        await self.flush(fh)
+        handle = self._files.get(fh)
+        if handle is not None:
+            await handle.fsync(datasync)
 
     @_fuse_errors
     async def setattr(self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = await self.namespace.attributes(inode)
-        if DirectFiles.covers(node):
-            return await self._setattr_direct(node, attr, fields, fh)
+        direct = DirectFiles.covers(node)
         if fields.update_size:
             handle = self._files.get(fh) if fh is not None else None
-            staged = handle.staged if handle is not None else None
-            await self.writes.truncate(node, attr.st_size, staged)
+            if handle is not None:
+                await handle.truncate(attr.st_size)
+            elif direct:
+                await self.direct.truncate(node, attr.st_size, None)
+            else:
+                await self.writes.truncate(node, attr.st_size, None)
         if fields.update_mtime:
-            await self.writes.set_mtime(node, attr.st_mtime_ns)
-        if fields.update_mode or fields.update_uid or fields.update_gid:
-            self.writes.check_attributes(node)
-        return self.attributes(node)
-
-    async def _setattr_direct(self, node: Node, attr: pyfuse3.EntryAttributes,
-                              fields: pyfuse3.SetattrFields, fh: pyfuse3.FileHandleT | None
-                              ) -> pyfuse3.EntryAttributes:
-        if fields.update_size:
-            await self.direct.truncate(node, attr.st_size, self._direct.get(fh) if fh is not None else None)
-        if fields.update_mtime:
-            await self.direct.set_mtime(node, attr.st_mtime_ns)
+            await (self.direct if direct else self.writes).set_mtime(node, attr.st_mtime_ns)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.writes.check_attributes(node)
         return self.attributes(node)

@@ -22,12 +22,13 @@ from mountfs.backends.memory import MemoryStore
 from mountfs.cache.block_cache import BlockCache
 from mountfs.config import WriteConfig
 from mountfs.errors import NoSpace, StoreUnavailable
+from mountfs.fs.handles import StagedHandle
 from mountfs.fs.operations import Operations, Ownership
 from mountfs.namespace.inodes import ROOT_INODE, MountRoot
 from mountfs.namespace.tree import Namespace
 from mountfs.upload.journal import UploadJournal
 from mountfs.upload.staging import StagedFile
-from mountfs.upload.uploader import Uploader
+from mountfs.upload.uploader import StagedUpload, Uploader
 from tests.unit.conftest import FakeClock, GatedStore
 
 BLOCK = 64 * 1024
@@ -106,6 +107,12 @@ async def read_file(ops: Operations, path: str) -> bytes:
         return bytes(await ops.read(fh, 0, 1 << 30))
     finally:
         await ops.release(fh)
+
+
+def staged_of_handle(ops: Operations, fh: pyfuse3.FileHandleT) -> StagedUpload | None:
+    handle = ops._files[fh]
+    assert isinstance(handle, StagedHandle)
+    return handle.staged
 
 
 def keys(store: MemoryStore) -> set[str]:
@@ -757,7 +764,7 @@ async def test_o_trunc_open_while_the_last_close_is_released_keeps_its_file(
     fh = await create(ops, "f.bin")
     await ops.write(fh, 0, b"first version")
     await ops.flush(fh)  # close(2) returned; the kernel has not sent the release yet
-    staged = ops._files[fh].staged
+    staged = staged_of_handle(ops, fh)
     assert staged is not None
     uploader = ops.namespace.mounts[0].uploader
     assert uploader is not None
@@ -772,7 +779,7 @@ async def test_o_trunc_open_while_the_last_close_is_released_keeps_its_file(
         await _until(lambda: staged.journal_lock.statistics().tasks_waiting == 1)
         await ops.release(fh)  # the first handle's release arrives meanwhile
     second = handles[0]
-    assert ops._files[second].staged is staged
+    assert staged_of_handle(ops, second) is staged
     await uploader.flush(staged)  # what the background retry of a released upload does
     assert await ops.write(second, 0, b"second") == 6
     await close(ops, second)
@@ -788,7 +795,7 @@ async def test_rename_waiting_for_an_upload_that_ends_and_drops_the_file_moves_t
     fh = await create(ops, "a.bin")
     await ops.write(fh, 0, b"acknowledged")
     await ops.flush(fh)
-    staged = ops._files[fh].staged
+    staged = staged_of_handle(ops, fh)
     assert staged is not None
     old_parent, old_name = await parent_of(ops, "a.bin")
     async with trio.open_nursery() as nursery, staged.flush_lock:  # an upload of the file holds it
@@ -824,7 +831,7 @@ async def test_a_directory_rename_that_waited_for_an_upload_ending_after_its_lis
     await ops.mkdir(ROOT, name("d"), 0o755, CTX)
     fh = await create(ops, "d/f.bin")
     await ops.write(fh, 0, b"closed while its folder moved")
-    staged = ops._files[fh].staged
+    staged = staged_of_handle(ops, fh)
     assert staged is not None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.flush, fh)
