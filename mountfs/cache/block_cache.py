@@ -428,6 +428,15 @@ class BlockCache:
         flight = self._in_flight[key] = _InFlight()
         try:
             record = None if on_disk_checked else await self._io(self._record, key)
+            if record is None and self.shared is not None:  # a fleet's whole block beats a few chunks
+                whole = await self.shared.find(obj, object_size, index)
+                if whole is not None:
+                    self.traffic_of(obj).fetched += len(whole)
+                    self._moved(key, _WRITING)
+                    self._settle(key, flight, whole)
+                    with trio.CancelScope(shield=True):
+                        await self._keep(obj, key, whole)
+                    return memoryview(whole)[start:stop]
             length = min(self.block_size, object_size - index * self.block_size)
             span, chunk = self.random_fetch, self.files.chunk
             first, last = start // span * span, min(length, -(-stop // span) * span)
@@ -449,8 +458,9 @@ class BlockCache:
                 flight.error = exc
             raise
         finally:
-            del self._in_flight[key]
-            flight.done.set()
+            if self._in_flight.get(key) is flight:  # not settled by a block from the shared cache
+                del self._in_flight[key]
+                flight.done.set()
         # Partly fetched now, partly on disk before.
         part = await self._read_from_disk(key, start, stop)
         if part is not None and not isinstance(part, _Lacking):

@@ -7,8 +7,9 @@ only for those it lacks. Single-flight per block on a node holds across both lev
 behind the one fetch the block cache already makes once per block. A node whose look-ups keep
 missing (the first to read a data set) stops waiting for them: it fetches from the origin at once
 and looks up in the background, only to learn which blocks to write; its first hit ends that.
-It keeps whole blocks only: a read at random fetches a few chunks of a block from the origin, and
-the rest of a block partly cached is fetched from the origin too; neither is written here.
+It keeps whole blocks only: a read at random takes a whole block from here when it is here (`find`),
+else fetches a few chunks of it from the origin; those, and the rest of a block partly cached, are
+fetched from the origin and not written here.
 
 Each shared object is one block with a header: the identity of the object version it belongs to
 (store endpoint, bucket, key, ETag or generation, block size, cache format), the block index, its
@@ -269,6 +270,15 @@ class SharedCache:
                 if index in absent:
                     self._enqueue(obj, index, len(piece), piece)
         return [out[i] for i in indices]
+
+    async def find(self, obj: ObjectId, object_size: int, index: int) -> Piece | None:
+        """One whole block, if the shared cache has it sound (a read at random asks before it
+        fetches a few chunks from the origin); None otherwise, and nothing is queued."""
+        if (self.max_object_size is not None and object_size > self.max_object_size) or \
+                not self.reads.usable(self._clock()):
+            return None
+        found = await self._lookup(obj, index, min(self.block_size, object_size - index * self.block_size))
+        return None if isinstance(found, bool) else found
 
     def _quiet(self) -> bool:
         return not self._fetching and self._clock() - self._fetched_at >= QUIET

@@ -498,3 +498,29 @@ async def test_background_lookups_past_the_memory_bound_hold_names_and_write_eve
         assert node.shared._checking_bytes <= BLOCK
         shared.lookups_open.set()
     assert node.shared.stats.writes == 8 and node.shared.stats.dropped == 0
+
+
+async def test_a_read_at_random_takes_a_whole_block_the_fleet_has_else_a_few_chunks_of_the_origin(
+        tmp_path: Path) -> None:
+    origin, shared = stores()
+    first, second = Node(tmp_path / "n1", origin, shared), Node(tmp_path / "n2", origin, shared)
+    second.cache.random_fetch = 16 * 1024  # a quarter of a block
+    async with writing(first):
+        assert await first.read_all("data/a.bin") == DATA  # the fleet's first node: whole blocks shared
+    sent = origin.bytes_read
+    obj = second.obj("data/a.bin")
+    async with writing(second):
+        got = await second.cache.read(obj, len(DATA), BLOCK + 100, 4096, second.fetch(obj),  # type: ignore[arg-type]
+                                      random=True)
+        assert bytes(got) == DATA[BLOCK + 100:BLOCK + 4196]
+        assert origin.bytes_read == sent and second.shared.stats.hits == 1  # the block, from the fleet
+        again = await second.cache.read(obj, len(DATA), BLOCK + 30000, 100, second.fetch(obj),  # type: ignore[arg-type]
+                                        random=True)
+        assert bytes(again) == DATA[BLOCK + 30000:BLOCK + 30100]  # the whole block is kept here now
+        assert origin.bytes_read == sent and second.shared.stats.hits == 1
+        other = second.obj("data/b.bin")  # a block the fleet does not have: a few chunks, nothing queued
+        got = await second.cache.read(other, len(OTHER), 100, 4096, second.fetch(other),  # type: ignore[arg-type]
+                                      random=True)
+        assert bytes(got) == OTHER[100:4196]
+        assert origin.bytes_read == sent + 16 * 1024
+    assert second.shared.stats.writes == 0
