@@ -64,6 +64,7 @@ async def figures(daemon: Daemon) -> dict[str, Any]:
         store["kind"] = store_kind(root.store.store_id)
         store["latency"] = root.store.stats.latency.snapshot()
         store["bytes_uploaded"] = root.store.stats.bytes_uploaded
+        store["retries"] = root.store.stats.retries.value
     status["retries"] = RETRIES.value
     prefetch = daemon.operations.prefetch
     status["prefetch_in_flight"] = prefetch.bytes_in_flight if prefetch is not None else 0
@@ -134,6 +135,8 @@ def _stores(data: dict[str, Any]) -> Iterable[Metric]:
                                     labels=[*labels, "kind"])
     fetched = CounterMetricFamily("mountfs_store_fetched_bytes", "Bytes read from the stores", labels=labels)
     uploaded = CounterMetricFamily("mountfs_store_uploaded_bytes", "Bytes sent to the stores", labels=labels)
+    retries = CounterMetricFamily("mountfs_store_retries", "Store requests sent again after a transient "
+                                  "failure", labels=labels)
     failed_fast = CounterMetricFamily("mountfs_store_failed_fast",
                                       "Calls refused at once because the store was offline", labels=labels)
     offline = GaugeMetricFamily("mountfs_store_offline", "1 while the store is offline", labels=labels)
@@ -154,14 +157,15 @@ def _stores(data: dict[str, Any]) -> Iterable[Metric]:
         fetched.add_metric(key, store["bytes_fetched"])
         uploaded.add_metric(key, store["bytes_uploaded"])
         failed_fast.add_metric(key, store["failed_fast"])
+        retries.add_metric(key, store["retries"])
         offline.add_metric(key, 1.0 if store["offline"] else 0.0)
         traffic = store.get("traffic", {})
         lifetime_fetched.add_metric(key, traffic.get("fetched", 0))
         lifetime_served.add_metric(key, traffic.get("served", 0))
-    yield from (requests, errors, latency, fetched, uploaded, failed_fast, offline, lifetime_fetched,
-                lifetime_served)
-    yield _counter("mountfs_store_retries", "Store requests sent again after a transient failure",
-                   data["retries"])
+    yield from (requests, errors, latency, fetched, uploaded, retries, failed_fast, offline,
+                lifetime_fetched, lifetime_served)
+    yield _counter("mountfs_retries", "Store requests sent again after a transient failure, all stores "
+                   "of this daemon (the shared cache's too)", data["retries"])
 
 
 def _cache(data: dict[str, Any]) -> Iterable[Metric]:

@@ -22,9 +22,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from mountfs.backends.base import ListPage, ObjectMeta, ObjectStore, UploadPart
+from mountfs.backends.retry import RetryCount, retries_counted_in
 from mountfs.buffers import Piece
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import Offline, StoreUnavailable, Transient
@@ -47,6 +49,7 @@ class StoreStats:
     bytes_uploaded: int = 0
     failed_fast: int = 0  # calls refused at once because the store was offline
     latency: Latencies = field(default_factory=Latencies)  # seconds per call, retries included, by op
+    retries: RetryCount = field(default_factory=RetryCount)  # requests sent again after a transient failure
 
 
 class AsyncStore:
@@ -167,7 +170,7 @@ class AsyncStore:
         started = self._clock()
         try:
             try:
-                result = await self._run(fn, *args)
+                result: T = await self._run(partial(self._retries_counted, fn), *args)
             finally:
                 self.stats.latency.observe(op, self._clock() - started)
         except StoreUnavailable as exc:
@@ -181,6 +184,10 @@ class AsyncStore:
             raise
         self._answered()
         return result
+
+    def _retries_counted(self, fn: Callable[..., T], *args: object) -> T:
+        with retries_counted_in(self.stats.retries):
+            return fn(*args)
 
     def _refuse_while_offline(self, op: str) -> None:
         if self.offline_since is None:

@@ -8,11 +8,12 @@ What is still failing then becomes StoreUnavailable (EIO) with a log line naming
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from mountfs.backends.deadline import exchange_deadline
@@ -28,8 +29,7 @@ RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 412, 423, 425, 429})
 ends, throttling; and those the callers handle themselves (not found, precondition failed)."""
 
 class RetryCount:
-    """Retries of this process, all stores together (read by the metrics endpoint): incremented by
-    worker threads, hence the lock."""
+    """Retries counted for the metrics endpoint: incremented by worker threads, hence the lock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -40,7 +40,19 @@ class RetryCount:
             self.value += 1
 
 
-RETRIES = RetryCount()
+RETRIES = RetryCount()  # this process's, all stores together
+_counting = threading.local()  # .count: the RetryCount of the store whose call this thread runs
+
+
+@contextlib.contextmanager
+def retries_counted_in(count: RetryCount) -> Iterator[None]:
+    """Retries of the calls this thread makes meanwhile also count in `count` (one store's)."""
+    previous = getattr(_counting, "count", None)
+    _counting.count = count
+    try:
+        yield
+    finally:
+        _counting.count = previous
 
 # Checking access at mount time fails within seconds on an unreachable endpoint, yet rides out a
 # flaky or throttling store as any call does (one reset answer must not fail the mount).
@@ -87,6 +99,9 @@ def call_with_retry(fn: Callable[[], T], policy: RetryConfig, what: str, *,
                 raise StoreUnavailable(f"{exc} (gave up after {attempt} attempt(s))") from exc
             log.warning("%s; retrying in %.2fs (attempt %d)", exc, delay, attempt)
             RETRIES.add()
+            store_count: RetryCount | None = getattr(_counting, "count", None)
+            if store_count is not None:
+                store_count.add()
             sleep(delay)
 
 

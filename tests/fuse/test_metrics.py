@@ -118,6 +118,7 @@ def test_metrics_count_what_a_known_workload_does(mounter: Mounter, tmp_path: Pa
     assert value(warm, "mountfs_written_bytes_total") == 300_000
     assert value(warm, "mountfs_fuse_errors_total", operation="rmdir", errno="ENOTEMPTY") == 1
     assert value(warm, "mountfs_store_offline", **where) == 0
+    assert value(warm, "mountfs_store_retries_total", **where) == 0  # per store: none on a healthy one
     assert value(warm, "process_resident_memory_bytes") > 0
     assert value(warm, "process_open_fds") > 0
     assert ("mountfs_prefetch_in_flight_bytes", frozenset()) in warm

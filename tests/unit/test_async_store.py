@@ -193,3 +193,37 @@ async def test_a_store_that_cannot_prepare_is_left_for_its_first_request() -> No
     store = AsyncStore(Unprepared(), threads=2)
     await store.prepare()  # logged at debug, not raised: the first request reports it
     assert not store.offline and not store.stats.requests and not store.stats.errors
+
+
+async def test_retries_are_counted_for_the_store_whose_call_made_them() -> None:
+    from mountfs.backends.base import ObjectMeta
+    from mountfs.backends.retry import RETRIES, call_with_retry
+    from mountfs.config import RetryConfig
+
+    class ResetOnce(MemoryStore):
+        """A HEAD whose first attempt meets a reset connection, as an adapter retries it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures = 1
+
+        def head(self, key: str) -> ObjectMeta:
+            def attempt() -> ObjectMeta:
+                if self.failures:
+                    self.failures -= 1
+                    raise Transient("HEAD s3://b/k: connection reset")
+                return MemoryStore.head(self, key)
+
+            return call_with_retry(attempt, RetryConfig(attempts=3, base_delay=0.001, max_delay=0.001),
+                                   "HEAD")
+
+    flaky, steady = ResetOnce(), ResetOnce()
+    steady.failures = 0
+    for inner in (flaky, steady):
+        inner.put_object("k", b"x")
+    before = RETRIES.value
+    flaky_store, steady_store = AsyncStore(flaky, threads=2), AsyncStore(steady, threads=2)
+    await flaky_store.head("k")
+    await steady_store.head("k")
+    assert flaky_store.stats.retries.value == 1 and steady_store.stats.retries.value == 0
+    assert RETRIES.value == before + 1
