@@ -42,6 +42,7 @@ TOUCH_FLUSH_INTERVAL = 5.0
 PERSIST_BACKLOG = 8
 PERSIST_WRITERS = 4  # tasks writing blocks to disk at once, each a batch per worker-thread call
 OPEN_BLOCKS = 256  # block files kept open for warm reads (one descriptor each)
+GENERATION_CHECK = 0.1  # seconds between two looks at whether records of open block files were dropped
 EVICTION_INTERVAL = 30.0  # seconds between eviction passes when no commit crossed a limit
 COMMIT_DELAY = 0.05  # records of blocks written are committed together, at most this much later...
 COMMIT_BATCH = 64  # ...unless this many are waiting
@@ -175,6 +176,13 @@ class BlockCache:
         self._in_flight: dict[bytes, _InFlight] = {}
         # Owned by the event loop; a worker thread gets a block only after it is taken out.
         self._open_blocks: OrderedDict[bytes, OpenBlock] = OrderedDict()
+        # The index's generation as last seen: when another process (or `cache verify`, `cache
+        # prune`) drops records, open files of blocks no longer recorded are closed, so their
+        # bytes stop being served (see _check_open_blocks).
+        self._generation = self.index.generation()
+        self._generation_due = 0.0
+        self._generation_checking = False
+        self.generation_check = GENERATION_CHECK
         self._touched: set[bytes] = set()
         # With a nursery (set by the daemon) fetched blocks are written to disk in the background
         # and their records committed in batches, so a reader never waits for the cache disk.
@@ -276,6 +284,14 @@ class BlockCache:
         file lacks some of them. A block read recently stays open, and its pages are read on the
         loop when the page cache has them (no worker thread, no disk wait); anything else goes to
         a worker thread."""
+        if self._open_blocks and not self._generation_checking:
+            now = time.monotonic()
+            if now >= self._generation_due:
+                self._generation_due = now + self.generation_check
+                # One read of a page of the index's memory map, on the loop: a worker thread
+                # for it would cost more and take warm reads off the loop.
+                if self.index.generation() != self._generation:
+                    await self._check_open_blocks()
         block = self._open_blocks.pop(key, None)
         if block is not None and not block.holds(start, stop):
             block.close()  # opened by an older record: the index may know of more chunks now
@@ -307,6 +323,47 @@ class BlockCache:
         if block is not None:
             self._keep_open(key, block, epoch)
         return part
+
+    async def _check_open_blocks(self) -> None:
+        """Close the open block files whose record was dropped or rewritten since the index's
+        generation was last seen (any process may drop records and unlink their files, whose bytes
+        an open descriptor would go on serving). One worker-thread call."""
+        opened = [(key, block.inode, block.length, block.crcs, block.present)
+                  for key, block in self._open_blocks.items()]
+        self._generation_checking = True
+        try:
+            generation, stale = await self._io(self._stale_open_blocks, self._generation, opened)
+        finally:
+            self._generation_checking = False
+        if stale is None:
+            return
+        self._generation = generation
+        self._eviction_epoch += 1  # a read in progress drops the file it opened: it was not checked
+        checked = {key: inode for key, inode, *_ in opened}
+        for key, block in list(self._open_blocks.items()):
+            if key in stale or checked.get(key) != block.inode:  # or opened during the check
+                del self._open_blocks[key]
+                block.close()
+
+    def _stale_open_blocks(self, seen: int, opened: list[tuple[bytes, int, int, tuple[int, ...], int | None]]
+                           ) -> tuple[int, set[bytes] | None]:
+        """The generation, and if it is not `seen` the open blocks whose record is gone or differs,
+        or whose path names another file now."""
+        generation, records = self.index.records_if_changed(seen, [key for key, *_ in opened])
+        if records is None:
+            return generation, None
+        stale: set[bytes] = set()
+        for key, inode, length, crcs, present in opened:
+            record = records.get(key)
+            if record is None or (record.length, record.crcs, record.present) != (length, crcs, present):
+                stale.add(key)
+                continue
+            try:
+                if os.stat(self.files.path(key)).st_ino != inode:
+                    stale.add(key)
+            except OSError:
+                stale.add(key)
+        return generation, stale
 
     async def _poll_page_cache(self, block: OpenBlock, start: int, stop: int) -> Buffer | None:
         """Ask the page cache again, letting other tasks run between tries, until the disk read

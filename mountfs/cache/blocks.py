@@ -354,6 +354,9 @@ class OpenBlock:
         self.checksum = checksum
         self.chunk = chunk
         self.fd = fd
+        # Which file this is: a record dropped and written again names a new file under the same
+        # path, while this descriptor still reads the old one.
+        self.inode = os.fstat(fd).st_ino
         self.length = length
         self.crcs = crcs
         self._verified = 0  # bit n set: chunk n checked

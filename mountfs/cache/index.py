@@ -41,6 +41,8 @@ _TOTALS_KEY = b"totals"
 _TRAFFIC_PREFIX = b"traffic:"  # in meta, + "store/bucket": bytes fetched and bytes served, for good
 _LRU_READY_KEY = b"lru-v1"  # in meta: the lru sub-db holds every record
 _FORMAT_KEY = b"format"  # in meta: the newest CACHE_FORMAT that wrote to this cache dir
+_GENERATION_KEY = b"generation"  # in meta: bumped by every transaction that drops a record
+_GENERATION = struct.Struct("<Q")
 _LRU_TIME = struct.Struct(">d")  # big-endian: non-negative doubles sort as their bytes
 KEY_LENGTH = 28  # object digest (20) + block index (8)
 
@@ -350,11 +352,40 @@ class CacheIndex:
         record = BlockRecord.unpack(raw)
         txn.delete(key, db=self.blocks)
         txn.delete(lru_key(key, record.last_access), db=self.lru)
+        self._bump_generation(txn)
         digest = key[:20]
         cursor = txn.cursor(db=self.blocks)
         if not cursor.set_range(digest) or not bytes(cursor.key()).startswith(digest):
             txn.delete(digest, db=self.objects)
         return record
+
+    def _bump_generation(self, txn: lmdb.Transaction[bytes]) -> None:
+        txn.put(_GENERATION_KEY, _GENERATION.pack(self.generation_in(txn) + 1), db=self.meta)
+
+    def generation(self) -> int:
+        """Changes whenever a record is dropped (by any process sharing the cache dir): a daemon
+        holding block files open compares it to know when one of them may have lost its record."""
+        with self.env.begin(db=self.meta) as txn:
+            return self.generation_in(txn)
+
+    def generation_in(self, txn: lmdb.Transaction[bytes]) -> int:
+        raw = txn.get(_GENERATION_KEY, db=self.meta)
+        return _GENERATION.unpack(raw)[0] if raw else 0
+
+    def records_if_changed(self, seen: int,
+                           keys: Iterable[bytes]) -> tuple[int, dict[bytes, BlockRecord] | None]:
+        """The generation, and if it is not `seen` the records of these blocks (those there), as
+        one snapshot."""
+        with self.env.begin() as txn:
+            generation = self.generation_in(txn)
+            if generation == seen:
+                return generation, None
+            found: dict[bytes, BlockRecord] = {}
+            for key in keys:
+                raw = txn.get(key, db=self.blocks)
+                if raw is not None:
+                    found[key] = BlockRecord.unpack(raw)
+        return generation, found
 
     def touch(self, keys: Iterable[bytes], when: float | None = None) -> None:
         """Move blocks to the young end of the LRU clock (batched by the caller). A block is

@@ -826,3 +826,72 @@ async def test_a_pending_block_whose_file_an_eviction_unlinked_is_fetched_again_
         assert cache.index.lookup(key) is not None and cache.files.exists(key)
         nursery.cancel_scope.cancel()
     cache.close()
+
+
+async def _open_then_corrupt(path: str) -> tuple[BlockCache, Source, bytes, bytes]:
+    """A cache whose block is open (read once, its chunks checked) and then corrupted on disk."""
+    data = os.urandom(BLOCK)
+    first = BlockCache(path, BLOCK, 8 << 20)
+    await first.read(OBJ, len(data), 0, len(data), Source(data).fetch)
+    first.close()
+    cache, source = BlockCache(path, BLOCK, 0), Source(data)
+    cache.generation_check = 0.0  # look at the index's generation on every read
+    key = block_key(OBJ, BLOCK, 0)
+    assert await cache.read(OBJ, len(data), 0, 100, source.fetch) == data[:100]
+    assert key in cache._open_blocks and not source.fetches
+    with open(cache.files.path(key), "r+b") as f:
+        f.write(b"\0garbage\0")
+    return cache, source, data, key
+
+
+async def test_an_open_block_that_verify_dropped_is_fetched_again_not_served(
+        tmp_path: os.PathLike[str]) -> None:
+    """Its chunk was checked when first read: without a look at the index, the open (now unlinked)
+    file would serve the corrupt bytes until remount."""
+    from mountfs.cache import maintenance
+
+    cache, source, data, _ = await _open_then_corrupt(str(tmp_path))
+    report = await trio.to_thread.run_sync(maintenance.verify_index, cache.index, cache.files)
+    assert report.corrupt == 1
+    assert await cache.read(OBJ, len(data), 0, 100, source.fetch) == data[:100]
+    assert source.fetches == [(0, BLOCK)]
+    cache.close()
+
+
+async def test_an_open_block_another_process_dropped_and_wrote_again_is_not_served_stale(
+        tmp_path: os.PathLike[str]) -> None:
+    """Another daemon drops the record (unlinking the file) and writes the block again, with the
+    same record: the open descriptor still reads the old, corrupt file, and must be closed."""
+    cache, source, data, key = await _open_then_corrupt(str(tmp_path))
+
+    def other_daemon() -> None:  # a second CacheIndex cannot be opened in this process
+        cache.index.remove_many([key], unlink=cache.files.remove)
+        cache._store(OBJ, key, data)  # written and recorded anew, as another daemon would
+
+    await trio.to_thread.run_sync(other_daemon)
+    assert await cache.read(OBJ, len(data), 0, 100, source.fetch) == data[:100]
+    assert await cache.read(OBJ, len(data), 0, len(data), source.fetch) == data
+    cache.close()
+
+
+async def test_prune_all_closes_open_blocks(tmp_path: os.PathLike[str]) -> None:
+    from mountfs.cache import maintenance
+
+    cache, source, data, _ = await _open_then_corrupt(str(tmp_path))
+    await trio.to_thread.run_sync(lambda: maintenance.prune_index(cache.index, cache.files, all=True))
+    assert await cache.read(OBJ, len(data), 0, 100, source.fetch) == data[:100]
+    assert source.fetches == [(0, BLOCK)]
+    cache.close()
+
+
+async def test_the_index_generation_changes_only_when_records_are_dropped(tmp_path: os.PathLike[str]) -> None:
+    cache = make_cache(str(tmp_path))
+    await cache.read(OBJ, len(DATA), 0, len(DATA), Source().fetch)
+    cache._commit_pending()
+    start = cache.index.generation()
+    keys = [block_key(OBJ, BLOCK, index) for index in range(2)]
+    cache.index.touch(keys)
+    assert cache.index.generation() == start, "a touch or a commit drops nothing"
+    cache.index.remove_many(keys)
+    assert cache.index.generation() > start
+    cache.close()
