@@ -18,6 +18,7 @@ import os
 import socket
 import socketserver
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -221,8 +222,21 @@ def _os_threads() -> int:
 
 # --- serving ---------------------------------------------------------------------------------------
 
+# A connection may take this long to send each part of its request before it is closed, and this
+# many are served at once; beyond it a connection is answered 503 and closed, so no client, idle or
+# slow, can hold more of the daemon's threads and file descriptors than these.
+READ_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
+
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+         b"Connection: close\r\n\r\nbusy\n")
+_INDEX = (b'<html><head><title>mountfs</title></head><body><h1>mountfs</h1>'
+          b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
+
+
 class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # type: ignore[attr-defined,misc]
         super().setup()
         if not isinstance(self.client_address, tuple) or not self.client_address:
             self.client_address = ("unix", 0)  # a unix socket's peer has no address
@@ -233,6 +247,37 @@ class _Handler(WSGIRequestHandler):
 
 class _TcpServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 64  # a burst of connections is accepted (and answered 503) rather than stalled
+    read_timeout = READ_TIMEOUT
+
+    def limit(self, read_timeout: float, max_connections: int) -> None:
+        self.read_timeout = read_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection if a slot is free; else a 503 sent without waiting, and close."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client too slow or gone is its own business, not a traceback in the daemon's log."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _TcpServer6(_TcpServer):
@@ -248,11 +293,37 @@ class _UnixServer(_TcpServer):
         self.setup_environ()
 
 
+def _only_metrics(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """/metrics by GET or HEAD, a link to it at /, 404 elsewhere: no other path answers the figures."""
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+            return []
+        if path == "/metrics":
+            if method == "GET":
+                return app(environ, start_response)
+            body = app({**environ, "REQUEST_METHOD": "GET"}, start_response)
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            return []
+        if path == "/":
+            status, ctype, text = "200 OK", "text/html; charset=utf-8", _INDEX
+        else:
+            status, ctype, text = "404 Not Found", "text/plain; charset=utf-8", b"not found: try /metrics\n"
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(text)))])
+        return [] if method == "HEAD" else [text]
+    return serve
+
+
 class MetricsServer:
     """The /metrics endpoint of one daemon. Binding (in __init__) raises OSError or ValueError with
-    the reason; `start` serves from threads of its own."""
+    the reason; `start` serves from threads of its own, at most `max_connections` at once, each
+    closing a connection that sends nothing for `read_timeout` seconds."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, read_timeout: float = READ_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.address = address
         self.unix_path: str | None = None
         self._thread: threading.Thread | None = None
@@ -267,6 +338,7 @@ class MetricsServer:
             family, _, _, _, sockaddr = infos[0]
             cls = _TcpServer6 if family == socket.AF_INET6 else _TcpServer
             server = cls((str(sockaddr[0]), int(sockaddr[1])), _Handler)
+        server.limit(read_timeout, max_connections)
         self.server = server
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)  # RSS, open files, CPU of this process
@@ -281,7 +353,7 @@ class MetricsServer:
 
     def start(self, fetch: Callable[[], dict[str, Any] | None]) -> None:
         self.registry.register(MountfsCollector(fetch))
-        self.server.set_app(make_wsgi_app(self.registry))
+        self.server.set_app(_only_metrics(make_wsgi_app(self.registry)))
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
         self._thread.start()
 
