@@ -68,10 +68,14 @@ def _mount(argv: list[str]) -> int:
 def _subcommand(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mountfs")
     sub = parser.add_subparsers(dest="command", required=True)
-    umount = sub.add_parser("umount", help="unmount, after the daemon has uploaded what is pending")
+    umount = sub.add_parser("umount", help="unmount, after the daemon has uploaded what is pending; "
+                                           "refused while the mount is busy, as umount(8)")
     umount.add_argument("mountpoint")
     umount.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for the daemon (default: its write.drain_timeout + 60)")
+    umount.add_argument("-f", "--force", action="store_true",
+                        help="unmount even while files are open on it: their next reads and writes "
+                             "fail (ENOTCONN) and what was written so far is uploaded as it is")
     recover = sub.add_parser("recover", help="upload what a killed daemon left staged in a cache dir, "
                                              "without mounting")
     recover.add_argument("source", metavar="CONFIG|URL")
@@ -105,7 +109,7 @@ def _subcommand(argv: list[str]) -> int:
     if ns.command == "warm":
         return _warm(ns.paths, ns.jobs)
     if ns.command == "umount":
-        return _umount(ns.mountpoint, ns.timeout)
+        return _umount(ns.mountpoint, ns.timeout, ns.force)
     if ns.command == "status":
         return _status(ns.mountpoint, ns.json)
     if ns.command == "recover":
@@ -202,9 +206,10 @@ def _config_import(path: str, settings: str | None = None) -> int:
     return 0
 
 
-def _umount(mountpoint: str, timeout: float | None) -> int:
+def _umount(mountpoint: str, timeout: float | None, force: bool = False) -> int:
     """Unmount through the daemon, which first uploads what is pending (up to its drain timeout);
-    says what could not be uploaded (exit 1: it stays staged for the next mount or `recover`)."""
+    says what could not be uploaded (exit 1: it stays staged for the next mount or `recover`).
+    A busy mount is refused as umount(8) refuses it, unless `force`: a writer cut off would lose data."""
     mountpoint = os.path.abspath(mountpoint)
     path = control.socket_path(mountpoint)
     try:
@@ -217,7 +222,7 @@ def _umount(mountpoint: str, timeout: float | None) -> int:
             if pending:
                 print(f"mountfs: waiting for {len(pending)} pending upload(s) "
                       f"({human_bytes(uploads.get('pending_bytes', 0))}) to finish", file=sys.stderr)
-        reply = control.request(path, "shutdown", timeout=timeout)
+        reply = control.request(path, "shutdown", timeout=timeout, force=force)
     except TimeoutError:
         print(f"mountfs: the daemon of {mountpoint} did not finish within {timeout:g}s", file=sys.stderr)
         return 1
@@ -231,6 +236,10 @@ def _umount(mountpoint: str, timeout: float | None) -> int:
             print(f"mountfs: cannot unmount {mountpoint}: {result.stderr.strip()}", file=sys.stderr)
             return 1
         return 0
+    if reply.get("busy"):
+        print(f"mountfs: {mountpoint} is busy: {reply.get('error')}; not unmounted (close them, "
+              "or `mountfs umount --force` to cut them off)", file=sys.stderr)
+        return 32  # as umount(8) for a busy mount
     pid = int(reply.get("pid", 0))
     left = reply.get("left") or []
     deadline = time.monotonic() + 60.0

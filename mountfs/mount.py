@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -660,6 +661,8 @@ class Daemon:
         self.left: list[PendingUpload] = []  # what the drain at unmount could not upload
         self._mounted = True
         self._answering = 0  # control requests not yet answered
+        self._umount_lock = trio.Lock()
+        self._detached = False  # unmounted through the control socket: the drain follows
         self.cache_dir_check_interval = 1.0  # seconds between checks that the cache dir is still there
 
     def unmount(self) -> None:
@@ -823,12 +826,37 @@ class Daemon:
         if op == "status":
             return {"ok": True, **await self.status()}
         if op == "shutdown":
-            log.info("unmount requested through the control socket")
-            self._terminate()
+            if request.get("force"):
+                log.info("forced unmount requested through the control socket")
+                self._terminate()
+            else:
+                async with self._umount_lock:  # one attempt at a time; the first success serves all
+                    if not self.draining and not self._detached:
+                        log.info("unmount requested through the control socket")
+                        busy = await trio.to_thread.run_sync(self._unmount_unless_busy)
+                        if busy is not None:
+                            log.info("unmount refused: %s", busy)
+                            return {"ok": False, "busy": True, "error": busy}
+                        self._detached = True
             await self.drained.wait()  # the answer says what could not be uploaded
             return {"ok": True, "pid": os.getpid(), "left": [_pending_json(p, self._path_of(p))
                                                             for p in self.left]}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _unmount_unless_busy(self) -> str | None:
+        """Ask the kernel to unmount as `fusermount3 -u` does: it refuses (EBUSY) while a process has a
+        file open, a directory as cwd or a map on the mount, and an open writer would otherwise lose
+        what it writes next. Once unmounted the FUSE loop ends and the drain follows. Returns why not."""
+        try:
+            result = subprocess.run(["fusermount3", "-u", self.prepared.mountpoint],
+                                    capture_output=True, text=True, check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            result = None
+        if result is not None and result.returncode != 0 and "busy" in result.stderr.lower():
+            return "files are open on it (or a process has its cwd there)"
+        if result is None or result.returncode != 0:  # no fusermount3, or not ours to unmount: as before
+            trio.from_thread.run_sync(self._terminate)
+        return None
 
     def _path_of(self, item: PendingUpload) -> str:
         for root in self.operations.namespace.mounts:
