@@ -92,3 +92,28 @@ def test_log_options() -> None:
         parse_options(["log_format=xml"])
     with pytest.raises(MountSetupError, match="log_size=10: at least 4KiB"):
         parse_options(["log_size=10"])
+
+
+AUTH_HEADER = ("{'Authorization': b'AWS4-HMAC-SHA256 "
+               "Credential=AKIAKEYID123/20261204/us-east-1/s3/aws4_request, "
+               "SignedHeaders=host;x-amz-date, Signature=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978', "
+               "'X-Amz-Date': b'20261204T000000Z'}")
+PRESIGNED = "GET https://h/b/k?X-Amz-Credential=AKIAKEYID123%2F2026&X-Amz-Signature=abcdef0123&sv=1&sig=c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("log_format", logs.FORMATS)
+def test_debug_lines_hide_request_signatures_and_key_ids(tmp_path: Path, restore_logging: None,
+                                                         log_format: str) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/d", str(path), [], debug=True, log_format=log_format)
+    log = logging.getLogger("botocore.endpoint")
+    log.debug("Sending http request: <AWSPreparedRequest headers=%s>", AUTH_HEADER)
+    log.debug("url %s", PRESIGNED)
+    log.debug("Authorization: Bearer ya29.tokenvalue-x and SharedKey acct:c2hhcmVka2V5")
+    text = path.read_text()
+    for secret in ("AKIAKEYID123", "0f1e2d3c4b5a6978", "abcdef0123", "c2lnbmF0dXJl", "ya29.tokenvalue",
+                   "c2hhcmVka2V5"):
+        assert secret not in text, (secret, text)
+    assert "Credential=***/20261204/us-east-1" in text and "Signature=***" in text, text
+    assert "SignedHeaders=host;x-amz-date" in text and "sv=1" in text, text
+    assert os.stat(path).st_mode & 0o777 == 0o600
