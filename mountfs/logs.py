@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from mountfs.errors import without_secrets
+from mountfs.errors import printable, without_secrets
 
 LOG_SIZE = 10 * 1024 * 1024  # bytes of a log file before it rotates
 LOG_BACKUPS = 5  # rotated files kept (FILE.1 ... FILE.5)
@@ -56,6 +56,16 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt)
         self.secrets = secrets
         self.journal = journal
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message on one line, control characters escaped: an object key holding a newline
+        cannot forge a line of its own (a traceback, appended after, keeps its lines)."""
+        message = record.message
+        record.message = printable(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def format(self, record: logging.LogRecord) -> str:
         text = _redact(super().format(record), self.secrets)

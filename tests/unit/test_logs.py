@@ -76,10 +76,15 @@ def test_journal_lines_carry_their_priority(tmp_path: Path, restore_logging: Non
         log.debug("d")
         log.info("i")
         log.warning("w")
-        log.error("e\nsecond line")
-    assert out.read_text().splitlines() == [
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("e")
+    lines = out.read_text().splitlines()
+    assert lines[:5] == [
         "<7>[/mnt/j] mountfs.mount: d", "<6>[/mnt/j] mountfs.mount: i", "<4>[/mnt/j] mountfs.mount: w",
-        "<3>[/mnt/j] mountfs.mount: e", "<3>second line"]
+        "<3>[/mnt/j] mountfs.mount: e", "<3>Traceback (most recent call last):"]
+    assert lines[-1] == "<3>RuntimeError: boom" and all(line.startswith("<3>") for line in lines[4:])
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another stream: not ours
     assert not logs.under_journal()
 
@@ -117,3 +122,20 @@ def test_debug_lines_hide_request_signatures_and_key_ids(tmp_path: Path, restore
     assert "Credential=***/20261204/us-east-1" in text and "Signature=***" in text, text
     assert "SignedHeaders=host;x-amz-date" in text and "sv=1" in text, text
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_key_with_a_newline_cannot_forge_a_text_line(tmp_path: Path, restore_logging: None) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/f", str(path), [])
+    log = logging.getLogger("mountfs.fs")
+    key = "inj\n2026-12-04 00:00:00,000 CRITICAL [mnt] fake: FORGED\x1b[2J"
+    log.warning("read of %s failed", key)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("handler failed on %s", key)
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(r"of inj\n2026-12-04 00:00:00,000 CRITICAL [mnt] fake: FORGED\x1b[2J failed")
+    assert not any(line.startswith("2026-12-04 00:00:00") for line in lines), lines
+    assert lines[1].endswith("FORGED\\x1b[2J") and lines[2] == "Traceback (most recent call last):", lines
+    assert lines[-1] == "RuntimeError: boom"
