@@ -97,6 +97,10 @@ def test_log_options() -> None:
         parse_options(["log_format=xml"])
     with pytest.raises(MountSetupError, match="log_size=10: at least 4KiB"):
         parse_options(["log_size=10"])
+    with pytest.raises(MountSetupError, match='bad mount option log_size=-1: invalid size "-1"'):
+        parse_options(["log_size=-1"])
+    with pytest.raises(MountSetupError, match="bad mount option block_size=lots: invalid size"):
+        parse_options(["block_size=lots"])
 
 
 AUTH_HEADER = ("{'Authorization': b'AWS4-HMAC-SHA256 "
