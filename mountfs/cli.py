@@ -26,7 +26,15 @@ SUBCOMMANDS = ("umount", "status", "recover", "config", "cache", "warm")
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in SUBCOMMANDS:
-        return _subcommand(args)
+        try:
+            code = _subcommand(args)
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be caught
+            return code
+        except BrokenPipeError:
+            # the reader stopped reading (`mountfs status | head -3`): stop quietly, as ls and cat do;
+            # stdout goes to /dev/null so that Python's own flush at exit does not complain
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     return _mount(args)
 
 
