@@ -26,7 +26,15 @@ SUBCOMMANDS = ("umount", "status", "recover", "config", "cache", "warm")
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in SUBCOMMANDS:
-        return _subcommand(args)
+        try:
+            code = _subcommand(args)
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be caught
+            return code
+        except BrokenPipeError:
+            # the reader stopped reading (`mountfs status | head -3`): stop quietly, as ls and cat do;
+            # stdout goes to /dev/null so that Python's own flush at exit does not complain
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     return _mount(args)
 
 
@@ -101,7 +109,7 @@ def _subcommand(argv: list[str]) -> int:
     _cache_parsers(sub)
     warm = sub.add_parser("warm", help="fetch files or trees of a mounted mountfs into its cache")
     warm.add_argument("paths", nargs="+", metavar="PATH")
-    warm.add_argument("-j", "--jobs", type=int, default=WARM_JOBS,
+    warm.add_argument("-j", "--jobs", type=_jobs, default=WARM_JOBS,
                       help=f"files read at once (default {WARM_JOBS})")
     ns = parser.parse_args(argv)
     if ns.command == "cache":
@@ -558,6 +566,17 @@ def _warm_one(path: str, progress: Progress) -> None:
                 break
             progress.add(n)
     progress.add(files=1)
+
+
+def _jobs(text: str) -> int:
+    """`warm -j N`: at least one file at a time (0 or -1 would silently mean 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of files read at once, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1 file is read at once")
+    return value
 
 
 def _warm(paths: list[str], jobs: int) -> int:

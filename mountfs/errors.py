@@ -51,6 +51,25 @@ def without_credentials(text: str) -> str:
     return _SIGNATURE_RE.sub(r"\1***", text) if "=" in text else text
 
 
+# An HTTP Authorization header as SDKs log it at debug level: the key id of an AWS signature, the
+# signature itself (replayable for minutes), a bearer token, an Azure shared key's signature.
+_AUTH_HEADER_RE = re.compile(
+    r"(\bCredential=)[^/\s,'\"&#]+"
+    r"|((?<![?&\w])Signature=)[^\s,'\"&]+"
+    r"|(\bBearer\s+)[^\s,'\"]+"
+    r"|(\bSharedKey(?:Lite)?\s+[^:\s,'\"]+:)[^\s,'\"]+",
+    re.IGNORECASE,
+)
+
+
+def without_secrets(text: str) -> str:
+    """`text` with the credentials of URLs (`without_credentials`) and of HTTP Authorization
+    headers (a key id, a signature, a token) replaced by "***": for log lines, where an SDK's debug
+    output shows the headers of each request."""
+    text = without_credentials(text)
+    return _AUTH_HEADER_RE.sub(lambda m: next(g for g in m.groups() if g is not None) + "***", text)
+
+
 class MountfsError(Exception):
     """Base of every error mountfs raises on purpose."""
 

@@ -10,12 +10,15 @@ replaced by *** in whatever form is written, tracebacks included.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
 import os
 import sys
 import time
+
+from mountfs.errors import printable, without_secrets
 
 LOG_SIZE = 10 * 1024 * 1024  # bytes of a log file before it rotates
 LOG_BACKUPS = 5  # rotated files kept (FILE.1 ... FILE.5)
@@ -26,10 +29,20 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.
 
 
 def _redact(text: str, secrets: list[str]) -> str:
+    """`text` without the configured secrets, nor the signatures, key ids and tokens an SDK's debug
+    lines show (request headers, presigned URLs)."""
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, "***")
-    return text
+    return without_secrets(text)
+
+
+class _PrivateFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file created readable by its owner only: debug lines name objects and requests."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return io.TextIOWrapper(io.FileIO(fd, "a"), encoding=self.encoding or "utf-8", errors=self.errors)
 
 
 class TextFormatter(logging.Formatter):
@@ -43,6 +56,16 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt)
         self.secrets = secrets
         self.journal = journal
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message on one line, control characters escaped: an object key holding a newline
+        cannot forge a line of its own (a traceback, appended after, keeps its lines)."""
+        message = record.message
+        record.message = printable(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def format(self, record: logging.LogRecord) -> str:
         text = _redact(super().format(record), self.secrets)
@@ -93,7 +116,7 @@ def setup(mountpoint: str, log_file: str | None, secrets: list[str], *, debug: b
     """Send the root logger's lines to `log_file` (rotated by size) or to stderr."""
     handler: logging.Handler
     if log_file:
-        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=LOG_BACKUPS)
+        handler = _PrivateFileHandler(log_file, maxBytes=max_bytes, backupCount=LOG_BACKUPS)
     else:
         handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":

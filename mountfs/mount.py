@@ -189,8 +189,16 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _option_size(name: str, text: str) -> int:
+    """A size option's bytes; a bad one is refused naming the option."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise MountSetupError(f"bad mount option {name}={text}: {exc}") from exc
+
+
 def _log_size(text: str) -> int:
-    value = parse_size(text)
+    value = _option_size("log_size", text)
     if value < 4096:
         raise MountSetupError(f"bad mount option log_size={text}: at least 4KiB (a few lines)")
     return value
@@ -206,7 +214,7 @@ def _metrics_option(text: str) -> str:
 def _block_size(text: str) -> int:
     """`-o block_size=`, held to the rule of the config key: a block size of a byte or a TiB
     would make the cache useless (millions of files) or a daemon hold blocks it cannot."""
-    value = parse_size(text)
+    value = _option_size("block_size", text)
     problem = block_size_problem(value)
     if problem is not None:
         raise MountSetupError(f"bad mount option block_size={text}: {problem}")

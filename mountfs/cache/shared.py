@@ -226,7 +226,8 @@ class SharedCache:
                 logging.getLogger(name).addFilter(_QUIET)
 
     def describe(self) -> str:
-        where = f"{self.store.store_id}/{self.store.bucket}"
+        store = self.store.store_id
+        where = f"file://{self.store.bucket}" if store == "file" else f"{store}/{self.store.bucket}"
         return without_credentials(f"{where}/{self.prefix}" if self.prefix else where)
 
     def key(self, obj: ObjectId, index: int) -> str:

@@ -52,7 +52,19 @@ def shared_cache_section(r: Reader, root: Table, azure: AzureConfig,
             r.error((*path, "url"), f"overlaps the mount of {mount.url.raw}",
                     "give the shared cache a bucket or prefix of its own, outside every [[mount]]")
             return None
+    problem = _missing_folder(url)
+    if problem is not None:
+        r.error((*path, "url"), *problem)
+        return None
     return SharedCacheConfig(url, write, max_object_size, timeout)
+
+
+def _missing_folder(url: StoreUrl) -> tuple[str, str] | None:
+    """A file:// shared cache must be a folder that exists, as a file:// mount must: otherwise every
+    write would fail later, with only a warning in the log."""
+    if url.scheme == "file" and not os.path.isdir(url.bucket):
+        return f"the folder {url.bucket} does not exist", "create it (on the share the fleet mounts) first"
+    return None
 
 
 def _timeout_problem(value: float) -> str | None:
@@ -67,6 +79,8 @@ def shared_cache_url(text: str, azure: AzureConfig) -> StoreUrl:
     if url.scheme not in SCHEMES:
         raise InvalidValue(f'"{url.raw}" is not a bucket mountfs can keep a cache in',
                            "expected s3://, gs://, az:// or file:// with a bucket")
+    if not url.bucket:  # s3://host:port/ names an endpoint: the cache would be off without a word
+        raise InvalidValue(f'"{url.raw}" names no bucket', "expected s3://host:port/bucket/prefix")
     if url.scheme == "az" and unresolved(url):
         from mountfs.config.azure import resolve_account
 
@@ -93,6 +107,9 @@ def from_option(text: str, config: Config) -> SharedCacheConfig:
         if overlaps(url, mount.url):
             raise InvalidValue(f"{url.raw} overlaps the mount of {mount.url.raw}",
                                "give the shared cache a bucket or prefix of its own, outside every mount")
+    problem = _missing_folder(url)
+    if problem is not None:
+        raise InvalidValue(*problem)
     if config.shared_cache is None:
         return SharedCacheConfig(url, timeout=DEFAULT_TIMEOUT)
     return dataclasses.replace(config.shared_cache, url=url)

@@ -71,6 +71,9 @@ def test_bad_values_each_with_line_and_key(tmp_path: Path) -> None:
     ("https://example.com/x", "not a bucket mountfs can keep a cache in"),
     ("ftp://host/b", 'unknown scheme "ftp://"'),
     ("s3://", "bucket"),
+    ("s3://127.0.0.1:36025/", '"s3://127.0.0.1:36025/" names no bucket'),
+    ("s3://127.0.0.1:36025", "names no bucket"),
+    ("file:///nonexistent/x", "the folder /nonexistent/x does not exist"),
 ])
 def test_bad_urls(tmp_path: Path, url: str, message: str) -> None:
     found = errors(tmp_path, MOUNT + f'[shared_cache]\nurl = "{url}"\n')
@@ -88,9 +91,10 @@ def test_a_shared_cache_inside_a_mount_or_around_it_is_refused(tmp_path: Path, m
 
 
 @pytest.mark.parametrize(("mount", "shared"), [
-    ("file:///data", "file:///data2"), ("gs://bkt/x", "gs://bkt/y"), ("s3://h:1/bkt", "s3://h:2/bkt"),
+    ("file:///data", "file://{tmp}"), ("gs://bkt/x", "gs://bkt/y"), ("s3://h:1/bkt", "s3://h:2/bkt"),
 ])
 def test_a_shared_cache_beside_a_mount_is_fine(tmp_path: Path, mount: str, shared: str) -> None:
+    shared = shared.format(tmp=tmp_path)
     text = f'[[mount]]\npath = "d"\nurl = "{mount}"\n[shared_cache]\nurl = "{shared}"\n'
     assert load_config(write(tmp_path, text)).shared_cache is not None
 
@@ -113,3 +117,7 @@ def test_mount_option(tmp_path: Path) -> None:
     with pytest.raises(MountSetupError, match="bad mount option shared_cache=") as info:
         load_config_with(source, parse_options(["shared_cache=s3://KEYID:sup3rsecretvalue@h:1/b"]))
     assert "sup3rsecretvalue" not in str(info.value)
+    with pytest.raises(MountSetupError, match=r"shared_cache=s3://h:1/: .*names no bucket"):
+        load_config_with(source, parse_options(["shared_cache=s3://h:1/"]))
+    with pytest.raises(MountSetupError, match=r"nonexistent/x: the folder .* does not exist"):
+        load_config_with(source, parse_options(["shared_cache=file:///nonexistent/x"]))

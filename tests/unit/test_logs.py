@@ -76,10 +76,15 @@ def test_journal_lines_carry_their_priority(tmp_path: Path, restore_logging: Non
         log.debug("d")
         log.info("i")
         log.warning("w")
-        log.error("e\nsecond line")
-    assert out.read_text().splitlines() == [
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("e")
+    lines = out.read_text().splitlines()
+    assert lines[:5] == [
         "<7>[/mnt/j] mountfs.mount: d", "<6>[/mnt/j] mountfs.mount: i", "<4>[/mnt/j] mountfs.mount: w",
-        "<3>[/mnt/j] mountfs.mount: e", "<3>second line"]
+        "<3>[/mnt/j] mountfs.mount: e", "<3>Traceback (most recent call last):"]
+    assert lines[-1] == "<3>RuntimeError: boom" and all(line.startswith("<3>") for line in lines[4:])
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another stream: not ours
     assert not logs.under_journal()
 
@@ -92,3 +97,49 @@ def test_log_options() -> None:
         parse_options(["log_format=xml"])
     with pytest.raises(MountSetupError, match="log_size=10: at least 4KiB"):
         parse_options(["log_size=10"])
+    with pytest.raises(MountSetupError, match='bad mount option log_size=-1: invalid size "-1"'):
+        parse_options(["log_size=-1"])
+    with pytest.raises(MountSetupError, match="bad mount option block_size=lots: invalid size"):
+        parse_options(["block_size=lots"])
+
+
+AUTH_HEADER = ("{'Authorization': b'AWS4-HMAC-SHA256 "
+               "Credential=AKIAKEYID123/20261204/us-east-1/s3/aws4_request, "
+               "SignedHeaders=host;x-amz-date, Signature=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978', "
+               "'X-Amz-Date': b'20261204T000000Z'}")
+PRESIGNED = "GET https://h/b/k?X-Amz-Credential=AKIAKEYID123%2F2026&X-Amz-Signature=abcdef0123&sv=1&sig=c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("log_format", logs.FORMATS)
+def test_debug_lines_hide_request_signatures_and_key_ids(tmp_path: Path, restore_logging: None,
+                                                         log_format: str) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/d", str(path), [], debug=True, log_format=log_format)
+    log = logging.getLogger("botocore.endpoint")
+    log.debug("Sending http request: <AWSPreparedRequest headers=%s>", AUTH_HEADER)
+    log.debug("url %s", PRESIGNED)
+    log.debug("Authorization: Bearer ya29.tokenvalue-x and SharedKey acct:c2hhcmVka2V5")
+    text = path.read_text()
+    for secret in ("AKIAKEYID123", "0f1e2d3c4b5a6978", "abcdef0123", "c2lnbmF0dXJl", "ya29.tokenvalue",
+                   "c2hhcmVka2V5"):
+        assert secret not in text, (secret, text)
+    assert "Credential=***/20261204/us-east-1" in text and "Signature=***" in text, text
+    assert "SignedHeaders=host;x-amz-date" in text and "sv=1" in text, text
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_a_key_with_a_newline_cannot_forge_a_text_line(tmp_path: Path, restore_logging: None) -> None:
+    path = tmp_path / "daemon.log"
+    logs.setup("/mnt/f", str(path), [])
+    log = logging.getLogger("mountfs.fs")
+    key = "inj\n2026-12-04 00:00:00,000 CRITICAL [mnt] fake: FORGED\x1b[2J"
+    log.warning("read of %s failed", key)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("handler failed on %s", key)
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(r"of inj\n2026-12-04 00:00:00,000 CRITICAL [mnt] fake: FORGED\x1b[2J failed")
+    assert not any(line.startswith("2026-12-04 00:00:00") for line in lines), lines
+    assert lines[1].endswith("FORGED\\x1b[2J") and lines[2] == "Traceback (most recent call last):", lines
+    assert lines[-1] == "RuntimeError: boom"

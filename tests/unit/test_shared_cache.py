@@ -305,6 +305,7 @@ async def test_a_folder_shared_over_nfs_serves_as_the_shared_cache(tmp_path: Pat
     for i, config in enumerate(configs):
         shared = open_shared_cache(config)
         assert shared is not None and shared.block_size == BLOCK
+        assert shared.status()["url"] == f"file://{tmp_path}/shared"
         cache = BlockCache(str(tmp_path / f"c{i}"), BLOCK, 4 * BLOCK)
         cache.shared = shared
         node = Node(tmp_path / f"n{i}", origin, MemoryStore())
