@@ -34,7 +34,7 @@ class Xattrs:
             return None
         base = self.mount_urls.get(root.path) or _fallback_url(root)
         relative = node.key[len(root.prefix):] if node.key.startswith(root.prefix) else node.key
-        return base.rstrip("/") + "/" + relative if relative else base
+        return base.rstrip("/") + "/" + relative  # a folder's ends in "/", the mount's own too
 
     def _known(self, node: Node) -> dict[str, str]:
         """Every attribute but CACHED (which asks the index): what has a value. A file not in the

@@ -58,6 +58,7 @@ async def test_attributes_of_a_cached_file_before_and_after_a_read(store: Memory
     assert await ops.read(info.fh, 0, len(big)) == big
     await ops.release(info.fh)
     assert (await xattrs(ops, attr.st_ino))["user.mountfs.cached"] == str(len(big))
+    assert await xattrs(ops, ROOT_INODE) == {"user.mountfs.url": "s3://host:9000/bucket/data/"}  # a folder's
     ops.cache.close()
 
 
