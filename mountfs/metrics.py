@@ -69,6 +69,7 @@ async def figures(daemon: Daemon) -> dict[str, Any]:
     status["retries"] = RETRIES.value
     prefetch = daemon.operations.prefetch
     status["prefetch_in_flight"] = prefetch.bytes_in_flight if prefetch is not None else 0
+    status["prefetch_windows"] = daemon.operations.readahead_windows()
     return status
 
 
@@ -187,6 +188,11 @@ def _cache(data: dict[str, Any]) -> Iterable[Metric]:
     yield _counter("mountfs_prefetch_blocks", "Blocks fetched ahead of readers", reads["prefetched_blocks"])
     yield _gauge("mountfs_prefetch_in_flight_bytes", "Bytes being fetched ahead of readers right now",
                  data["prefetch_in_flight"])
+    windows = data["prefetch_windows"]
+    yield _gauge("mountfs_prefetch_windows", "Open files read as a stream, with a window fetched ahead",
+                 len(windows))
+    yield _gauge("mountfs_prefetch_window_bytes", "Bytes ahead of their readers that those windows span, "
+                 "all together", sum(windows))
     yield _counter("mountfs_prefetch_unread_blocks", "Blocks fetched ahead that left the cache unread",
                    reads["prefetched_unread"])
     yield _counter("mountfs_prefetch_unread_bytes", "Bytes fetched ahead that left the cache unread "

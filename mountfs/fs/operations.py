@@ -223,6 +223,11 @@ class Operations(pyfuse3.Operations):
         for inode, count in inode_list:
             self.namespace.forget(inode, count)
 
+    def readahead_windows(self) -> list[int]:
+        """How far ahead each open file that reads as a stream is fetched right now (for metrics)."""
+        return [h.pattern.window for h in self._files.values()
+                if isinstance(h, CachedHandle) and h.pattern.window > 0]
+
     @_fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         # Object stores have no capacity, but what is written waits on the cache disk until it is

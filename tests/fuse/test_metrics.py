@@ -88,6 +88,15 @@ def test_metrics_count_what_a_known_workload_does(mounter: Mounter, tmp_path: Pa
     assert reads >= 1
     assert value(cold, "mountfs_fuse_request_duration_seconds_bucket", operation="read", le="+Inf") == reads
 
+    assert value(cold, "mountfs_prefetch_windows") == 0  # no file open
+    with open(mount.join("data", "big.bin"), "rb", buffering=0) as f:  # a stream, still open
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for offset in range(0, 3 * MiB, 128 * 1024):
+            assert os.pread(f.fileno(), 128 * 1024, offset) == content[offset:offset + 128 * 1024]
+        streaming = samples(scrape(address))
+    assert value(streaming, "mountfs_prefetch_windows") == 1
+    assert value(streaming, "mountfs_prefetch_window_bytes") >= MiB
+
     hits_before = value(cold, "mountfs_cache_hits_total") + value(cold, "mountfs_cache_shared_total")
     with open(mount.join("data", "big.bin"), "rb", buffering=0) as f:
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # past the kernel's page cache
