@@ -85,10 +85,18 @@ class ReadPattern:
             else:
                 self.kind = "continuing"
             return self.window
+        footer = bool(object_size and size <= FOOTER_READ and offset + size >= object_size - FOOTER_ZONE
+                      and offset)
+        if self.kind == "stream" and self.next_offset < offset <= self.next_offset + self.max_window \
+                and not footer:
+            # A stream that skips ahead less than its widest window is still one: another reader
+            # of the file (a second `cat`) filled the kernel's pages in between.
+            self.next_offset = offset + size
+            return self.window
         self.run = 0
         self.window = 0
         self.next_offset = offset + size
-        if object_size and size <= FOOTER_READ and offset + size >= object_size - FOOTER_ZONE and offset:
+        if footer:
             self.kind = "footer"
         elif first:
             self.kind = "start"

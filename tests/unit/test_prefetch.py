@@ -162,3 +162,17 @@ async def test_blocks_ahead_are_fetched_in_runs_of_up_to_request_bytes(tmp_path:
     assert all(cache.is_resident(fetch.obj, i) for i in range(1, 8))
     assert not cache.is_resident(fetch.obj, 8) and not cache.is_resident(fetch.obj, 0)
     assert await cache.read(fetch.obj, len(data), 0, len(data), fetch) == data
+
+
+def test_a_stream_that_skips_ahead_stays_a_stream() -> None:
+    """Two `cat`s of one file: the kernel's pages the other one filled never reach this handle, so
+    its reads skip ahead; they are still a stream (whole blocks, a window ahead), not random reads."""
+    p = pattern()
+    for i in range(4):
+        p.observe(i * 128 * 1024, 128 * 1024)
+    assert not p.random
+    window = p.observe(768 * 1024, 128 * 1024)  # 256 KiB on: the other reader read what lies between
+    assert not p.random and window >= BLOCK
+    assert p.observe(896 * 1024, 128 * 1024) >= BLOCK
+    p.observe(40 * BLOCK, 4096)  # farther than the widest window: a seek
+    assert p.random
