@@ -482,8 +482,8 @@ def test_unmount_says_what_is_left_and_recover_uploads_it(mounter: Mounter, flak
 @pytest.mark.parametrize("how", ["umount", "SIGTERM"])
 def test_unmount_uploads_what_is_still_open(mounter: Mounter, seaweedfs: S3Server, tmp_path: Path,
                                             tools: Any, how: str) -> None:
-    """`mountfs umount` or SIGTERM with a file still open for writing: its data goes up before the
-    daemon exits."""
+    """`mountfs umount --force` (a plain umount refuses a busy mount: tests/fuse/test_umount_busy.py)
+    or SIGTERM with a file still open for writing: its data goes up before the daemon exits."""
     bucket = f"drain-{how.lower()}"
     mnt = s3_mount(mounter, seaweedfs, bucket, tmp_path)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, mnt.join("open.bin"), "3"],
@@ -492,7 +492,7 @@ def test_unmount_uploads_what_is_still_open(mounter: Mounter, seaweedfs: S3Serve
         assert writer.stdout is not None
         digest = writer.stdout.readline().strip()
         if how == "umount":
-            result = mounter.run("umount", mnt.path, timeout=120)
+            result = mounter.run("umount", "--force", mnt.path, timeout=120)
             assert result.returncode == 0, result.stderr
         else:
             assert mnt.pid is not None
