@@ -568,7 +568,7 @@ class BlockCache:
 
     def _write_chunks(self, key: bytes, length: int, offset: int, data: Buffer) -> tuple[BlockRecord, int]:
         """Chunks into a partial block's file; its record with them, merged with what it holds."""
-        crcs, inode = self.files.write_chunks(key, length, offset, data)
+        crcs, inode, made = self.files.write_chunks(key, length, offset, data)
         chunk = self.files.chunk
         count = -(-length // chunk)
         first = offset // chunk
@@ -578,7 +578,9 @@ class BlockCache:
         record = BlockRecord(length, tuple(all_crcs), time.time(), present, chunk)
         if present == (1 << count) - 1:
             record = BlockRecord(length, record.crcs, record.last_access)
-        previous = self._record(key)
+        # Merged with what the key's record holds only if that record can be of this file: one
+        # this write made (the path had no file) holds these chunks alone, whatever a record says.
+        previous = None if made else self._record(key)
         if previous is not None and self.files.inode(key) == inode:
             record = previous.merged(record)
         return record, inode
@@ -850,7 +852,10 @@ class BlockCache:
                 # after its write: not cached (its commit leaves it out), nothing corrupt.
                 log.debug("cached block %s was evicted before its record was committed", key.hex())
                 return
-            self.files.remove(key)
+            # Its file goes, and any older record of the key with it (in one transaction): a record
+            # left without its file would be merged with the chunks of the next file made there.
+            if not self.index.remove(key, unlink=self.files.remove):
+                self.files.remove(key)
         elif not self.index.remove(key, unlink=self.files.remove, only=current):
             return
         log.warning("dropping cached block: %s", exc)

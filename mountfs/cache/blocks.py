@@ -173,22 +173,20 @@ class BlockFiles:
             raise
         return chunk_crcs(data, self.checksum, self.chunk)
 
-    def write_chunks(self, key: bytes, length: int, offset: int, data: Buffer) -> tuple[tuple[int, ...], int]:
+    def write_chunks(self, key: bytes, length: int, offset: int,
+                     data: Buffer) -> tuple[tuple[int, ...], int, bool]:
         """Write bytes at `offset` (a chunk boundary) of a block of `length` bytes that may be only
         partly present: in place, into its sparse file (made, of full length, when missing), so
         readers of the chunks already recorded read on. Returns the checksums of the chunks
-        written and the file's inode, which its commit checks (see BlockCache._is_written)."""
+        written, the file's inode, which its commit checks (see BlockCache._is_written), and
+        whether this write made the file."""
         final = self.path(key)
         folder = os.path.dirname(final)
         if folder not in self._made:
             os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
         try:
-            try:
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
-                os.makedirs(folder, exist_ok=True)
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd, made = self._open_for_chunks(final)
             try:
                 st = os.fstat(fd)
                 if st.st_size != length:
@@ -203,7 +201,23 @@ class BlockFiles:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise NoSpace(f"cache disk full writing {final}") from exc
             raise
-        return chunk_crcs(data, self.checksum, self.chunk), st.st_ino
+        return chunk_crcs(data, self.checksum, self.chunk), st.st_ino, made
+
+    @staticmethod
+    def _open_for_chunks(path: str) -> tuple[int, bool]:
+        """A write descriptor of the block's file, and whether this call made the file."""
+        for _ in range(8):
+            try:
+                return os.open(path, os.O_WRONLY | os.O_CLOEXEC), False
+            except FileNotFoundError:
+                pass
+            try:
+                return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), True
+            except FileExistsError:  # made meanwhile by another writer: opened as it is
+                continue
+            except FileNotFoundError:  # the subdirectory was removed (`cache prune --all`): again
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644), True  # made, for safety
 
     def inode(self, key: bytes) -> int | None:
         """The inode of the block's file, None when there is none."""

@@ -303,3 +303,20 @@ async def test_only_a_whole_block_is_loaded_for_the_shared_cache(tmp_path: os.Pa
     assert whole is not None and bytes(whole) == DATA[:BLOCK]
     assert cache.load_whole(block_key(source.obj, BLOCK, 3)) is None
     cache.close()
+
+
+async def test_chunks_written_to_a_new_file_are_not_merged_with_a_record_of_an_old_one(
+        tmp_path: os.PathLike[str]) -> None:
+    """A partial block's record whose file went away meanwhile (dropped while pending, a full disk):
+    chunks written next make a new file, whose record holds those chunks only. Merged with the old
+    record, it claimed chunks the new file lacks, and a read of them failed its checksum."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 0), Counting()
+    key = block_key(source.obj, BLOCK, 0)
+    await cache.read(source.obj, SIZE, 10, 100, source.fetch, random=True)  # chunks of [0, 64 KiB)
+    old = cache.index.lookup(key)
+    assert old is not None and old.present is not None
+    os.unlink(cache.files.path(key))  # the record stays, its file is gone
+    at = BLOCK // 2
+    record, _ = cache._write_chunks(key, BLOCK, at, DATA[at:at + SPAN])
+    assert record.present is not None and record.missing()[0] == (0, at), "only the new file's chunks"
+    cache.close()
