@@ -26,7 +26,7 @@ from mountfs.buffers import DIRECT_MIN, Buffer, Piece
 from mountfs.cache.access import AccessMemory
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
-from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity
+from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity, stretches
 from mountfs.concurrency import BlockingRunner
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
 
@@ -414,6 +414,15 @@ class BlockCache:
         key = block_key(obj, self.block_size, index)
         return key in self._memory or key in self._in_flight
 
+    def _remembered(self, key: bytes) -> Piece | None:
+        """The block from memory, counted as a hit, if it is there."""
+        data = self._memory.get(key)
+        if data is not None:
+            self._memory.move_to_end(key)
+            self._touched.add(key)  # its file too is recently used (eviction goes by the index)
+            self.stats.hits += 1
+        return data
+
     async def get_block(self, obj: ObjectId, object_size: int, index: int, fetch: Fetch,
                         on_disk_checked: bool = False) -> Piece:
         """The whole block, fetched at most once however many readers ask at the same time.
@@ -421,11 +430,8 @@ class BlockCache:
         key = block_key(obj, self.block_size, index)
         asked_itself = False
         while True:
-            data = self._memory.get(key)
+            data = self._remembered(key)
             if data is not None:
-                self._memory.move_to_end(key)
-                self._touched.add(key)  # its file too is recently used (eviction goes by the index)
-                self.stats.hits += 1
                 return data
             flight = self._in_flight.get(key)
             if flight is None:
@@ -458,11 +464,8 @@ class BlockCache:
         key = block_key(obj, self.block_size, index)
         asked_itself = False
         while True:
-            data = self._memory.get(key)
+            data = self._remembered(key)
             if data is not None:
-                self._memory.move_to_end(key)
-                self._touched.add(key)
-                self.stats.hits += 1
                 return memoryview(data)[start:stop]
             flight = self._in_flight.get(key)
             if flight is None:
@@ -637,7 +640,7 @@ class BlockCache:
                 filled[index] = self._settle(key, flight, memoryview(buffer))
                 with trio.CancelScope(shield=True):
                     await self._keep(obj, key, filled[index])
-            for run in _stretches(sorted(pending)):
+            for run in stretches(sorted(pending)):
                 start = run[0] * self.block_size
                 length = min(self.block_size * len(run), object_size - start)
                 self.stats.misses += len(run)
@@ -1066,13 +1069,3 @@ class BlockCache:
         """Clear what a killed predecessor left half-written."""
         return await self._io(self.files.remove_orphan_temps)
 
-
-def _stretches(indices: list[int]) -> list[list[int]]:
-    """Sorted block indices cut into runs of consecutive ones."""
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][-1] == index - 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return runs

@@ -88,6 +88,17 @@ def block_key(obj: ObjectId, block_size: int, index: int) -> bytes:
     return object_digest(obj, block_size) + index.to_bytes(8, "big")
 
 
+def stretches(indices: Iterable[int]) -> list[list[int]]:
+    """Sorted block indices cut into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
 def current_identity(digest: bytes, ident: bytes | None) -> bool:
     """Whether `ident` (an "objects" entry) is what this format writes for `digest`. Records of an
     older format, or without an entry, fail: they are never served, and `verify` drops them."""

@@ -39,7 +39,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -50,7 +50,7 @@ import trio
 from mountfs.backends.base import ObjectId, ObjectStore
 from mountfs.backends.registry import open_store
 from mountfs.buffers import Piece
-from mountfs.cache.index import block_key, identity
+from mountfs.cache.index import block_key, identity, stretches
 from mountfs.config import Config
 from mountfs.config.model import RetryConfig
 from mountfs.errors import MountfsError, NotFound, Stale, without_credentials
@@ -264,7 +264,7 @@ class SharedCache:
         else:
             found, absent = await self._lookup_many(obj, object_size, indices)
         out: dict[int, Piece] = dict(found)
-        for run in _stretches([i for i in indices if i not in found]):
+        for run in stretches([i for i in indices if i not in found]):
             pieces = await self._from_origin(obj, object_size, run, start + length, origin)
             for index, piece in zip(run, pieces, strict=True):
                 out[index] = piece
@@ -518,16 +518,6 @@ class SharedCache:
             message += f" ({self._unlogged} more such events not logged)"
         self._last_log, self._unlogged = now, 0
         log.warning("%s", without_credentials(message))
-
-
-def _stretches(indices: Iterable[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][-1] == index - 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return runs
 
 
 def open_shared_cache(config: Config) -> SharedCache | None:
