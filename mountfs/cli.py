@@ -19,6 +19,7 @@ from mountfs import __version__, control
 from mountfs.errors import ConfigErrors, MountfsError, printable, without_credentials
 from mountfs.kernel_mounts import mount_type
 from mountfs.processes import process_alive
+from mountfs.sizes import human_bytes
 
 SUBCOMMANDS = ("umount", "status", "recover", "config", "cache", "warm")
 
@@ -696,15 +697,6 @@ def format_upload(item: dict[str, Any]) -> str:
     if item.get("error"):
         text += f": {item['error']}"
     return text + f"  (staged at {item['staged']})"
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":

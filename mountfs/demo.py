@@ -15,8 +15,9 @@ import sys
 import time
 from typing import Any
 
-from mountfs.cli import format_status, human_bytes
+from mountfs.cli import format_status
 from mountfs.kernel_mounts import mount_type
+from mountfs.sizes import human_bytes
 
 WORKDIR = os.environ.get("MOUNTFS_DEMO_DIR", "/tmp/mountfs-demo")
 BIG_FILE_MIB = 256

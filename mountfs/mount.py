@@ -60,6 +60,7 @@ from mountfs.kernel_mounts import mount_type
 from mountfs.namespace.inodes import MountRoot
 from mountfs.namespace.tree import Namespace
 from mountfs.passthrough import Passthrough
+from mountfs.sizes import human_bytes
 from mountfs.upload.journal import UploadJournal
 from mountfs.upload.recovery import Recovered, recover
 from mountfs.upload.uploader import PendingUpload, Uploader
@@ -766,7 +767,7 @@ class Daemon:
         timeout = self.prepared.config.write.drain_timeout
         pending = [item for uploader in self.uploaders for item in uploader.pending()]
         _sd_notify(f"STOPPING=1\nSTATUS=unmounting: {len(pending)} upload(s) pending "
-                   f"({_human(sum(item.size for item in pending))})")
+                   f"({human_bytes(sum(item.size for item in pending))})")
         if pending:
             log.info("waiting up to %gs for %d pending upload(s) (%d bytes)", timeout, len(pending),
                      sum(item.size for item in pending))
@@ -823,9 +824,10 @@ class Daemon:
         cache, uploads = status["cache"], status["uploads"]
         ratio = "" if cache["hit_ratio"] is None else f" ({cache['hit_ratio']:.0%} hits)"
         offline = [s["path"] or "/" for s in status["stores"] if s["offline"]]
-        return (f"served {_human(status['reads']['bytes_served'])}, fetched "
-                f"{_human(status['store']['bytes_fetched'])}{ratio}; cache {_human(cache['bytes'])}; "
-                f"{len(uploads['pending'])} upload(s) pending ({_human(uploads['pending_bytes'])})"
+        return (f"served {human_bytes(status['reads']['bytes_served'])}, fetched "
+                f"{human_bytes(status['store']['bytes_fetched'])}{ratio}; "
+                f"cache {human_bytes(cache['bytes'])}; "
+                f"{len(uploads['pending'])} upload(s) pending ({human_bytes(uploads['pending_bytes'])})"
                 + (f"; offline: {', '.join(offline)}" if offline else ""))
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -995,15 +997,6 @@ def _raise_kernel_readahead(device: int, nbytes: int) -> None:
             f.write(str(max(nbytes // 1024, 128)))
     except OSError as exc:
         log.info("kernel readahead left as it is (%s: %s)", path, exc.strerror)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _sd_notify(message: str) -> None:

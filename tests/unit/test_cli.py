@@ -10,6 +10,7 @@ import trio
 
 from mountfs import cli, control
 from mountfs.mount import MountSetupError, load_config_with, parse_options, prepare
+from mountfs.sizes import human_bytes
 
 
 def test_options_as_mount_fuse3_passes_them() -> None:
@@ -168,7 +169,7 @@ def test_status_is_readable() -> None:
         "reads": {"opens": 1, "reads": 4, "bytes_served": 1 << 20},
         "store": {"requests": 6, "gets": 1, "bytes_fetched": 4 << 20}})
     assert "3 hits, 1 misses (hit ratio 75.0%)" in text and "4.0 MiB fetched" in text
-    assert cli.human_bytes(0) == "0 B" and cli.human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(0) == "0 B" and human_bytes(1536) == "1.5 KiB"
 
 
 def test_status_shows_evictions_for_staged_writes_and_blocks_fetched_ahead_in_vain() -> None:
