@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import peers
 from bench.harness import CPU_MS, MB, BenchError, human_size, timed
+from bench.report import FLEET_ALONE, FLEET_SHARED
 from bench.workloads import (
     BIG_KEY,
     SMALL_READERS,
@@ -33,7 +34,7 @@ NODES = 3
 SMALL_FILES = 2_000  # at most: the scale's small files, up to this many
 CACHE_BUCKET = "mountfs-fleet-cache"
 METRICS = ("fleet-origin", "fleet-first", "fleet-others")
-ROWS = (("mountfs shared", "mountfs + shared cache"), ("mountfs alone", "mountfs, no shared cache"))
+ROWS = ((FLEET_SHARED, "mountfs + shared cache"), (FLEET_ALONE, "mountfs, no shared cache"))
 WRITE_WAIT = 300.0  # seconds node 1 may take to write its blocks to the shared cache
 
 
@@ -72,7 +73,7 @@ def run_fleet(ctx: Context) -> None:
         for n in range(1, ctx.repeat + 1):
             for key, label in ROWS:
                 ctx.log(f"[{FLEET}] repeat {n}/{ctx.repeat}: {label}")
-                with_shared = shared if key == "mountfs shared" else None
+                with_shared = shared if key == FLEET_SHARED else None
                 ctx.attempt("mountfs", list(METRICS), partial(_fleet, ctx, with_shared), row_key=key)
     finally:
         server.stop()

@@ -310,7 +310,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_revision(repo: str) -> str | None:
+def git_revision(repo: str) -> str | None:
     try:
         head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=False).stdout.strip()
@@ -339,7 +339,7 @@ def machine_facts(weed: str | None, repo: str) -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in load],
         "versions": {
             "mountfs": _package_version("mountfs"),
-            "mountfs_git": _git_revision(repo),
+            "mountfs_git": git_revision(repo),
             "boto3": _package_version("boto3"),
             "botocore": _package_version("botocore"),
             "pyfuse3": _package_version("pyfuse3"),

@@ -14,6 +14,7 @@ from typing import Any
 from bench.harness import Metric, Row, Run, cpu_per_op, fmt, human_size
 
 PEERS = ("boto3", "rclone", "s3fs", "local", "s3torchconnector", "fsspec")
+FLEET_SHARED, FLEET_ALONE = "mountfs shared", "mountfs alone"  # the row keys of bench/fleet.py
 RSS_FLAT = 1.2  # a by-size table calls RSS flat when the largest file's peak is at most this x the smallest's
 
 
@@ -243,6 +244,22 @@ def write_json(run: Run, path: Path) -> None:
     path.write_text(json.dumps(_jsonable(run), indent=1, default=str) + "\n")
 
 
+CHARTED = (*PEERS, FLEET_ALONE)
+CHART_LABELS = {FLEET_ALONE: "shared cache vs none (fleet)"}
+
+
+def _chart_ratio(metric: Metric, tool: str) -> float | None:
+    """mountfs / tool; for the fleet's rows, with the shared cache / without it (> 1: better with)."""
+    if tool != FLEET_ALONE:
+        return metric.ratio(tool)
+    shared, alone = metric.rows.get(FLEET_SHARED), metric.rows.get(FLEET_ALONE)
+    a = shared.summary() if shared else None
+    b = alone.summary() if alone else None
+    if a is None or b is None or a[0] <= 0 or b[0] <= 0:
+        return None
+    return a[0] / b[0] if metric.higher_is_better else b[0] / a[0]
+
+
 def write_png(run: Run, path: Path) -> str:
     """A grouped bar chart of mountfs/tool per measurement (log scale, 1 = parity); a message."""
     try:
@@ -252,21 +269,21 @@ def write_png(run: Run, path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no chart (pip install matplotlib, or `make bench`)"
-    names = [n for n, m in run.metrics.items() if any(m.ratio(t) for t in PEERS)]
-    tools = [t for t in PEERS if any(run.metrics[n].ratio(t) for n in names)]
+    names = [n for n, m in run.metrics.items() if any(_chart_ratio(m, t) for t in CHARTED)]
+    tools = [t for t in CHARTED if any(_chart_ratio(run.metrics[n], t) for n in names)]
     if not names or not tools:
         return "no ratios to chart"
     width = 0.8 / len(tools)
     fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(names) + 2), 5.5))
     points: dict[str, tuple[list[float], list[float]]] = {t: ([], []) for t in tools}
     for j, name in enumerate(names):  # the bars of one measurement centred on its tick
-        present = [(t, r) for t in tools if (r := run.metrics[name].ratio(t))]
+        present = [(t, r) for t in tools if (r := _chart_ratio(run.metrics[name], t))]
         for i, (tool, ratio) in enumerate(present):
             points[tool][0].append(j + (i - (len(present) - 1) / 2) * width)
             points[tool][1].append(ratio)
     for tool in tools:
         xs, ys = points[tool]
-        bars = ax.bar(xs, ys, width, label=f"vs {tool}")
+        bars = ax.bar(xs, ys, width, label=CHART_LABELS.get(tool, f"vs {tool}"))
         ax.bar_label(bars, labels=[f"{y:.2g}" for y in ys], fontsize=7, padding=2)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
@@ -306,12 +323,16 @@ def _random_access_how(run: Run) -> list[str]:
 
 
 def write_results_md(run: Run, path: Path, tables: str) -> None:
+    """RESULTS.md and, beside it, RESULTS.png: the chart is committed with the figures it draws."""
+    chart = path.with_suffix(".png")
+    drawn = write_png(run, chart).startswith("wrote")
     text = "\n".join([
         "# mountfs benchmark results",
         "",
         "Written by `python -m bench` (`make bench`) from its last full run; raw numbers in "
-        "`bench/results/latest.json`, chart in `bench/results/latest.png` (neither is committed).",
+        "`bench/results/latest.json` (not committed).",
         "",
+        *([f"![mountfs / tool per measurement]({chart.name})", ""] if drawn else []),
         machine_markdown(run),
         "",
         "How: one SeaweedFS `weed mini` on 127.0.0.1 serves every tool. Each cold figure is a fresh "

@@ -81,6 +81,7 @@ class _DirListing:
 # a time, so that a walk (`find`, `du`, os.walk) finds each next directory already listed.
 LOOKAHEAD_SUBDIRS = 64
 MAX_LISTINGS = 20_000  # directories whose listing is remembered for the metadata TTL
+MAX_PROBED = 50_000  # names found by a probe (HEAD + LIST) remembered for the metadata TTL
 LOOKAHEAD_CONCURRENCY = 8
 
 
@@ -111,6 +112,10 @@ class Namespace:
         self.inodes = InodeTable()
         self._listings: dict[tuple[int, str], _DirListing] = {}
         self._negative: dict[tuple[int, str], float] = {}
+        # What a probe found, kept for the metadata TTL apart from the node: the kernel forgets
+        # inodes (memory pressure, drop_caches) and would otherwise cost a HEAD and a LIST per
+        # name again, on every warm epoch over a folder that was never listed.
+        self._probed: dict[tuple[int, str], tuple[float, DirEntry]] = {}
         self._grafts: dict[tuple[int, str], Node] = {}  # (id(owner mount), directory prefix) -> root
         self.root = self._build_fixed_tree(mounts)
         self.nursery: trio.Nursery | None = None  # set by the daemon; None turns look-ahead off
@@ -228,7 +233,11 @@ class Namespace:
                 self.stale_served += 1
                 return node
             raise
+        except NotFound:
+            self._probed.pop((id(node.mount), node.key), None)
+            raise
         self._set_meta(node, meta)
+        self._probed.pop((id(node.mount), node.key), None)  # it found newer metadata than the probe
         return node
 
     def forget(self, inode: int, count: int) -> None:
@@ -404,6 +413,7 @@ class Namespace:
         if listing is not None:
             listing.put(entry)
         self._negative.pop((id(mount), path), None)
+        self._probed.pop((id(mount), path), None)
         node = self._node_for(parent, entry)
         if new_dir:
             self._store_listing((id(mount), node.key), _DirListing(
@@ -418,6 +428,7 @@ class Namespace:
         if listing is not None:
             listing.remove(name)
         self._negative[(id(mount), parent.key + os.fsdecode(name))] = self.clock() + self.negative_ttl
+        self._probed.pop((id(mount), parent.key + os.fsdecode(name)), None)
         if node is not None:
             if node.is_dir:
                 self.forget_listings(mount, node.key)
@@ -435,6 +446,8 @@ class Namespace:
         if listing is not None:
             listing.remove(old_name)
         self._negative[(id(mount), old_parent.key + os.fsdecode(old_name))] = self.clock() + self.negative_ttl
+        self._probed.pop((id(mount), old_parent.key + os.fsdecode(old_name)), None)
+        self._probed.pop((id(mount), new_parent.key + os.fsdecode(new_name)), None)
         if node.is_dir:
             self.forget_listings(mount, old_key)
             self.forget_listings(mount, new_key)
@@ -459,6 +472,8 @@ class Namespace:
         """Drop what is cached of directory `prefix` and everything below it: listed afresh next time."""
         for slot in [slot for slot in self._listings if slot[0] == id(mount) and slot[1].startswith(prefix)]:
             del self._listings[slot]
+        for slot in [slot for slot in self._probed if slot[0] == id(mount) and slot[1].startswith(prefix)]:
+            del self._probed[slot]
 
     def set_file_meta(self, mount: MountRoot, key: str, meta: ObjectMeta) -> None:
         """The store has a new version of `key`, written by this mount: the node and the cached
@@ -474,6 +489,7 @@ class Namespace:
             if known is None or not known.is_dir:
                 listing.put(DirEntry(name, False, meta))
         self._negative.pop((id(mount), key), None)
+        self._probed.pop((id(mount), key), None)
 
     def note_marker(self, mount: MountRoot, prefix: str) -> None:
         listing = self._listings.get((id(mount), prefix))
@@ -560,6 +576,9 @@ class Namespace:
         slot = (id(mount), key)
         if self._negative.get(slot, 0.0) > now:
             raise NotFound(key)
+        probed = self._probed.get(slot)
+        if probed is not None and probed[0] > now:
+            return probed[1]
         try:
             entry = await self._probe(mount, key, name)
         except StoreUnavailable:
@@ -579,7 +598,17 @@ class Namespace:
                 self._negative = {k: t for k, t in self._negative.items() if t > now}
             raise NotFound(key)
         self._negative.pop(slot, None)
+        self._remember_probe(slot, entry, now)
         return entry
+
+    def _remember_probe(self, slot: tuple[int, str], entry: DirEntry, now: float) -> None:
+        """Keep at most MAX_PROBED names: expired ones go first, then the oldest."""
+        self._probed.pop(slot, None)
+        self._probed[slot] = (now + self.metadata_ttl, entry)
+        if len(self._probed) > MAX_PROBED:
+            self._probed = {k: v for k, v in self._probed.items() if v[0] > now}
+            while len(self._probed) > MAX_PROBED:
+                del self._probed[next(iter(self._probed))]
 
     async def _probe(self, mount: MountRoot, key: str, name: bytes) -> DirEntry | None:
         """HEAD the key and LIST it as a prefix at once; the directory wins if both exist."""

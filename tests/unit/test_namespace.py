@@ -203,3 +203,39 @@ def test_a_listing_gives_the_entries_after_a_name_in_order_and_follows_changes()
     listing.remove(b"b")
     listing.put(DirEntry(b"e", False, None))
     assert [e.name for _, e in listing.after(b"a", 10)] == [b"c", b"d", b"e"]
+
+
+async def test_a_probed_name_forgotten_by_the_kernel_costs_no_request_within_the_ttl(
+        store: MemoryStore, clock: FakeClock) -> None:
+    """drop_caches, or memory pressure, makes the kernel forget inodes; the next epoch's lookups of
+    names that were never listed are answered from what the probe found, until the TTL."""
+    ns = single_mount(store, clock, ttl=10)
+    f = await ns.lookup(ROOT_INODE, b"top.txt")
+    d = await ns.lookup(ROOT_INODE, b"dir")
+    ns.forget(f.inode, 1)
+    ns.forget(d.inode, 1)
+    store.reset_counters()
+    again = await ns.lookup(ROOT_INODE, b"top.txt")
+    assert again.size == 5 and not again.is_dir
+    assert (await ns.lookup(ROOT_INODE, b"dir")).is_dir
+    assert sum(store.calls.values()) == 0
+    ns.forget(again.inode, 1)
+    store.put_object("top.txt", b"hello, world")
+    clock.now += 11
+    assert (await ns.lookup(ROOT_INODE, b"top.txt")).size == 12
+    assert store.calls["head"] == 1
+
+
+async def test_a_probed_name_removed_or_renamed_here_is_not_served_from_the_probe(
+        store: MemoryStore, clock: FakeClock) -> None:
+    ns = single_mount(store, clock, ttl=60)
+    root = ns.node(ROOT_INODE)
+    f = await ns.lookup(ROOT_INODE, b"top.txt")
+    g = await ns.lookup(ROOT_INODE, b"empty")
+    ns.remove_entry(root, b"top.txt", f)
+    with pytest.raises(NotFound):
+        await ns.lookup(ROOT_INODE, b"top.txt")
+    ns.move_entry(g, root, root, b"moved", None)
+    store.remove_object("empty")
+    with pytest.raises(NotFound):
+        await ns.lookup(ROOT_INODE, b"empty")
