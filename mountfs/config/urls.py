@@ -166,6 +166,10 @@ _USERINFO_RE = re.compile(
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "wasb", "wasbs")
 # Azure's container@account: a name before "@" and no ":" (a password would follow one).
 _CONTAINER_AT_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://([^/@:]*)@")
+# What may stand before that "@": a container's characters (any case: a name in capitals is told
+# so), but not an access key id's shape, which is taken for credentials and never shown back.
+_CONTAINER_CHARS_RE = re.compile(r"[A-Za-z0-9_$-]*")
+_KEY_ID_RE = re.compile(r"[A-Z0-9]{16,}")
 
 
 _HTTP_QUERY_RE = re.compile(r"(\s*[Hh][Tt][Tt][Pp][Ss]?://[^?#]*)[?#]")
@@ -190,7 +194,10 @@ def _credentials_hint(text: str) -> str:
 
 def _container_at(text: str) -> bool:
     match = _CONTAINER_AT_RE.match(text)
-    return bool(match and match.group(1).lower() in _AZURE_SCHEMES)
+    if not match or match.group(1).lower() not in _AZURE_SCHEMES:
+        return False
+    name = match.group(2)
+    return bool(_CONTAINER_CHARS_RE.fullmatch(name)) and not _KEY_ID_RE.fullmatch(name)
 
 
 def _userinfo(text: str) -> re.Match[str] | None:
@@ -213,6 +220,9 @@ def _check_url_text(text: str) -> None:
     """What no store URL may hold, checked before any message quotes the URL back."""
     shown = shown_url(text)
     if _userinfo(text):
+        if text.strip().partition(":")[0].lower() in _AZURE_SCHEMES:
+            raise InvalidValue(f'"{shown}" carries credentials, or a container name shaped like a key',
+                               f"write az://container@account/path; credentials: {_credentials_hint(text)}")
         raise InvalidValue(f'"{shown}" carries credentials', f"{_credentials_hint(text)}, not in the URL")
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise InvalidValue(f'URL "{shown}" contains a control character')
