@@ -31,6 +31,7 @@ from bench import peers, profile
 from bench.harness import cpu_seconds, drop_caches, git_revision
 from bench.workloads import read_files_parallel, read_random
 
+NULL = "pyfuse3 + trio, answers from memory"
 SMALL_BYTES = 128 << 10
 BIG_BYTES = 256 << 20
 READERS = 8
@@ -173,6 +174,52 @@ def _mountfs_mounts(work: Path, source: Path, stops: list[Callable[[], None]]
     return [("mountfs, S3 (SeaweedFS), block cache warm", s3), ("mountfs, file:// (direct access)", local)]
 
 
+def _syscalls(pid: int, jobs: dict[str, Callable[[], object]], small: int, reads: int,
+              work: Path) -> dict[str, dict[str, float]]:
+    """Per workload, the daemon's system calls per request (strace -c, every thread); {} without strace."""
+    if shutil.which("strace") is None:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for name, job in jobs.items():
+        report = work / f"strace-{pid}-{name}.txt"
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(report)],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached to every thread
+        drop_caches(None)
+        job()
+        time.sleep(0.3)
+        tracer.terminate()
+        tracer.wait(30)
+        count = reads if name == "4k" else small
+        out[name] = {call: n / count for call, n in _strace_counts(report.read_text()).items()}
+    return out
+
+
+def _strace_counts(text: str) -> dict[str, int]:
+    """syscall -> calls, from `strace -c` output ("% time seconds usecs/call calls [errors] syscall")."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit() and not fields[-1].startswith("total"):
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def _calls_table(calls: dict[str, dict[str, dict[str, float]]]) -> str:
+    """System calls per request, those at 0.5 or more somewhere, and the total."""
+    columns = [(daemon, name) for daemon, per in calls.items() for name in per]
+    names = sorted({c for per in calls.values() for w in per.values() for c, n in w.items() if n >= 0.5})
+    header = " | ".join(f"{d.split(',')[0]} {'4 KiB read' if w == '4k' else 'file'}" for d, w in columns)
+    lines = [f"| system calls per request | {header} |", "|---" + "|---:" * len(columns) + "|"]
+    for call in [*names, "all"]:
+        cells = []
+        for daemon, name in columns:
+            per = calls[daemon][name]
+            cells.append(f"{sum(per.values()) if call == 'all' else per.get(call, 0):.1f}")
+        lines.append(f"| {call} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _local_copy(folder: Path, small: int) -> None:
     """The same tree as the null filesystem, as real files for a file:// mount."""
     (folder / "small").mkdir(parents=True)
@@ -192,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-md", action="store_true", help="do not write bench/FLOOR.md")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the mountfs daemon during one more run of each workload; top frames")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="strace -c the daemons during one more run of each workload: calls per request")
     parser.add_argument("serve", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -200,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mountfs-floor-"))
     figures: dict[str, dict[str, float]] = {}
     stops: list[Callable[[], None]] = []
+    calls: dict[str, dict[str, dict[str, float]]] = {}
     try:
         null_mnt = work / "null"
         null_mnt.mkdir()
@@ -207,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "serve", str(null_mnt)], cwd=HERE.parent)
         try:
             _wait_mounted(null_mnt, process)
-            figures["pyfuse3 + trio, answers from memory"] = _figures(
-                process.pid, null_mnt, args.small, args.reads, args.repeat)
+            figures[NULL] = _figures(process.pid, null_mnt, args.small, args.reads, args.repeat)
+            if args.syscalls:
+                calls[NULL] = _syscalls(process.pid, _workloads(null_mnt, args.small, args.reads), args.small,
+                                        args.reads, work)
         finally:
             subprocess.run(["fusermount3", "-u", str(null_mnt)], check=False)
             process.wait(30)
@@ -217,10 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, start in _mountfs_mounts(work, source, stops):
             mount = start()
             try:
-                for job in _workloads(mount.mountpoint, args.small, args.reads).values():
-                    job()  # fills the block cache: what follows are warm reads
+                jobs = _workloads(mount.mountpoint, args.small, args.reads)
+                cold = _measure(mount.pid or 0, jobs["small"]) / args.small * 1e3  # the cache is empty
+                jobs["4k"]()  # fills the block cache: what follows are warm reads
                 figures[name] = _figures(mount.pid or 0, mount.mountpoint, args.small, args.reads,
                                          args.repeat)
+                figures[name]["cold"] = cold
+                if args.syscalls:
+                    calls[name] = _syscalls(mount.pid or 0, jobs, args.small, args.reads, work)
                 if args.profile:
                     _profile(mount.pid, mount.mountpoint, args.small, args.reads, work)
             finally:
@@ -231,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = _table(figures)
+    if calls:
+        table += "\n\n" + _calls_table(calls)
     print(table)
     if not args.no_md:
         _write_md(table, args)
@@ -238,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(figures: dict[str, dict[str, float]]) -> str:
-    lines = ["| daemon | CPU per warm 4 KiB read (us) | CPU per 128 KiB file, open to close (ms) |",
-             "|---|---:|---:|"]
-    lines += [f"| {name} | {f['4k']:.0f} | {f['small']:.2f} |" for name, f in figures.items()]
+    lines = ["| daemon | CPU per warm 4 KiB read (us) | CPU per 128 KiB file, warm (ms) | "
+             "CPU per 128 KiB file, cold (ms) |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {f['4k']:.0f} | {f['small']:.2f} | "
+              + (f"{f['cold']:.2f}" if "cold" in f else "-") + " |" for name, f in figures.items()]
     return "\n".join(lines)
 
 
@@ -251,7 +310,10 @@ def _write_md(table: str, args: argparse.Namespace) -> None:
         "Written by `python -m bench.fuse_floor` (bench/fuse_floor.py says why and how). Daemon CPU (user +",
         "system, /proc) per request, median of the runs; the page cache dropped before each run, so every",
         f"read reaches the daemon; {args.reads:,} random 4 KiB reads in a {BIG_BYTES >> 20} MiB file, "
-        f"{args.small:,} files of 128 KiB read whole by {READERS} threads.",
+        f"{args.small:,} files of 128 KiB read whole by {READERS} threads. Cold: the first read of each "
+        "file through a fresh mount (empty block cache: one GET each from S3, a pread each for file://, "
+        "one run); warm: once the block cache holds them. System calls: `strace -c -f` on the daemon "
+        "during one more run (`--syscalls`), per 4 KiB read or per file.",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"commit {git_revision(str(HERE.parent))}; "

@@ -333,6 +333,9 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
         "`bench/results/latest.json` (not committed).",
         "",
         *([f"![mountfs / tool per measurement]({chart.name})", ""] if drawn else []),
+        *(["The part of the daemon's CPU that pyfuse3 and trio alone cost, measured beside mountfs: "
+           "[FLOOR.md](FLOOR.md) (`python -m bench.fuse_floor`).", ""]
+          if (path.parent / "FLOOR.md").exists() else []),
         machine_markdown(run),
         "",
         "How: one SeaweedFS `weed mini` on 127.0.0.1 serves every tool. Each cold figure is a fresh "

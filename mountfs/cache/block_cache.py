@@ -296,6 +296,8 @@ class BlockCache:
         if block is not None and not block.holds(start, stop):
             block.close()  # opened by an older record: the index may know of more chunks now
             block = None
+        if block is None and self._record(key) is None:
+            return None  # a miss told by one read of the index's memory map, on the loop: no thread
         epoch = self._eviction_epoch
         self._reading[key] = self._reading.get(key, 0) + 1
         try:

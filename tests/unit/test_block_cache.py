@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 import trio
@@ -331,7 +332,9 @@ async def test_warm_reads_of_an_open_block_skip_the_index_and_worker_threads(
     offsets = [5, 300_000, 70_000, 900_000, big_block + 4096, big_block + 800_000]
     for offset in offsets:
         assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
-    assert len(lookups) == 2, "one index lookup per block, then its open file serves"
+    # per block: a lookup on the loop (a miss needs no thread), one in the thread that opens its
+    # file (the record may have gone meanwhile); then its open file serves
+    assert len(lookups) == 4
     threads = 0
     real_io = cache._io
 
@@ -344,6 +347,26 @@ async def test_warm_reads_of_an_open_block_skip_the_index_and_worker_threads(
     for offset in offsets:  # their pages are in the page cache now
         assert await cache.read(OBJ, len(data), offset, 4096, Source().fetch) == data[offset:offset + 4096]
     assert threads == 0, "page-cached reads of an open block are served on the loop"
+    cache.close()
+
+
+async def test_a_block_the_cache_lacks_is_told_without_a_worker_thread(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold miss goes straight to the store: only the fetch and the write of what it brought
+    take worker threads, not the look at the disk before them (a read of the index's memory map)."""
+    data = os.urandom(3 * BLOCK)
+    cache = BlockCache(str(tmp_path), BLOCK, 0)
+    calls: list[str] = []
+    real_io = cache._io
+
+    async def counted_io(fn: Any, *args: object) -> object:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await real_io(fn, *args)
+
+    monkeypatch.setattr(cache, "_io", counted_io)
+    assert await cache.read(OBJ, len(data), BLOCK + 10, 4096, Source(data).fetch, random=True) == \
+        data[BLOCK + 10:BLOCK + 10 + 4096]
+    assert "_open_and_read" not in calls and "_load_many" not in calls, calls
     cache.close()
 
 
