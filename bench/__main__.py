@@ -219,10 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: wrote {results / 'latest.json'}")
     print(f"bench: {report.write_png(run, results / 'latest.png')}")
     if args.quick or args.no_results_md or run.interrupted or code:
-        print("bench: bench/RESULTS.md left as it is (only a complete full-scale run rewrites it)")
+        print("bench: bench/RESULTS.md left as it is (only a complete full-scale run rewrites it, "
+              "RESULTS-wan.md with --wan)")
     else:
-        report.write_results_md(run, HERE / "RESULTS.md", tables)
-        print(f"bench: wrote {HERE / 'RESULTS.md'}")
+        # A shaped link is a condition of its own: its figures go beside the loopback ones, not over them.
+        results_md = HERE / ("RESULTS-wan.md" if args.link.shaped else "RESULTS.md")
+        report.write_results_md(run, results_md, tables)
+        print(f"bench: wrote {results_md}")
     print(f"bench: done in {run.seconds / 60:.1f} min")
     return code
 

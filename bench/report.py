@@ -326,12 +326,17 @@ def write_results_md(run: Run, path: Path, tables: str) -> None:
     """RESULTS.md and, beside it, RESULTS.png: the chart is committed with the figures it draws."""
     chart = path.with_suffix(".png")
     drawn = write_png(run, chart).startswith("wrote")
+    link = run.settings.get("link")
+    wan = path.parent / "RESULTS-wan.md"
     text = "\n".join([
-        "# mountfs benchmark results",
+        "# mountfs benchmark results" + (f" through a shaped link ({link})" if link else ""),
         "",
-        "Written by `python -m bench` (`make bench`) from its last full run; raw numbers in "
-        "`bench/results/latest.json` (not committed).",
+        "Written by `python -m bench` (`make bench`) from its last full run"
+        + (" with `--wan`: every tool reaches SeaweedFS through bench/wan.py's proxy" if link else "")
+        + "; raw numbers in `bench/results/latest.json` (not committed).",
         "",
+        *([f"The same through a shaped link (`python -m bench --wan`): [{wan.name}]({wan.name}).", ""]
+          if not link and wan.exists() else []),
         *([f"![mountfs / tool per measurement]({chart.name})", ""] if drawn else []),
         *(["The part of the daemon's CPU that pyfuse3 and trio alone cost, measured beside mountfs: "
            "[FLOOR.md](FLOOR.md) (`python -m bench.fuse_floor`).", ""]
