@@ -32,6 +32,9 @@ from bench.harness import cpu_seconds, drop_caches, git_revision
 from bench.workloads import read_files_parallel, read_random
 
 NULL = "pyfuse3 + trio, answers from memory"
+S3_ROW = "mountfs, S3 (SeaweedFS), block cache warm"
+FILE_ROW = "mountfs, file:// (direct access)"
+SHORT = {NULL: "pyfuse3 + trio", S3_ROW: "mountfs S3", FILE_ROW: "mountfs file://"}
 SMALL_BYTES = 128 << 10
 BIG_BYTES = 256 << 20
 READERS = 8
@@ -171,7 +174,7 @@ def _mountfs_mounts(work: Path, source: Path, stops: list[Callable[[], None]]
         return peers.start_mountfs_source(f"file://{source}", work / "mnt-file", work / "cache-file",
                                           work / "mountfs-file.log", work)
 
-    return [("mountfs, S3 (SeaweedFS), block cache warm", s3), ("mountfs, file:// (direct access)", local)]
+    return [(S3_ROW, s3), (FILE_ROW, local)]
 
 
 def _syscalls(pid: int, jobs: dict[str, Callable[[], object]], small: int, reads: int,
@@ -209,7 +212,7 @@ def _calls_table(calls: dict[str, dict[str, dict[str, float]]]) -> str:
     """System calls per request, those at 0.5 or more somewhere, and the total."""
     columns = [(daemon, name) for daemon, per in calls.items() for name in per]
     names = sorted({c for per in calls.values() for w in per.values() for c, n in w.items() if n >= 0.5})
-    header = " | ".join(f"{d.split(',')[0]} {'4 KiB read' if w == '4k' else 'file'}" for d, w in columns)
+    header = " | ".join(f"{SHORT.get(d, d)}, {'4 KiB read' if w == '4k' else 'file'}" for d, w in columns)
     lines = [f"| system calls per request | {header} |", "|---" + "|---:" * len(columns) + "|"]
     for call in [*names, "all"]:
         cells = []
