@@ -133,9 +133,9 @@ class Metric:
             return None
         return last / first
 
-    def ratio(self, tool: str) -> float | None:
-        """mountfs / tool, oriented so that > 1 always means mountfs is faster."""
-        mine, theirs = self.rows.get("mountfs"), self.rows.get(tool)
+    def ratio(self, tool: str, mine_key: str = "mountfs") -> float | None:
+        """mountfs (or the row `mine_key`) / tool, oriented so that > 1 always means mine is faster."""
+        mine, theirs = self.rows.get(mine_key), self.rows.get(tool)
         if mine is None or theirs is None:
             return None
         a, b = mine.summary(), theirs.summary()

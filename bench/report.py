@@ -250,14 +250,7 @@ CHART_LABELS = {FLEET_ALONE: "shared cache vs none (fleet)"}
 
 def _chart_ratio(metric: Metric, tool: str) -> float | None:
     """mountfs / tool; for the fleet's rows, with the shared cache / without it (> 1: better with)."""
-    if tool != FLEET_ALONE:
-        return metric.ratio(tool)
-    shared, alone = metric.rows.get(FLEET_SHARED), metric.rows.get(FLEET_ALONE)
-    a = shared.summary() if shared else None
-    b = alone.summary() if alone else None
-    if a is None or b is None or a[0] <= 0 or b[0] <= 0:
-        return None
-    return a[0] / b[0] if metric.higher_is_better else b[0] / a[0]
+    return metric.ratio(tool, FLEET_SHARED) if tool == FLEET_ALONE else metric.ratio(tool)
 
 
 def write_png(run: Run, path: Path) -> str:
