@@ -182,9 +182,14 @@ _SIGNED_QUERY_RE = re.compile(
 _GCS_SCHEMES = ("gs", "gcs", "gcp", "google")
 
 
+def _written_scheme(text: str) -> str:
+    """The scheme as written, lowercased ("" without one), for messages before the URL is parsed."""
+    return text.strip().partition(":")[0].lower()
+
+
 def _credentials_hint(text: str) -> str:
     """Where the credentials of this URL's store belong."""
-    scheme = text.strip().partition(":")[0].lower()
+    scheme = _written_scheme(text)
     if scheme in _AZURE_SCHEMES:
         return "put them in [[azure.containers]] (account_key, sas_token) or AZURE_STORAGE_CONNECTION_STRING"
     if scheme in _GCS_SCHEMES:
@@ -220,7 +225,7 @@ def _check_url_text(text: str) -> None:
     """What no store URL may hold, checked before any message quotes the URL back."""
     shown = shown_url(text)
     if _userinfo(text):
-        if text.strip().partition(":")[0].lower() in _AZURE_SCHEMES:
+        if _written_scheme(text) in _AZURE_SCHEMES:
             raise InvalidValue(f'"{shown}" carries credentials, or a container name shaped like a key',
                                f"write az://container@account/path; credentials: {_credentials_hint(text)}")
         raise InvalidValue(f'"{shown}" carries credentials', f"{_credentials_hint(text)}, not in the URL")
