@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import trio
 
@@ -26,6 +27,9 @@ from mountfs.errors import NotADirectory, NotFound, StoreUnavailable
 from mountfs.namespace.inodes import ROOT_INODE, InodeTable, MountRoot, Node
 from mountfs.namespace.listing import PAGE_SIZE, DirEntry, DirSnapshot, entries_from_page
 from mountfs.upload.uploader import StagedUpload
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,16 @@ def _as_page(prefix: str, listing: _DirListing) -> ListPage:
     objects = [entry.meta for entry in listing.entries.values() if entry.meta is not None]
     prefixes = [prefix + os.fsdecode(entry.name) + "/" for entry in listing.entries.values() if entry.is_dir]
     return ListPage(objects, prefixes, None)
+
+
+def _bounded(entries: dict[K, V], limit: int, alive: Callable[[V], bool]) -> dict[K, V]:
+    """`entries` (in insertion order) cut to `limit`: those not `alive` go first, then the oldest."""
+    if len(entries) <= limit:
+        return entries
+    entries = {key: value for key, value in entries.items() if alive(value)}
+    while len(entries) > limit:
+        del entries[next(iter(entries))]
+    return entries
 
 
 class Namespace:
@@ -550,11 +564,8 @@ class Namespace:
         """Keep at most MAX_LISTINGS directories' listings: expired ones go first, then the oldest."""
         self._listings.pop(slot, None)
         self._listings[slot] = listing
-        if len(self._listings) > MAX_LISTINGS:
-            now = self.clock()
-            self._listings = {k: v for k, v in self._listings.items() if v.expires > now}
-            while len(self._listings) > MAX_LISTINGS:
-                del self._listings[next(iter(self._listings))]
+        now = self.clock()
+        self._listings = _bounded(self._listings, MAX_LISTINGS, lambda kept: kept.expires > now)
 
     async def _find_entry(self, parent: Node, name: bytes) -> DirEntry:
         assert parent.mount is not None
@@ -605,10 +616,7 @@ class Namespace:
         """Keep at most MAX_PROBED names: expired ones go first, then the oldest."""
         self._probed.pop(slot, None)
         self._probed[slot] = (now + self.metadata_ttl, entry)
-        if len(self._probed) > MAX_PROBED:
-            self._probed = {k: v for k, v in self._probed.items() if v[0] > now}
-            while len(self._probed) > MAX_PROBED:
-                del self._probed[next(iter(self._probed))]
+        self._probed = _bounded(self._probed, MAX_PROBED, lambda kept: kept[0] > now)
 
     async def _probe(self, mount: MountRoot, key: str, name: bytes) -> DirEntry | None:
         """HEAD the key and LIST it as a prefix at once; the directory wins if both exist."""
