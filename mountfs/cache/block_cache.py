@@ -458,7 +458,8 @@ class BlockCache:
     async def get_range(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
                         fetch: Fetch, on_disk_checked: bool = False) -> Buffer:
         """Bytes [start, stop) of a block read at random: the chunks around them that its file
-        lacks are fetched (a span of `random_fetch` bytes, aligned), written into its sparse file
+        lacks are fetched (a span of `random_fetch` bytes, aligned; of a read as long, its own
+        chunks), written into its sparse file
         in place and recorded; the rest of the block is fetched only when read. One fetch per
         block at a time: a reader of a block being fetched waits, then looks at the disk again.
         `on_disk_checked`: the caller just found no record of it (not looked up again: the record
@@ -500,7 +501,9 @@ class BlockCache:
                         await self._keep(obj, key, whole)
                     return memoryview(whole)[start:stop]
             length = min(self.block_size, object_size - index * self.block_size)
-            span, chunk = self.random_fetch, self.files.chunk
+            chunk = self.files.chunk
+            # A read as long as a span is its own best guess of what is wanted: only its chunks.
+            span = chunk if stop - start >= self.random_fetch else self.random_fetch
             first, last = start // span * span, min(length, -(-stop // span) * span)
             stretches = [(first, last)]
             if record is not None and record.length == length:

@@ -71,6 +71,17 @@ async def test_random_4k_reads_fetch_about_the_random_span_each(tmp_path: os.Pat
     cache.close()
 
 
+async def test_a_long_read_at_random_fetches_its_own_chunks_not_spans(tmp_path: os.PathLike[str]) -> None:
+    """A column chunk read in kernel-sized requests: each fetches the chunks it touches, not the
+    spans around them (a span's rounding at both ends of every request adds up)."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
+    start, length = BLOCK + 5 * CHUNK + 100, 3 * SPAN + 7
+    got = await cache.read(source.obj, SIZE, start, length, source.fetch, random=True)
+    assert bytes(got) == DATA[start:start + length]
+    assert source.requests == [(BLOCK + 5 * CHUNK, -(-(length + 100) // CHUNK) * CHUNK)]
+    cache.close()
+
+
 async def test_a_later_full_read_fetches_only_what_is_missing(tmp_path: os.PathLike[str]) -> None:
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
     for offset in offsets(30):
