@@ -145,6 +145,13 @@ class _InFlight:
         self.done = trio.Event()
         self.data: Piece | None = None
         self.error: BaseException | None = None
+        # A fetch of part of a block: the spans of it being fetched, its own and those of the
+        # fetches of other parts it was started beside (one list for all of them). None: a
+        # whole block, or a part that others may not be fetched beside yet.
+        self.spans: list[tuple[int, int]] | None = None
+
+    def fetching(self, first: int, last: int) -> bool:
+        return self.spans is None or any(a < last and first < b for a, b in self.spans)
 
 
 class BlockCache:
@@ -463,15 +470,36 @@ class BlockCache:
         in place and recorded; the rest of the block is fetched only when read. One fetch per
         block at a time: a reader of a block being fetched waits, then looks at the disk again.
         `on_disk_checked`: the caller just found no record of it (not looked up again: the record
-        of the chunks fetched is merged with any other when they are written)."""
+        of the chunks fetched is merged with any other when they are written).
+
+        Other parts of the same block are fetched beside it (the requests a reader of a column
+        chunk makes at once would otherwise wait for each other, a round trip each, and the later
+        ones for every fetch started meanwhile); what each brings is written in turn."""
         key = block_key(obj, self.block_size, index)
+        length = min(self.block_size, object_size - index * self.block_size)
+        chunk = self.files.chunk
+        # A read as long as a span is its own best guess of what is wanted: only its chunks.
+        span = chunk if stop - start >= self.random_fetch else self.random_fetch
+        first, last = start // span * span, min(length, -(-stop // span) * span)
         asked_itself = False
+        before: _InFlight | None = None  # the fetch of another part of the block, written first
         while True:
             data = self._remembered(key)
             if data is not None:
                 return memoryview(data)[start:stop]
             flight = self._in_flight.get(key)
             if flight is None:
+                break
+            if not flight.fetching(first, last):
+                if not on_disk_checked:  # fetched before those began, maybe
+                    on_disk_checked = True
+                    part = await self._read_from_disk(key, start, stop)
+                    if part is not None and not isinstance(part, _Lacking):
+                        self.stats.hits += 1
+                        self._touched.add(key)
+                        return part
+                    continue  # the fetches of the block may have changed meanwhile
+                before = flight
                 break
             self.stats.shared += 1
             await flight.done.wait()
@@ -491,7 +519,8 @@ class BlockCache:
         flight = self._in_flight[key] = _InFlight()
         try:
             record = None if on_disk_checked else await self._io(self._record, key)
-            if record is None and self.shared is not None:  # a fleet's whole block beats a few chunks
+            if record is None and self.shared is not None and before is None:
+                # A fleet's whole block beats a few chunks.
                 whole = await self.shared.find(obj, object_size, index)
                 if whole is not None:
                     self.traffic_of(obj).fetched += len(whole)
@@ -500,11 +529,8 @@ class BlockCache:
                     with trio.CancelScope(shield=True):
                         await self._keep(obj, key, whole)
                     return memoryview(whole)[start:stop]
-            length = min(self.block_size, object_size - index * self.block_size)
-            chunk = self.files.chunk
-            # A read as long as a span is its own best guess of what is wanted: only its chunks.
-            span = chunk if stop - start >= self.random_fetch else self.random_fetch
-            first, last = start // span * span, min(length, -(-stop // span) * span)
+            flight.spans = before.spans if before is not None and before.spans is not None else []
+            flight.spans.append((first, last))
             stretches = [(first, last)]
             if record is not None and record.length == length:
                 # Only what is missing: no chunk is fetched twice (a span seldom lacks more than
@@ -513,7 +539,7 @@ class BlockCache:
                              if a < last and b > first]
             direct: Buffer | None = None
             for a, b in stretches:
-                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch)
+                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch, after=before)
                 if a <= start and stop <= b:
                     direct = memoryview(got)[start - a:stop - a]
             if direct is not None:
@@ -523,9 +549,14 @@ class BlockCache:
                 flight.error = exc
             raise
         finally:
-            if self._in_flight.get(key) is flight:  # not settled by a block from the shared cache
-                del self._in_flight[key]
-                flight.done.set()
+            if flight.spans is not None:
+                flight.spans.remove((first, last))
+            if before is not None:  # done only after the fetches it was started beside
+                with trio.CancelScope(shield=True):
+                    await before.done.wait()
+            if self._in_flight.get(key) is flight:  # not settled by a block from the shared cache,
+                del self._in_flight[key]  # nor followed by the fetch of another part
+            flight.done.set()
         # Partly fetched now, partly on disk before.
         part = await self._read_from_disk(key, start, stop)
         if part is not None and not isinstance(part, _Lacking):
@@ -536,8 +567,9 @@ class BlockCache:
         return memoryview(got)[start - first:]
 
     async def _fetch_chunks(self, obj: ObjectId, key: bytes | None, index: int, length: int, first: int,
-                            last: int, fetch: Fetch) -> Buffer:
-        """Bytes [first, last) of a block from the store; kept in its file unless `key` is None."""
+                            last: int, fetch: Fetch, after: _InFlight | None = None) -> Buffer:
+        """Bytes [first, last) of a block from the store; kept in its file unless `key` is None,
+        once the fetch `after` is done (one writer of a block's file at a time)."""
         self.stats.misses += 1
         pieces = await fetch(index * self.block_size + first, last - first)
         got: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -547,6 +579,8 @@ class BlockCache:
         self.traffic_of(obj).fetched += len(got)
         if key is not None:
             with trio.CancelScope(shield=True):  # what was fetched is recorded with its file
+                if after is not None:
+                    await after.done.wait()
                 await self._keep_chunks(obj, key, length, first, got)
         return got
 

@@ -126,6 +126,44 @@ async def test_two_readers_of_the_same_missing_chunks_cause_one_fetch(tmp_path: 
     cache.close()
 
 
+async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept(
+        tmp_path: os.PathLike[str]) -> None:
+    """A column chunk's requests arrive together: each fetches its own part at once (not after the
+    others' round trips), a read of a part being fetched waits for it, and every part is written
+    and recorded: read again, nothing is fetched."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    parts = [(BLOCK + 100, 200_000), (BLOCK + 300_000, 200_000), (BLOCK + 600_000, 4096),
+             (BLOCK + 601_000, 4096), (BLOCK + 800_000, 100_000)]
+    results: dict[int, bytes] = {}
+    at_once = most = 0
+
+    async def fetch(start: int, length: int) -> list[Piece]:
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        try:
+            return await source.fetch(start, length)
+        finally:
+            at_once -= 1
+
+    async def reader(offset: int, length: int) -> None:
+        results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
+
+    async with trio.open_nursery() as nursery:
+        for offset, length in parts:
+            nursery.start_soon(reader, offset, length)
+    assert most == 4  # side by side, not one after another
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert len(source.requests) == 4  # the two reads in one span: one fetch
+    before = len(source.requests)
+    for offset, length in parts:
+        assert bytes(await cache.read(source.obj, SIZE, offset, length, source.fetch, random=True)) == \
+            DATA[offset:offset + length]
+    assert len(source.requests) == before
+    cache.close()
+    assert verify(str(tmp_path)).clean
+
+
 async def test_a_partial_record_matches_its_file_and_survives_a_restart(tmp_path: os.PathLike[str]) -> None:
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
     for offset in offsets(20, seed=3):
