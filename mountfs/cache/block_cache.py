@@ -27,7 +27,7 @@ from mountfs.cache.access import AccessMemory
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity, stretches
-from mountfs.concurrency import BlockingRunner
+from mountfs.concurrency import BlockingRunner, gather
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -150,8 +150,20 @@ class _InFlight:
         # whole block, or a part that others may not be fetched beside yet.
         self.spans: list[tuple[int, int]] | None = None
 
-    def fetching(self, first: int, last: int) -> bool:
-        return self.spans is None or any(a < last and first < b for a, b in self.spans)
+    def rest(self, first: int, last: int, start: int, stop: int) -> tuple[int, int] | None:
+        """What of [first, last) is not being fetched beside this, for a read of [start, stop);
+        None if it must wait for this fetch: a whole block, or every byte it reads. Its ends are
+        cut where other fetches cover them (a span of chunks rounded out to a chunk another
+        request also touches), and a fetch within it is fetched again (seldom)."""
+        if self.spans is None:
+            return None
+        for a, b in sorted(self.spans):
+            if a <= first < b:
+                first = b
+        for a, b in sorted(self.spans, reverse=True):
+            if a < last <= b:
+                last = a
+        return (first, last) if max(first, start) < min(last, stop) else None
 
 
 class BlockCache:
@@ -247,11 +259,13 @@ class BlockCache:
         if offset >= end:
             return b""
         first, last = offset // self.block_size, (end - 1) // self.block_size
-        pieces = []
+        parts = []
         for index in range(first, last + 1):
             block_start = index * self.block_size
             start, stop = max(offset, block_start) - block_start, min(end - block_start, self.block_size)
-            pieces.append(await self._read_in_block(obj, object_size, index, start, stop, fetch, random))
+            parts.append(partial(self._read_in_block, obj, object_size, index, start, stop, fetch, random))
+        # A read across blocks fetches what each lacks at the same time, not one after the other.
+        pieces = [await parts[0]()] if len(parts) == 1 else await gather(*parts)
         self.traffic_of(obj).served += end - offset
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
@@ -490,7 +504,8 @@ class BlockCache:
             flight = self._in_flight.get(key)
             if flight is None:
                 break
-            if not flight.fetching(first, last):
+            rest = flight.rest(first, last, start, stop)
+            if rest is not None:
                 if not on_disk_checked:  # fetched before those began, maybe
                     on_disk_checked = True
                     part = await self._read_from_disk(key, start, stop)
@@ -499,7 +514,7 @@ class BlockCache:
                         self._touched.add(key)
                         return part
                     continue  # the fetches of the block may have changed meanwhile
-                before = flight
+                before, (first, last) = flight, rest
                 break
             self.stats.shared += 1
             await flight.done.wait()

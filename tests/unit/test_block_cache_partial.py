@@ -164,6 +164,59 @@ async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept
     assert verify(str(tmp_path)).clean
 
 
+async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_beside_it(
+        tmp_path: os.PathLike[str]) -> None:
+    """The kernel's requests for one range end and start inside the same chunk: the second
+    fetches what the first does not, at once, and reads the shared chunk once the first is in."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    parts = [(BLOCK + 1000, 300_000), (BLOCK + 301_000, 300_000)]
+    results: dict[int, bytes] = {}
+    at_once = most = 0
+
+    async def fetch(start: int, length: int) -> list[Piece]:
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        try:
+            return await source.fetch(start, length)
+        finally:
+            at_once -= 1
+
+    async def reader(offset: int, length: int) -> None:
+        results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
+
+    async with trio.open_nursery() as nursery:
+        for offset, length in parts:
+            nursery.start_soon(reader, offset, length)
+            await trio.sleep(0.01)
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert most == 2
+    first_end, second_end = (BLOCK + -(-end // CHUNK) * CHUNK for end in (301_000, 601_000))
+    assert source.requests == [(BLOCK, first_end - BLOCK), (first_end, second_end - first_end)]
+    cache.close()
+    assert verify(str(tmp_path)).clean
+
+
+async def test_a_read_across_blocks_fetches_from_both_at_once(tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    at_once = most = 0
+
+    async def fetch(start: int, length: int) -> list[Piece]:
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        try:
+            return await source.fetch(start, length)
+        finally:
+            at_once -= 1
+
+    offset = 3 * BLOCK - 200_000
+    got = await cache.read(source.obj, SIZE, offset, 500_000, fetch, random=True)
+    assert bytes(got) == DATA[offset:offset + 500_000]
+    assert most == 2 and len(source.requests) == 2
+    cache.close()
+
+
 async def test_a_partial_record_matches_its_file_and_survives_a_restart(tmp_path: os.PathLike[str]) -> None:
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
     for offset in offsets(20, seed=3):
