@@ -264,8 +264,9 @@ class BlockCache:
             block_start = index * self.block_size
             start, stop = max(offset, block_start) - block_start, min(end - block_start, self.block_size)
             parts.append(partial(self._read_in_block, obj, object_size, index, start, stop, fetch, random))
-        # A read across blocks fetches what each lacks at the same time, not one after the other.
-        pieces = [await parts[0]()] if len(parts) == 1 else await gather(*parts)
+        # A read at random across blocks fetches what each lacks at the same time (a stream's
+        # blocks are fetched ahead of it, in order).
+        pieces = await gather(*parts) if random and len(parts) > 1 else [await part() for part in parts]
         self.traffic_of(obj).served += end - offset
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
