@@ -46,6 +46,22 @@ class Counting:
         return self.store.get_pieces("big.bin", start, length, BLOCK, self.obj.etag)
 
 
+class AtOnce:
+    """A Counting source's fetch that also counts the most fetches running at once."""
+
+    def __init__(self, source: Counting) -> None:
+        self.source = source
+        self.running = self.most = 0
+
+    async def __call__(self, start: int, length: int) -> list[Piece]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await self.source.fetch(start, length)
+        finally:
+            self.running -= 1
+
+
 def offsets(count: int, seed: int = 1) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(0, SIZE - 4096) for _ in range(count)]
@@ -135,16 +151,7 @@ async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept
     parts = [(BLOCK + 100, 200_000), (BLOCK + 300_000, 200_000), (BLOCK + 600_000, 4096),
              (BLOCK + 601_000, 4096), (BLOCK + 800_000, 100_000)]
     results: dict[int, bytes] = {}
-    at_once = most = 0
-
-    async def fetch(start: int, length: int) -> list[Piece]:
-        nonlocal at_once, most
-        at_once += 1
-        most = max(most, at_once)
-        try:
-            return await source.fetch(start, length)
-        finally:
-            at_once -= 1
+    fetch = AtOnce(source)
 
     async def reader(offset: int, length: int) -> None:
         results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
@@ -152,7 +159,7 @@ async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept
     async with trio.open_nursery() as nursery:
         for offset, length in parts:
             nursery.start_soon(reader, offset, length)
-    assert most == 4  # side by side, not one after another
+    assert fetch.most == 4  # side by side, not one after another
     assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
     assert len(source.requests) == 4  # the two reads in one span: one fetch
     before = len(source.requests)
@@ -171,16 +178,7 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
     parts = [(BLOCK + 1000, 300_000), (BLOCK + 301_000, 300_000)]
     results: dict[int, bytes] = {}
-    at_once = most = 0
-
-    async def fetch(start: int, length: int) -> list[Piece]:
-        nonlocal at_once, most
-        at_once += 1
-        most = max(most, at_once)
-        try:
-            return await source.fetch(start, length)
-        finally:
-            at_once -= 1
+    fetch = AtOnce(source)
 
     async def reader(offset: int, length: int) -> None:
         results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
@@ -190,7 +188,7 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
             nursery.start_soon(reader, offset, length)
             await trio.sleep(0.01)
     assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
-    assert most == 2
+    assert fetch.most == 2
     first_end, second_end = (BLOCK + -(-end // CHUNK) * CHUNK for end in (301_000, 601_000))
     assert source.requests == [(BLOCK, first_end - BLOCK), (first_end, second_end - first_end)]
     cache.close()
@@ -199,21 +197,12 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
 
 async def test_a_read_across_blocks_fetches_from_both_at_once(tmp_path: os.PathLike[str]) -> None:
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
-    at_once = most = 0
-
-    async def fetch(start: int, length: int) -> list[Piece]:
-        nonlocal at_once, most
-        at_once += 1
-        most = max(most, at_once)
-        try:
-            return await source.fetch(start, length)
-        finally:
-            at_once -= 1
+    fetch = AtOnce(source)
 
     offset = 3 * BLOCK - 200_000
     got = await cache.read(source.obj, SIZE, offset, 500_000, fetch, random=True)
     assert bytes(got) == DATA[offset:offset + 500_000]
-    assert most == 2 and len(source.requests) == 2
+    assert fetch.most == 2 and len(source.requests) == 2
     cache.close()
 
 
