@@ -62,6 +62,22 @@ class AtOnce:
             self.running -= 1
 
 
+async def read_at_once(cache: BlockCache, fetch: AtOnce, parts: list[tuple[int, int]],
+                       stagger: float = 0.0) -> dict[int, bytes]:
+    """Read each (offset, length) at random in a task of its own, `stagger` seconds apart."""
+    results: dict[int, bytes] = {}
+
+    async def reader(offset: int, length: int) -> None:
+        got = await cache.read(fetch.source.obj, SIZE, offset, length, fetch, random=True)
+        results[offset] = bytes(got)
+
+    async with trio.open_nursery() as nursery:
+        for offset, length in parts:
+            nursery.start_soon(reader, offset, length)
+            await trio.sleep(stagger)
+    return results
+
+
 def offsets(count: int, seed: int = 1) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(0, SIZE - 4096) for _ in range(count)]
@@ -150,15 +166,8 @@ async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
     parts = [(BLOCK + 100, 200_000), (BLOCK + 300_000, 200_000), (BLOCK + 600_000, 4096),
              (BLOCK + 601_000, 4096), (BLOCK + 800_000, 100_000)]
-    results: dict[int, bytes] = {}
     fetch = AtOnce(source)
-
-    async def reader(offset: int, length: int) -> None:
-        results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
-
-    async with trio.open_nursery() as nursery:
-        for offset, length in parts:
-            nursery.start_soon(reader, offset, length)
+    results = await read_at_once(cache, fetch, parts)
     assert fetch.most == 4  # side by side, not one after another
     assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
     assert len(source.requests) == 4  # the two reads in one span: one fetch
@@ -177,16 +186,8 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
     fetches what the first does not, at once, and reads the shared chunk once the first is in."""
     cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
     parts = [(BLOCK + 1000, 300_000), (BLOCK + 301_000, 300_000)]
-    results: dict[int, bytes] = {}
     fetch = AtOnce(source)
-
-    async def reader(offset: int, length: int) -> None:
-        results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
-
-    async with trio.open_nursery() as nursery:
-        for offset, length in parts:
-            nursery.start_soon(reader, offset, length)
-            await trio.sleep(0.01)
+    results = await read_at_once(cache, fetch, parts, stagger=0.01)
     assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
     assert fetch.most == 2
     first_end, second_end = (BLOCK + -(-end // CHUNK) * CHUNK for end in (301_000, 601_000))
