@@ -27,7 +27,7 @@ from mountfs.cache.access import AccessMemory
 from mountfs.cache.blocks import BlockFiles, CorruptBlock, OpenBlock
 from mountfs.cache.eviction import CacheLimits, EvictionReport, Evictor, StatVfs
 from mountfs.cache.index import BlockRecord, CacheIndex, IndexTotals, block_key, identity, stretches
-from mountfs.concurrency import BlockingRunner
+from mountfs.concurrency import BlockingRunner, gather
 from mountfs.errors import NoSpace, Offline, Stale, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -145,6 +145,25 @@ class _InFlight:
         self.done = trio.Event()
         self.data: Piece | None = None
         self.error: BaseException | None = None
+        # A fetch of part of a block: the spans of it being fetched, its own and those of the
+        # fetches of other parts it was started beside (one list for all of them). None: a
+        # whole block, or a part that others may not be fetched beside yet.
+        self.spans: list[tuple[int, int]] | None = None
+
+    def rest(self, first: int, last: int, start: int, stop: int) -> tuple[int, int] | None:
+        """What of [first, last) is not being fetched beside this, for a read of [start, stop);
+        None if it must wait for this fetch: a whole block, or every byte it reads. Its ends are
+        cut where other fetches cover them (a span of chunks rounded out to a chunk another
+        request also touches), and a fetch within it is fetched again (seldom)."""
+        if self.spans is None:
+            return None
+        for a, b in sorted(self.spans):
+            if a <= first < b:
+                first = b
+        for a, b in sorted(self.spans, reverse=True):
+            if a < last <= b:
+                last = a
+        return (first, last) if max(first, start) < min(last, stop) else None
 
 
 class BlockCache:
@@ -240,11 +259,14 @@ class BlockCache:
         if offset >= end:
             return b""
         first, last = offset // self.block_size, (end - 1) // self.block_size
-        pieces = []
+        parts = []
         for index in range(first, last + 1):
             block_start = index * self.block_size
             start, stop = max(offset, block_start) - block_start, min(end - block_start, self.block_size)
-            pieces.append(await self._read_in_block(obj, object_size, index, start, stop, fetch, random))
+            parts.append(partial(self._read_in_block, obj, object_size, index, start, stop, fetch, random))
+        # A read at random across blocks fetches what each lacks at the same time (a stream's
+        # blocks are fetched ahead of it, in order).
+        pieces = await gather(*parts) if random and len(parts) > 1 else [await part() for part in parts]
         self.traffic_of(obj).served += end - offset
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
@@ -458,19 +480,42 @@ class BlockCache:
     async def get_range(self, obj: ObjectId, object_size: int, index: int, start: int, stop: int,
                         fetch: Fetch, on_disk_checked: bool = False) -> Buffer:
         """Bytes [start, stop) of a block read at random: the chunks around them that its file
-        lacks are fetched (a span of `random_fetch` bytes, aligned), written into its sparse file
+        lacks are fetched (a span of `random_fetch` bytes, aligned; of a read as long, its own
+        chunks), written into its sparse file
         in place and recorded; the rest of the block is fetched only when read. One fetch per
         block at a time: a reader of a block being fetched waits, then looks at the disk again.
         `on_disk_checked`: the caller just found no record of it (not looked up again: the record
-        of the chunks fetched is merged with any other when they are written)."""
+        of the chunks fetched is merged with any other when they are written).
+
+        Other parts of the same block are fetched beside it (the requests a reader of a column
+        chunk makes at once would otherwise wait for each other, a round trip each, and the later
+        ones for every fetch started meanwhile); what each brings is written in turn."""
         key = block_key(obj, self.block_size, index)
+        length = min(self.block_size, object_size - index * self.block_size)
+        chunk = self.files.chunk
+        # A read as long as a span is its own best guess of what is wanted: only its chunks.
+        span = chunk if stop - start >= self.random_fetch else self.random_fetch
+        first, last = start // span * span, min(length, -(-stop // span) * span)
         asked_itself = False
+        before: _InFlight | None = None  # the fetch of another part of the block, written first
         while True:
             data = self._remembered(key)
             if data is not None:
                 return memoryview(data)[start:stop]
             flight = self._in_flight.get(key)
             if flight is None:
+                break
+            rest = flight.rest(first, last, start, stop)
+            if rest is not None:
+                if not on_disk_checked:  # fetched before those began, maybe
+                    on_disk_checked = True
+                    part = await self._read_from_disk(key, start, stop)
+                    if part is not None and not isinstance(part, _Lacking):
+                        self.stats.hits += 1
+                        self._touched.add(key)
+                        return part
+                    continue  # the fetches of the block may have changed meanwhile
+                before, (first, last) = flight, rest
                 break
             self.stats.shared += 1
             await flight.done.wait()
@@ -490,7 +535,8 @@ class BlockCache:
         flight = self._in_flight[key] = _InFlight()
         try:
             record = None if on_disk_checked else await self._io(self._record, key)
-            if record is None and self.shared is not None:  # a fleet's whole block beats a few chunks
+            if record is None and self.shared is not None and before is None:
+                # A fleet's whole block beats a few chunks.
                 whole = await self.shared.find(obj, object_size, index)
                 if whole is not None:
                     self.traffic_of(obj).fetched += len(whole)
@@ -499,9 +545,8 @@ class BlockCache:
                     with trio.CancelScope(shield=True):
                         await self._keep(obj, key, whole)
                     return memoryview(whole)[start:stop]
-            length = min(self.block_size, object_size - index * self.block_size)
-            span, chunk = self.random_fetch, self.files.chunk
-            first, last = start // span * span, min(length, -(-stop // span) * span)
+            flight.spans = before.spans if before is not None and before.spans is not None else []
+            flight.spans.append((first, last))
             stretches = [(first, last)]
             if record is not None and record.length == length:
                 # Only what is missing: no chunk is fetched twice (a span seldom lacks more than
@@ -510,7 +555,7 @@ class BlockCache:
                              if a < last and b > first]
             direct: Buffer | None = None
             for a, b in stretches:
-                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch)
+                got = await self._fetch_chunks(obj, key, index, length, a, b, fetch, after=before)
                 if a <= start and stop <= b:
                     direct = memoryview(got)[start - a:stop - a]
             if direct is not None:
@@ -520,9 +565,14 @@ class BlockCache:
                 flight.error = exc
             raise
         finally:
-            if self._in_flight.get(key) is flight:  # not settled by a block from the shared cache
-                del self._in_flight[key]
-                flight.done.set()
+            if flight.spans is not None:
+                flight.spans.remove((first, last))
+            if before is not None:  # done only after the fetches it was started beside
+                with trio.CancelScope(shield=True):
+                    await before.done.wait()
+            if self._in_flight.get(key) is flight:  # not settled by a block from the shared cache,
+                del self._in_flight[key]  # nor followed by the fetch of another part
+            flight.done.set()
         # Partly fetched now, partly on disk before.
         part = await self._read_from_disk(key, start, stop)
         if part is not None and not isinstance(part, _Lacking):
@@ -533,8 +583,9 @@ class BlockCache:
         return memoryview(got)[start - first:]
 
     async def _fetch_chunks(self, obj: ObjectId, key: bytes | None, index: int, length: int, first: int,
-                            last: int, fetch: Fetch) -> Buffer:
-        """Bytes [first, last) of a block from the store; kept in its file unless `key` is None."""
+                            last: int, fetch: Fetch, after: _InFlight | None = None) -> Buffer:
+        """Bytes [first, last) of a block from the store; kept in its file unless `key` is None,
+        once the fetch `after` is done (one writer of a block's file at a time)."""
         self.stats.misses += 1
         pieces = await fetch(index * self.block_size + first, last - first)
         got: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -544,6 +595,8 @@ class BlockCache:
         self.traffic_of(obj).fetched += len(got)
         if key is not None:
             with trio.CancelScope(shield=True):  # what was fetched is recorded with its file
+                if after is not None:
+                    await after.done.wait()
                 await self._keep_chunks(obj, key, length, first, got)
         return got
 

@@ -52,6 +52,7 @@ class ReadPattern:
     next_offset: int = -1
     window: int = 0
     run: int = 0  # reads in a row that continued the one before
+    run_start: int = 0  # where the reads in a row began
     kind: str = ""
     access: ObjectAccess | None = None
 
@@ -75,9 +76,11 @@ class ReadPattern:
             gap = self.tolerance if self.kind == "stream" else min(self.tolerance, CONFIRM_GAP)
             continues = abs(offset - self.next_offset) <= gap
         if continues:
+            if first:
+                self.run_start = offset
             self.run += 1
             self.next_offset = max(self.next_offset, offset + size)
-            if first or self.kind == "stream" or self.run >= CONFIRMING_READS:
+            if first or self.kind == "stream" or self._confirmed():
                 if self.kind != "stream" and self.access is not None:
                     self.access.streams += 1
                 self.window = min(max(self.window * 2, self.block_size), self.max_window)
@@ -94,6 +97,7 @@ class ReadPattern:
             self.next_offset = offset + size
             return self.window
         self.run = 0
+        self.run_start = offset
         self.window = 0
         self.next_offset = offset + size
         if footer:
@@ -105,6 +109,16 @@ class ReadPattern:
         if self.access is not None and self.kind != "start":
             self.access.random += 1
         return self.window
+
+    def _confirmed(self) -> bool:
+        """Reads in a row make a stream; of an object read at random, only a block's worth of
+        them: a reader of column chunks or members reads each in two or three adjacent requests,
+        and the kernel's readahead may add one past its end, which whole blocks fetched ahead
+        would multiply."""
+        if self.run < CONFIRMING_READS:
+            return False
+        return self.access is None or not self.access.read_at_random \
+            or self.next_offset - self.run_start >= self.block_size
 
 
 @dataclass

@@ -70,9 +70,10 @@ class CacheConfig:
 class ReadConfig:
     metadata_ttl: float = 60.0
     negative_ttl: float = 5.0
-    # Store requests in flight (each up to 16 MiB when reading ahead). More threads only fight
-    # over the GIL: a cold 1 GiB read went from about 950 MB/s with 8 to about 700 with 16.
-    max_concurrency: int = 8
+    # Store requests in flight (each up to 16 MiB when reading ahead): enough for a reader of
+    # many ranges at once (a parquet reader's column chunks) to fill a link with tens of ms of
+    # latency; many more threads only fight over the GIL.
+    max_concurrency: int = 16
     readahead_max: int = 256 * MiB
     max_memory: int = 192 * MiB  # block bytes the daemon holds in memory, all handles together
     kernel_readahead: int = 8 * MiB  # the mount's read_ahead_kb, set when running as root

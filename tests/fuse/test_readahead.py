@@ -18,6 +18,19 @@ def test_the_mount_gets_a_large_kernel_readahead(mounter: Mounter, bucket: Bucke
         assert int(f.read()) == 8192
 
 
+def test_the_kernel_may_send_many_reads_at_once(mounter: Mounter, bucket: Bucket) -> None:
+    """A reader asking for many ranges at once (fadvise WILLNEED) must not block in the kernel
+    behind its default of 12 outstanding reads: fusectl is mounted if need be."""
+    from mountfs.kernel_tuning import BACKGROUND_REQUESTS, connection_dir
+
+    mnt = mounter.mount(bucket.url)
+    folder = connection_dir(os.stat(mnt.path).st_dev)
+    with open(f"{folder}/max_background") as f:
+        assert int(f.read()) == BACKGROUND_REQUESTS
+    with open(f"{folder}/congestion_threshold") as f:
+        assert int(f.read()) == BACKGROUND_REQUESTS * 3 // 4
+
+
 def test_sequential_reads_prefetch_and_random_reads_do_not(mounter: Mounter, bucket: Bucket) -> None:
     rel = bucket.BIG_NAME  # 64 MiB in 1 MiB blocks
     random_mount = mounter.mount(bucket.url)

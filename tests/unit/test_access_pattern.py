@@ -59,12 +59,33 @@ def test_an_object_read_at_random_is_not_taken_for_a_stream_by_its_next_handle()
     # Another object, never read at random, still streams from its first read at 0.
     other = pattern(objects)
     assert other.observe(0, 128 * 1024, ObjectId("memory", "mem", "other", "e"), SIZE) == BLOCK
-    # Reads that do turn sequential still become a stream, and the object is read as one again.
-    for n in range(1, 4):
-        second.observe(n * 4096, 4096, OBJ, SIZE)
+    # Reads that do turn sequential still become a stream (after a block's worth of them), and the
+    # object is read as one again.
+    for n in range(7):
+        second.observe(4096 + n * 128 * 1024, 128 * 1024, OBJ, SIZE)
+    assert second.random and second.window == 0
+    second.observe(4096 + 7 * 128 * 1024, 128 * 1024, OBJ, SIZE)
     assert not second.random
     objects.of(OBJ).streams += 5
     assert pattern(objects).observe(0, 4096, OBJ, SIZE) == BLOCK
+
+
+def test_column_chunks_of_an_object_read_at_random_fetch_no_blocks_ahead() -> None:
+    """pyarrow asks the kernel for each column chunk (fadvise), which reads it in 1 MiB requests,
+    sometimes with a readahead request past its end: three reads in a row that are no stream."""
+    block = 4 << 20
+    objects = AccessMemory()
+    p = ReadPattern(block, 64 << 20, tolerance=1 << 20, objects=objects)
+    p.observe(SIZE - 65536, 65536, OBJ, SIZE)  # the footer
+    chunk = 1_949_203
+    for start in (5_847_613, 33_136_455, 44_831_673, 72_120_515):
+        for offset, size in ((start, 1 << 20), (start + (1 << 20), chunk - (1 << 20)),
+                             (start + chunk, 1 << 20)):
+            assert p.observe(offset, size, OBJ, SIZE) == 0 and p.random
+    # A long sequential read of the same object is still a stream once it covers a block.
+    for n in range(5):
+        window = p.observe(200 * block + n * (1 << 20), 1 << 20, OBJ, SIZE)
+    assert window >= block and not p.random
 
 
 @pytest.fixture

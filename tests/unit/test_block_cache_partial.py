@@ -46,6 +46,38 @@ class Counting:
         return self.store.get_pieces("big.bin", start, length, BLOCK, self.obj.etag)
 
 
+class AtOnce:
+    """A Counting source's fetch that also counts the most fetches running at once."""
+
+    def __init__(self, source: Counting) -> None:
+        self.source = source
+        self.running = self.most = 0
+
+    async def __call__(self, start: int, length: int) -> list[Piece]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await self.source.fetch(start, length)
+        finally:
+            self.running -= 1
+
+
+async def read_at_once(cache: BlockCache, fetch: AtOnce, parts: list[tuple[int, int]],
+                       stagger: float = 0.0) -> dict[int, bytes]:
+    """Read each (offset, length) at random in a task of its own, `stagger` seconds apart."""
+    results: dict[int, bytes] = {}
+
+    async def reader(offset: int, length: int) -> None:
+        got = await cache.read(fetch.source.obj, SIZE, offset, length, fetch, random=True)
+        results[offset] = bytes(got)
+
+    async with trio.open_nursery() as nursery:
+        for offset, length in parts:
+            nursery.start_soon(reader, offset, length)
+            await trio.sleep(stagger)
+    return results
+
+
 def offsets(count: int, seed: int = 1) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(0, SIZE - 4096) for _ in range(count)]
@@ -68,6 +100,17 @@ async def test_random_4k_reads_fetch_about_the_random_span_each(tmp_path: os.Pat
         assert bytes(await cache.read(source.obj, SIZE, offset, 4096, source.fetch, random=True)) == \
             DATA[offset:offset + 4096]
     assert len(source.requests) == before
+    cache.close()
+
+
+async def test_a_long_read_at_random_fetches_its_own_chunks_not_spans(tmp_path: os.PathLike[str]) -> None:
+    """A column chunk read in kernel-sized requests: each fetches the chunks it touches, not the
+    spans around them (a span's rounding at both ends of every request adds up)."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting()
+    start, length = BLOCK + 5 * CHUNK + 100, 3 * SPAN + 7
+    got = await cache.read(source.obj, SIZE, start, length, source.fetch, random=True)
+    assert bytes(got) == DATA[start:start + length]
+    assert source.requests == [(BLOCK + 5 * CHUNK, -(-(length + 100) // CHUNK) * CHUNK)]
     cache.close()
 
 
@@ -112,6 +155,55 @@ async def test_two_readers_of_the_same_missing_chunks_cause_one_fetch(tmp_path: 
             nursery.start_soon(reader, offset)
     assert sorted(results) == sorted(DATA[o:o + 4096] for o in (BLOCK + 100, BLOCK + 5000, BLOCK + 9000))
     assert source.requests == [(BLOCK, SPAN)]
+    cache.close()
+
+
+async def test_other_parts_of_a_block_are_fetched_beside_each_other_and_all_kept(
+        tmp_path: os.PathLike[str]) -> None:
+    """A column chunk's requests arrive together: each fetches its own part at once (not after the
+    others' round trips), a read of a part being fetched waits for it, and every part is written
+    and recorded: read again, nothing is fetched."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    parts = [(BLOCK + 100, 200_000), (BLOCK + 300_000, 200_000), (BLOCK + 600_000, 4096),
+             (BLOCK + 601_000, 4096), (BLOCK + 800_000, 100_000)]
+    fetch = AtOnce(source)
+    results = await read_at_once(cache, fetch, parts)
+    assert fetch.most == 4  # side by side, not one after another
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert len(source.requests) == 4  # the two reads in one span: one fetch
+    before = len(source.requests)
+    for offset, length in parts:
+        assert bytes(await cache.read(source.obj, SIZE, offset, length, source.fetch, random=True)) == \
+            DATA[offset:offset + length]
+    assert len(source.requests) == before
+    cache.close()
+    assert verify(str(tmp_path)).clean
+
+
+async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_beside_it(
+        tmp_path: os.PathLike[str]) -> None:
+    """The kernel's requests for one range end and start inside the same chunk: the second
+    fetches what the first does not, at once, and reads the shared chunk once the first is in."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    parts = [(BLOCK + 1000, 300_000), (BLOCK + 301_000, 300_000)]
+    fetch = AtOnce(source)
+    results = await read_at_once(cache, fetch, parts, stagger=0.01)
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert fetch.most == 2
+    first_end, second_end = (BLOCK + -(-end // CHUNK) * CHUNK for end in (301_000, 601_000))
+    assert source.requests == [(BLOCK, first_end - BLOCK), (first_end, second_end - first_end)]
+    cache.close()
+    assert verify(str(tmp_path)).clean
+
+
+async def test_a_read_across_blocks_fetches_from_both_at_once(tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    fetch = AtOnce(source)
+
+    offset = 3 * BLOCK - 200_000
+    got = await cache.read(source.obj, SIZE, offset, 500_000, fetch, random=True)
+    assert bytes(got) == DATA[offset:offset + 500_000]
+    assert fetch.most == 2 and len(source.requests) == 2
     cache.close()
 
 

@@ -149,7 +149,7 @@ def test_design_example_loads(tmp_path: Path, design_env: None) -> None:
     cfg = load_config(path)
     assert cfg.source == path
     assert cfg.cache == CacheConfig("/var/cache/mountfs", 200 * GiB, 1_000_000, 7 * 86400.0, 4 * MiB)
-    assert cfg.read == ReadConfig(60.0, 5.0, 8, 256 * MiB, 192 * MiB)
+    assert cfg.read == ReadConfig(60.0, 5.0, 16, 256 * MiB, 192 * MiB)
     assert cfg.write == WriteConfig(16 * MiB, 8)
     assert cfg.mounts == (
         MountConfig(
