@@ -149,6 +149,12 @@ class _InFlight:
         # fetches of other parts it was started beside (one list for all of them). None: a
         # whole block, or a part that others may not be fetched beside yet.
         self.spans: list[tuple[int, int]] | None = None
+        self.span: tuple[int, int] | None = None  # a part's own: its error is not another part's
+
+    def failed_for(self, start: int, stop: int) -> bool:
+        """Whether the error of this fetch is that of a read of [start, stop) waiting for it."""
+        span = self.span
+        return self.error is not None and (span is None or (span[0] < stop and start < span[1]))
 
     def rest(self, first: int, last: int, start: int, stop: int) -> tuple[int, int] | None:
         """What of [first, last) is not being fetched beside this, for a read of [start, stop);
@@ -521,7 +527,8 @@ class BlockCache:
             await flight.done.wait()
             if flight.data is not None:
                 return memoryview(flight.data)[start:stop]
-            if flight.error is not None:
+            if flight.failed_for(start, stop):
+                assert flight.error is not None
                 if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
                     asked_itself = True
                     continue
@@ -547,6 +554,7 @@ class BlockCache:
                     return memoryview(whole)[start:stop]
             flight.spans = before.spans if before is not None and before.spans is not None else []
             flight.spans.append((first, last))
+            flight.span = (first, last)
             stretches = [(first, last)]
             if record is not None and record.length == length:
                 # Only what is missing: no chunk is fetched twice (a span seldom lacks more than
