@@ -151,6 +151,12 @@ class _InFlight:
         self.spans: list[tuple[int, int]] | None = None
         self.span: tuple[int, int] | None = None  # a part's own: its error is not another part's
 
+    def fetches(self, first: int, last: int, before: _InFlight | None) -> None:
+        """From now on: a fetch of [first, last) of a block, beside those of `before`'s chain."""
+        self.spans = before.spans if before is not None and before.spans is not None else []
+        self.spans.append((first, last))
+        self.span = (first, last)
+
     def failed_for(self, start: int, stop: int) -> bool:
         """Whether the error of this fetch is that of a read of [start, stop) waiting for it."""
         span = self.span
@@ -504,6 +510,7 @@ class BlockCache:
         first, last = start // span * span, min(length, -(-stop // span) * span)
         asked_itself = False
         before: _InFlight | None = None  # the fetch of another part of the block, written first
+        looked = on_disk_checked  # at the disk, before fetching beside another part
         while True:
             data = self._remembered(key)
             if data is not None:
@@ -513,8 +520,8 @@ class BlockCache:
                 break
             rest = flight.rest(first, last, start, stop)
             if rest is not None:
-                if not on_disk_checked:  # fetched before those began, maybe
-                    on_disk_checked = True
+                if not looked:  # fetched before those began, maybe
+                    looked = True
                     part = await self._read_from_disk(key, start, stop)
                     if part is not None and not isinstance(part, _Lacking):
                         self.stats.hits += 1
@@ -540,10 +547,13 @@ class BlockCache:
                 self._touched.add(key)
                 return part
         flight = self._in_flight[key] = _InFlight()
+        asks_shared = before is None and self.shared is not None
+        if not asks_shared:  # other parts may be fetched beside this one from now on
+            flight.fetches(first, last, before)
         try:
             record = None if on_disk_checked else await self._io(self._record, key)
-            if record is None and self.shared is not None and before is None:
-                # A fleet's whole block beats a few chunks.
+            if record is None and asks_shared:  # a fleet's whole block beats a few chunks
+                assert self.shared is not None
                 whole = await self.shared.find(obj, object_size, index)
                 if whole is not None:
                     self.traffic_of(obj).fetched += len(whole)
@@ -552,9 +562,8 @@ class BlockCache:
                     with trio.CancelScope(shield=True):
                         await self._keep(obj, key, whole)
                     return memoryview(whole)[start:stop]
-            flight.spans = before.spans if before is not None and before.spans is not None else []
-            flight.spans.append((first, last))
-            flight.span = (first, last)
+            if asks_shared:
+                flight.fetches(first, last, before)
             stretches = [(first, last)]
             if record is not None and record.length == length:
                 # Only what is missing: no chunk is fetched twice (a span seldom lacks more than

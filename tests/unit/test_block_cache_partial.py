@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -194,6 +195,19 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
     assert source.requests == [(BLOCK, first_end - BLOCK), (first_end, second_end - first_end)]
     cache.close()
     assert verify(str(tmp_path)).clean
+
+
+async def test_a_part_fetched_beside_another_skips_the_chunks_cached(tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    await cache.read(source.obj, SIZE, BLOCK + 200_000, 4096, source.fetch, random=True)  # one span
+    fetch = AtOnce(source)
+    parts = [(BLOCK, 100_000), (BLOCK + 150_000, 200_000)]
+    results = await read_at_once(cache, fetch, parts)
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert fetch.most == 2
+    spans = sorted((start, start + length) for start, length in source.requests)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # none fetched twice
+    cache.close()
 
 
 async def test_a_reader_waiting_on_its_part_gets_no_error_of_a_part_fetched_beside_it(
