@@ -149,6 +149,18 @@ class _InFlight:
         # fetches of other parts it was started beside (one list for all of them). None: a
         # whole block, or a part that others may not be fetched beside yet.
         self.spans: list[tuple[int, int]] | None = None
+        self.span: tuple[int, int] | None = None  # a part's own: its error is not another part's
+
+    def fetches(self, first: int, last: int, before: _InFlight | None) -> None:
+        """From now on: a fetch of [first, last) of a block, beside those of `before`'s chain."""
+        self.spans = before.spans if before is not None and before.spans is not None else []
+        self.spans.append((first, last))
+        self.span = (first, last)
+
+    def failed_for(self, start: int, stop: int) -> bool:
+        """Whether the error of this fetch is that of a read of [start, stop) waiting for it."""
+        span = self.span
+        return self.error is not None and (span is None or (span[0] < stop and start < span[1]))
 
     def rest(self, first: int, last: int, start: int, stop: int) -> tuple[int, int] | None:
         """What of [first, last) is not being fetched beside this, for a read of [start, stop);
@@ -498,6 +510,7 @@ class BlockCache:
         first, last = start // span * span, min(length, -(-stop // span) * span)
         asked_itself = False
         before: _InFlight | None = None  # the fetch of another part of the block, written first
+        looked = on_disk_checked  # at the disk, before fetching beside another part
         while True:
             data = self._remembered(key)
             if data is not None:
@@ -507,8 +520,8 @@ class BlockCache:
                 break
             rest = flight.rest(first, last, start, stop)
             if rest is not None:
-                if not on_disk_checked:  # fetched before those began, maybe
-                    on_disk_checked = True
+                if not looked:  # fetched before those began, maybe
+                    looked = True
                     part = await self._read_from_disk(key, start, stop)
                     if part is not None and not isinstance(part, _Lacking):
                         self.stats.hits += 1
@@ -521,7 +534,8 @@ class BlockCache:
             await flight.done.wait()
             if flight.data is not None:
                 return memoryview(flight.data)[start:stop]
-            if flight.error is not None:
+            if flight.failed_for(start, stop):
+                assert flight.error is not None
                 if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
                     asked_itself = True
                     continue
@@ -533,10 +547,18 @@ class BlockCache:
                 self._touched.add(key)
                 return part
         flight = self._in_flight[key] = _InFlight()
+        asks_shared = before is None and self.shared is not None
+        if not asks_shared:  # other parts may be fetched beside this one from now on
+            flight.fetches(first, last, before)
         try:
-            record = None if on_disk_checked else await self._io(self._record, key)
-            if record is None and self.shared is not None and before is None:
-                # A fleet's whole block beats a few chunks.
+            if on_disk_checked:
+                record = None
+            elif before is not None:  # on the loop: the cache disk's threads may be busy writing its parts
+                record = self._record(key)
+            else:
+                record = await self._io(self._record, key)
+            if record is None and asks_shared:  # a fleet's whole block beats a few chunks
+                assert self.shared is not None
                 whole = await self.shared.find(obj, object_size, index)
                 if whole is not None:
                     self.traffic_of(obj).fetched += len(whole)
@@ -545,8 +567,8 @@ class BlockCache:
                     with trio.CancelScope(shield=True):
                         await self._keep(obj, key, whole)
                     return memoryview(whole)[start:stop]
-            flight.spans = before.spans if before is not None and before.spans is not None else []
-            flight.spans.append((first, last))
+            if asks_shared:
+                flight.fetches(first, last, before)
             stretches = [(first, last)]
             if record is not None and record.length == length:
                 # Only what is missing: no chunk is fetched twice (a span seldom lacks more than

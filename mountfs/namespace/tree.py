@@ -85,9 +85,6 @@ class _DirListing:
 # a time, so that a walk (`find`, `du`, os.walk) finds each next directory already listed.
 LOOKAHEAD_SUBDIRS = 64
 MAX_LISTINGS = 20_000  # directories whose listing is remembered for the metadata TTL
-# Names a probe lists of a folder: a small folder (a dataset's few shards, a model's files) is
-# then listed whole, and lookups in it cost no request.
-PROBE_PAGE = 100
 MAX_PROBED = 50_000  # names found by a probe (HEAD + LIST) remembered for the metadata TTL
 LOOKAHEAD_CONCURRENCY = 8
 
@@ -631,14 +628,10 @@ class Namespace:
                 return None
 
         async def list_as_prefix() -> ListPage:
-            return await mount.store.list(key + "/", "/", None, PROBE_PAGE)
+            return await mount.store.list(key + "/", "/", None, 1)
 
         meta, page = await gather(head, list_as_prefix)
         if isinstance(page, ListPage) and (page.objects or page.prefixes):
-            if page.next_token is None:  # the whole folder: a lookup in it needs no probe of its own
-                listing = _DirListing()
-                self._record_page(listing, key + "/", page, mount)
-                self._store_listing((id(mount), key + "/"), listing)
             return DirEntry(name, True, None)
         if isinstance(meta, ObjectMeta):
             return DirEntry(name, False, meta)

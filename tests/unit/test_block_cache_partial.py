@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -17,7 +18,7 @@ from mountfs.cache.eviction import CacheLimits
 from mountfs.cache.index import BlockRecord, IndexTotals, block_key
 from mountfs.cache.maintenance import check_block, verify
 from mountfs.cache.shared import SharedCache
-from mountfs.errors import NoSpace
+from mountfs.errors import NoSpace, StoreUnavailable
 
 BLOCK = 1 << 20
 SIZE = 8 * BLOCK + 12345
@@ -194,6 +195,50 @@ async def test_a_part_sharing_a_chunk_with_one_being_fetched_fetches_the_rest_be
     assert source.requests == [(BLOCK, first_end - BLOCK), (first_end, second_end - first_end)]
     cache.close()
     assert verify(str(tmp_path)).clean
+
+
+async def test_a_part_fetched_beside_another_skips_the_chunks_cached(tmp_path: os.PathLike[str]) -> None:
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    await cache.read(source.obj, SIZE, BLOCK + 200_000, 4096, source.fetch, random=True)  # one span
+    fetch = AtOnce(source)
+    parts = [(BLOCK, 100_000), (BLOCK + 150_000, 200_000)]
+    results = await read_at_once(cache, fetch, parts)
+    assert results == {offset: DATA[offset:offset + length] for offset, length in parts}
+    assert fetch.most == 2
+    spans = sorted((start, start + length) for start, length in source.requests)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # none fetched twice
+    cache.close()
+
+
+async def test_a_reader_waiting_on_its_part_gets_no_error_of_a_part_fetched_beside_it(
+        tmp_path: os.PathLike[str]) -> None:
+    """Parts fetched side by side end one after the other; a reader of the first waits for the
+    last, whose failure is its own, not the reader's."""
+    cache, source = BlockCache(str(tmp_path), BLOCK, 1 << 20), Counting(delay=0.05)
+    failing = BLOCK + 512 * 1024
+
+    async def fetch(start: int, length: int) -> list[Piece]:
+        if start == failing:
+            await trio.sleep(0.01)
+            raise StoreUnavailable("503 for that part only")
+        return await source.fetch(start, length)
+
+    results: dict[int, bytes | Exception] = {}
+
+    async def reader(offset: int, length: int) -> None:
+        try:
+            results[offset] = bytes(await cache.read(source.obj, SIZE, offset, length, fetch, random=True))
+        except StoreUnavailable as exc:
+            results[offset] = exc
+
+    async with trio.open_nursery() as nursery:
+        for offset, length in ((BLOCK, SPAN), (failing, SPAN), (BLOCK + 100, 4096)):
+            nursery.start_soon(reader, offset, length)
+            await trio.sleep(0.005)
+    assert results[BLOCK] == DATA[BLOCK:BLOCK + SPAN]
+    assert results[BLOCK + 100] == DATA[BLOCK + 100:BLOCK + 4196]
+    assert isinstance(results[failing], StoreUnavailable)
+    cache.close()
 
 
 async def test_a_read_across_blocks_fetches_from_both_at_once(tmp_path: os.PathLike[str]) -> None:

@@ -43,29 +43,6 @@ async def test_lookup_without_listing_probes_head_and_list(store: MemoryStore, c
     assert both.is_dir, "a name that is a prefix and an object shows as the directory"
 
 
-async def test_a_small_folder_found_by_a_probe_is_listed_whole(store: MemoryStore, clock: FakeClock) -> None:
-    ns = single_mount(store, clock)
-    d = await ns.lookup(ROOT_INODE, b"dir")
-    store.reset_counters()
-    assert (await ns.lookup(d.inode, b"a.bin")).size == 100
-    assert (await ns.lookup(d.inode, b"sub")).is_dir
-    with pytest.raises(NotFound):
-        await ns.lookup(d.inode, b"missing")
-    assert await names(ns, d.inode) == [(b"a.bin", False), (b"sub", True)]
-    assert sum(store.calls.values()) == 0
-
-
-async def test_a_folder_larger_than_the_probe_page_is_not_taken_as_listed(
-        store: MemoryStore, clock: FakeClock) -> None:
-    from mountfs.namespace.tree import PROBE_PAGE
-
-    for i in range(PROBE_PAGE + 1):
-        store.put_object(f"big/{i:04d}", b"x")
-    ns = single_mount(store, clock)
-    d = await ns.lookup(ROOT_INODE, b"big")
-    assert (await ns.lookup(d.inode, f"{PROBE_PAGE:04d}".encode())).size == 1  # past the probe's page
-
-
 async def test_lookups_after_a_listing_cost_no_requests(store: MemoryStore, clock: FakeClock) -> None:
     ns = single_mount(store, clock)
     await names(ns, ROOT_INODE)
