@@ -493,15 +493,13 @@ class BlockCache:
                         fetch: Fetch, on_disk_checked: bool = False) -> Buffer:
         """Bytes [start, stop) of a block read at random: the chunks around them that its file
         lacks are fetched (a span of `random_fetch` bytes, aligned; of a read as long, its own
-        chunks), written into its sparse file
-        in place and recorded; the rest of the block is fetched only when read. One fetch per
-        block at a time: a reader of a block being fetched waits, then looks at the disk again.
-        `on_disk_checked`: the caller just found no record of it (not looked up again: the record
-        of the chunks fetched is merged with any other when they are written).
-
-        Other parts of the same block are fetched beside it (the requests a reader of a column
-        chunk makes at once would otherwise wait for each other, a round trip each, and the later
-        ones for every fetch started meanwhile); what each brings is written in turn."""
+        chunks), written into its sparse file in place and recorded; the rest of the block is
+        fetched only when read. A reader of bytes being fetched waits for that fetch, then looks
+        at the disk again; other parts of the block are fetched beside it (the requests a reader
+        of a column chunk makes at once would otherwise wait for each other, a round trip each,
+        and the later ones for every fetch started meanwhile), and what each brings is written in
+        turn. `on_disk_checked`: the caller just found no record of it (not looked up again: the
+        record of the chunks fetched is merged with any other when they are written)."""
         key = block_key(obj, self.block_size, index)
         length = min(self.block_size, object_size - index * self.block_size)
         chunk = self.files.chunk
