@@ -517,29 +517,24 @@ class BlockCache:
             if flight is None:
                 break
             rest = flight.rest(first, last, start, stop)
-            if rest is not None:
-                if not looked:  # fetched before those began, maybe
-                    looked = True
-                    part = await self._read_from_disk(key, start, stop)
-                    if part is not None and not isinstance(part, _Lacking):
-                        self.stats.hits += 1
-                        self._touched.add(key)
-                        return part
-                    continue  # the fetches of the block may have changed meanwhile
+            if rest is not None and looked:
                 before, (first, last) = flight, rest
                 break
-            self.stats.shared += 1
-            await flight.done.wait()
-            if flight.data is not None:
-                return memoryview(flight.data)[start:stop]
-            if flight.failed_for(start, stop):
-                assert flight.error is not None
-                if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
-                    asked_itself = True
-                    continue
-                raise flight.error
-            part = await self._read_from_disk(key, start, stop)  # another range of it was fetched
-            on_disk_checked = False
+            if rest is None:
+                self.stats.shared += 1
+                await flight.done.wait()
+                if flight.data is not None:
+                    return memoryview(flight.data)[start:stop]
+                if flight.failed_for(start, stop):
+                    assert flight.error is not None
+                    if flight.ahead and not asked_itself and _worth_asking_again(flight.error):
+                        asked_itself = True
+                        continue
+                    raise flight.error
+                on_disk_checked = False
+            # Another range of it was fetched, or was before the fetches beside this one began.
+            looked = True
+            part = await self._read_from_disk(key, start, stop)
             if part is not None and not isinstance(part, _Lacking):
                 self.stats.hits += 1
                 self._touched.add(key)
