@@ -544,12 +544,9 @@ class BlockCache:
         if not asks_shared:  # other parts may be fetched beside this one from now on
             flight.fetches(first, last, before)
         try:
-            if on_disk_checked:
-                record = None
-            elif before is not None:  # on the loop: the cache disk's threads may be busy writing its parts
-                record = self._record(key)
-            else:
-                record = await self._io(self._record, key)
+            # On the loop, as _read_from_disk tells a miss: the cache disk's threads may be busy
+            # writing the parts fetched beside this one.
+            record = None if on_disk_checked else self._record(key)
             if record is None and asks_shared:  # a fleet's whole block beats a few chunks
                 assert self.shared is not None
                 whole = await self.shared.find(obj, object_size, index)
